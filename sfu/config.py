@@ -1,0 +1,420 @@
+"""Typed configuration, loaded from a TOML file.
+
+Every setting has a default, so the server starts with no file at all (bound to
+127.0.0.1). A file only has to name what it changes; see ``config.example.toml``.
+
+Anything wrong in the file stops start-up with a :class:`~sfu.errors.ConfigError`
+whose message names the file and the full key path, e.g.::
+
+    config.toml: media.rtc_min_port: expected an integer in 1..65535, got "abc"
+    config.toml: unknown key "http.prot"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sfu.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MEDIA_CODECS",
+    "LOG_LEVELS",
+    "Config",
+    "HttpConfig",
+    "LogConfig",
+    "MediaCodecConfig",
+    "MediaConfig",
+    "RouterConfig",
+    "SignalingConfig",
+    "config_from_dict",
+    "load_config",
+]
+
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+MEDIA_KINDS: tuple[str, ...] = ("audio", "video")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP/WebSocket signalling listener."""
+
+    listen_ip: str = "127.0.0.1"
+    port: int = 3000
+    max_request_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The UDP sockets that carry RTP/RTCP (ICE + DTLS + SRTP)."""
+
+    listen_ip: str = "127.0.0.1"
+    # The IP written into ICE candidates; None means the same as listen_ip.
+    announced_ip: str | None = None
+    rtc_min_port: int = 40000
+    rtc_max_port: int = 49999
+
+    @property
+    def announced_address(self) -> str:
+        """The address clients are told to send media to."""
+        return self.announced_ip or self.listen_ip
+
+
+@dataclass(frozen=True)
+class MediaCodecConfig:
+    """One entry of the router's media codecs (a mediasoup RtpCodecCapability)."""
+
+    kind: str
+    mime_type: str
+    clock_rate: int
+    channels: int | None = None
+    parameters: dict[str, str | int] = field(default_factory=dict, hash=False)
+    preferred_payload_type: int | None = None
+
+    def to_mediasoup(self) -> dict[str, Any]:
+        """The codec in mediasoup's camelCase shape; unset fields are left out."""
+        codec: dict[str, Any] = {
+            "kind": self.kind,
+            "mimeType": self.mime_type,
+            "clockRate": self.clock_rate,
+        }
+        if self.channels is not None:
+            codec["channels"] = self.channels
+        if self.parameters:
+            codec["parameters"] = dict(self.parameters)
+        if self.preferred_payload_type is not None:
+            codec["preferredPayloadType"] = self.preferred_payload_type
+        return codec
+
+
+# RTX is added by the router for every video codec, so it is not listed here.
+DEFAULT_MEDIA_CODECS: tuple[MediaCodecConfig, ...] = (
+    MediaCodecConfig(kind="audio", mime_type="audio/opus", clock_rate=48000, channels=2),
+    MediaCodecConfig(kind="video", mime_type="video/VP8", clock_rate=90000),
+    MediaCodecConfig(
+        kind="video", mime_type="video/VP9", clock_rate=90000, parameters={"profile-id": 2}
+    ),
+    MediaCodecConfig(
+        kind="video",
+        mime_type="video/H264",
+        clock_rate=90000,
+        parameters={
+            "packetization-mode": 1,
+            "profile-level-id": "4d0032",
+            "level-asymmetry-allowed": 1,
+        },
+    ),
+    MediaCodecConfig(
+        kind="video",
+        mime_type="video/H264",
+        clock_rate=90000,
+        parameters={
+            "packetization-mode": 1,
+            "profile-level-id": "42e01f",
+            "level-asymmetry-allowed": 1,
+        },
+    ),
+)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """What every room's router is created with."""
+
+    media_codecs: tuple[MediaCodecConfig, ...] = DEFAULT_MEDIA_CODECS
+
+    def mediasoup_media_codecs(self) -> list[dict[str, Any]]:
+        """``mediaCodecs`` for ``worker.createRouter``."""
+        return [codec.to_mediasoup() for codec in self.media_codecs]
+
+
+@dataclass(frozen=True)
+class SignalingConfig:
+    """The protoo-style request/response signalling."""
+
+    # Seconds the server waits for a client to answer a server-initiated request
+    # (e.g. "newConsumer") before giving up on it.
+    consumer_request_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    http: HttpConfig = field(default_factory=HttpConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate a TOML file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, not a file") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not valid UTF-8: {e.reason} at byte {e.start}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    return config_from_dict(data, source=source)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Config:
+    """Validate already-parsed TOML data. ``source`` (a file name) prefixes error messages."""
+    return _Loader(source).config(data)
+
+
+def _show(value: object) -> str:
+    """A value as it would look in the TOML file, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return repr(value)
+
+
+class _Loader:
+    def __init__(self, source: str | None) -> None:
+        self._prefix = f"{source}: " if source else ""
+
+    # -- errors and generic checks
+
+    def _fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self._prefix}{key}: {message}")
+
+    def _table(self, value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self._fail(key or "(top level)", f"expected a table, got {_show(value)}")
+        for name in value:
+            if name not in allowed:
+                full = f"{key}.{name}" if key else str(name)
+                raise ConfigError(
+                    f"{self._prefix}unknown key {json.dumps(full)}"
+                    f" (expected one of: {', '.join(allowed)})"
+                )
+        return value
+
+    def _int(self, value: object, key: str, lo: int, hi: int | None = None) -> int:
+        want = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+        # bool is an int subclass: `port = true` must not mean port 1.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._fail(key, f"expected {want}, got {_show(value)}")
+        if value < lo or (hi is not None and value > hi):
+            raise self._fail(key, f"expected {want}, got {_show(value)}")
+        return value
+
+    def _positive_number(self, value: object, key: str) -> float:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise self._fail(key, f"expected a number > 0, got {_show(value)}")
+        return float(value)
+
+    def _str(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise self._fail(key, f"expected a string, got {_show(value)}")
+        return value
+
+    def _ip(self, value: object, key: str) -> str:
+        text = self._str(value, key)
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise self._fail(key, f"expected an IPv4 or IPv6 address, got {_show(value)}") from None
+
+    # -- sections
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        top = self._table(data, "", ("http", "media", "router", "signaling", "log"))
+        return Config(
+            http=self._http(top.get("http", {})),
+            media=self._media(top.get("media", {})),
+            router=self._router(top.get("router", {})),
+            signaling=self._signaling(top.get("signaling", {})),
+            log=self._log(top.get("log", {})),
+        )
+
+    def _http(self, value: object) -> HttpConfig:
+        t = self._table(value, "http", ("listen_ip", "port", "max_request_bytes"))
+        d = HttpConfig()
+        return HttpConfig(
+            listen_ip=self._ip(t.get("listen_ip", d.listen_ip), "http.listen_ip"),
+            port=self._int(t.get("port", d.port), "http.port", 1, 65535),
+            max_request_bytes=self._int(
+                t.get("max_request_bytes", d.max_request_bytes), "http.max_request_bytes", 1
+            ),
+        )
+
+    def _media(self, value: object) -> MediaConfig:
+        t = self._table(
+            value, "media", ("listen_ip", "announced_ip", "rtc_min_port", "rtc_max_port")
+        )
+        d = MediaConfig()
+        listen_ip = self._ip(t.get("listen_ip", d.listen_ip), "media.listen_ip")
+        announced_ip: str | None = None
+        raw_announced = t.get("announced_ip", "")
+        if raw_announced != "":
+            announced_ip = self._ip(raw_announced, "media.announced_ip")
+            if ipaddress.ip_address(announced_ip).is_unspecified:
+                raise self._fail(
+                    "media.announced_ip",
+                    f"{_show(announced_ip)} cannot be announced to clients;"
+                    " give the IP clients should send media to",
+                )
+        elif ipaddress.ip_address(listen_ip).is_unspecified:
+            raise self._fail(
+                "media.announced_ip",
+                f"must be set when media.listen_ip is {_show(listen_ip)}:"
+                " clients cannot send media to an unspecified address",
+            )
+        rtc_min_port = self._int(
+            t.get("rtc_min_port", d.rtc_min_port), "media.rtc_min_port", 1, 65535
+        )
+        rtc_max_port = self._int(
+            t.get("rtc_max_port", d.rtc_max_port), "media.rtc_max_port", 1, 65535
+        )
+        if rtc_min_port > rtc_max_port:
+            raise self._fail(
+                "media.rtc_min_port",
+                f"{rtc_min_port} is greater than media.rtc_max_port ({rtc_max_port})",
+            )
+        return MediaConfig(
+            listen_ip=listen_ip,
+            announced_ip=announced_ip,
+            rtc_min_port=rtc_min_port,
+            rtc_max_port=rtc_max_port,
+        )
+
+    def _router(self, value: object) -> RouterConfig:
+        t = self._table(value, "router", ("media_codecs",))
+        if "media_codecs" not in t:
+            return RouterConfig()
+        entries = t["media_codecs"]
+        if not isinstance(entries, list):
+            raise self._fail(
+                "router.media_codecs",
+                f"expected an array of tables ([[router.media_codecs]]), got {_show(entries)}",
+            )
+        if not entries:
+            raise self._fail("router.media_codecs", "must list at least one codec")
+        return RouterConfig(
+            media_codecs=tuple(
+                self._codec(entry, f"router.media_codecs[{i}]") for i, entry in enumerate(entries)
+            )
+        )
+
+    def _codec(self, value: object, key: str) -> MediaCodecConfig:
+        t = self._table(
+            value,
+            key,
+            (
+                "kind",
+                "mime_type",
+                "clock_rate",
+                "channels",
+                "parameters",
+                "preferred_payload_type",
+            ),
+        )
+        for required in ("kind", "mime_type", "clock_rate"):
+            if required not in t:
+                raise self._fail(f"{key}.{required}", "missing (required)")
+        kind = self._str(t["kind"], f"{key}.kind")
+        if kind not in MEDIA_KINDS:
+            raise self._fail(f"{key}.kind", f'expected "audio" or "video", got {_show(kind)}')
+        mime_type = self._str(t["mime_type"], f"{key}.mime_type")
+        prefix, slash, subtype = mime_type.partition("/")
+        if not slash or not subtype or "/" in subtype or prefix.lower() != kind:
+            example = "audio/opus" if kind == "audio" else "video/VP8"
+            raise self._fail(
+                f"{key}.mime_type",
+                f'expected "{kind}/<codec>" (e.g. "{example}"), got {_show(mime_type)}',
+            )
+        if subtype.lower() == "rtx":
+            raise self._fail(
+                f"{key}.mime_type",
+                "RTX is added by the router for every video codec; do not list it",
+            )
+        clock_rate = self._int(t["clock_rate"], f"{key}.clock_rate", 1)
+        channels: int | None = None
+        if "channels" in t:
+            if kind != "audio":
+                raise self._fail(f"{key}.channels", "only audio codecs have channels")
+            channels = self._int(t["channels"], f"{key}.channels", 1, 8)
+        parameters: dict[str, str | int] = {}
+        if "parameters" in t:
+            raw = t["parameters"]
+            if not isinstance(raw, Mapping):
+                raise self._fail(f"{key}.parameters", f"expected a table, got {_show(raw)}")
+            for name, param in raw.items():
+                if isinstance(param, bool) or not isinstance(param, str | int):
+                    raise self._fail(
+                        f"{key}.parameters.{name}",
+                        f"expected a string or an integer, got {_show(param)}",
+                    )
+                parameters[str(name)] = param
+        preferred_payload_type: int | None = None
+        if "preferred_payload_type" in t:
+            preferred_payload_type = self._int(
+                t["preferred_payload_type"], f"{key}.preferred_payload_type", 0, 127
+            )
+        return MediaCodecConfig(
+            kind=kind,
+            mime_type=mime_type,
+            clock_rate=clock_rate,
+            channels=channels,
+            parameters=parameters,
+            preferred_payload_type=preferred_payload_type,
+        )
+
+    def _signaling(self, value: object) -> SignalingConfig:
+        t = self._table(value, "signaling", ("consumer_request_timeout",))
+        d = SignalingConfig()
+        return SignalingConfig(
+            consumer_request_timeout=self._positive_number(
+                t.get("consumer_request_timeout", d.consumer_request_timeout),
+                "signaling.consumer_request_timeout",
+            )
+        )
+
+    def _log(self, value: object) -> LogConfig:
+        t = self._table(value, "log", ("level",))
+        level = self._str(t.get("level", LogConfig.level), "log.level")
+        if level.lower() not in LOG_LEVELS:
+            raise self._fail(
+                "log.level",
+                f"expected one of {', '.join(json.dumps(x) for x in LOG_LEVELS)},"
+                f" got {_show(level)}",
+            )
+        return LogConfig(level=level.lower())
