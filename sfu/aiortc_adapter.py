@@ -1,0 +1,159 @@
+"""Every touch of aiortc's and aioice's private API lives here, and only here.
+
+aiortc and aioice are pinned to exact versions in pyproject.toml because of
+this module. Each touch says why it is needed:
+
+- ``RTCDtlsTransport`` does the DTLS handshake and the DTLS-SRTP key export
+  over a duck-typed ICE transport (``_recv``/``_send``/``role``), since the
+  server owns its UDP socket and its ICE-lite responder (aioice has no lite
+  mode). We set the DTLS role with ``_set_role`` (mediasoup signals the role,
+  aiortc would infer it from the ICE role), and take the SRTP sessions it
+  built (``_rx_srtp``/``_tx_srtp``) so that RTP is protected and unprotected
+  on our raw path instead of aiortc's ``RtpPacket`` path.
+- ``aioice.ice.get_host_addresses`` is replaced to restrict a *client's* ICE
+  gathering to given addresses (tests and benchmarks stay on loopback; aioice
+  skips 127.0.0.1 otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import aioice.ice
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters
+from aiortc.rtcdtlstransport import RTCDtlsTransport as _AiortcDtlsTransport
+from pylibsrtp import Session
+
+__all__ = [
+    "DtlsSession",
+    "RTCCertificate",
+    "generate_certificate",
+    "restrict_host_addresses",
+]
+
+# Bounded queue of DTLS datagrams waiting for the handshake task.
+_DTLS_QUEUE_SIZE = 64
+
+
+def generate_certificate() -> RTCCertificate:
+    return RTCCertificate.generateCertificate()
+
+
+def certificate_fingerprints(certificate: RTCCertificate) -> list[dict[str, str]]:
+    """mediasoup-shaped fingerprints, sha-256 last (mediasoup-client uses the last)."""
+    fingerprints = [
+        {"algorithm": f.algorithm, "value": f.value} for f in certificate.getFingerprints()
+    ]
+    fingerprints.sort(key=lambda f: f["algorithm"] == "sha-256")
+    return fingerprints
+
+
+class _DuckIceTransport:
+    """The part of RTCIceTransport that RTCDtlsTransport calls."""
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.role = "controlled"  # unused: the DTLS role is set explicitly
+        self._send_datagram = send
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(_DTLS_QUEUE_SIZE)
+
+    def feed(self, data: bytes) -> bool:
+        """Queue one DTLS datagram; False if the queue is full (datagram dropped)."""
+        try:
+            self._queue.put_nowait(data)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    async def _recv(self) -> bytes:
+        data = await self._queue.get()
+        if data is None:
+            raise ConnectionError("transport closed")
+        return data
+
+    async def _send(self, data: bytes) -> None:
+        self._send_datagram(data)
+
+
+class DtlsSession:
+    """DTLS handshake and DTLS-SRTP keys for one WebRtcTransport.
+
+    ``send`` writes a datagram to the ICE-selected remote address. DTLS
+    datagrams received on the socket go to :meth:`feed`.
+    """
+
+    def __init__(self, certificate: RTCCertificate, send: Callable[[bytes], None]) -> None:
+        self._ice = _DuckIceTransport(send)
+        self._dtls = _AiortcDtlsTransport(self._ice, [certificate])  # type: ignore[arg-type]
+        self.rx_srtp: Session | None = None
+        self.tx_srtp: Session | None = None
+        self.role: str | None = None
+
+    @property
+    def state(self) -> str:
+        return self._dtls.state
+
+    def on_state_change(self, callback: Callable[[str], None]) -> None:
+        self._dtls.on("statechange", lambda: callback(self._dtls.state))
+
+    def feed(self, data: bytes) -> bool:
+        return self._ice.feed(data)
+
+    async def start(self, role: str, remote_fingerprints: Sequence[dict[str, str]]) -> bool:
+        """Run the handshake in ``role`` ('client' or 'server'); True once SRTP is keyed."""
+        self.role = role
+        self._dtls._set_role(role)
+        parameters = RTCDtlsParameters(
+            fingerprints=[
+                RTCDtlsFingerprint(algorithm=f["algorithm"], value=f["value"])
+                for f in remote_fingerprints
+            ]
+        )
+        await self._dtls.start(parameters)
+        if self._dtls.state != "connected":
+            return False
+        self.rx_srtp = self._dtls._rx_srtp
+        self.tx_srtp = self._dtls._tx_srtp
+        return True
+
+    async def stop(self) -> None:
+        self._ice.close()
+        with contextlib.suppress(Exception):
+            await self._dtls.stop()
+
+
+@contextlib.contextmanager
+def restrict_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
+    """Make aioice gather host candidates only on ``addresses`` (e.g. 127.0.0.1).
+
+    Applies process-wide while the context is open: aioice reads the module
+    function at gathering time.
+    """
+    original = aioice.ice.get_host_addresses
+    chosen = list(addresses)
+
+    def only_given(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = only_given
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
+def set_host_addresses(addresses: Sequence[str] | None) -> None:
+    """Non-scoped form of :func:`restrict_host_addresses` for long-lived clients."""
+    if addresses is None:
+        return
+    chosen = list(addresses)
+
+    def only_given(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = only_given

@@ -1,0 +1,295 @@
+"""Consumer: an outgoing copy of another peer's Producer on a WebRtcTransport.
+
+It rewrites SSRC, payload type, sequence number and timestamp of each packet
+(the producer already rewrote the header extensions once per layout), keeps
+sequence numbers and timestamps continuous across pauses and keyframe waits,
+answers NACKs from its own history with RTX, and sends SRs whose NTP/RTP
+mapping follows the publisher's.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..errors import InvalidStateError
+from . import rtcp
+from .rtp import FORWARDED_EXTENSIONS, rtx_wrap
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .webrtc_transport import WebRtcTransport
+
+HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
+# While waiting for a keyframe, ask again this often.
+KEYFRAME_RETRY_INTERVAL = 1.0
+
+_HEADER = struct.Struct("!BBHII")
+
+
+class Consumer(AsyncIOEventEmitter):
+    """Events: ``transportclose``, ``producerclose``, ``producerpause``,
+    ``producerresume``, ``@close``."""
+
+    def __init__(
+        self,
+        *,
+        consumer_id: str,
+        producer: Producer,
+        rtp_parameters: dict[str, Any],
+        transport: WebRtcTransport,
+        paused: bool,
+        app_data: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.id = consumer_id
+        self.producer = producer
+        self.producer_id = producer.id
+        self.kind = producer.kind
+        self.type = "simple"
+        self.rtp_parameters = rtp_parameters
+        self.app_data = app_data
+        self.transport = transport
+        self.paused = paused
+        self.producer_paused = producer.paused
+        self.closed = False
+        self.priority = 1
+        self.score = 10
+
+        encoding = rtp_parameters["encodings"][0]
+        self.ssrc: int = encoding["ssrc"]
+        self.rtx_ssrc: int | None = (encoding.get("rtx") or {}).get("ssrc")
+        codecs = rtp_parameters["codecs"]
+        media_codec = codecs[0]
+        self.payload_type: int = media_codec["payloadType"]
+        self.clock_rate: int = media_codec["clockRate"]
+        self.rtx_payload_type: int | None = next(
+            (
+                c["payloadType"]
+                for c in codecs
+                if c["mimeType"].lower().endswith("/rtx")
+                and int((c.get("parameters") or {}).get("apt", -1)) == self.payload_type
+            ),
+            None,
+        )
+        if self.rtx_payload_type is None:
+            self.rtx_ssrc = None
+        feedback = media_codec.get("rtcpFeedback") or []
+        self.nack_enabled = any(
+            fb.get("type") == "nack" and not fb.get("parameter") for fb in feedback
+        )
+        self.cname: str = (rtp_parameters.get("rtcp") or {}).get("cname") or ""
+        self.extension_ids: frozenset[int] = frozenset(
+            ext["id"]
+            for ext in rtp_parameters.get("headerExtensions") or []
+            if ext["uri"] in FORWARDED_EXTENSIONS
+        )
+
+        # rewriting state
+        self._needs_keyframe = self.kind == "video"
+        self._needs_sync = True
+        self._ever_sent = False
+        self._sync_seq = 0  # incoming seq at the last sync point
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._max_out_seq = 0
+        self._last_out_ts = 0
+        self._last_send_time = 0.0
+        self._last_keyframe_request = 0.0
+        self._rtx_seq = 0
+        self._active = False
+        self._history: list[bytes | None] = [None] * HISTORY_SIZE
+
+        # counters for stats
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.packets_retransmitted = 0
+        self.nacks_received = 0
+        self.keyframe_requests_received = 0
+        self.fraction_lost = 0
+        self.rtt = 0.0
+        self._update_active()
+
+    # ---- the hot path ----------------------------------------------------
+
+    def send_rtp(
+        self, b0: int, b1: int, tail: bytes, seq: int, timestamp: int, keyframe: bool, now: float
+    ) -> None:
+        """Rewrite and send one packet. ``tail`` is everything after the fixed header."""
+        if not self._active:
+            return
+        if self._needs_sync:
+            if self._needs_keyframe:
+                if not keyframe:
+                    if now - self._last_keyframe_request > KEYFRAME_RETRY_INTERVAL:
+                        self._last_keyframe_request = now
+                        self.producer.request_key_frame()
+                    return
+                self._needs_keyframe = False
+            self._sync(seq, timestamp, now)
+        elif ((seq - self._sync_seq) & 0xFFFF) >= 0x8000:
+            return  # older than the sync point: its number would collide
+        out_seq = (seq - self._seq_offset) & 0xFFFF
+        out_ts = (timestamp - self._ts_offset) & 0xFFFFFFFF
+        packet = _HEADER.pack(b0, b1, out_seq, out_ts, self.ssrc) + tail
+        self._history[out_seq & (HISTORY_SIZE - 1)] = packet
+        if ((out_seq - self._max_out_seq) & 0xFFFF) < 0x8000:
+            self._max_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_send_time = now
+        self.packets_sent += 1
+        self.bytes_sent += len(packet)
+        self.transport.send_rtp(packet)
+
+    def _sync(self, seq: int, timestamp: int, now: float) -> None:
+        """Continue our numbering from where it stopped, whatever the input's numbering."""
+        self._needs_sync = False
+        self._sync_seq = seq
+        if not self._ever_sent:
+            self._ever_sent = True
+            self._seq_offset = 0
+            self._ts_offset = 0
+            self._max_out_seq = (seq - 1) & 0xFFFF
+            return
+        next_seq = (self._max_out_seq + 1) & 0xFFFF
+        elapsed = max(now - self._last_send_time, 0.0)
+        next_ts = (self._last_out_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+        self._seq_offset = (seq - next_seq) & 0xFFFF
+        self._ts_offset = (timestamp - next_ts) & 0xFFFFFFFF
+
+    # ---- RTCP from the subscriber ---------------------------------------
+
+    def receive_nack(self, lost: tuple[int, ...]) -> None:
+        self.nacks_received += 1
+        if not self.nack_enabled:
+            return
+        for seq in lost:
+            packet = self._history[seq & (HISTORY_SIZE - 1)]
+            if packet is None or ((packet[2] << 8) | packet[3]) != seq:
+                continue
+            if self.rtx_ssrc is not None and self.rtx_payload_type is not None:
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                packet = bytes(rtx_wrap(packet, self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc))
+            self.packets_retransmitted += 1
+            self.transport.send_rtp(packet)
+
+    def receive_key_frame_request(self) -> None:
+        self.keyframe_requests_received += 1
+        if self._active:
+            self.producer.request_key_frame()
+
+    def receive_report_block(self, block: rtcp.ReportBlock) -> None:
+        self.fraction_lost = block.fraction_lost
+        if block.lsr:
+            # RTT = now - LSR - DLSR, all in 1/65536 s (RFC 3550 6.4.1)
+            now = rtcp.ntp_middle32(rtcp.ntp_now())
+            rtt = (now - block.lsr - block.dlsr) & 0xFFFFFFFF
+            if rtt < 0x80000000:
+                self.rtt = rtt / 65536.0
+
+    def sender_report(self) -> bytes | None:
+        """SR + SDES, mapping our clock to the publisher's media time, or None before media."""
+        if not self._ever_sent or self.closed:
+            return None
+        ntp = rtcp.ntp_now()
+        wall = rtcp.ntp_to_seconds(ntp)
+        mapping = self.producer.media_time()
+        if mapping is not None:
+            sr_ntp, sr_rtp, _ = mapping
+            elapsed = wall - rtcp.ntp_to_seconds(sr_ntp)
+            rtp_now = (sr_rtp + int(elapsed * self.clock_rate) - self._ts_offset) & 0xFFFFFFFF
+        else:
+            elapsed = time.monotonic() - self._last_send_time
+            rtp_now = (self._last_out_ts + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+        return rtcp.build_sr(
+            self.ssrc, ntp, rtp_now, self.packets_sent & 0xFFFFFFFF, self.bytes_sent & 0xFFFFFFFF
+        ) + rtcp.build_sdes_cname(self.ssrc, self.cname)
+
+    # ---- state -----------------------------------------------------------
+
+    def _update_active(self) -> None:
+        was_active = self._active
+        self._active = not (self.paused or self.producer_paused or self.closed)
+        if self._active and not was_active:
+            # Restart numbering from here; video waits for a keyframe.
+            self._needs_sync = True
+            if self.kind == "video":
+                self._needs_keyframe = True
+                self._last_keyframe_request = time.monotonic()
+                self.producer.request_key_frame()
+
+    async def pause(self) -> None:
+        self._check_open()
+        self.paused = True
+        self._update_active()
+
+    async def resume(self) -> None:
+        self._check_open()
+        self.paused = False
+        self._update_active()
+
+    async def request_key_frame(self) -> None:
+        self._check_open()
+        self.producer.request_key_frame()
+
+    async def set_priority(self, priority: int) -> None:
+        self._check_open()
+        self.priority = priority
+
+    def on_producer_paused(self) -> None:
+        self.producer_paused = True
+        self._update_active()
+        self.emit("producerpause")
+
+    def on_producer_resumed(self) -> None:
+        self.producer_paused = False
+        self._update_active()
+        self.emit("producerresume")
+
+    def on_producer_closed(self) -> None:
+        if self.closed:
+            return
+        self._close()
+        self.emit("producerclose")
+
+    def transport_closed(self) -> None:
+        if self.closed:
+            return
+        self._close()
+        self.emit("transportclose")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        self._active = False
+        self._history = [None] * 0
+        self.producer.remove_consumer(self)
+        self.emit("@close")
+
+    def get_stats(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "outbound-rtp",
+                "kind": self.kind,
+                "ssrc": self.ssrc,
+                "rtxSsrc": self.rtx_ssrc,
+                "packetCount": self.packets_sent,
+                "byteCount": self.bytes_sent,
+                "packetsRetransmitted": self.packets_retransmitted,
+                "nackCount": self.nacks_received,
+                "pliCount": self.keyframe_requests_received,
+                "fractionLost": self.fraction_lost,
+                "roundTripTime": self.rtt,
+                "score": self.score,
+            }
+        ]

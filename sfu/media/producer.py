@@ -1,0 +1,384 @@
+"""Producer: one incoming track on a WebRtcTransport, forwarded to its consumers.
+
+Per packet (the hot path) it parses only the fixed header and the extension
+block, maps the client's payload type and extension ids onto the router's,
+builds the rewritten header tail once per consumer layout, and hands it to
+each consumer, which patches in its own seq/timestamp/SSRC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..errors import InvalidStateError
+from . import rtcp
+from .rtp import (
+    FORWARDED_EXTENSIONS,
+    KEYFRAME_DETECTORS,
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    RtpError,
+    abs_send_time_now,
+    build_extension_block,
+    header_bounds,
+    iter_one_byte_extensions,
+    iter_two_byte_extensions,
+    no_keyframes,
+    parse_fixed_header,
+    rtx_unwrap,
+)
+from .rtp_stream import RtpStreamRecv
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .webrtc_transport import WebRtcTransport
+
+# Keyframe requests toward the publisher are merged within this window.
+KEYFRAME_REQUEST_WINDOW = 0.3
+NACK_RETRY_INTERVAL = 0.05
+NACK_MAX_AGE = 1.0
+NACK_MAX_TRIES = 10
+
+AudioLevelSink = Callable[["Producer", int], None]
+
+
+def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> bool:
+    return any(
+        fb.get("type") == fb_type and (fb.get("parameter") or "") == parameter
+        for fb in codec.get("rtcpFeedback") or []
+    )
+
+
+class Producer(AsyncIOEventEmitter):
+    """An incoming track. Events: ``transportclose``, ``@close``, ``pause``, ``resume``."""
+
+    def __init__(
+        self,
+        *,
+        producer_id: str,
+        kind: str,
+        rtp_parameters: dict[str, Any],
+        rtp_mapping: dict[str, Any],
+        consumable_rtp_parameters: dict[str, Any],
+        transport: WebRtcTransport,
+        paused: bool,
+        app_data: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.id = producer_id
+        self.kind = kind
+        self.type = "simple"
+        self.rtp_parameters = rtp_parameters
+        self.rtp_mapping = rtp_mapping
+        self.consumable_rtp_parameters = consumable_rtp_parameters
+        self.app_data = app_data
+        self.paused = paused
+        self.closed = False
+        self.transport = transport
+
+        codecs = rtp_parameters["codecs"]
+        media_codecs = [c for c in codecs if not c["mimeType"].lower().endswith("/rtx")]
+        main_codec = media_codecs[0]
+        self.mime_type: str = main_codec["mimeType"].lower()
+        self.clock_rate: int = main_codec["clockRate"]
+        self._is_keyframe = KEYFRAME_DETECTORS.get(self.mime_type, no_keyframes)
+        self._nack_enabled = kind == "video" and _has_feedback(main_codec, "nack")
+        self._use_fir = not _has_feedback(main_codec, "nack", "pli") and _has_feedback(
+            main_codec, "ccm", "fir"
+        )
+
+        # client payload type -> router payload type (media codecs)
+        mapped = {m["payloadType"]: m["mappedPayloadType"] for m in rtp_mapping["codecs"]}
+        self._pt_map: dict[int, int] = {
+            c["payloadType"]: mapped[c["payloadType"]] for c in media_codecs
+        }
+        # client RTX payload type -> client media payload type (its apt)
+        self._rtx_apt: dict[int, int] = {
+            c["payloadType"]: int(c["parameters"]["apt"])
+            for c in codecs
+            if c["mimeType"].lower().endswith("/rtx") and "apt" in (c.get("parameters") or {})
+        }
+
+        # client extension id -> router extension id, for the ones forwarded
+        self._ext_forward: dict[int, int] = {}
+        self._abs_send_time_id = -1
+        self._audio_level_id = -1
+        self.mid_extension_id = -1
+        for ext in rtp_mapping.get("headerExtensions", []):
+            uri = ext["uri"]
+            if uri in FORWARDED_EXTENSIONS:
+                self._ext_forward[ext["id"]] = ext["mappedId"]
+            if uri == URI_ABS_SEND_TIME:
+                self._abs_send_time_id = ext["id"]
+            elif uri == URI_AUDIO_LEVEL:
+                self._audio_level_id = ext["id"]
+            elif uri == URI_MID:
+                self.mid_extension_id = ext["id"]
+
+        # SSRC -> stream, and RTX SSRC -> media SSRC
+        self.streams: dict[int, RtpStreamRecv] = {}
+        self.rtx_ssrcs: dict[int, int] = {}
+        for encoding in rtp_parameters.get("encodings") or []:
+            ssrc = encoding.get("ssrc")
+            if ssrc is not None:
+                self.streams[ssrc] = RtpStreamRecv(ssrc, self.clock_rate)
+                rtx = encoding.get("rtx") or {}
+                if rtx.get("ssrc") is not None:
+                    self.rtx_ssrcs[rtx["ssrc"]] = ssrc
+
+        # consumers grouped by the set of router extension ids they accept
+        self._layouts: dict[frozenset[int], list[Consumer]] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self.audio_level_sink: AudioLevelSink | None = None
+
+        self._last_keyframe_request = 0.0
+        self._keyframe_request_pending = False
+        self._nack_timer: asyncio.TimerHandle | None = None
+
+        # counters for stats
+        self.packets_received = 0
+        self.bytes_received = 0
+        self.packets_discarded = 0
+        self.packets_repaired = 0
+        self.nacks_sent = 0
+        self.keyframe_requests_sent = 0
+        self.score = 10
+
+    # ---- consumers -------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers[consumer.id] = consumer
+        self._layouts.setdefault(consumer.extension_ids, []).append(consumer)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        if self.consumers.pop(consumer.id, None) is None:
+            return
+        group = self._layouts.get(consumer.extension_ids)
+        if group is not None:
+            group.remove(consumer)
+            if not group:
+                del self._layouts[consumer.extension_ids]
+
+    # ---- the hot path ----------------------------------------------------
+
+    def learn_ssrc(self, ssrc: int, payload_type: int) -> bool:
+        """Adopt an SSRC the client did not signal (found by MID): True if taken."""
+        if payload_type in self._rtx_apt:
+            if len(self.streams) == 1 and not self.rtx_ssrcs:
+                self.rtx_ssrcs[ssrc] = next(iter(self.streams))
+                return True
+            return False
+        if payload_type in self._pt_map and not self.streams:
+            self.streams[ssrc] = RtpStreamRecv(ssrc, self.clock_rate)
+            return True
+        return False
+
+    def receive_rtp(self, packet: bytes, now: float) -> None:
+        """Forward one unprotected RTP packet of this producer to its consumers."""
+        try:
+            csrc_end, ext_start, ext_end, payload_end = header_bounds(packet)
+        except RtpError:
+            self.transport.count_drop("malformed-rtp")
+            return
+        b1, pt, seq, timestamp, ssrc = parse_fixed_header(packet)
+
+        media_ssrc = self.rtx_ssrcs.get(ssrc)
+        if media_ssrc is not None:
+            media_pt = self._rtx_apt.get(pt)
+            if media_pt is None:
+                self.transport.count_drop("unknown-payload-type")
+                return
+            unwrapped = rtx_unwrap(packet, media_pt, media_ssrc)
+            if unwrapped is None:
+                self.transport.count_drop("rtx-padding")
+                return
+            packet, seq = unwrapped
+            csrc_end, ext_start, ext_end, payload_end = header_bounds(packet)
+            b1, pt, seq, timestamp, ssrc = parse_fixed_header(packet)
+
+        stream = self.streams.get(ssrc)
+        if stream is None:
+            self.transport.count_drop("unknown-ssrc")
+            return
+        router_pt = self._pt_map.get(pt)
+        if router_pt is None:
+            self.transport.count_drop("unknown-payload-type")
+            return
+        self.packets_received += 1
+        self.bytes_received += len(packet)
+        newly_missing = stream.receive(seq, timestamp, now, len(packet))
+        if newly_missing < 0:
+            self.transport.count_drop("duplicate")
+            return
+        if media_ssrc is not None:
+            self.packets_repaired += 1
+        if newly_missing and self._nack_enabled:
+            self._send_nacks(stream, now)
+
+        # header extensions: map ids, read audio level, refresh abs-send-time
+        elements: list[tuple[int, bytes]] = []
+        if ext_end > ext_start:
+            profile = (packet[csrc_end] << 8) | packet[csrc_end + 1]
+            if profile == 0xBEDE:
+                found = iter_one_byte_extensions(packet, ext_start, ext_end)
+            elif profile & 0xFFF0 == 0x1000:
+                found = iter_two_byte_extensions(packet, ext_start, ext_end)
+            else:
+                found = []
+            for ext_id, start, end in found:
+                if ext_id == self._audio_level_id and self.audio_level_sink is not None:
+                    self.audio_level_sink(self, packet[start] & 0x7F)
+                router_id = self._ext_forward.get(ext_id)
+                if router_id is not None:
+                    if ext_id == self._abs_send_time_id:
+                        elements.append((router_id, abs_send_time_now()))
+                    else:
+                        elements.append((router_id, packet[start:end]))
+
+        if self.paused or not self._layouts:
+            return
+        keyframe = self._is_keyframe(packet, ext_end, payload_end)
+        b1 = (b1 & 0x80) | router_pt
+        csrcs_and_payload = packet[12:csrc_end], packet[ext_end:]
+        for extension_ids, consumers in self._layouts.items():
+            block = build_extension_block([e for e in elements if e[0] in extension_ids])
+            b0 = (packet[0] & 0xEF) | (0x10 if block else 0)
+            tail = csrcs_and_payload[0] + block + csrcs_and_payload[1]
+            for consumer in consumers:
+                consumer.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+
+    # ---- RTCP toward the publisher -------------------------------------
+
+    def receive_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
+        stream = self.streams.get(report.ssrc)
+        if stream is not None:
+            stream.receive_sr(report.ntp, report.rtp_timestamp, now)
+
+    def media_time(self, ssrc_stream: RtpStreamRecv | None = None) -> tuple[int, int, float] | None:
+        """The publisher's latest SR mapping (ntp, rtp, arrival) of the main stream."""
+        stream = ssrc_stream or next(iter(self.streams.values()), None)
+        if stream is None or not stream.last_sr_arrival:
+            return None
+        return stream.last_sr_ntp, stream.last_sr_rtp, stream.last_sr_arrival
+
+    def report_blocks(self, now: float) -> list[rtcp.ReportBlock]:
+        return [s.report_block(now) for s in self.streams.values() if s.started]
+
+    def request_key_frame(self) -> None:
+        """Ask the publisher for a keyframe, merging requests (DESIGN.md section 4)."""
+        if self.kind != "video" or self.closed:
+            return
+        now = time.monotonic()
+        wait = self._last_keyframe_request + KEYFRAME_REQUEST_WINDOW - now
+        if wait <= 0:
+            self._send_key_frame_request(now)
+        elif not self._keyframe_request_pending:
+            # One more request after the window, covering everything merged meanwhile.
+            self._keyframe_request_pending = True
+            asyncio.get_running_loop().call_later(wait, self._send_pending_key_frame_request)
+
+    def _send_pending_key_frame_request(self) -> None:
+        self._keyframe_request_pending = False
+        if not self.closed:
+            self._send_key_frame_request(time.monotonic())
+
+    def _send_key_frame_request(self, now: float) -> None:
+        self._last_keyframe_request = now
+        sender = self.transport.rtcp_ssrc
+        for ssrc in self.streams:
+            if self._use_fir:
+                self.transport.fir_seq = (self.transport.fir_seq + 1) & 0xFF
+                self.transport.send_rtcp(rtcp.build_fir(sender, ssrc, self.transport.fir_seq))
+            else:
+                self.transport.send_rtcp(rtcp.build_pli(sender, ssrc))
+            self.keyframe_requests_sent += 1
+
+    def _send_nacks(self, stream: RtpStreamRecv, now: float) -> None:
+        lost = stream.nack_list(now, NACK_RETRY_INTERVAL, NACK_MAX_AGE, NACK_MAX_TRIES)
+        if lost:
+            self.nacks_sent += 1
+            self.transport.send_rtcp(rtcp.build_nack(self.transport.rtcp_ssrc, stream.ssrc, lost))
+        if stream.missing and self._nack_timer is None:
+            self._nack_timer = asyncio.get_running_loop().call_later(
+                NACK_RETRY_INTERVAL, self._retry_nacks
+            )
+
+    def _retry_nacks(self) -> None:
+        self._nack_timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        for stream in self.streams.values():
+            if stream.missing:
+                self._send_nacks(stream, now)
+
+    # ---- control ---------------------------------------------------------
+
+    async def pause(self) -> None:
+        self._check_open()
+        if self.paused:
+            return
+        self.paused = True
+        for consumer in list(self.consumers.values()):
+            consumer.on_producer_paused()
+        self.emit("pause")
+
+    async def resume(self) -> None:
+        self._check_open()
+        if not self.paused:
+            return
+        self.paused = False
+        for consumer in list(self.consumers.values()):
+            consumer.on_producer_resumed()
+        self.emit("resume")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"producer {self.id} is closed")
+
+    def close(self) -> None:
+        """Close this producer and every consumer of it."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
+        for consumer in list(self.consumers.values()):
+            consumer.on_producer_closed()
+        self.consumers.clear()
+        self._layouts.clear()
+        self.emit("@close")
+
+    def transport_closed(self) -> None:
+        if self.closed:
+            return
+        self.close()
+        self.emit("transportclose")
+
+    def get_stats(self) -> list[dict[str, Any]]:
+        stats = []
+        for stream in self.streams.values():
+            stats.append(
+                {
+                    "type": "inbound-rtp",
+                    "kind": self.kind,
+                    "mimeType": self.mime_type,
+                    "ssrc": stream.ssrc,
+                    "packetCount": stream.received,
+                    "byteCount": stream.bytes_received,
+                    "packetsLost": max(0, stream.extended_max_seq - stream.base_seq + 1 - stream.received),
+                    "fractionLost": stream.fraction_lost,
+                    "jitter": int(stream.jitter),
+                    "packetsRepaired": self.packets_repaired,
+                    "nackCount": self.nacks_sent,
+                    "pliCount": self.keyframe_requests_sent,
+                    "score": self.score,
+                }
+            )
+        return stats

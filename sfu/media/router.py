@@ -1,0 +1,99 @@
+"""Router: one per room. Knows the room's RTP capabilities and owns its transports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..errors import InvalidStateError, SfuError
+from . import ortc
+from .active_speaker_observer import ActiveSpeakerObserver
+from .webrtc_transport import WebRtcTransport
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class Router(AsyncIOEventEmitter):
+    """Events: ``workerclose``, ``@close``."""
+
+    def __init__(self, *, worker: Worker, rtp_capabilities: dict[str, Any], app_data: dict[str, Any]) -> None:
+        super().__init__()
+        self.id = str(uuid.uuid4())
+        self.worker = worker
+        self.rtp_capabilities = rtp_capabilities
+        self.app_data = app_data
+        self.closed = False
+        self.transports: dict[str, WebRtcTransport] = {}
+        self.producers: dict[str, Producer] = {}
+        self.rtp_observers: dict[str, ActiveSpeakerObserver] = {}
+
+    async def create_webrtc_transport(self, *, app_data: dict[str, Any] | None = None) -> WebRtcTransport:
+        self._check_open()
+        settings = self.worker.settings
+        transport = WebRtcTransport(
+            router=self,
+            announced_ip=settings.announced_ip or settings.listen_ip,
+            certificate=self.worker.certificate,
+            app_data=app_data or {},
+        )
+        await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)
+        self.transports[transport.id] = transport
+        transport.on("@close", lambda: self.transports.pop(transport.id, None))
+        return transport
+
+    async def create_active_speaker_observer(
+        self, *, interval: float = 0.3, app_data: dict[str, Any] | None = None
+    ) -> ActiveSpeakerObserver:
+        self._check_open()
+        observer = ActiveSpeakerObserver(interval=interval, app_data=app_data)
+        observer.start()
+        self.rtp_observers[observer.id] = observer
+        observer.on("@close", lambda: self.rtp_observers.pop(observer.id, None))
+        return observer
+
+    def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
+        producer = self.producers.get(producer_id)
+        if producer is None:
+            return False
+        try:
+            return ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities)
+        except SfuError as error:
+            logger.debug("can_consume(%s): %s", producer_id, error)
+            return False
+
+    def add_producer(self, producer: Producer) -> None:
+        self.producers[producer.id] = producer
+
+    def remove_producer(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
+        for observer in self.rtp_observers.values():
+            observer.forget_producer(producer)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"router {self.id} is closed")
+
+    def close(self) -> None:
+        """Close every transport (and so every producer and consumer) and observer."""
+        if self.closed:
+            return
+        self.closed = True
+        for transport in list(self.transports.values()):
+            transport.router_closed()
+        for observer in list(self.rtp_observers.values()):
+            observer.close()
+        self.transports.clear()
+        self.producers.clear()
+        self.emit("@close")
+
+    def worker_closed(self) -> None:
+        if not self.closed:
+            self.close()
+            self.emit("workerclose")

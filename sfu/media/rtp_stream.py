@@ -1,0 +1,158 @@
+"""Receive-side statistics of one incoming RTP stream (RFC 3550 A.1, A.3, A.8) and NACK state."""
+
+from __future__ import annotations
+
+from .rtcp import ReportBlock, ntp_middle32
+
+# Packets further back than this are a stream restart, not reordering.
+_MAX_DROPOUT = 3000
+# Gaps wider than this are not NACKed (the sender's history would not have them).
+_MAX_NACK_GAP = 500
+_MAX_MISSING = 1000
+
+
+class RtpStreamRecv:
+    """Sequence tracking, loss, jitter and the missing-packet set of one SSRC."""
+
+    __slots__ = (
+        "ssrc",
+        "clock_rate",
+        "started",
+        "base_seq",
+        "max_seq",
+        "cycles",
+        "received",
+        "bytes_received",
+        "expected_prior",
+        "received_prior",
+        "transit",
+        "jitter",
+        "missing",
+        "last_sr_ntp",
+        "last_sr_rtp",
+        "last_sr_arrival",
+        "last_packet_time",
+        "fraction_lost",
+    )
+
+    def __init__(self, ssrc: int, clock_rate: int) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self.started = False
+        self.base_seq = 0
+        self.max_seq = 0
+        self.cycles = 0
+        self.received = 0
+        self.bytes_received = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.transit = 0.0
+        self.jitter = 0.0
+        # seq -> [first seen missing (monotonic s), NACKs sent, last NACK time]
+        self.missing: dict[int, list[float]] = {}
+        self.last_sr_ntp = 0
+        self.last_sr_rtp = 0
+        self.last_sr_arrival = 0.0
+        self.last_packet_time = 0.0
+        self.fraction_lost = 0
+
+    def receive(self, seq: int, timestamp: int, now: float, size: int) -> int:
+        """Account one packet. Returns the number of newly missing packets
+        (>= 0) if the packet is to be forwarded, or -1 for a duplicate.
+
+        A packet older than the highest is forwarded only if it was missing
+        (a late or retransmitted packet), so consumers never get duplicates.
+        """
+        self.last_packet_time = now
+        if not self.started:
+            self.started = True
+            self.base_seq = self.max_seq = seq
+            self.transit = now * self.clock_rate - timestamp
+            self.received = 1
+            self.bytes_received = size
+            return 0
+        delta = (seq - self.max_seq) & 0xFFFF
+        if delta == 0:
+            return -1
+        newly_missing = 0
+        if delta < 0x8000:
+            if seq < self.max_seq:
+                self.cycles += 0x10000
+            if delta > 1:
+                newly_missing = self._add_missing(seq, delta - 1, now)
+            self.max_seq = seq
+            transit = now * self.clock_rate - timestamp
+            d = transit - self.transit
+            self.transit = transit
+            self.jitter += (abs(d) - self.jitter) / 16.0
+        elif self.missing.pop(seq, None) is None:
+            if 0x10000 - delta <= _MAX_DROPOUT:
+                return -1  # a duplicate, or older than anything we track
+            # The sender restarted its sequence: start over.
+            self.base_seq = self.max_seq = seq
+            self.cycles = 0
+            self.received = self.expected_prior = self.received_prior = 0
+            self.missing.clear()
+        self.received += 1
+        self.bytes_received += size
+        return newly_missing
+
+    def _add_missing(self, seq: int, count: int, now: float) -> int:
+        if count > _MAX_NACK_GAP or len(self.missing) + count > _MAX_MISSING:
+            self.missing.clear()
+            return 0
+        for i in range(count, 0, -1):
+            self.missing[(seq - i) & 0xFFFF] = [now, 0.0, 0.0]
+        return count
+
+    def nack_list(self, now: float, retry_interval: float, max_age: float, max_tries: int) -> list[int]:
+        """Sequence numbers to NACK now; forgets the ones past their age or tries."""
+        due: list[int] = []
+        expired: list[int] = []
+        for seq, state in self.missing.items():
+            if now - state[0] > max_age or state[1] >= max_tries:
+                expired.append(seq)
+            elif now - state[2] >= retry_interval:
+                state[1] += 1
+                state[2] = now
+                due.append(seq)
+        for seq in expired:
+            del self.missing[seq]
+        return due
+
+    def receive_sr(self, ntp: int, rtp_timestamp: int, now: float) -> None:
+        self.last_sr_ntp = ntp
+        self.last_sr_rtp = rtp_timestamp
+        self.last_sr_arrival = now
+
+    @property
+    def extended_max_seq(self) -> int:
+        return self.cycles + self.max_seq
+
+    def report_block(self, now: float) -> ReportBlock:
+        """An RR report block, and the interval's fraction lost (RFC 3550 A.3)."""
+        expected = self.extended_max_seq - self.base_seq + 1
+        lost = max(-0x800000, min(expected - self.received, 0x7FFFFF))
+        expected_interval = expected - self.expected_prior
+        received_interval = self.received - self.received_prior
+        self.expected_prior = expected
+        self.received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        if expected_interval > 0 and lost_interval > 0:
+            self.fraction_lost = min(255, (lost_interval << 8) // expected_interval)
+        else:
+            self.fraction_lost = 0
+        if self.last_sr_arrival:
+            lsr = ntp_middle32(self.last_sr_ntp)
+            dlsr = int((now - self.last_sr_arrival) * 65536) & 0xFFFFFFFF
+        else:
+            lsr = dlsr = 0
+        return ReportBlock(
+            ssrc=self.ssrc,
+            fraction_lost=self.fraction_lost,
+            packets_lost=lost,
+            highest_seq=self.extended_max_seq & 0xFFFFFFFF,
+            jitter=int(self.jitter) & 0xFFFFFFFF,
+            lsr=lsr,
+            dlsr=dlsr,
+        )

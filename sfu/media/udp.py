@@ -1,0 +1,86 @@
+"""UDP sockets the server owns: bound to the listen IP, within the port range."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import socket
+from collections.abc import Callable
+
+from ..errors import SfuError
+
+DatagramHandler = Callable[[bytes, tuple], None]
+
+
+class PortRangeExhaustedError(SfuError):
+    """Every port of the configured range is in use."""
+
+    code = 503
+
+
+def bind_udp_socket(listen_ip: str, min_port: int, max_port: int) -> socket.socket:
+    """A non-blocking UDP socket on a free port of [min_port, max_port]."""
+    family = socket.AF_INET6 if ipaddress.ip_address(listen_ip).version == 6 else socket.AF_INET
+    ports = list(range(min_port, max_port + 1))
+    # Start at a random port so that a restarted server does not reuse the
+    # ports its previous clients may still be sending to.
+    start = random.randrange(len(ports))
+    for port in ports[start:] + ports[:start]:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((listen_ip, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setblocking(False)
+        # Room for bursts of keyframes toward many consumers.
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        return sock
+    raise PortRangeExhaustedError(
+        f"no free UDP port in {min_port}-{max_port} on {listen_ip}: "
+        "widen media.rtc_min_port/rtc_max_port"
+    )
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, handler: DatagramHandler) -> None:
+        self._handler = handler
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self._handler(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the consent logic deals with dead peers.
+        pass
+
+
+class UdpEndpoint:
+    """A bound socket plus its asyncio reader. Sends go straight to the socket:
+    a full send buffer drops the datagram instead of queueing or blocking."""
+
+    def __init__(self, sock: socket.socket, transport: asyncio.DatagramTransport) -> None:
+        self.socket = sock
+        self._transport = transport
+        self.local_address: tuple = sock.getsockname()
+        self.sendto = sock.sendto
+
+    @classmethod
+    async def create(
+        cls, listen_ip: str, min_port: int, max_port: int, handler: DatagramHandler
+    ) -> UdpEndpoint:
+        sock = bind_udp_socket(listen_ip, min_port, max_port)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(handler), sock=sock)
+        return cls(sock, transport)
+
+    @property
+    def port(self) -> int:
+        return int(self.local_address[1])
+
+    def close(self) -> None:
+        self._transport.close()

@@ -1,0 +1,611 @@
+"""WebRtcTransport: ICE-lite + DTLS + SRTP toward one client, on a UDP socket we own.
+
+Datagrams are demultiplexed by their first byte (RFC 7983): STUN goes to the
+ICE-lite responder, DTLS to the handshake, SRTP/SRTCP to producers and
+consumers. Media is accepted only from addresses that passed an
+authenticated ICE check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pylibsrtp
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..aiortc_adapter import DtlsSession, RTCCertificate, certificate_fingerprints
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
+from . import ortc, rtcp
+from .consumer import Consumer
+from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
+from .producer import Producer
+from .rtp import header_bounds, iter_one_byte_extensions
+from .udp import UdpEndpoint
+
+if TYPE_CHECKING:
+    from .router import Router
+
+logger = logging.getLogger(__name__)
+
+RTCP_INTERVAL = 1.0
+# REMB toward publishers: a loss-based estimate (we advertise goog-remb, so we send it).
+REMB_INITIAL_BITRATE = 1_000_000
+REMB_MIN_BITRATE = 100_000
+REMB_MAX_BITRATE = 4_000_000
+
+_U32 = struct.Struct("!I")
+
+
+def _mediasoup_dtls_role(remote_role: str) -> str:
+    """Our DTLS role is the opposite of the client's ('auto' clients are DTLS clients)."""
+    return "client" if remote_role == "server" else "server"
+
+
+class WebRtcTransport(AsyncIOEventEmitter):
+    """Events: ``icestatechange``, ``dtlsstatechange``, ``routerclose``, ``@close``."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        announced_ip: str,
+        certificate: RTCCertificate,
+        app_data: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.id = str(uuid.uuid4())
+        self.router = router
+        self.app_data = app_data
+        self.closed = False
+        self._endpoint: UdpEndpoint | None = None
+        self._announced_ip = announced_ip
+        self._certificate = certificate
+
+        self.ice = IceLiteResponder(IceCredentials.generate())
+        self.ice_state = "new"
+        self.ice_selected_tuple: tuple | None = None
+        self._valid_addresses: set[tuple] = set()
+        self.last_ice_activity = time.monotonic()
+
+        self.dtls_state = "new"
+        self.dtls_role: str | None = None
+        self._remote_dtls: dict[str, Any] | None = None
+        self._dtls = DtlsSession(certificate, self._send_datagram)
+        self._dtls_task: asyncio.Task[None] | None = None
+        self._rx_srtp: pylibsrtp.Session | None = None
+        self._tx_srtp: pylibsrtp.Session | None = None
+
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self._producers_by_ssrc: dict[int, Producer] = {}
+        self._consumers_by_ssrc: dict[int, Consumer] = {}
+        self._next_mid = 0
+
+        self.rtcp_ssrc = random.getrandbits(32) or 1
+        self.fir_seq = 0
+        self._rtcp_timer: asyncio.TimerHandle | None = None
+        self._incoming_bitrate = REMB_INITIAL_BITRATE
+        self.available_outgoing_bitrate: int | None = None
+
+        # counters
+        self.drops: Counter[str] = Counter()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.rtp_packets_received = 0
+        self.rtp_packets_sent = 0
+        self.rtcp_packets_received = 0
+        self.rtcp_packets_sent = 0
+
+    async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
+        self._endpoint = await UdpEndpoint.create(
+            listen_ip, min_port, max_port, self.datagram_received
+        )
+        self._schedule_rtcp()
+
+    # ---- parameters handed to the client ---------------------------------
+
+    @property
+    def ice_parameters(self) -> dict[str, Any]:
+        credentials = self.ice.credentials
+        return {
+            "usernameFragment": credentials.username_fragment,
+            "password": credentials.password,
+            "iceLite": True,
+        }
+
+    @property
+    def ice_candidates(self) -> list[dict[str, Any]]:
+        assert self._endpoint is not None
+        return [
+            {
+                "foundation": "udpcandidate",
+                "priority": 1076302079,
+                # pymediasoup reads ``ip``, mediasoup-client reads ``address``.
+                "ip": self._announced_ip,
+                "address": self._announced_ip,
+                "protocol": "udp",
+                "port": self._endpoint.port,
+                "type": "host",
+            }
+        ]
+
+    @property
+    def dtls_parameters(self) -> dict[str, Any]:
+        return {"role": "auto", "fingerprints": certificate_fingerprints(self._certificate)}
+
+    @property
+    def sctp_parameters(self) -> None:
+        return None
+
+    # ---- signaling-facing API --------------------------------------------
+
+    async def connect(self, dtls_parameters: dict[str, Any]) -> None:
+        self._check_open()
+        if self._remote_dtls is not None:
+            raise InvalidStateError("connect() already called on this transport")
+        role = dtls_parameters.get("role", "auto")
+        fingerprints = dtls_parameters.get("fingerprints")
+        if role not in ("auto", "client", "server"):
+            raise InvalidRequestError(f"invalid dtlsParameters.role {role!r}")
+        if (
+            not isinstance(fingerprints, list)
+            or not fingerprints
+            or not all(
+                isinstance(f, dict)
+                and isinstance(f.get("algorithm"), str)
+                and isinstance(f.get("value"), str)
+                for f in fingerprints
+            )
+        ):
+            raise InvalidRequestError(
+                "dtlsParameters.fingerprints must be a non-empty list of {algorithm, value}"
+            )
+        self._remote_dtls = {"role": role, "fingerprints": fingerprints}
+        self.dtls_role = _mediasoup_dtls_role(role)
+        self._maybe_start_dtls()
+
+    async def restart_ice(self) -> dict[str, Any]:
+        """New ICE credentials; the previous ones stay valid (aiortc clients never adopt new ones)."""
+        self._check_open()
+        self.ice.add_credentials(IceCredentials.generate())
+        return self.ice_parameters
+
+    async def produce(
+        self,
+        *,
+        kind: str,
+        rtp_parameters: dict[str, Any],
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+    ) -> Producer:
+        self._check_open()
+        if kind not in ("audio", "video"):
+            raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
+        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
+        mapping = ortc.get_producer_rtp_parameters_mapping(
+            rtp_parameters, self.router.rtp_capabilities
+        )
+        consumable = ortc.get_consumable_rtp_parameters(
+            kind, rtp_parameters, self.router.rtp_capabilities, mapping
+        )
+        producer = Producer(
+            producer_id=str(uuid.uuid4()),
+            kind=kind,
+            rtp_parameters=rtp_parameters,
+            rtp_mapping=mapping,
+            consumable_rtp_parameters=consumable,
+            transport=self,
+            paused=paused,
+            app_data=app_data or {},
+        )
+        ssrcs = [*producer.streams, *producer.rtx_ssrcs]
+        taken = [s for s in ssrcs if s in self._producers_by_ssrc]
+        if taken:
+            raise InvalidStateError(f"SSRC {taken[0]} is already used by another producer")
+        for ssrc in ssrcs:
+            self._producers_by_ssrc[ssrc] = producer
+        self.producers[producer.id] = producer
+        producer.on("@close", lambda: self._forget_producer(producer))
+        self.router.add_producer(producer)
+        return producer
+
+    async def consume(
+        self,
+        *,
+        producer_id: str,
+        rtp_capabilities: dict[str, Any],
+        paused: bool = True,
+        app_data: dict[str, Any] | None = None,
+    ) -> Consumer:
+        self._check_open()
+        producer = self.router.producers.get(producer_id)
+        if producer is None:
+            raise NotFoundError(f"producer {producer_id} not found")
+        if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
+            raise UnsupportedError(
+                f"cannot consume producer {producer_id}: no codec of it is in the rtpCapabilities"
+            )
+        rtp_parameters = ortc.get_consumer_rtp_parameters(
+            producer.consumable_rtp_parameters, rtp_capabilities
+        )
+        rtp_parameters["mid"] = str(self._next_mid)
+        self._next_mid += 1
+        consumer = Consumer(
+            consumer_id=str(uuid.uuid4()),
+            producer=producer,
+            rtp_parameters=rtp_parameters,
+            transport=self,
+            paused=paused,
+            app_data=app_data or {},
+        )
+        self.consumers[consumer.id] = consumer
+        self._consumers_by_ssrc[consumer.ssrc] = consumer
+        if consumer.rtx_ssrc is not None:
+            self._consumers_by_ssrc[consumer.rtx_ssrc] = consumer
+        consumer.on("@close", lambda: self._forget_consumer(consumer))
+        producer.add_consumer(consumer)
+        return consumer
+
+    def _forget_producer(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
+        for ssrc in [s for s, p in self._producers_by_ssrc.items() if p is producer]:
+            del self._producers_by_ssrc[ssrc]
+        self.router.remove_producer(producer)
+
+    def _forget_consumer(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.id, None)
+        self._consumers_by_ssrc.pop(consumer.ssrc, None)
+        if consumer.rtx_ssrc is not None:
+            self._consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"transport {self.id} is closed")
+
+    # ---- datagrams in -----------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.closed or not data:
+            return
+        self.bytes_received += len(data)
+        first = data[0]
+        if 127 < first < 192:
+            if addr not in self._valid_addresses:
+                self.drops["rtp-from-unverified-address"] += 1
+                return
+            if self._rx_srtp is None:
+                self.drops["srtp-not-ready"] += 1
+                return
+            if len(data) > 1 and 191 < data[1] < 224:
+                self._receive_srtcp(data)
+            else:
+                self._receive_srtp(data)
+        elif first < 4:
+            self._receive_stun(data, addr)
+        elif 19 < first < 64:
+            if addr not in self._valid_addresses:
+                self.drops["dtls-from-unverified-address"] += 1
+            elif not self._dtls.feed(data):
+                self.drops["dtls-queue-full"] += 1
+        else:
+            self.drops["unknown-packet"] += 1
+
+    def _receive_srtp(self, data: bytes) -> None:
+        assert self._rx_srtp is not None
+        try:
+            packet = self._rx_srtp.unprotect(data)
+        except (pylibsrtp.Error, ValueError):
+            self.drops["srtp-unprotect-failed"] += 1
+            return
+        if len(packet) < 12:
+            self.drops["malformed-rtp"] += 1
+            return
+        self.rtp_packets_received += 1
+        ssrc = _U32.unpack_from(packet, 8)[0]
+        producer = self._producers_by_ssrc.get(ssrc)
+        if producer is None:
+            producer = self._learn_ssrc(packet, ssrc)
+            if producer is None:
+                self.drops["unknown-ssrc"] += 1
+                return
+        producer.receive_rtp(packet, time.monotonic())
+
+    def _learn_ssrc(self, packet: bytes, ssrc: int) -> Producer | None:
+        """Map an unsignaled SSRC to a producer through its MID header extension."""
+        try:
+            csrc_end, ext_start, ext_end, _ = header_bounds(packet)
+        except ValueError:
+            return None
+        if ext_end <= ext_start or packet[csrc_end : csrc_end + 2] != b"\xbe\xde":
+            return None
+        elements = iter_one_byte_extensions(packet, ext_start, ext_end)
+        for producer in self.producers.values():
+            mid = producer.rtp_parameters.get("mid")
+            if mid is None:
+                continue
+            for ext_id, start, end in elements:
+                if ext_id == producer.mid_extension_id and packet[start:end] == mid.encode():
+                    if producer.learn_ssrc(ssrc, packet[1] & 0x7F):
+                        self._producers_by_ssrc[ssrc] = producer
+                        return producer
+        return None
+
+    def _receive_srtcp(self, data: bytes) -> None:
+        assert self._rx_srtp is not None
+        try:
+            packet = self._rx_srtp.unprotect_rtcp(data)
+        except (pylibsrtp.Error, ValueError):
+            self.drops["srtcp-unprotect-failed"] += 1
+            return
+        try:
+            reports = rtcp.parse_compound(packet)
+        except rtcp.RtcpError:
+            self.drops["malformed-rtcp"] += 1
+            return
+        self.rtcp_packets_received += 1
+        now = time.monotonic()
+        for report in reports:
+            if isinstance(report, rtcp.SenderReport):
+                sender = self._producers_by_ssrc.get(report.ssrc)
+                if sender is not None:
+                    sender.receive_sender_report(report, now)
+                self._receive_report_blocks(report.reports)
+            elif isinstance(report, rtcp.ReceiverReport):
+                self._receive_report_blocks(report.reports)
+            elif isinstance(report, rtcp.Nack):
+                consumer = self._consumers_by_ssrc.get(report.media_ssrc)
+                if consumer is not None:
+                    consumer.receive_nack(report.lost)
+            elif isinstance(report, rtcp.Pli):
+                consumer = self._consumers_by_ssrc.get(report.media_ssrc)
+                if consumer is not None:
+                    consumer.receive_key_frame_request()
+            elif isinstance(report, rtcp.Fir):
+                # FIR carries media_ssrc 0: the target is in the FCI.
+                for target_ssrc, _ in report.entries:
+                    consumer = self._consumers_by_ssrc.get(target_ssrc)
+                    if consumer is not None:
+                        consumer.receive_key_frame_request()
+            elif isinstance(report, rtcp.Remb):
+                self.available_outgoing_bitrate = report.bitrate
+
+    def _receive_report_blocks(self, blocks: tuple[rtcp.ReportBlock, ...]) -> None:
+        for block in blocks:
+            consumer = self._consumers_by_ssrc.get(block.ssrc)
+            if consumer is not None:
+                consumer.receive_report_block(block)
+
+    def _receive_stun(self, data: bytes, addr: tuple) -> None:
+        outcome = self.ice.handle(data, addr)
+        if outcome.response is not None:
+            self._sendto(outcome.response, addr)
+        if outcome.verdict is not StunVerdict.VALID:
+            if outcome.verdict is not StunVerdict.IGNORED:
+                self.drops[f"stun-{outcome.verdict.value}"] += 1
+            return
+        self.last_ice_activity = time.monotonic()
+        self._valid_addresses.add(addr)
+        if outcome.nominated or self.ice_selected_tuple is None:
+            if addr != self.ice_selected_tuple:
+                self.ice_selected_tuple = addr
+                self.emit("iceselectedtuplechange", addr)
+            self._set_ice_state("completed" if outcome.nominated else "connected")
+            self._maybe_start_dtls()
+
+    def _set_ice_state(self, state: str) -> None:
+        if state != self.ice_state:
+            self.ice_state = state
+            self.emit("icestatechange", state)
+
+    # ---- DTLS --------------------------------------------------------------
+
+    def _maybe_start_dtls(self) -> None:
+        if (
+            self._dtls_task is None
+            and self._remote_dtls is not None
+            and self.ice_selected_tuple is not None
+            and not self.closed
+        ):
+            self._dtls_task = asyncio.create_task(self._run_dtls())
+
+    async def _run_dtls(self) -> None:
+        assert self._remote_dtls is not None and self.dtls_role is not None
+        self._set_dtls_state("connecting")
+        try:
+            ok = await self._dtls.start(self.dtls_role, self._remote_dtls["fingerprints"])
+        except Exception:
+            logger.exception("transport %s: DTLS handshake raised", self.id)
+            ok = False
+        if self.closed:
+            return
+        if not ok:
+            logger.warning("transport %s: DTLS handshake failed", self.id)
+            self._set_dtls_state("failed")
+            self.close()
+            return
+        self._rx_srtp = self._dtls.rx_srtp
+        self._tx_srtp = self._dtls.tx_srtp
+        self._set_dtls_state("connected")
+        self._dtls.on_state_change(self._on_dtls_state)
+        # Ask every video producer already consumed here for a keyframe now
+        # that we can actually deliver it.
+        for consumer in self.consumers.values():
+            if consumer.kind == "video":
+                consumer.producer.request_key_frame()
+
+    def _on_dtls_state(self, state: str) -> None:
+        if state in ("closed", "failed") and not self.closed:
+            self._set_dtls_state(state)
+            self.close()
+
+    def _set_dtls_state(self, state: str) -> None:
+        if state != self.dtls_state:
+            self.dtls_state = state
+            self.emit("dtlsstatechange", state)
+
+    # ---- datagrams out ------------------------------------------------------
+
+    def _sendto(self, data: bytes, addr: tuple) -> None:
+        if self._endpoint is None:
+            return
+        try:
+            self._endpoint.sendto(data, addr)
+        except OSError:  # a full buffer or an unreachable peer: drop, never block
+            self.drops["send-failed"] += 1
+            return
+        self.bytes_sent += len(data)
+
+    def _send_datagram(self, data: bytes) -> None:
+        if self.ice_selected_tuple is not None:
+            self._sendto(data, self.ice_selected_tuple)
+
+    def send_rtp(self, packet: bytes) -> None:
+        tx = self._tx_srtp
+        addr = self.ice_selected_tuple
+        if tx is None or addr is None:
+            return
+        try:
+            protected = tx.protect(packet)
+        except (pylibsrtp.Error, ValueError):
+            self.drops["srtp-protect-failed"] += 1
+            return
+        self.rtp_packets_sent += 1
+        self._sendto(protected, addr)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        tx = self._tx_srtp
+        addr = self.ice_selected_tuple
+        if tx is None or addr is None:
+            return
+        try:
+            protected = tx.protect_rtcp(packet)
+        except (pylibsrtp.Error, ValueError):
+            self.drops["srtcp-protect-failed"] += 1
+            return
+        self.rtcp_packets_sent += 1
+        self._sendto(protected, addr)
+
+    def count_drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+    # ---- periodic RTCP ----------------------------------------------------
+
+    def _schedule_rtcp(self) -> None:
+        # +-50% jitter, as RFC 3550 asks, so transports do not report in lockstep.
+        delay = RTCP_INTERVAL * random.uniform(0.5, 1.5)
+        self._rtcp_timer = asyncio.get_running_loop().call_later(delay, self._on_rtcp_timer)
+
+    def _on_rtcp_timer(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._send_periodic_rtcp()
+        except Exception:
+            logger.exception("transport %s: periodic RTCP failed", self.id)
+        self._schedule_rtcp()
+
+    def _send_periodic_rtcp(self) -> None:
+        if self._tx_srtp is None:
+            return
+        now = time.monotonic()
+        blocks: list[rtcp.ReportBlock] = []
+        remb_ssrcs: list[int] = []
+        worst_loss = 0
+        for producer in self.producers.values():
+            producer_blocks = producer.report_blocks(now)
+            blocks.extend(producer_blocks)
+            if producer.kind == "video":
+                remb_ssrcs.extend(producer.streams)
+                worst_loss = max([worst_loss, *(b.fraction_lost for b in producer_blocks)])
+        if blocks or remb_ssrcs:
+            packet = rtcp.build_rr(self.rtcp_ssrc, blocks)
+            if remb_ssrcs:
+                packet += rtcp.build_remb(
+                    self.rtcp_ssrc, self._estimate_incoming_bitrate(worst_loss), remb_ssrcs
+                )
+            self.send_rtcp(packet)
+        for consumer in self.consumers.values():
+            report = consumer.sender_report()
+            if report is not None:
+                self.send_rtcp(report)
+
+    def _estimate_incoming_bitrate(self, fraction_lost: int) -> int:
+        """Loss-based estimate (as GCC's loss controller): grow under 2 % loss, back off over 10 %."""
+        loss = fraction_lost / 256.0
+        if loss < 0.02:
+            self._incoming_bitrate = int(self._incoming_bitrate * 1.08)
+        elif loss > 0.10:
+            self._incoming_bitrate = int(self._incoming_bitrate * (1 - 0.5 * loss))
+        self._incoming_bitrate = max(REMB_MIN_BITRATE, min(self._incoming_bitrate, REMB_MAX_BITRATE))
+        return self._incoming_bitrate
+
+    # ---- closing and stats -------------------------------------------------
+
+    def close(self) -> None:
+        """Close the transport, its producers and consumers (their peers are told by the room)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+        for consumer in list(self.consumers.values()):
+            consumer.transport_closed()
+        for producer in list(self.producers.values()):
+            producer.transport_closed()
+        self.consumers.clear()
+        self.producers.clear()
+        self._set_ice_state("closed")
+        self._set_dtls_state("closed")
+        if self._dtls_task is not None:
+            self._dtls_task.cancel()
+        dtls = self._dtls
+        endpoint = self._endpoint
+
+        async def shutdown() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dtls.stop(), 1.0)
+            if endpoint is not None:
+                endpoint.close()
+
+        try:
+            asyncio.get_running_loop().create_task(shutdown())
+        except RuntimeError:  # no loop: just drop the socket
+            if endpoint is not None:
+                endpoint.close()
+        self.emit("@close")
+
+    def router_closed(self) -> None:
+        if not self.closed:
+            self.close()
+            self.emit("routerclose")
+
+    def get_stats(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "webrtc-transport",
+                "transportId": self.id,
+                "iceState": self.ice_state,
+                "iceSelectedTuple": (
+                    {"remoteIp": self.ice_selected_tuple[0], "remotePort": self.ice_selected_tuple[1]}
+                    if self.ice_selected_tuple
+                    else None
+                ),
+                "dtlsState": self.dtls_state,
+                "bytesReceived": self.bytes_received,
+                "bytesSent": self.bytes_sent,
+                "rtpPacketsReceived": self.rtp_packets_received,
+                "rtpPacketsSent": self.rtp_packets_sent,
+                "rtcpPacketsReceived": self.rtcp_packets_received,
+                "rtcpPacketsSent": self.rtcp_packets_sent,
+                "availableOutgoingBitrate": self.available_outgoing_bitrate,
+                "droppedPackets": dict(self.drops),
+            }
+        ]

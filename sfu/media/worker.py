@@ -1,0 +1,70 @@
+"""Worker: the media plane of one process. Owns routers, the DTLS certificate and the port range.
+
+mediasoup puts a worker in a C++ subprocess; ours is this process. The API is
+async and message-shaped so that routers can move into worker processes
+behind a channel (the multi-process issue) without changing callers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..aiortc_adapter import RTCCertificate, generate_certificate
+from ..errors import InvalidStateError
+from . import ortc
+from .router import Router
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    listen_ip: str = "127.0.0.1"
+    announced_ip: str | None = None
+    rtc_min_port: int = 40000
+    rtc_max_port: int = 49999
+
+
+class Worker(AsyncIOEventEmitter):
+    """Events: ``@close``."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        super().__init__()
+        self.id = str(uuid.uuid4())
+        self.pid = os.getpid()
+        self.settings = settings
+        self.closed = False
+        # One certificate per worker, as mediasoup does: fingerprints are per worker.
+        self.certificate: RTCCertificate = generate_certificate()
+        self.routers: dict[str, Router] = {}
+
+    async def create_router(
+        self, *, media_codecs: list[dict[str, Any]], app_data: dict[str, Any] | None = None
+    ) -> Router:
+        if self.closed:
+            raise InvalidStateError("worker is closed")
+        capabilities = ortc.generate_router_rtp_capabilities(media_codecs)
+        router = Router(worker=self, rtp_capabilities=capabilities, app_data=app_data or {})
+        self.routers[router.id] = router
+        router.on("@close", lambda: self.routers.pop(router.id, None))
+        return router
+
+    def counts(self) -> dict[str, int]:
+        transports = [t for r in self.routers.values() for t in r.transports.values()]
+        return {
+            "routers": len(self.routers),
+            "transports": len(transports),
+            "producers": sum(len(t.producers) for t in transports),
+            "consumers": sum(len(t.consumers) for t in transports),
+        }
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for router in list(self.routers.values()):
+            router.worker_closed()
+        self.emit("@close")

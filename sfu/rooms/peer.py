@@ -1,0 +1,41 @@
+"""Peer: one participant's session in a room, and the media objects it owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidStateError
+from ..media.consumer import Consumer
+from ..media.producer import Producer
+from ..media.webrtc_transport import WebRtcTransport
+from ..signaling.protoo import ProtooConnection
+
+
+class Peer:
+    def __init__(self, peer_id: str, connection: ProtooConnection) -> None:
+        self.id = peer_id
+        self.connection = connection
+        self.joined = False
+        self.closed = False
+        self.display_name = ""
+        self.device: dict[str, Any] = {}
+        self.rtp_capabilities: dict[str, Any] | None = None
+        self.sctp_capabilities: dict[str, Any] | None = None
+        self.transports: dict[str, WebRtcTransport] = {}
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        # Producers this peer consumes or is about to: one consumer per remote producer.
+        self.consumed_producer_ids: set[str] = set()
+
+    def public_info(self) -> dict[str, Any]:
+        return {"id": self.id, "displayName": self.display_name, "device": self.device}
+
+    def require_joined(self) -> None:
+        if not self.joined:
+            raise InvalidStateError("join first: this peer has not joined the room")
+
+    def consuming_transport(self) -> WebRtcTransport | None:
+        for transport in self.transports.values():
+            if transport.app_data.get("consuming") and not transport.closed:
+                return transport
+        return None

@@ -1,0 +1,427 @@
+"""Room: the peers of one room, their protoo sessions, and the Router it drives.
+
+Forwards every producer to every other joined peer ("auto-consume", in both
+directions), and tells peers about each other: newPeer, peerClosed,
+consumerClosed, consumerPaused/Resumed, activeSpeaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..errors import (
+    ForbiddenError,
+    InvalidStateError,
+    NotFoundError,
+    SfuError,
+    UnsupportedError,
+)
+from ..media import ortc
+from ..media.active_speaker_observer import ActiveSpeakerObserver
+from ..media.consumer import Consumer
+from ..media.producer import Producer
+from ..media.router import Router
+from ..media.webrtc_transport import WebRtcTransport
+from ..media.worker import Worker
+from ..signaling.protoo import ProtooConnection, ProtooRequestError
+from ..signaling.validation import get_bool, get_int, get_object, get_str
+from .peer import Peer
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
+
+MAX_TRANSPORTS_PER_PEER = 4
+
+
+class Room(AsyncIOEventEmitter):
+    """Events: ``close``."""
+
+    def __init__(
+        self, room_id: str, router: Router, observer: ActiveSpeakerObserver, *, consumer_request_timeout: float
+    ) -> None:
+        super().__init__()
+        self.id = room_id
+        self.router = router
+        self.observer = observer
+        self.consumer_request_timeout = consumer_request_timeout
+        self.closed = False
+        self.peers: dict[str, Peer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, Handler] = {
+            "getRouterRtpCapabilities": self._get_router_rtp_capabilities,
+            "join": self._join,
+            "createWebRtcTransport": self._create_webrtc_transport,
+            "connectWebRtcTransport": self._connect_webrtc_transport,
+            "restartIce": self._restart_ice,
+            "produce": self._produce,
+            "closeProducer": self._close_producer,
+            "pauseProducer": self._pause_producer,
+            "resumeProducer": self._resume_producer,
+            "pauseConsumer": self._pause_consumer,
+            "resumeConsumer": self._resume_consumer,
+            "setConsumerPreferredLayers": self._set_consumer_preferred_layers,
+            "setConsumerPriority": self._set_consumer_priority,
+            "requestConsumerKeyFrame": self._request_consumer_key_frame,
+            "changeDisplayName": self._change_display_name,
+            "getTransportStats": self._get_transport_stats,
+            "getProducerStats": self._get_producer_stats,
+            "getConsumerStats": self._get_consumer_stats,
+            "produceData": self._unsupported_data_channels,
+        }
+        observer.on("dominantspeaker", self._on_dominant_speaker)
+        observer.on("silence", self._on_silence)
+
+    @classmethod
+    async def create(
+        cls, worker: Worker, room_id: str, media_codecs: list[dict[str, Any]], *, consumer_request_timeout: float
+    ) -> Room:
+        router = await worker.create_router(media_codecs=media_codecs, app_data={"roomId": room_id})
+        observer = await router.create_active_speaker_observer(interval=0.3)
+        return cls(room_id, router, observer, consumer_request_timeout=consumer_request_timeout)
+
+    # ---- sessions ----------------------------------------------------------
+
+    async def run_session(self, peer_id: str, connection: ProtooConnection) -> None:
+        """Serve one peer's WebSocket until it closes, then close the peer everywhere."""
+        old = self.peers.get(peer_id)
+        if old is not None:
+            # A rejoin with the same peerId replaces the old session.
+            logger.info("room %s: peer %s reconnected; replacing its old session", self.id, peer_id)
+            self._close_peer(old)
+        peer = Peer(peer_id, connection)
+        self.peers[peer_id] = peer
+        logger.info("room %s: peer %s connected", self.id, peer_id)
+
+        async def on_request(method: str, data: dict[str, Any]) -> Any:
+            return await self._dispatch(peer, method, data)
+
+        async def on_notification(method: str, data: dict[str, Any]) -> None:
+            # Newer mediasoup-demo clients send pause/resume/close as notifications.
+            await self._dispatch(peer, method, data)
+
+        try:
+            await connection.run(on_request, on_notification)
+        finally:
+            if self.peers.get(peer_id) is peer:
+                self._close_peer(peer)
+
+    async def _dispatch(self, peer: Peer, method: str, data: dict[str, Any]) -> Any:
+        if peer.closed:
+            raise InvalidStateError("this session was replaced by a newer one")
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise NotFoundError(f"unknown method {method!r}")
+        return await handler(peer, data)
+
+    def _close_peer(self, peer: Peer) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        if self.peers.get(peer.id) is peer:
+            del self.peers[peer.id]
+        peer.connection.close()
+        if peer.joined:
+            for other in self._joined_peers(excluding=peer):
+                other.connection.notify("peerClosed", {"peerId": peer.id})
+        # Closing the transports closes this peer's producers, and with them the
+        # other peers' consumers of them (they get consumerClosed).
+        for transport in list(peer.transports.values()):
+            transport.close()
+        logger.info("room %s: peer %s closed", self.id, peer.id)
+        if not self.peers:
+            self.close()
+
+    def _joined_peers(self, excluding: Peer | None = None) -> list[Peer]:
+        return [p for p in self.peers.values() if p.joined and not p.closed and p is not excluding]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for peer in list(self.peers.values()):
+            self._close_peer(peer)
+        for task in self._tasks:
+            task.cancel()
+        self.router.close()
+        logger.info("room %s: closed", self.id)
+        self.emit("close")
+
+    # ---- ownership ---------------------------------------------------------
+
+    def _own(self, peer: Peer, kind: str, object_id: str) -> Any:
+        """The named object if ``peer`` owns it; ForbiddenError if another peer does."""
+        mine: dict[str, Any] = getattr(peer, kind + "s")
+        found = mine.get(object_id)
+        if found is not None:
+            return found
+        if any(object_id in getattr(p, kind + "s") for p in self.peers.values()):
+            raise ForbiddenError(f"{kind} {object_id} belongs to another peer")
+        raise NotFoundError(f"{kind} {object_id} not found")
+
+    def _transport(self, peer: Peer, data: dict[str, Any]) -> WebRtcTransport:
+        transport: WebRtcTransport = self._own(peer, "transport", get_str(data, "transportId"))
+        return transport
+
+    def _producer(self, peer: Peer, data: dict[str, Any]) -> Producer:
+        producer: Producer = self._own(peer, "producer", get_str(data, "producerId"))
+        return producer
+
+    def _consumer(self, peer: Peer, data: dict[str, Any]) -> Consumer:
+        consumer: Consumer = self._own(peer, "consumer", get_str(data, "consumerId"))
+        return consumer
+
+    # ---- request handlers ----------------------------------------------------
+
+    async def _get_router_rtp_capabilities(self, peer: Peer, data: dict[str, Any]) -> Any:
+        return self.router.rtp_capabilities
+
+    async def _join(self, peer: Peer, data: dict[str, Any]) -> Any:
+        if peer.joined:
+            raise InvalidStateError("already joined")
+        display_name = get_str(data, "displayName", max_length=256, default="")
+        device = get_object(data, "device", optional=True) or {}
+        rtp_capabilities = ortc.validate_rtp_capabilities(get_object(data, "rtpCapabilities"))
+        sctp_capabilities = get_object(data, "sctpCapabilities", optional=True)
+
+        peer.display_name = display_name
+        peer.device = device
+        peer.rtp_capabilities = rtp_capabilities
+        peer.sctp_capabilities = sctp_capabilities
+        peer.joined = True
+        others = self._joined_peers(excluding=peer)
+        for other in others:
+            other.connection.notify("newPeer", peer.public_info())
+            for producer in other.producers.values():
+                self._spawn_consumer(peer, other, producer)
+        return {"peers": [other.public_info() for other in others]}
+
+    async def _create_webrtc_transport(self, peer: Peer, data: dict[str, Any]) -> Any:
+        force_tcp = get_bool(data, "forceTcp", default=False)
+        producing = get_bool(data, "producing", default=False)
+        consuming = get_bool(data, "consuming", default=False)
+        get_object(data, "sctpCapabilities", optional=True)
+        if force_tcp:
+            raise UnsupportedError("ICE over TCP is not enabled on this server")
+        if len(peer.transports) >= MAX_TRANSPORTS_PER_PEER:
+            raise InvalidStateError(f"a peer may have at most {MAX_TRANSPORTS_PER_PEER} transports")
+        transport = await self.router.create_webrtc_transport(
+            app_data={"peerId": peer.id, "producing": producing, "consuming": consuming}
+        )
+        if peer.closed:
+            transport.close()
+            raise InvalidStateError("peer closed")
+        peer.transports[transport.id] = transport
+        transport.on("@close", lambda: peer.transports.pop(transport.id, None))
+        if consuming and peer.joined:
+            # A consuming transport created after join: consume what exists.
+            for other in self._joined_peers(excluding=peer):
+                for producer in other.producers.values():
+                    self._spawn_consumer(peer, other, producer)
+        return {
+            "id": transport.id,
+            "iceParameters": transport.ice_parameters,
+            "iceCandidates": transport.ice_candidates,
+            "dtlsParameters": transport.dtls_parameters,
+            "sctpParameters": transport.sctp_parameters,
+        }
+
+    async def _connect_webrtc_transport(self, peer: Peer, data: dict[str, Any]) -> Any:
+        transport = self._transport(peer, data)
+        await transport.connect(get_object(data, "dtlsParameters"))
+        return {}
+
+    async def _restart_ice(self, peer: Peer, data: dict[str, Any]) -> Any:
+        transport = self._transport(peer, data)
+        return await transport.restart_ice()
+
+    async def _produce(self, peer: Peer, data: dict[str, Any]) -> Any:
+        peer.require_joined()
+        transport = self._transport(peer, data)
+        kind = get_str(data, "kind")
+        rtp_parameters = get_object(data, "rtpParameters")
+        app_data = get_object(data, "appData", optional=True) or {}
+        paused = get_bool(data, "paused", default=False)
+        producer = await transport.produce(
+            kind=kind, rtp_parameters=rtp_parameters, paused=paused, app_data=app_data
+        )
+        peer.producers[producer.id] = producer
+        producer.on("@close", lambda: peer.producers.pop(producer.id, None))
+        if producer.kind == "audio":
+            await self.observer.add_producer(producer)
+        for other in self._joined_peers(excluding=peer):
+            self._spawn_consumer(other, peer, producer)
+        return {"id": producer.id}
+
+    async def _close_producer(self, peer: Peer, data: dict[str, Any]) -> Any:
+        self._producer(peer, data).close()
+        return {}
+
+    async def _pause_producer(self, peer: Peer, data: dict[str, Any]) -> Any:
+        await self._producer(peer, data).pause()
+        return {}
+
+    async def _resume_producer(self, peer: Peer, data: dict[str, Any]) -> Any:
+        await self._producer(peer, data).resume()
+        return {}
+
+    async def _pause_consumer(self, peer: Peer, data: dict[str, Any]) -> Any:
+        await self._consumer(peer, data).pause()
+        return {}
+
+    async def _resume_consumer(self, peer: Peer, data: dict[str, Any]) -> Any:
+        # Idempotent: mediasoup-client may ask after the server already resumed it.
+        await self._consumer(peer, data).resume()
+        return {}
+
+    async def _set_consumer_preferred_layers(self, peer: Peer, data: dict[str, Any]) -> Any:
+        consumer = self._consumer(peer, data)
+        get_int(data, "spatialLayer", minimum=0, maximum=15)
+        get_int(data, "temporalLayer", minimum=0, maximum=15, default=0)
+        consumer._check_open()  # simple consumers have a single layer: nothing to switch
+        return {}
+
+    async def _set_consumer_priority(self, peer: Peer, data: dict[str, Any]) -> Any:
+        consumer = self._consumer(peer, data)
+        await consumer.set_priority(get_int(data, "priority", minimum=1, maximum=255))
+        return {}
+
+    async def _request_consumer_key_frame(self, peer: Peer, data: dict[str, Any]) -> Any:
+        await self._consumer(peer, data).request_key_frame()
+        return {}
+
+    async def _change_display_name(self, peer: Peer, data: dict[str, Any]) -> Any:
+        peer.require_joined()
+        display_name = get_str(data, "displayName", max_length=256)
+        old, peer.display_name = peer.display_name, display_name
+        for other in self._joined_peers(excluding=peer):
+            other.connection.notify(
+                "peerDisplayNameChanged",
+                {"peerId": peer.id, "displayName": display_name, "oldDisplayName": old},
+            )
+        return {}
+
+    async def _get_transport_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
+        return self._transport(peer, data).get_stats()
+
+    async def _get_producer_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
+        return self._producer(peer, data).get_stats()
+
+    async def _get_consumer_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
+        return self._consumer(peer, data).get_stats()
+
+    async def _unsupported_data_channels(self, peer: Peer, data: dict[str, Any]) -> Any:
+        raise UnsupportedError("data channels are not supported yet")
+
+    # ---- consuming ------------------------------------------------------------
+
+    def _spawn_consumer(self, consumer_peer: Peer, producer_peer: Peer, producer: Producer) -> None:
+        if producer.id in consumer_peer.consumed_producer_ids or consumer_peer is producer_peer:
+            return
+        if consumer_peer.consuming_transport() is None:
+            return  # consumed when the peer creates its consuming transport
+        consumer_peer.consumed_producer_ids.add(producer.id)
+        task = asyncio.create_task(self._create_consumer(consumer_peer, producer_peer, producer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _create_consumer(self, consumer_peer: Peer, producer_peer: Peer, producer: Producer) -> None:
+        transport = consumer_peer.consuming_transport()
+        capabilities = consumer_peer.rtp_capabilities
+        if transport is None or capabilities is None or producer.closed or consumer_peer.closed:
+            consumer_peer.consumed_producer_ids.discard(producer.id)
+            return
+        if not self.router.can_consume(producer.id, capabilities):
+            logger.info(
+                "room %s: peer %s cannot consume producer %s (no common codec)",
+                self.id, consumer_peer.id, producer.id,
+            )
+            return
+        try:
+            consumer = await transport.consume(
+                producer_id=producer.id,
+                rtp_capabilities=capabilities,
+                paused=True,
+                app_data={"peerId": producer_peer.id, "producerId": producer.id},
+            )
+        except SfuError as error:
+            logger.warning("room %s: consume for %s failed: %s", self.id, consumer_peer.id, error)
+            consumer_peer.consumed_producer_ids.discard(producer.id)
+            return
+
+        consumer_peer.consumers[consumer.id] = consumer
+        connection = consumer_peer.connection
+
+        def forget() -> None:
+            consumer_peer.consumers.pop(consumer.id, None)
+            consumer_peer.consumed_producer_ids.discard(producer.id)
+
+        def on_producer_close() -> None:
+            forget()
+            connection.notify("consumerClosed", {"consumerId": consumer.id})
+
+        consumer.on("transportclose", forget)
+        consumer.on("producerclose", on_producer_close)
+        consumer.on(
+            "producerpause", lambda: connection.notify("consumerPaused", {"consumerId": consumer.id})
+        )
+        consumer.on(
+            "producerresume", lambda: connection.notify("consumerResumed", {"consumerId": consumer.id})
+        )
+        try:
+            await connection.request(
+                "newConsumer",
+                {
+                    "peerId": producer_peer.id,
+                    "producerId": producer.id,
+                    "id": consumer.id,
+                    "kind": consumer.kind,
+                    "rtpParameters": consumer.rtp_parameters,
+                    "type": consumer.type,
+                    "appData": producer.app_data,
+                    "producerPaused": consumer.producer_paused,
+                },
+                response_timeout=self.consumer_request_timeout,
+            )
+        except ProtooRequestError as error:
+            logger.warning(
+                "room %s: peer %s refused newConsumer: %s", self.id, consumer_peer.id, error
+            )
+            consumer.close()
+            forget()
+            return
+        if not consumer.closed:
+            # The client's consumer exists: start sending (a keyframe is requested).
+            await consumer.resume()
+
+    # ---- active speaker -------------------------------------------------------
+
+    def _peer_of_producer(self, producer: Producer) -> Peer | None:
+        for peer in self.peers.values():
+            if producer.id in peer.producers:
+                return peer
+        return None
+
+    def _on_dominant_speaker(self, producer: Producer, volume: int) -> None:
+        peer = self._peer_of_producer(producer)
+        if peer is None:
+            return
+        for other in self._joined_peers():
+            other.connection.notify("activeSpeaker", {"peerId": peer.id, "volume": volume})
+
+    def _on_silence(self) -> None:
+        for peer in self._joined_peers():
+            peer.connection.notify("activeSpeaker", {"peerId": None})
+
+    # ---- stats -----------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {"peers": len(self.peers), "joinedPeers": len(self._joined_peers())}
+
+
+
