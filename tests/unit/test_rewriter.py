@@ -1,0 +1,223 @@
+"""The forwarding path on raw bytes: Producer -> Consumer header rewriting.
+
+Uses the real ortc output for parameters and a recording stand-in for the
+transport (no sockets): what goes out is checked byte by byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from sfu.config import DEFAULT_MEDIA_CODECS
+from sfu.media import ortc, rtcp
+from sfu.media.consumer import Consumer
+from sfu.media.producer import Producer
+from sfu.media.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, build_extension_block
+
+ROUTER_CAPS = ortc.generate_router_rtp_capabilities([c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS])
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+        self.drops: dict[str, int] = {}
+        self.rtcp_ssrc = 1234
+        self.fir_seq = 0
+
+    def send_rtp(self, packet: bytes) -> None:
+        self.rtp.append(packet)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        self.rtcp.append(packet)
+
+    def count_drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+def router_ext_id(uri: str, kind: str) -> int:
+    return next(e["preferredId"] for e in ROUTER_CAPS["headerExtensions"] if e["uri"] == uri and e["kind"] == kind)
+
+
+def audio_params() -> dict[str, Any]:
+    # aiortc's real audio produce parameters: opus 96, mid=1, audio-level=2
+    return {
+        "mid": "0",
+        "codecs": [{"mimeType": "audio/opus", "payloadType": 96, "clockRate": 48000, "channels": 2,
+                    "parameters": {}, "rtcpFeedback": []}],
+        "headerExtensions": [{"uri": URI_MID, "id": 1}, {"uri": URI_AUDIO_LEVEL, "id": 2}],
+        "encodings": [{"ssrc": 1111}],
+        "rtcp": {"cname": "cname-a", "reducedSize": True},
+    }
+
+
+def video_params() -> dict[str, Any]:
+    fb = [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
+          {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb", "parameter": ""}]
+    return {
+        "mid": "1",
+        "codecs": [
+            {"mimeType": "video/VP8", "payloadType": 97, "clockRate": 90000, "parameters": {}, "rtcpFeedback": fb},
+            {"mimeType": "video/rtx", "payloadType": 98, "clockRate": 90000, "parameters": {"apt": 97}, "rtcpFeedback": []},
+        ],
+        "headerExtensions": [{"uri": URI_MID, "id": 1}, {"uri": URI_ABS_SEND_TIME, "id": 3}],
+        "encodings": [{"ssrc": 2222, "rtx": {"ssrc": 3333}}],
+        "rtcp": {"cname": "cname-v", "reducedSize": True},
+    }
+
+
+def consumer_caps() -> dict[str, Any]:
+    """What a mediasoup-client device sends: the router's codecs and extensions."""
+    return {
+        "codecs": [dict(c) for c in ROUTER_CAPS["codecs"]],
+        "headerExtensions": [dict(e, direction="sendrecv") for e in ROUTER_CAPS["headerExtensions"]
+                             if e["direction"] == "sendrecv"],
+    }
+
+
+def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, RecordingTransport]:
+    params = ortc.validate_rtp_parameters(audio_params() if kind == "audio" else video_params())
+    mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_CAPS)
+    consumable = ortc.get_consumable_rtp_parameters(kind, params, ROUTER_CAPS, mapping)
+    producer_transport, consumer_transport = RecordingTransport(), RecordingTransport()
+    producer = Producer(producer_id="p", kind=kind, rtp_parameters=params, rtp_mapping=mapping,
+                        consumable_rtp_parameters=consumable, transport=producer_transport,  # type: ignore[arg-type]
+                        paused=False, app_data={})
+    consumer_params = ortc.get_consumer_rtp_parameters(consumable, consumer_caps())
+    consumer_params["mid"] = "0"
+    consumer = Consumer(consumer_id="c", producer=producer, rtp_parameters=consumer_params,
+                        transport=consumer_transport, paused=False, app_data={})  # type: ignore[arg-type]
+    producer.add_consumer(consumer)
+    return producer, consumer, producer_transport, consumer_transport
+
+
+def rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, extensions: list[tuple[int, bytes]] = (),
+        marker: bool = False) -> bytes:
+    block = build_extension_block(list(extensions))
+    b0 = 0x80 | (0x10 if block else 0)
+    return struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq, ts, ssrc) + block + payload
+
+
+def fields(packet: bytes) -> tuple[int, int, int, int]:
+    _, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
+    return b1 & 0x7F, seq, ts, ssrc
+
+
+VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]) + b"k" * 50  # S=1, PID=0, P bit 0
+VP8_DELTA = bytes([0x10, 0x01]) + b"d" * 50  # P bit 1: inter frame
+
+
+async def test_audio_rewrites_ssrc_pt_seq_ts_and_maps_extensions() -> None:
+    producer, consumer, _, out = make_pair("audio")
+    router_pt = consumer.payload_type
+    level = router_ext_id(URI_AUDIO_LEVEL, "audio")
+    packet = rtp(96, 100, 5000, 1111, b"opus!", [(1, b"0"), (2, bytes([0x80 | 30]))], marker=True)
+    producer.receive_rtp(packet, 1.0)
+    assert len(out.rtp) == 1
+    sent = out.rtp[0]
+    assert fields(sent) == (router_pt, 100, 5000, consumer.ssrc)
+    assert sent[1] & 0x80, "marker bit kept"
+    assert sent.endswith(b"opus!")
+    # mid (client id 1) is not forwarded; audio-level moves from id 2 to the router's id.
+    assert sent[12:14] == b"\xbe\xde"
+    element = sent[16]
+    assert element >> 4 == level and sent[17] == 0x80 | 30
+    assert consumer.payload_type != 96 or router_pt == 96
+
+
+async def test_sequence_numbers_wrap_around() -> None:
+    producer, consumer, _, out = make_pair("audio")
+    seqs = [65533, 65534, 65535, 0, 1, 2]
+    for i, seq in enumerate(seqs):
+        producer.receive_rtp(rtp(96, seq, 960 * i, 1111, b"x"), 1.0 + i * 0.02)
+    out_seqs = [fields(p)[1] for p in out.rtp]
+    assert out_seqs == seqs
+    assert producer.streams[1111].cycles == 65536
+    assert producer.streams[1111].report_block(2.0).packets_lost == 0
+
+
+async def test_continuity_across_pause_and_resume() -> None:
+    producer, consumer, _, out = make_pair("audio")
+    for i in range(5):
+        producer.receive_rtp(rtp(96, 1000 + i, 48000 + 960 * i, 1111, b"a"), 10.0 + i * 0.02)
+    last_seq, last_ts = fields(out.rtp[-1])[1:3]
+    await consumer.pause()
+    for i in range(5, 55):  # one second of audio the consumer does not get
+        producer.receive_rtp(rtp(96, 1000 + i, 48000 + 960 * i, 1111, b"a"), 10.0 + i * 0.02)
+    assert len(out.rtp) == 5
+    await consumer.resume()
+    # The publisher also jumped: a new sequence base after a restart on its side.
+    producer.receive_rtp(rtp(96, 1055, 48000 + 960 * 55, 1111, b"a"), 11.1)
+    seq, ts = fields(out.rtp[-1])[1:3]
+    assert seq == (last_seq + 1) & 0xFFFF, "no gap in sequence numbers after resume"
+    # the timestamp advanced by the wall-clock time the consumer was paused (~1.02 s)
+    assert abs(((ts - last_ts) & 0xFFFFFFFF) - int(1.02 * 48000)) < 48000 * 0.05
+
+
+async def test_video_waits_for_keyframe_and_requests_one() -> None:
+    producer, consumer, producer_transport, out = make_pair("video")
+    assert producer_transport.rtcp, "a new video consumer asks for a keyframe"
+    requests = [p for pkt in producer_transport.rtcp for p in rtcp.parse_compound(pkt)]
+    assert any(isinstance(p, rtcp.Pli) and p.media_ssrc == 2222 for p in requests)
+    producer.receive_rtp(rtp(97, 10, 900, 2222, VP8_DELTA), 1.0)
+    producer.receive_rtp(rtp(97, 11, 900, 2222, VP8_DELTA), 1.01)
+    assert out.rtp == [], "nothing before the keyframe"
+    producer.receive_rtp(rtp(97, 12, 3900, 2222, VP8_KEY), 1.05)
+    producer.receive_rtp(rtp(97, 13, 3900, 2222, VP8_DELTA), 1.06)
+    assert [fields(p)[1] for p in out.rtp] == [12, 13]
+
+
+async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
+    producer, consumer, _, out = make_pair("video")
+    for i in range(5):
+        producer.receive_rtp(rtp(97, 500 + i, 9000, 2222, VP8_KEY if i == 0 else VP8_DELTA), 1.0 + i / 100)
+    original = out.rtp[2]
+    consumer.receive_nack((fields(original)[1],))
+    rtx = out.rtp[-1]
+    assert consumer.rtx_ssrc is not None
+    pt, rtx_seq, ts, ssrc = fields(rtx)
+    assert ssrc == consumer.rtx_ssrc and pt == consumer.rtx_payload_type
+    assert ts == fields(original)[2]
+    header_len = len(rtx) - len(VP8_DELTA) - 2
+    assert struct.unpack_from("!H", rtx, header_len)[0] == fields(original)[1], "OSN"
+    assert rtx.endswith(VP8_DELTA)
+    assert consumer.packets_retransmitted == 1
+
+
+async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped() -> None:
+    producer, consumer, producer_transport, out = make_pair("video")
+    producer.receive_rtp(rtp(97, 100, 9000, 2222, VP8_KEY), 1.0)
+    producer.receive_rtp(rtp(97, 102, 9000, 2222, VP8_DELTA), 1.01)  # 101 lost
+    nacks = [p for pkt in producer_transport.rtcp for p in rtcp.parse_compound(pkt) if isinstance(p, rtcp.Nack)]
+    assert nacks and 101 in nacks[-1].lost, "the gap is NACKed upstream"
+    # Chrome repairs 101 on its RTX SSRC: OSN + payload
+    producer.receive_rtp(rtp(98, 7, 9000, 3333, struct.pack("!H", 101) + VP8_DELTA), 1.05)
+    # ...and sends a bandwidth probe with no payload, and a duplicate repair
+    producer.receive_rtp(rtp(98, 8, 9000, 3333, b""), 1.06)
+    producer.receive_rtp(rtp(98, 9, 9000, 3333, struct.pack("!H", 101) + VP8_DELTA), 1.07)
+    assert [fields(p)[1] for p in out.rtp] == [100, 102, 101]
+    assert all(fields(p)[3] == consumer.ssrc for p in out.rtp), "nothing leaks onto other SSRCs"
+    assert producer_transport.drops.get("rtx-padding") == 1
+    assert producer_transport.drops.get("duplicate") == 1
+
+
+async def test_sender_report_maps_publisher_media_time() -> None:
+    producer, consumer, _, out = make_pair("audio")
+    producer.receive_rtp(rtp(96, 1, 100_000, 1111, b"a"), 1.0)
+    ntp = rtcp.ntp_now()
+    producer.receive_sender_report(rtcp.SenderReport(1111, ntp, 100_000, 1, 1, ()), 1.0)
+    report = rtcp.parse_compound(consumer.sender_report() or b"")[0]
+    assert isinstance(report, rtcp.SenderReport) and report.ssrc == consumer.ssrc
+    elapsed = rtcp.ntp_to_seconds(report.ntp) - rtcp.ntp_to_seconds(ntp)
+    expected = 100_000 + elapsed * 48000
+    assert abs(report.rtp_timestamp - expected) < 48  # within 1 ms
+
+
+@pytest.mark.parametrize("bad", [b"\x80", b"\x8f" + b"\x00" * 20, b"\x90\x60" + b"\x00" * 10 + b"\xbe\xde\xff\xff"])
+async def test_malformed_packets_are_dropped_and_counted(bad: bytes) -> None:
+    producer, _, producer_transport, out = make_pair("audio")
+    producer.receive_rtp(bad, 1.0)
+    assert out.rtp == [] and producer_transport.drops.get("malformed-rtp") == 1
