@@ -1,0 +1,20 @@
+"""A small SDK for the SFU: join a room, produce tracks, consume everybody else's.
+
+Speaks mediasoup-demo's protoo protocol on pymediasoup + aiortc, so it also
+works against mediasoup-demo's own server.
+"""
+
+from sfu.client.client import RemoteConsumer, SfuClient, default_device_info
+from sfu.client.media import PatternVideoTrack, ToneAudioTrack, TrackSink
+from sfu.client.protoo import ProtooConnection, ProtooError
+
+__all__ = [
+    "PatternVideoTrack",
+    "ProtooConnection",
+    "ProtooError",
+    "RemoteConsumer",
+    "SfuClient",
+    "ToneAudioTrack",
+    "TrackSink",
+    "default_device_info",
+]

@@ -1,0 +1,371 @@
+"""A protoo peer (client side) over an aiohttp WebSocket.
+
+protoo messages are JSON objects:
+
+- request: ``{request: true, id, method, data}``
+- success: ``{response: true, id, ok: true, data}``
+- failure: ``{response: true, id, ok: false, errorCode, errorReason}``
+- notification: ``{notification: true, method, data}``
+
+Incoming requests are answered in their own tasks, so a slow handler (the
+server's ``newConsumer``) never blocks the reader. Notifications are
+dispatched in arrival order from the reader itself; a notification handler
+that returns an awaitable has it run in a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+__all__ = [
+    "NotificationHandler",
+    "ProtooConnection",
+    "ProtooError",
+    "RequestHandler",
+]
+
+logger = logging.getLogger(__name__)
+
+# Well above any request the server accepts; the server sets its own cap.
+_MAX_MSG_SIZE = 16 * 1024 * 1024
+
+RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+NotificationHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+class ProtooError(Exception):
+    """An error response (``ok: false``) from the remote peer, or one to send back.
+
+    Raise it from a request handler to answer with that code and reason.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
+    return data if isinstance(data, dict) else {}
+
+
+class ProtooConnection:
+    """One protoo WebSocket connection. Create it with :meth:`connect`."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._ws = ws
+        # Owned session (closed with the connection), if connect() created it.
+        self._session = session
+        self._next_id = random.randint(1, 10_000_000)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._request_handlers: dict[str, RequestHandler] = {}
+        self._notification_handlers: dict[str, NotificationHandler] = {}
+        self._default_notification_handler: Callable[[str, dict[str, Any]], Any] | None = None
+        self._close_callbacks: list[Callable[[], Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Outgoing frames go out one at a time, in the order they were queued.
+        self._send_lock = asyncio.Lock()
+        self._closed_event = asyncio.Event()
+        self._closing = False
+        self._finishing = False
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        ssl: Any = True,
+        heartbeat: float | None = None,
+    ) -> ProtooConnection:
+        """Open ``url`` with the ``protoo`` subprotocol.
+
+        If ``session`` is None a session is created and closed with the connection.
+        """
+        owned = session is None
+        sess = session if session is not None else aiohttp.ClientSession()
+        try:
+            ws = await asyncio.wait_for(
+                sess.ws_connect(
+                    url,
+                    protocols=("protoo",),
+                    timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                    max_msg_size=_MAX_MSG_SIZE,
+                    ssl=ssl,
+                    heartbeat=heartbeat,
+                ),
+                timeout,
+            )
+            if ws.protocol != "protoo":
+                await ws.close()
+                raise ConnectionError(
+                    f"server did not accept the protoo subprotocol (got {ws.protocol!r})"
+                )
+        except BaseException:
+            if owned:
+                await sess.close()
+            raise
+        return cls(ws, sess if owned else None)
+
+    # --- state ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_event.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    def on_close(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` once the connection is closed (by either side)."""
+        self._close_callbacks.append(callback)
+
+    # --- handlers ------------------------------------------------------------
+
+    def on_request(self, method: str, handler: RequestHandler) -> None:
+        """Answer incoming requests for ``method`` with ``await handler(data)``.
+
+        The handler returns the response data (None means ``{}``) or raises
+        :class:`ProtooError`; any other exception is answered with code 500.
+        """
+        self._request_handlers[method] = handler
+
+    def on_notification(self, method: str, handler: NotificationHandler) -> None:
+        self._notification_handlers[method] = handler
+
+    def on_any_notification(self, handler: Callable[[str, dict[str, Any]], Any]) -> None:
+        """Called as ``handler(method, data)`` for notifications with no specific handler."""
+        self._default_notification_handler = handler
+
+    # --- outgoing ------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        data: Mapping[str, Any] | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """Send a request; return the response data.
+
+        Raises :class:`ProtooError` on ``ok: false``, ``asyncio.TimeoutError``
+        after ``timeout`` seconds and ``ConnectionError`` if the connection is
+        or gets closed.
+        """
+        if self.closed or self._closing:
+            raise ConnectionError("protoo connection closed")
+        request_id = self._next_id
+        self._next_id = self._next_id + 1 if self._next_id < 2**31 else 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        message = {
+            "request": True,
+            "id": request_id,
+            "method": method,
+            "data": dict(data) if data is not None else {},
+        }
+        try:
+            await self._send(message)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def notify(self, method: str, data: Mapping[str, Any] | None = None) -> None:
+        if self.closed or self._closing:
+            raise ConnectionError("protoo connection closed")
+        await self._send(
+            {
+                "notification": True,
+                "method": method,
+                "data": dict(data) if data is not None else {},
+            }
+        )
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        async with self._send_lock:
+            if self._ws.closed:
+                raise ConnectionError("protoo connection closed")
+            await self._ws.send_str(text)
+
+    # --- incoming ------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            async for msg in self._ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._dispatch(msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    logger.warning("protoo: ignoring a binary frame")
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    logger.warning("protoo: websocket error: %s", self._ws.exception())
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("protoo: reader failed")
+        finally:
+            await self._finish()
+
+    def _dispatch(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            logger.warning("protoo: ignoring a non-JSON frame")
+            return
+        if not isinstance(message, dict):
+            logger.warning("protoo: ignoring a non-object frame")
+            return
+        if message.get("response") is True:
+            self._handle_response(message)
+        elif message.get("request") is True:
+            self._handle_request(message)
+        elif message.get("notification") is True:
+            self._handle_notification(message)
+        else:
+            logger.warning("protoo: ignoring a frame that is no protoo message")
+
+    def _handle_response(self, message: dict[str, Any]) -> None:
+        future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+        if future is None or future.done():
+            logger.debug("protoo: ignoring a stray response id=%r", message.get("id"))
+            return
+        if message.get("ok") is True:
+            future.set_result(_as_dict(message.get("data")))
+        else:
+            code = message.get("errorCode")
+            reason = message.get("errorReason")
+            future.set_exception(
+                ProtooError(
+                    code if isinstance(code, int) else 500,
+                    reason if isinstance(reason, str) else str(reason),
+                )
+            )
+
+    def _handle_request(self, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        method = message.get("method")
+        if request_id is None or not isinstance(method, str):
+            logger.warning("protoo: ignoring a request without id or method")
+            return
+        self._spawn(self._answer(request_id, method, _as_dict(message.get("data"))))
+
+    async def _answer(self, request_id: Any, method: str, data: dict[str, Any]) -> None:
+        handler = self._request_handlers.get(method)
+        response: dict[str, Any]
+        try:
+            if handler is None:
+                raise ProtooError(501, f"unknown method {method!r}")
+            result = await handler(data)
+            response = {"response": True, "id": request_id, "ok": True, "data": result or {}}
+        except ProtooError as exc:
+            response = {
+                "response": True,
+                "id": request_id,
+                "ok": False,
+                "errorCode": exc.code,
+                "errorReason": exc.reason,
+            }
+        except Exception as exc:
+            logger.exception("protoo: request handler for %r failed", method)
+            response = {
+                "response": True,
+                "id": request_id,
+                "ok": False,
+                "errorCode": 500,
+                "errorReason": str(exc) or type(exc).__name__,
+            }
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await self._send(response)
+
+    def _handle_notification(self, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        if not isinstance(method, str):
+            logger.warning("protoo: ignoring a notification without method")
+            return
+        data = _as_dict(message.get("data"))
+        handler = self._notification_handlers.get(method)
+        try:
+            if handler is not None:
+                result: Any = handler(data)
+            elif self._default_notification_handler is not None:
+                result = self._default_notification_handler(method, data)
+            else:
+                logger.debug("protoo: unhandled notification %r", method)
+                return
+        except Exception:
+            logger.exception("protoo: notification handler for %r failed", method)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._await_logged(result, method))
+
+    @staticmethod
+    async def _await_logged(awaitable: Awaitable[Any], method: str) -> None:
+        try:
+            await awaitable
+        except Exception:
+            logger.exception("protoo: notification handler for %r failed", method)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- closing -------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the WebSocket, fail pending requests, cancel running handlers."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        # Closing the socket ends the reader's loop; cancel it if it lingers.
+        if not self._reader.done() and self._reader is not asyncio.current_task():
+            await asyncio.wait({self._reader}, timeout=2.0)
+            if not self._reader.done():
+                self._reader.cancel()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        if self._finishing:
+            await self._closed_event.wait()
+            return
+        self._finishing = True
+        self._closing = True
+        try:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("protoo connection closed"))
+            self._pending.clear()
+            current = asyncio.current_task()
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
+            if not self._ws.closed:
+                with contextlib.suppress(Exception):
+                    await self._ws.close()
+            if self._session is not None:
+                with contextlib.suppress(Exception):
+                    await self._session.close()
+        finally:
+            self._closed_event.set()
+        for callback in self._close_callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    self._spawn(self._await_logged(result, "close"))
+            except Exception:
+                logger.exception("protoo: close callback failed")
