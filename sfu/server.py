@@ -119,16 +119,19 @@ class SfuServer:
             "transports": counts["transports"],
             "producers": counts["producers"],
             "consumers": counts["consumers"],
-            "droppedPackets": self._dropped_packets(),
+            **self._packet_totals(),
         }
 
-    def _dropped_packets(self) -> dict[str, int]:
-        total: dict[str, int] = {}
+    def _packet_totals(self) -> dict[str, Any]:
+        dropped: dict[str, int] = {}
+        received = sent = 0
         for router in self.worker.routers.values():
             for transport in router.transports.values():
+                received += transport.rtp_packets_received
+                sent += transport.rtp_packets_sent
                 for reason, count in transport.drops.items():
-                    total[reason] = total.get(reason, 0) + count
-        return total
+                    dropped[reason] = dropped.get(reason, 0) + count
+        return {"rtpPacketsReceived": received, "rtpPacketsSent": sent, "droppedPackets": dropped}
 
     async def close(self) -> None:
         for room in list(self.rooms.values()):

@@ -186,7 +186,11 @@ class Room(AsyncIOEventEmitter):
             raise InvalidStateError("already joined")
         display_name = get_str(data, "displayName", max_length=256, default="")
         device = get_object(data, "device", optional=True) or {}
-        rtp_capabilities = ortc.validate_rtp_capabilities(get_object(data, "rtpCapabilities"))
+        # Absent for peers that only send (mediasoup-demo's consume=false).
+        raw_capabilities = get_object(data, "rtpCapabilities", optional=True)
+        rtp_capabilities = (
+            ortc.validate_rtp_capabilities(raw_capabilities) if raw_capabilities is not None else None
+        )
         sctp_capabilities = get_object(data, "sctpCapabilities", optional=True)
 
         peer.display_name = display_name
@@ -321,7 +325,11 @@ class Room(AsyncIOEventEmitter):
     # ---- consuming ------------------------------------------------------------
 
     def _spawn_consumer(self, consumer_peer: Peer, producer_peer: Peer, producer: Producer) -> None:
-        if producer.id in consumer_peer.consumed_producer_ids or consumer_peer is producer_peer:
+        if (
+            producer.id in consumer_peer.consumed_producer_ids
+            or consumer_peer is producer_peer
+            or consumer_peer.rtp_capabilities is None
+        ):
             return
         if consumer_peer.consuming_transport() is None:
             return  # consumed when the peer creates its consuming transport

@@ -1,0 +1,123 @@
+"""Shared fixtures: a real SFU server process on 127.0.0.1, and loopback-only clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LOOPBACK = ["127.0.0.1"]
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.http_url + "/health", timeout=5) as response:
+            return json.loads(response.read())
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process, from /proc/<pid>/stat."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp_path: Path, extra_toml: str = "") -> ServerProcess:
+    port = free_tcp_port()
+    media_min = random.randrange(20000, 59000, 200)
+    config = tmp_path / "sfu-test.toml"
+    config.write_text(
+        f"""
+[http]
+listen_ip = "127.0.0.1"
+port = {port}
+
+[media]
+listen_ip = "127.0.0.1"
+rtc_min_port = {media_min}
+rtc_max_port = {media_min + 199}
+
+[log]
+level = "info"
+{extra_toml}
+"""
+    )
+    log_path = tmp_path / "sfu-server.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfu", "--config", str(config)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    server = ServerProcess(process, port, log_path)
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited at start-up:\n{server.log()}")
+        try:
+            server.health()
+            return server
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"server did not come up:\n{server.log()}") from None
+            time.sleep(0.1)
+
+
+def stop_server(server: ServerProcess) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(5)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(5)
+
+
+@pytest.fixture
+def sfu_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = start_server(tmp_path)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+        log = server.log()
+        if "Traceback" in log:
+            print(f"--- server log ---\n{log}")
