@@ -10,6 +10,11 @@ this module. Each touch says why it is needed:
   aiortc would infer it from the ICE role), and take the SRTP sessions it
   built (``_rx_srtp``/``_tx_srtp``) so that RTP is protected and unprotected
   on our raw path instead of aiortc's ``RtpPacket`` path.
+- ``RTCDtlsTransport._rtp_router.ssrc_table``: aiortc 1.16 registers only a
+  receiver's media SSRC with its RTP router, and routes unknown SSRCs by
+  payload type alone. With two video receivers sharing the RTX payload type,
+  every retransmission is discarded. :func:`route_rtx_to_receiver` registers
+  the RTX SSRC too (used by ``sfu.client``).
 - ``aioice.ice.get_host_addresses`` is replaced to restrict a *client's* ICE
   gathering to given addresses (tests and benchmarks stay on loopback; aioice
   skips 127.0.0.1 otherwise).
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import aioice.ice
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters
@@ -125,6 +131,13 @@ class DtlsSession:
         self._ice.close()
         with contextlib.suppress(Exception):
             await self._dtls.stop()
+
+
+def route_rtx_to_receiver(receiver: Any, rtx_ssrc: int) -> None:
+    """Make aiortc deliver RTX packets of ``rtx_ssrc`` to ``receiver`` (an RTCRtpReceiver)."""
+    router = getattr(receiver.transport, "_rtp_router", None)
+    if router is not None:
+        router.ssrc_table[rtx_ssrc] = receiver
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
 from pymediasoup.sctp_parameters import SctpParameters
 from yarl import URL
 
-from sfu.aiortc_adapter import set_host_addresses
+from sfu.aiortc_adapter import route_rtx_to_receiver, set_host_addresses
 from sfu.client.protoo import ProtooConnection, ProtooError
 
 __all__ = ["RemoteConsumer", "SfuClient", "default_device_info"]
@@ -449,6 +449,7 @@ class SfuClient(AsyncIOEventEmitter):
                 )
         finally:
             self._pending_consumers.pop(consumer_id, None)
+        self._route_rtx(rtp_parameters)
 
         remote = RemoteConsumer(
             id=consumer_id,
@@ -478,6 +479,16 @@ class SfuClient(AsyncIOEventEmitter):
         # task cannot run before the answer is queued.
         self._spawn(self._resume_on_server(remote))
         return {}
+
+    def _route_rtx(self, rtp_parameters: Mapping[str, Any]) -> None:
+        """Work around aiortc dropping RTX with several video receivers (see aiortc_adapter)."""
+        rtx_ssrc = ((rtp_parameters.get("encodings") or [{}])[0].get("rtx") or {}).get("ssrc")
+        mid = rtp_parameters.get("mid")
+        if not isinstance(rtx_ssrc, int) or mid is None:
+            return
+        for transceiver in self.recv_transport.handler.pc.getTransceivers():
+            if transceiver.mid == mid:
+                route_rtx_to_receiver(transceiver.receiver, rtx_ssrc)
 
     async def _on_new_data_consumer(self, data: dict[str, Any]) -> dict[str, Any]:
         raise ProtooError(403, "I do not want DataChannels")

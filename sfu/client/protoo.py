@@ -245,7 +245,9 @@ class ProtooConnection:
             logger.debug("protoo: ignoring a stray response id=%r", message.get("id"))
             return
         if message.get("ok") is True:
-            future.set_result(_as_dict(message.get("data")))
+            data = message.get("data")
+            # Stats replies are arrays (as in mediasoup): pass any JSON through.
+            future.set_result({} if data is None else data)
         else:
             code = message.get("errorCode")
             reason = message.get("errorReason")

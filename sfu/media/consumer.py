@@ -17,7 +17,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..errors import InvalidStateError
 from . import rtcp
-from .rtp import FORWARDED_EXTENSIONS, rtx_wrap
+from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -82,6 +82,12 @@ class Consumer(AsyncIOEventEmitter):
             fb.get("type") == "nack" and not fb.get("parameter") for fb in feedback
         )
         self.cname: str = (rtp_parameters.get("rtcp") or {}).get("cname") or ""
+        # The consumer's MID, sent on RTX packets (see rtx_wrap).
+        self._mid_extension: tuple[int, bytes] | None = None
+        mid = rtp_parameters.get("mid")
+        for ext in rtp_parameters.get("headerExtensions") or []:
+            if ext["uri"] == URI_MID and mid and 0 < ext["id"] < 15 and len(mid) <= 16:
+                self._mid_extension = (ext["id"], mid.encode())
         self.extension_ids: frozenset[int] = frozenset(
             ext["id"]
             for ext in rtp_parameters.get("headerExtensions") or []
@@ -172,7 +178,9 @@ class Consumer(AsyncIOEventEmitter):
                 continue
             if self.rtx_ssrc is not None and self.rtx_payload_type is not None:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-                packet = bytes(rtx_wrap(packet, self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc))
+                packet = rtx_wrap(
+                    packet, self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc, self._mid_extension
+                )
             self.packets_retransmitted += 1
             self.transport.send_rtp(packet)
 

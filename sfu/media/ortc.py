@@ -14,7 +14,7 @@ The flow, as in mediasoup:
 
 Deviations from mediasoup (on purpose):
 - Only the feedback and header extensions this server implements are offered:
-  no transport-cc, no transport-wide-cc extension; mid/rid/rrid are ``recvonly``.
+  no transport-cc, no transport-wide-cc extension; mid is ``sendrecv`` (consumers send their own MID); rid/rrid are ``recvonly``.
 - The mapping also maps header extension ids (``"headerExtensions"``).
 - A consumer codec's rtcpFeedback is the remote's, limited to what the router
   offers for that codec, so a client never negotiates feedback we don't send.
@@ -83,8 +83,10 @@ def _ext(kind: str, uri: str, ext_id: int, direction: str) -> Json:
 # mid/rid/rrid are only received: the server demuxes with them but does not
 # write them into forwarded packets, so consumers never negotiate them.
 _SUPPORTED_HEADER_EXTENSIONS: list[Json] = [
-    _ext("audio", URI_MID, 1, "recvonly"),
-    _ext("video", URI_MID, 1, "recvonly"),
+    # mid is sendrecv, as in mediasoup: consumers put their own MID on RTX
+    # packets, which aiortc routes by MID (it does not register RTX SSRCs).
+    _ext("audio", URI_MID, 1, "sendrecv"),
+    _ext("video", URI_MID, 1, "sendrecv"),
     _ext("video", URI_RID, 2, "recvonly"),
     _ext("video", URI_RRID, 3, "recvonly"),
     _ext("audio", URI_ABS_SEND_TIME, 4, "sendrecv"),

@@ -229,16 +229,40 @@ def rtx_unwrap(
     return bytes(out), osn
 
 
-def rtx_wrap(packet: bytes | bytearray, rtx_pt: int, rtx_seq: int, rtx_ssrc: int) -> bytearray:
-    """Build the RTX retransmission of ``packet`` (already rewritten for the consumer)."""
-    _, _, ext_end, _ = header_bounds(packet)
-    out = bytearray(packet[:ext_end])
-    out += packet[2:4]  # OSN: the consumer's original sequence number
-    out += packet[ext_end:]
-    out[1] = (out[1] & 0x80) | rtx_pt
-    _U16.pack_into(out, 2, rtx_seq)
-    _U32.pack_into(out, 8, rtx_ssrc)
-    return out
+def rtx_wrap(
+    packet: bytes | bytearray,
+    rtx_pt: int,
+    rtx_seq: int,
+    rtx_ssrc: int,
+    extra_extension: tuple[int, bytes] | None = None,
+) -> bytes:
+    """Build the RTX retransmission of ``packet`` (already rewritten for the consumer).
+
+    ``extra_extension`` (id, value) is added to the extension block: the
+    consumer's MID, which aiortc needs to route RTX (it does not register
+    RTX SSRCs, and routes unknown SSRCs by MID, then by payload type).
+    """
+    csrc_end, ext_start, ext_end, _ = header_bounds(packet)
+    b0 = packet[0]
+    block = packet[csrc_end:ext_end]
+    if extra_extension is not None:
+        elements: list[tuple[int, bytes]] = []
+        if ext_end > ext_start and packet[csrc_end : csrc_end + 2] == b"\xbe\xde":
+            elements = [
+                (i, bytes(packet[start:end]))
+                for i, start, end in iter_one_byte_extensions(packet, ext_start, ext_end)
+            ]
+        if ext_end == ext_start or elements:
+            elements.append(extra_extension)
+            block = build_extension_block(elements)
+            b0 |= 0x10
+    return (
+        _HEADER.pack(b0, (packet[1] & 0x80) | rtx_pt, rtx_seq, _U32.unpack_from(packet, 4)[0], rtx_ssrc)
+        + packet[12:csrc_end]
+        + block
+        + packet[2:4]  # OSN: the consumer's original sequence number
+        + packet[ext_end:]
+    )
 
 
 def parse_fixed_header(packet: bytes | bytearray) -> tuple[int, int, int, int, int]:

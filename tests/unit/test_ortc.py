@@ -154,8 +154,12 @@ CHROME_RTP_CAPABILITIES: Json = {
                                               "profile-level-id": "42e01f"}),
         _chrome_rtx(H264_CB_RTX, H264_CB),
     ],
-    # mid/rid/rrid are recvonly on the router, so they are not receivable here.
+    # rid/rrid are recvonly on the router, so they are not receivable here.
     "headerExtensions": [
+        {"kind": "audio", "uri": MID, "preferredId": 1, "preferredEncrypt": False,
+         "direction": "sendrecv"},
+        {"kind": "video", "uri": MID, "preferredId": 1, "preferredEncrypt": False,
+         "direction": "sendrecv"},
         {"kind": "audio", "uri": ABS_SEND_TIME, "preferredId": 4, "preferredEncrypt": False,
          "direction": "sendrecv"},
         {"kind": "video", "uri": ABS_SEND_TIME, "preferredId": 4, "preferredEncrypt": False,
@@ -271,7 +275,7 @@ def test_router_capabilities_header_extensions(router_caps: Json) -> None:
     exts = [(e["kind"], e["uri"], e["preferredId"], e["direction"])
             for e in router_caps["headerExtensions"]]
     assert exts == [
-        ("audio", MID, 1, "recvonly"), ("video", MID, 1, "recvonly"),
+        ("audio", MID, 1, "sendrecv"), ("video", MID, 1, "sendrecv"),
         ("video", RID, 2, "recvonly"), ("video", RRID, 3, "recvonly"),
         ("audio", ABS_SEND_TIME, 4, "sendrecv"), ("video", ABS_SEND_TIME, 4, "sendrecv"),
         ("audio", AUDIO_LEVEL, 10, "sendrecv"),
@@ -336,7 +340,7 @@ def test_aiortc_device_capabilities(aiortc: Json) -> None:
         ("video/H264", H264_CB), ("video/rtx", H264_CB_RTX),
     ]
     assert {(e["kind"], e["uri"], e["preferredId"]) for e in caps["headerExtensions"]} == {
-        ("video", ABS_SEND_TIME, 4), ("audio", AUDIO_LEVEL, 10)}
+        ("audio", MID, 1), ("video", MID, 1), ("video", ABS_SEND_TIME, 4), ("audio", AUDIO_LEVEL, 10)}
 
 
 def test_validation_normalizes_without_mutating() -> None:
@@ -410,7 +414,7 @@ def test_chrome_consumable_parameters(router_caps: Json) -> None:
     assert _fb(consumable["codecs"][0]) == [("nack", ""), ("nack", "pli"), ("ccm", "fir"),
                                             ("goog-remb", "")]
     assert [(e["uri"], e["id"]) for e in consumable["headerExtensions"]] == [
-        (ABS_SEND_TIME, 4), (ORIENTATION, 11), (TOFFSET, 12)]
+        (MID, 1), (ABS_SEND_TIME, 4), (ORIENTATION, 11), (TOFFSET, 12)]
     assert consumable["encodings"] == [{"ssrc": mapping["encodings"][0]["mappedSsrc"],
                                         "dtx": False}]
     assert consumable["rtcp"] == {"cname": "kQ2mM3ec8fRkx+Ad", "reducedSize": True}
@@ -420,7 +424,7 @@ def test_chrome_consumable_parameters(router_caps: Json) -> None:
                                      "clockRate": 48000, "channels": 2,
                                      "parameters": {"minptime": 10, "useinbandfec": 1},
                                      "rtcpFeedback": []}]
-    assert [e["uri"] for e in consumable["headerExtensions"]] == [ABS_SEND_TIME, AUDIO_LEVEL]
+    assert [e["uri"] for e in consumable["headerExtensions"]] == [MID, ABS_SEND_TIME, AUDIO_LEVEL]
 
 
 def test_simulcast_mapping_and_consumer(router_caps: Json) -> None:
@@ -469,8 +473,9 @@ def test_consumer_parameters_video(router_caps: Json, aiortc: Json, producer: st
     # The consumer's own feedback set: aiortc has no FIR.
     assert (("ccm", "fir") in feedback) is (consumer == "chrome")
     uris = [e["uri"] for e in params["headerExtensions"]]
-    assert MID not in uris and RID not in uris and ABS_SEND_TIME in uris
-    assert all(e["id"] == {ABS_SEND_TIME: 4, ORIENTATION: 11, TOFFSET: 12}[e["uri"]]
+    # The consumer's own MID goes on its RTX packets; rid is receive-only.
+    assert MID in uris and RID not in uris and ABS_SEND_TIME in uris
+    assert all(e["id"] == {MID: 1, ABS_SEND_TIME: 4, ORIENTATION: 11, TOFFSET: 12}[e["uri"]]
                for e in params["headerExtensions"])
     [encoding] = params["encodings"]
     assert set(encoding) == {"ssrc", "rtx"}
@@ -490,7 +495,7 @@ def test_consumer_parameters_audio(router_caps: Json, aiortc: Json, producer: st
     assert [(c["mimeType"], c["payloadType"]) for c in params["codecs"]] == [("audio/opus", OPUS)]
     assert params["codecs"][0]["rtcpFeedback"] == []
     exts = {e["uri"]: e["id"] for e in params["headerExtensions"]}
-    assert exts[AUDIO_LEVEL] == 10 and MID not in exts
+    assert exts[AUDIO_LEVEL] == 10 and exts[MID] == 1
     assert params["encodings"] == [{"ssrc": params["encodings"][0]["ssrc"]}]  # no RTX for audio
 
 

@@ -15,7 +15,14 @@ from sfu.config import DEFAULT_MEDIA_CODECS
 from sfu.media import ortc, rtcp
 from sfu.media.consumer import Consumer
 from sfu.media.producer import Producer
-from sfu.media.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, build_extension_block
+from sfu.media.rtp import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    build_extension_block,
+    header_bounds,
+    iter_one_byte_extensions,
+)
 
 ROUTER_CAPS = ortc.generate_router_rtp_capabilities([c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS])
 
@@ -185,6 +192,12 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     assert struct.unpack_from("!H", rtx, header_len)[0] == fields(original)[1], "OSN"
     assert rtx.endswith(VP8_DELTA)
     assert consumer.packets_retransmitted == 1
+    # The RTX packet carries the consumer's MID, which aiortc routes RTX by.
+    csrc_end, ext_start, ext_end, _ = header_bounds(rtx)
+    mid_id = router_ext_id(URI_MID, "video")
+    assert [(i, rtx[s:e]) for i, s, e in iter_one_byte_extensions(rtx, ext_start, ext_end) if i == mid_id] == [
+        (mid_id, b"0")
+    ]
 
 
 async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped() -> None:
