@@ -15,6 +15,11 @@ this module. Each touch says why it is needed:
   payload type alone. With two video receivers sharing the RTX payload type,
   every retransmission is discarded. :func:`route_rtx_to_receiver` registers
   the RTX SSRC too (used by ``sfu.client``).
+- pymediasoup 1.5.0 (also pinned) recycles a closed m-section for a new
+  consumer, under a new mid and possibly another kind; aiortc 1.16 then
+  fails with "Media sections in answer do not match offer". A bot in a room
+  where people come and go hits this. :func:`disable_media_section_recycling`
+  makes its RemoteSdp append new sections instead (``RemoteSdp`` internals).
 - ``aioice.ice.get_host_addresses`` is replaced to restrict a *client's* ICE
   gathering to given addresses (tests and benchmarks stay on loopback; aioice
   skips 127.0.0.1 otherwise).
@@ -138,6 +143,35 @@ def route_rtx_to_receiver(receiver: Any, rtx_ssrc: int) -> None:
     router = getattr(receiver.transport, "_rtp_router", None)
     if router is not None:
         router.ssrc_table[rtx_ssrc] = receiver
+
+
+def disable_media_section_recycling(handler: Any) -> None:
+    """Make a pymediasoup aiortc handler add a new m-section for every consumer."""
+    from pymediasoup.handlers.sdp.media_section import OfferMediaSection
+
+    remote_sdp = handler.remoteSdp
+    recycling_receive = remote_sdp.receive
+
+    def receive(mid: str, kind: str, offerRtpParameters: Any, streamId: str, trackId: str) -> None:
+        if str(mid) in remote_sdp._midToIndex:  # plan-B reuse of the same mid
+            recycling_receive(mid, kind, offerRtpParameters, streamId, trackId)
+            return
+        remote_sdp._addMediaSection(
+            OfferMediaSection(
+                iceParameters=remote_sdp._iceParameters,
+                iceCandidates=remote_sdp._iceCandidates,
+                dtlsParameters=remote_sdp._dtlsParameters,
+                plainRtpParameters=remote_sdp._plainRtpParameters,
+                planB=remote_sdp._planB,
+                mid=mid,
+                kind=kind,
+                offerRtpParameters=offerRtpParameters,
+                streamId=streamId,
+                trackId=trackId,
+            )
+        )
+
+    remote_sdp.receive = receive
 
 
 @contextlib.contextmanager

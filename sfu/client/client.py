@@ -39,7 +39,11 @@ from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
 from pymediasoup.sctp_parameters import SctpParameters
 from yarl import URL
 
-from sfu.aiortc_adapter import route_rtx_to_receiver, set_host_addresses
+from sfu.aiortc_adapter import (
+    disable_media_section_recycling,
+    route_rtx_to_receiver,
+    set_host_addresses,
+)
 from sfu.client.protoo import ProtooConnection, ProtooError
 
 __all__ = ["RemoteConsumer", "SfuClient", "default_device_info"]
@@ -265,6 +269,8 @@ class SfuClient(AsyncIOEventEmitter):
             transport = self.device.createSendTransport(**kwargs)
         else:
             transport = self.device.createRecvTransport(**kwargs)
+            # Peers come and go: never recycle a closed m-section (see aiortc_adapter).
+            disable_media_section_recycling(transport.handler)
         transport_id: str = transport.id
 
         async def on_connect(dtls_parameters: Any) -> None:

@@ -273,6 +273,19 @@ class WebRtcTransport(AsyncIOEventEmitter):
     # ---- datagrams in -----------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            self._demux(data, addr)
+        except Exception:
+            # A packet we failed to handle is dropped and counted; it never
+            # takes the transport down. Log the first few, with context.
+            self.drops["internal-error"] += 1
+            if self.drops["internal-error"] <= 5:
+                logger.exception(
+                    "transport %s (peer %s): error handling a %d-byte datagram from %s",
+                    self.id, self.app_data.get("peerId"), len(data), addr,
+                )
+
+    def _demux(self, data: bytes, addr: tuple) -> None:
         if self.closed or not data:
             return
         self.bytes_received += len(data)
