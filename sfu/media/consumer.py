@@ -166,6 +166,10 @@ class Consumer(AsyncIOEventEmitter):
         self._seq_offset = (seq - next_seq) & 0xFFFF
         self._ts_offset = (timestamp - next_ts) & 0xFFFFFFFF
 
+    def resync(self) -> None:
+        """The input's numbering changed: continue ours from the next packet."""
+        self._needs_sync = True
+
     # ---- RTCP from the subscriber ---------------------------------------
 
     def receive_nack(self, lost: tuple[int, ...]) -> None:

@@ -33,7 +33,7 @@ from .rtp import (
     parse_fixed_header,
     rtx_unwrap,
 )
-from .rtp_stream import RtpStreamRecv
+from .rtp_stream import DUPLICATE, RtpStreamRecv
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -214,8 +214,14 @@ class Producer(AsyncIOEventEmitter):
         self.bytes_received += len(packet)
         newly_missing = stream.receive(seq, timestamp, now, len(packet))
         if newly_missing < 0:
-            self.transport.count_drop("duplicate")
-            return
+            if newly_missing == DUPLICATE:
+                self.transport.count_drop("duplicate")
+                return
+            # The publisher's numbering jumped (a new source behind this SSRC):
+            # consumers continue their own numbering from this packet.
+            for consumer in self.consumers.values():
+                consumer.resync()
+            newly_missing = 0
         if media_ssrc is not None:
             self.packets_repaired += 1
         if newly_missing and self._nack_enabled:

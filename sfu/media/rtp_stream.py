@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .rtcp import ReportBlock, ntp_middle32
 
-# Packets further back than this are a stream restart, not reordering.
+# A jump further than this (either way) is a stream restart, not loss or reordering.
 _MAX_DROPOUT = 3000
+DUPLICATE = -1
+RESTARTED = -2
 # Gaps wider than this are not NACKed (the sender's history would not have them).
 _MAX_NACK_GAP = 500
 _MAX_MISSING = 1000
@@ -58,7 +60,8 @@ class RtpStreamRecv:
 
     def receive(self, seq: int, timestamp: int, now: float, size: int) -> int:
         """Account one packet. Returns the number of newly missing packets
-        (>= 0) if the packet is to be forwarded, or -1 for a duplicate.
+        (>= 0) if the packet is to be forwarded, DUPLICATE, or RESTARTED when
+        the sender's numbering jumped (a new source behind the same SSRC).
 
         A packet older than the highest is forwarded only if it was missing
         (a late or retransmitted packet), so consumers never get duplicates.
@@ -73,8 +76,11 @@ class RtpStreamRecv:
             return 0
         delta = (seq - self.max_seq) & 0xFFFF
         if delta == 0:
-            return -1
+            return DUPLICATE
         newly_missing = 0
+        if _MAX_DROPOUT < delta < 0x10000 - _MAX_DROPOUT and seq not in self.missing:
+            self._restart(seq, timestamp, now, size)
+            return RESTARTED
         if delta < 0x8000:
             if seq < self.max_seq:
                 self.cycles += 0x10000
@@ -86,16 +92,19 @@ class RtpStreamRecv:
             self.transit = transit
             self.jitter += (abs(d) - self.jitter) / 16.0
         elif self.missing.pop(seq, None) is None:
-            if 0x10000 - delta <= _MAX_DROPOUT:
-                return -1  # a duplicate, or older than anything we track
-            # The sender restarted its sequence: start over.
-            self.base_seq = self.max_seq = seq
-            self.cycles = 0
-            self.received = self.expected_prior = self.received_prior = 0
-            self.missing.clear()
+            return DUPLICATE  # a duplicate, or older than anything we track
         self.received += 1
         self.bytes_received += size
         return newly_missing
+
+    def _restart(self, seq: int, timestamp: int, now: float, size: int) -> None:
+        self.base_seq = self.max_seq = seq
+        self.cycles = 0
+        self.received = 1
+        self.expected_prior = self.received_prior = 0
+        self.bytes_received += size
+        self.transit = now * self.clock_rate - timestamp
+        self.missing.clear()
 
     def _add_missing(self, seq: int, count: int, now: float) -> int:
         if count > _MAX_NACK_GAP or len(self.missing) + count > _MAX_MISSING:

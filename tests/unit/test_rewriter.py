@@ -234,3 +234,19 @@ async def test_malformed_packets_are_dropped_and_counted(bad: bytes) -> None:
     producer, _, producer_transport, out = make_pair("audio")
     producer.receive_rtp(bad, 1.0)
     assert out.rtp == [] and producer_transport.drops.get("malformed-rtp") == 1
+
+
+async def test_publisher_restart_keeps_consumer_numbering_continuous() -> None:
+    """A new source behind the same SSRC (replaceTrack, a restarted sender): the
+    consumer's sequence numbers and timestamps go on without a jump."""
+    producer, consumer, _, out = make_pair("audio")
+    for i in range(5):
+        producer.receive_rtp(rtp(96, 100 + i, 1000 + 960 * i, 1111, b"a"), 1.0 + i * 0.02)
+    last_seq, last_ts = fields(out.rtp[-1])[1:3]
+    producer.receive_rtp(rtp(96, 40000, 777_777, 1111, b"b"), 1.12)
+    producer.receive_rtp(rtp(96, 40001, 777_777 + 960, 1111, b"b"), 1.14)
+    seqs = [fields(p)[1] for p in out.rtp[-2:]]
+    assert seqs == [last_seq + 1, last_seq + 2]
+    ts = fields(out.rtp[-2])[2]
+    assert 0 < ((ts - last_ts) & 0xFFFFFFFF) < 48000 * 0.2
+    assert fields(out.rtp[-1])[2] - ts == 960
