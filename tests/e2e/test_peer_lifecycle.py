@@ -1,0 +1,70 @@
+"""Peers that die, and the active-speaker notification."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+from sfu.client import SfuClient, ToneAudioTrack
+
+from ..conftest import LOOPBACK, REPO, ServerProcess
+from .helpers import join, wait_until
+
+
+async def test_a_killed_peer_process_is_closed_everywhere(sfu_server: ServerProcess) -> None:
+    alice = await join(sfu_server, "kill", "alice", 440)
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "sfu.client", "--url", sfu_server.ws_url, "--room", "kill",
+         "--peer", "bot", "--ice-address", "127.0.0.1", "--duration", "60"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        assert await alice.client.wait_for_consumers(2, timeout=20), "the bot's media never arrived"
+        sink = alice.sink_for("bot", "video")
+        assert await sink.wait_frames(5, timeout=15)
+        closed_peers: list[str] = []
+        closed_consumers: list[str] = []
+        alice.client.on("peerclosed", closed_peers.append)
+        alice.client.on("consumerclosed", closed_consumers.append)
+        bot_consumers = {c.id for c in alice.client.consumers.values() if c.peer_id == "bot"}
+
+        bot.send_signal(signal.SIGKILL)  # no goodbye: the OS closes its socket
+        started = time.monotonic()
+        assert await wait_until(
+            lambda: closed_peers == ["bot"] and set(closed_consumers) >= bot_consumers, timeout=10
+        ), f"peerClosed={closed_peers} consumerClosed={closed_consumers}"
+        print(f"\nkilled peer closed everywhere after {(time.monotonic() - started) * 1000:.0f} ms")
+        assert not any(c.peer_id == "bot" for c in alice.client.consumers.values())
+        health = sfu_server.health()
+        assert health["peers"] == 1 and health["transports"] == 2 and health["consumers"] == 0
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+        bot.wait(5)
+        await alice.client.close()
+
+
+async def test_active_speaker_follows_the_peer_who_talks(sfu_server: ServerProcess) -> None:
+    talker = SfuClient(sfu_server.ws_url, "voice", "talker", ice_addresses=LOOPBACK)
+    quiet = SfuClient(sfu_server.ws_url, "voice", "quiet", ice_addresses=LOOPBACK)
+    speakers: list[object] = []
+    quiet.on("activespeaker", lambda data: speakers.append(data.get("peerId")))
+    try:
+        await quiet.join()
+        await talker.join()
+        await quiet.produce(ToneAudioTrack(300, amplitude=0.0))  # a muted mic: silence
+        producer_id = await talker.produce(ToneAudioTrack(500, amplitude=0.5))
+        assert await wait_until(lambda: "talker" in speakers, timeout=5), speakers
+        assert "quiet" not in speakers
+
+        await talker.pause_producer(producer_id)
+        assert await wait_until(lambda: speakers[-1] is None, timeout=5), (
+            f"no silence notification after the talker paused: {speakers}"
+        )
+        health = sfu_server.health()
+        assert health["producers"] == 2
+    finally:
+        await asyncio.gather(talker.close(), quiet.close())
