@@ -19,6 +19,46 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = ["127.0.0.1"]
+CLONE_NEWNET = 0x40000000
+
+# Set by pytest_configure: whether this test session runs in its own network
+# namespace that has only loopback (so Chromium cannot offer another address).
+ISOLATION = {"netns": False, "reason": "not attempted"}
+
+
+def _bring_loopback_up() -> None:
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
+def enter_loopback_only_namespace() -> None:
+    """Move this process (and every child it starts later) into a new network
+    namespace with only ``lo``: all test traffic stays on 127.0.0.1 by construction."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        ISOLATION["reason"] = f"unshare(CLONE_NEWNET) failed: {os.strerror(errno)}"
+        return
+    _bring_loopback_up()
+    ISOLATION["netns"] = True
+    ISOLATION["reason"] = "loopback-only network namespace"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.platform == "linux" and os.environ.get("SFU_TEST_NETNS", "1") != "0":
+        enter_loopback_only_namespace()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"network isolation: {ISOLATION['reason']}"
 
 
 def free_tcp_port() -> int:
