@@ -59,6 +59,9 @@ class MediaConfig:
     announced_ip: str | None = None
     rtc_min_port: int = 40000
     rtc_max_port: int = 49999
+    # Seconds without a valid ICE check or media from the client before a
+    # connected transport is closed (and its peer told).
+    ice_timeout: float = 30.0
 
     @property
     def announced_address(self) -> str:
@@ -141,6 +144,24 @@ class SignalingConfig:
     # Seconds the server waits for a client to answer a server-initiated request
     # (e.g. "newConsumer") before giving up on it.
     consumer_request_timeout: float = 10.0
+    # Seconds a peer whose WebSocket dropped is kept (media flowing) so that it
+    # can resume its session; after that it is closed everywhere.
+    peer_grace_period: float = 10.0
+    # Seconds given to peers to leave on SIGTERM before the server exits.
+    shutdown_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps that keep one client from exhausting the server. Over a cap the
+    request gets a clear error (protoo errorCode 429 or 503)."""
+
+    max_rooms: int = 1000
+    max_peers_per_room: int = 100
+    max_transports_per_peer: int = 4
+    max_producers_per_peer: int = 8
+    requests_per_second: float = 50.0
+    request_burst: int = 100
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -256,12 +278,13 @@ class _Loader:
     # -- sections
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = self._table(data, "", ("http", "media", "router", "signaling", "log"))
+        top = self._table(data, "", ("http", "media", "router", "signaling", "limits", "log"))
         return Config(
             http=self._http(top.get("http", {})),
             media=self._media(top.get("media", {})),
             router=self._router(top.get("router", {})),
             signaling=self._signaling(top.get("signaling", {})),
+            limits=self._limits(top.get("limits", {})),
             log=self._log(top.get("log", {})),
         )
 
@@ -278,7 +301,9 @@ class _Loader:
 
     def _media(self, value: object) -> MediaConfig:
         t = self._table(
-            value, "media", ("listen_ip", "announced_ip", "rtc_min_port", "rtc_max_port")
+            value,
+            "media",
+            ("listen_ip", "announced_ip", "rtc_min_port", "rtc_max_port", "ice_timeout"),
         )
         d = MediaConfig()
         listen_ip = self._ip(t.get("listen_ip", d.listen_ip), "media.listen_ip")
@@ -314,6 +339,9 @@ class _Loader:
             announced_ip=announced_ip,
             rtc_min_port=rtc_min_port,
             rtc_max_port=rtc_max_port,
+            ice_timeout=self._positive_number(
+                t.get("ice_timeout", d.ice_timeout), "media.ice_timeout"
+            ),
         )
 
     def _router(self, value: object) -> RouterConfig:
@@ -399,14 +427,33 @@ class _Loader:
         )
 
     def _signaling(self, value: object) -> SignalingConfig:
-        t = self._table(value, "signaling", ("consumer_request_timeout",))
+        names = ("consumer_request_timeout", "peer_grace_period", "shutdown_timeout")
+        t = self._table(value, "signaling", names)
         d = SignalingConfig()
         return SignalingConfig(
-            consumer_request_timeout=self._positive_number(
-                t.get("consumer_request_timeout", d.consumer_request_timeout),
-                "signaling.consumer_request_timeout",
-            )
+            **{
+                name: self._positive_number(t.get(name, getattr(d, name)), f"signaling.{name}")
+                for name in names
+            }
         )
+
+    def _limits(self, value: object) -> LimitsConfig:
+        ints = (
+            "max_rooms",
+            "max_peers_per_room",
+            "max_transports_per_peer",
+            "max_producers_per_peer",
+            "request_burst",
+        )
+        t = self._table(value, "limits", (*ints, "requests_per_second"))
+        d = LimitsConfig()
+        values: dict[str, Any] = {
+            name: self._int(t.get(name, getattr(d, name)), f"limits.{name}", 1) for name in ints
+        }
+        values["requests_per_second"] = self._positive_number(
+            t.get("requests_per_second", d.requests_per_second), "limits.requests_per_second"
+        )
+        return LimitsConfig(**values)
 
     def _log(self, value: object) -> LogConfig:
         t = self._table(value, "log", ("level",))

@@ -47,3 +47,9 @@ class ConfigError(SfuError):
     """A bad configuration file: the message names the key."""
 
     code = 500
+
+
+class LimitError(SfuError):
+    """Over a configured limit: rooms, peers per room, producers, request rate."""
+
+    code = 429

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from .config import Config
+from .errors import LimitError
 from .media.worker import Worker, WorkerSettings
-from .rooms.room import Room
-from .signaling.protoo import ProtooConnection
+from .rooms.room import Room, RoomSettings
+from .signaling.protoo import ProtooConnection, TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,15 @@ class SfuServer:
                 announced_ip=config.media.announced_address,
                 rtc_min_port=config.media.rtc_min_port,
                 rtc_max_port=config.media.rtc_max_port,
+                ice_timeout=config.media.ice_timeout,
             )
         )
+        self.room_settings = RoomSettings(
+            consumer_request_timeout=config.signaling.consumer_request_timeout,
+            peer_grace_period=config.signaling.peer_grace_period,
+            limits=config.limits,
+        )
+        self.accepting = True
         self.rooms: dict[str, Room] = {}
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         self.app = web.Application()
@@ -48,12 +57,16 @@ class SfuServer:
         # Two peers joining a new room at once must get the same room.
         task = self._room_creation.get(room_id)
         if task is None:
+            if len(self.rooms) + len(self._room_creation) >= self.config.limits.max_rooms:
+                raise LimitError(
+                    f"the server is at its limit of {self.config.limits.max_rooms} rooms"
+                )
             task = asyncio.create_task(
                 Room.create(
                     self.worker,
                     room_id,
                     self.config.router.mediasoup_media_codecs(),
-                    consumer_request_timeout=self.config.signaling.consumer_request_timeout,
+                    self.room_settings,
                 )
             )
             self._room_creation[room_id] = task
@@ -91,6 +104,8 @@ class SfuServer:
                 raise web.HTTPBadRequest(
                     text=f"{name} must be 1-128 characters of letters, digits and _.:@+-\n"
                 )
+        if not self.accepting:
+            raise web.HTTPServiceUnavailable(text="the server is shutting down\n")
         max_request = self.config.http.max_request_bytes
         ws = web.WebSocketResponse(
             protocols=("protoo",),
@@ -100,9 +115,17 @@ class SfuServer:
             heartbeat=15.0,
         )
         await ws.prepare(request)
-        room = await self._get_room(room_id)
+        try:
+            room = await self._get_room(room_id)
+        except LimitError as error:
+            await ws.close(code=4029, message=str(error).encode()[:120])
+            return ws
+        limits = self.config.limits
         connection = ProtooConnection(
-            ws, max_request_bytes=max_request, label=f"room {room_id} peer {peer_id}"
+            ws,
+            max_request_bytes=max_request,
+            label=f"room {room_id} peer {peer_id}",
+            rate_limit=TokenBucket(limits.requests_per_second, limits.request_burst),
         )
         await room.run_session(peer_id, connection)
         return ws
@@ -118,6 +141,7 @@ class SfuServer:
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],
             "producers": counts["producers"],
+            "producersByKind": {"audio": counts["audioProducers"], "video": counts["videoProducers"]},
             "consumers": counts["consumers"],
             **self._packet_totals(),
         }
@@ -133,6 +157,18 @@ class SfuServer:
                     dropped[reason] = dropped.get(reason, 0) + count
         return {"rtpPacketsReceived": received, "rtpPacketsSent": sent, "droppedPackets": dropped}
 
+    async def shutdown(self, reason: str, flush_seconds: float) -> None:
+        """Stop accepting joins, tell every peer why, close everything."""
+        self.accepting = False
+        peers = sum(len(room.peers) for room in self.rooms.values())
+        logger.info("shutting down: telling %d peers in %d rooms", peers, len(self.rooms))
+        for room in list(self.rooms.values()):
+            room.shutdown(reason)
+        if peers:
+            # The goodbye notifications and WebSocket closes are queued: let them go out.
+            await asyncio.sleep(min(0.5, flush_seconds))
+        await self.close()
+
     async def close(self) -> None:
         for room in list(self.rooms.values()):
             room.close()
@@ -140,7 +176,7 @@ class SfuServer:
 
 
 async def run_server(config: Config) -> None:
-    """Serve until cancelled."""
+    """Serve until cancelled, SIGTERM or SIGINT; then shut down gracefully."""
     server = SfuServer(config)
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
@@ -157,8 +193,14 @@ async def run_server(config: Config) -> None:
         config.media.rtc_min_port,
         config.media.rtc_max_port,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        await server.shutdown("the server is shutting down", config.signaling.shutdown_timeout)
     finally:
         await server.close()
-        await runner.cleanup()
+        await asyncio.wait_for(runner.cleanup(), config.signaling.shutdown_timeout)
+    logger.info("server stopped")

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,25 +99,23 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp_path: Path, extra_toml: str = "") -> ServerProcess:
+def start_server(tmp_path: Path, overrides: dict[str, dict[str, Any]] | None = None) -> ServerProcess:
+    """Start ``python -m sfu`` on free loopback ports; ``overrides`` patch config sections."""
     port = free_tcp_port()
     media_min = random.randrange(20000, 59000, 200)
+    sections: dict[str, dict[str, Any]] = {
+        "http": {"listen_ip": "127.0.0.1", "port": port},
+        "media": {"listen_ip": "127.0.0.1", "rtc_min_port": media_min, "rtc_max_port": media_min + 199},
+        "log": {"level": "info"},
+    }
+    for name, values in (overrides or {}).items():
+        sections.setdefault(name, {}).update(values)
     config = tmp_path / "sfu-test.toml"
     config.write_text(
-        f"""
-[http]
-listen_ip = "127.0.0.1"
-port = {port}
-
-[media]
-listen_ip = "127.0.0.1"
-rtc_min_port = {media_min}
-rtc_max_port = {media_min + 199}
-
-[log]
-level = "info"
-{extra_toml}
-"""
+        "\n".join(
+            f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+            for name, values in sections.items()
+        )
     )
     log_path = tmp_path / "sfu-server.log"
     log_file = log_path.open("wb")
@@ -152,8 +151,14 @@ def stop_server(server: ServerProcess) -> None:
 
 
 @pytest.fixture
-def sfu_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path)
+def server_overrides() -> dict[str, dict[str, Any]]:
+    """Config overrides for ``sfu_server``; a test module may override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def sfu_server(tmp_path: Path, server_overrides: dict[str, dict[str, Any]]) -> Iterator[ServerProcess]:
+    server = start_server(tmp_path, server_overrides)
     try:
         yield server
     finally:

@@ -9,6 +9,8 @@ mapping follows the publisher's.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from .producer import Producer
     from .webrtc_transport import WebRtcTransport
 
+logger = logging.getLogger(__name__)
+
 HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
 # While waiting for a keyframe, ask again this often.
 KEYFRAME_RETRY_INTERVAL = 1.0
@@ -32,7 +36,8 @@ _HEADER = struct.Struct("!BBHII")
 
 class Consumer(AsyncIOEventEmitter):
     """Events: ``transportclose``, ``producerclose``, ``producerpause``,
-    ``producerresume``, ``@close``."""
+    ``producerresume``, ``serverclose(reason)`` (closed by the server after an
+    internal error), ``@close``."""
 
     def __init__(
         self,
@@ -266,6 +271,23 @@ class Consumer(AsyncIOEventEmitter):
             return
         self._close()
         self.emit("producerclose")
+
+    def fail(self, error: BaseException) -> None:
+        """An internal error in this consumer: stop it now, close it, tell the room."""
+        if self.closed:
+            return
+        self._active = False
+        logger.error(
+            "consumer %s (%s, peer %s) failed; closing it",
+            self.id, self.kind, self.transport.app_data.get("peerId"), exc_info=error,
+        )
+        # Called from the producer's forwarding loop: close outside of it.
+        asyncio.get_running_loop().call_soon(self._close_after_failure)
+
+    def _close_after_failure(self) -> None:
+        if not self.closed:
+            self._close()
+            self.emit("serverclose", "error")
 
     def transport_closed(self) -> None:
         if self.closed:

@@ -9,6 +9,7 @@ each consumer, which patches in its own seq/timestamp/SSRC.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .webrtc_transport import WebRtcTransport
 
+logger = logging.getLogger(__name__)
+
 # Keyframe requests toward the publisher are merged within this window.
 KEYFRAME_REQUEST_WINDOW = 0.3
 NACK_RETRY_INTERVAL = 0.05
@@ -56,7 +59,8 @@ def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> b
 
 
 class Producer(AsyncIOEventEmitter):
-    """An incoming track. Events: ``transportclose``, ``@close``, ``pause``, ``resume``."""
+    """An incoming track. Events: ``transportclose``, ``serverclose(reason)`` (closed
+    by the server after an internal error), ``@close``, ``pause``, ``resume``."""
 
     def __init__(
         self,
@@ -257,7 +261,11 @@ class Producer(AsyncIOEventEmitter):
             b0 = (packet[0] & 0xEF) | (0x10 if block else 0)
             tail = csrcs_and_payload[0] + block + csrcs_and_payload[1]
             for consumer in consumers:
-                consumer.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+                try:
+                    consumer.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+                except Exception as error:
+                    # Contained to that consumer: the others still get this packet.
+                    consumer.fail(error)
 
     # ---- RTCP toward the publisher -------------------------------------
 
@@ -360,6 +368,17 @@ class Producer(AsyncIOEventEmitter):
         self.consumers.clear()
         self._layouts.clear()
         self.emit("@close")
+
+    def fail(self, error: BaseException) -> None:
+        """An internal error in this producer: log it, close it, tell the room."""
+        if self.closed:
+            return
+        logger.error(
+            "producer %s (%s, peer %s) failed; closing it",
+            self.id, self.kind, self.transport.app_data.get("peerId"), exc_info=error,
+        )
+        self.close()
+        self.emit("serverclose", "error")
 
     def transport_closed(self) -> None:
         if self.closed:

@@ -41,6 +41,7 @@ class Router(AsyncIOEventEmitter):
             router=self,
             announced_ip=settings.announced_ip or settings.listen_ip,
             certificate=self.worker.certificate,
+            ice_timeout=settings.ice_timeout,
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)

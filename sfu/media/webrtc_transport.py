@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 1.0
+# Silence (no valid STUN nor media) after which ICE is reported "disconnected".
+ICE_DISCONNECTED_AFTER = 5.0
 # REMB toward publishers: a loss-based estimate (we advertise goog-remb, so we send it).
 REMB_INITIAL_BITRATE = 1_000_000
 REMB_MIN_BITRATE = 100_000
@@ -50,7 +52,9 @@ def _mediasoup_dtls_role(remote_role: str) -> str:
 
 
 class WebRtcTransport(AsyncIOEventEmitter):
-    """Events: ``icestatechange``, ``dtlsstatechange``, ``routerclose``, ``@close``."""
+    """Events: ``icestatechange``, ``dtlsstatechange``, ``iceselectedtuplechange``,
+    ``routerclose``, ``serverclose(reason)`` (closed by the server itself: ICE
+    timeout, DTLS failure, an internal error), ``@close``."""
 
     def __init__(
         self,
@@ -59,9 +63,12 @@ class WebRtcTransport(AsyncIOEventEmitter):
         announced_ip: str,
         certificate: RTCCertificate,
         app_data: dict[str, Any],
+        ice_timeout: float = 30.0,
     ) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
+        self.ice_timeout = ice_timeout
+        self.close_reason: str | None = None
         self.router = router
         self.app_data = app_data
         self.closed = False
@@ -276,14 +283,14 @@ class WebRtcTransport(AsyncIOEventEmitter):
         try:
             self._demux(data, addr)
         except Exception:
-            # A packet we failed to handle is dropped and counted; it never
-            # takes the transport down. Log the first few, with context.
+            # A bug here is contained to this transport: it is closed cleanly
+            # and its peer told; the room and the other transports go on.
             self.drops["internal-error"] += 1
-            if self.drops["internal-error"] <= 5:
-                logger.exception(
-                    "transport %s (peer %s): error handling a %d-byte datagram from %s",
-                    self.id, self.app_data.get("peerId"), len(data), addr,
-                )
+            logger.exception(
+                "transport %s (peer %s): error handling a %d-byte datagram from %s; closing it",
+                self.id, self.app_data.get("peerId"), len(data), addr,
+            )
+            self.close(reason="error")
 
     def _demux(self, data: bytes, addr: tuple) -> None:
         if self.closed or not data:
@@ -329,7 +336,12 @@ class WebRtcTransport(AsyncIOEventEmitter):
             if producer is None:
                 self.drops["unknown-ssrc"] += 1
                 return
-        producer.receive_rtp(packet, time.monotonic())
+        now = time.monotonic()
+        self.last_ice_activity = now
+        try:
+            producer.receive_rtp(packet, now)
+        except Exception as error:
+            producer.fail(error)
 
     def _learn_ssrc(self, packet: bytes, ssrc: int) -> Producer | None:
         """Map an unsignaled SSRC to a producer through its MID header extension."""
@@ -365,6 +377,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
             return
         self.rtcp_packets_received += 1
         now = time.monotonic()
+        self.last_ice_activity = now
         for report in reports:
             if isinstance(report, rtcp.SenderReport):
                 sender = self._producers_by_ssrc.get(report.ssrc)
@@ -406,6 +419,8 @@ class WebRtcTransport(AsyncIOEventEmitter):
             return
         self.last_ice_activity = time.monotonic()
         self._valid_addresses.add(addr)
+        if self.ice_state == "disconnected":
+            self._set_ice_state("completed")
         if outcome.nominated or self.ice_selected_tuple is None:
             if addr != self.ice_selected_tuple:
                 self.ice_selected_tuple = addr
@@ -442,7 +457,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if not ok:
             logger.warning("transport %s: DTLS handshake failed", self.id)
             self._set_dtls_state("failed")
-            self.close()
+            self.close(reason="dtls-failed")
             return
         self._rx_srtp = self._dtls.rx_srtp
         self._tx_srtp = self._dtls.tx_srtp
@@ -457,7 +472,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
     def _on_dtls_state(self, state: str) -> None:
         if state in ("closed", "failed") and not self.closed:
             self._set_dtls_state(state)
-            self.close()
+            self.close(reason=f"dtls-{state}")
 
     def _set_dtls_state(self, state: str) -> None:
         if state != self.dtls_state:
@@ -519,11 +534,31 @@ class WebRtcTransport(AsyncIOEventEmitter):
     def _on_rtcp_timer(self) -> None:
         if self.closed:
             return
+        if self._check_ice_consent():
+            return
         try:
             self._send_periodic_rtcp()
         except Exception:
             logger.exception("transport %s: periodic RTCP failed", self.id)
         self._schedule_rtcp()
+
+    def _check_ice_consent(self) -> bool:
+        """Mark silent transports disconnected, and close them after ice_timeout. True if closed."""
+        if self.ice_state not in ("connected", "completed", "disconnected"):
+            return False  # never connected: a transport may wait unused (no producer yet)
+        silence = time.monotonic() - self.last_ice_activity
+        if silence > self.ice_timeout:
+            logger.info(
+                "transport %s (peer %s): no ICE or media for %.0f s; closing it",
+                self.id, self.app_data.get("peerId"), silence,
+            )
+            self.close(reason="ice-timeout")
+            return True
+        if silence > ICE_DISCONNECTED_AFTER and self.ice_state != "disconnected":
+            self._set_ice_state("disconnected")
+        elif silence <= ICE_DISCONNECTED_AFTER and self.ice_state == "disconnected":
+            self._set_ice_state("completed")
+        return False
 
     def _send_periodic_rtcp(self) -> None:
         if self._tx_srtp is None:
@@ -562,11 +597,14 @@ class WebRtcTransport(AsyncIOEventEmitter):
 
     # ---- closing and stats -------------------------------------------------
 
-    def close(self) -> None:
-        """Close the transport, its producers and consumers (their peers are told by the room)."""
+    def close(self, reason: str | None = None) -> None:
+        """Close the transport, its producers and consumers (their peers are told by the room).
+
+        ``reason`` is given when the server closes it on its own (``serverclose``)."""
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         if self._rtcp_timer is not None:
             self._rtcp_timer.cancel()
         for consumer in list(self.consumers.values()):
@@ -593,6 +631,8 @@ class WebRtcTransport(AsyncIOEventEmitter):
         except RuntimeError:  # no loop: just drop the socket
             if endpoint is not None:
                 endpoint.close()
+        if reason is not None:
+            self.emit("serverclose", reason)
         self.emit("@close")
 
     def router_closed(self) -> None:

@@ -26,6 +26,7 @@ class WorkerSettings:
     announced_ip: str | None = None
     rtc_min_port: int = 40000
     rtc_max_port: int = 49999
+    ice_timeout: float = 30.0
 
 
 class Worker(AsyncIOEventEmitter):
@@ -58,6 +59,12 @@ class Worker(AsyncIOEventEmitter):
             "routers": len(self.routers),
             "transports": len(transports),
             "producers": sum(len(t.producers) for t in transports),
+            "audioProducers": sum(
+                p.kind == "audio" for t in transports for p in t.producers.values()
+            ),
+            "videoProducers": sum(
+                p.kind == "video" for t in transports for p in t.producers.values()
+            ),
             "consumers": sum(len(t.consumers) for t in transports),
         }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from typing import Any
 
 from ..errors import InvalidStateError
@@ -26,6 +28,10 @@ class Peer:
         self.consumers: dict[str, Consumer] = {}
         # Producers this peer consumes or is about to: one consumer per remote producer.
         self.consumed_producer_ids: set[str] = set()
+        # Proof of identity for `resume` after a dropped WebSocket.
+        self.session_token = secrets.token_urlsafe(24)
+        # Set while the WebSocket is gone and the peer waits to be resumed.
+        self.grace_timer: asyncio.TimerHandle | None = None
 
     def public_info(self) -> dict[str, Any]:
         return {"id": self.id, "displayName": self.display_name, "device": self.device}

@@ -8,15 +8,19 @@ consumerClosed, consumerPaused/Resumed, activeSpeaker.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..config import LimitsConfig
 from ..errors import (
     ForbiddenError,
     InvalidStateError,
+    LimitError,
     NotFoundError,
     SfuError,
     UnsupportedError,
@@ -36,20 +40,44 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 
-MAX_TRANSPORTS_PER_PEER = 4
+# WebSocket close codes that tell a client not to reconnect (docs/protocol.md).
+CLOSE_REPLACED = 4000
+CLOSE_SHUTDOWN = 4001
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    consumer_request_timeout: float = 10.0
+    peer_grace_period: float = 10.0
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+
+class _Session:
+    """One WebSocket's view: which Peer it serves (decided by its first request
+    when the peerId is already in the room: ``resume`` or replace)."""
+
+    def __init__(self, connection: ProtooConnection, candidate: Peer) -> None:
+        self.connection = connection
+        self.candidate = candidate
+        self.peer: Peer | None = None
 
 
 class Room(AsyncIOEventEmitter):
     """Events: ``close``."""
 
     def __init__(
-        self, room_id: str, router: Router, observer: ActiveSpeakerObserver, *, consumer_request_timeout: float
+        self,
+        room_id: str,
+        router: Router,
+        observer: ActiveSpeakerObserver,
+        settings: RoomSettings | None = None,
     ) -> None:
         super().__init__()
         self.id = room_id
         self.router = router
         self.observer = observer
-        self.consumer_request_timeout = consumer_request_timeout
+        self.settings = settings or RoomSettings()
+        self.limits = self.settings.limits
         self.closed = False
         self.peers: dict[str, Peer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,37 +107,127 @@ class Room(AsyncIOEventEmitter):
 
     @classmethod
     async def create(
-        cls, worker: Worker, room_id: str, media_codecs: list[dict[str, Any]], *, consumer_request_timeout: float
+        cls,
+        worker: Worker,
+        room_id: str,
+        media_codecs: list[dict[str, Any]],
+        settings: RoomSettings | None = None,
     ) -> Room:
         router = await worker.create_router(media_codecs=media_codecs, app_data={"roomId": room_id})
         observer = await router.create_active_speaker_observer(interval=0.3)
-        return cls(room_id, router, observer, consumer_request_timeout=consumer_request_timeout)
+        return cls(room_id, router, observer, settings)
 
     # ---- sessions ----------------------------------------------------------
 
     async def run_session(self, peer_id: str, connection: ProtooConnection) -> None:
-        """Serve one peer's WebSocket until it closes, then close the peer everywhere."""
-        old = self.peers.get(peer_id)
-        if old is not None:
-            # A rejoin with the same peerId replaces the old session.
-            logger.info("room %s: peer %s reconnected; replacing its old session", self.id, peer_id)
-            self._close_peer(old)
-        peer = Peer(peer_id, connection)
-        self.peers[peer_id] = peer
+        """Serve one WebSocket until it closes.
+
+        A new peerId becomes a new peer. For a peerId already in the room, the
+        first request decides: ``resume`` takes the existing session over,
+        anything else replaces it. When the WebSocket of a joined peer drops,
+        the peer is kept for the grace period so that it can resume.
+        """
+        session = _Session(connection, Peer(peer_id, connection))
+        if peer_id not in self.peers:
+            self._adopt(session)
         logger.info("room %s: peer %s connected", self.id, peer_id)
 
         async def on_request(method: str, data: dict[str, Any]) -> Any:
-            return await self._dispatch(peer, method, data)
+            if session.peer is None:
+                if method == "resume":
+                    return self._resume(session, data)
+                self._replace(session)
+            elif method == "resume":
+                raise InvalidStateError("resume must be the first request of a connection")
+            assert session.peer is not None
+            return await self._dispatch(session.peer, method, data)
 
         async def on_notification(method: str, data: dict[str, Any]) -> None:
             # Newer mediasoup-demo clients send pause/resume/close as notifications.
-            await self._dispatch(peer, method, data)
+            if session.peer is not None:
+                await self._dispatch(session.peer, method, data)
 
         try:
             await connection.run(on_request, on_notification)
         finally:
-            if self.peers.get(peer_id) is peer:
-                self._close_peer(peer)
+            self._connection_lost(session)
+
+    def _adopt(self, session: _Session) -> None:
+        session.peer = session.candidate
+        self.peers[session.peer.id] = session.peer
+
+    def _replace(self, session: _Session) -> None:
+        old = self.peers.get(session.candidate.id)
+        if old is not None:
+            logger.info("room %s: peer %s rejoined; replacing its old session", self.id, old.id)
+            self._close_peer(old, CLOSE_REPLACED, "replaced by a newer session with the same peerId")
+        self._adopt(session)
+
+    def _resume(self, session: _Session, data: dict[str, Any]) -> Any:
+        token = get_str(data, "sessionToken", max_length=256)
+        peer = self.peers.get(session.candidate.id)
+        if peer is None or not peer.joined or peer.closed:
+            raise NotFoundError("no session to resume (it expired or never joined): join again")
+        if not hmac.compare_digest(peer.session_token, token):
+            raise ForbiddenError("wrong sessionToken for this peer")
+        if peer.grace_timer is not None:
+            peer.grace_timer.cancel()
+            peer.grace_timer = None
+        old_connection, peer.connection = peer.connection, session.connection
+        old_connection.close(CLOSE_REPLACED, "resumed on another connection")
+        session.peer = peer
+        logger.info("room %s: peer %s resumed its session", self.id, peer.id)
+        # Catch up on producers it missed while away (after this reply is queued).
+        for other in self._joined_peers(excluding=peer):
+            for producer in other.producers.values():
+                self._spawn_consumer(peer, other, producer)
+        return {
+            "peers": [other.public_info() for other in self._joined_peers(excluding=peer)],
+            "producers": [
+                {"id": p.id, "kind": p.kind, "paused": p.paused} for p in peer.producers.values()
+            ],
+            "consumers": [
+                {
+                    "id": c.id,
+                    "producerId": c.producer_id,
+                    "peerId": c.app_data.get("peerId"),
+                    "kind": c.kind,
+                    "paused": c.paused,
+                    "producerPaused": c.producer_paused,
+                }
+                for c in peer.consumers.values()
+            ],
+            "transports": [
+                {"id": t.id, "iceState": t.ice_state, "dtlsState": t.dtls_state}
+                for t in peer.transports.values()
+            ],
+        }
+
+    def _connection_lost(self, session: _Session) -> None:
+        peer = session.peer
+        if peer is None or peer.closed or peer.connection is not session.connection:
+            return  # never adopted, already closed, or resumed on another connection
+        if (
+            peer.joined
+            and not self.closed
+            and not session.connection.clean_close
+            and self.settings.peer_grace_period > 0
+        ):
+            logger.info(
+                "room %s: peer %s lost its WebSocket; keeping it %.0f s for a resume",
+                self.id, peer.id, self.settings.peer_grace_period,
+            )
+            peer.grace_timer = asyncio.get_running_loop().call_later(
+                self.settings.peer_grace_period, self._grace_expired, peer
+            )
+        else:
+            self._close_peer(peer)
+
+    def _grace_expired(self, peer: Peer) -> None:
+        peer.grace_timer = None
+        if not peer.closed and peer.connection.closed:
+            logger.info("room %s: peer %s did not come back; closing it", self.id, peer.id)
+            self._close_peer(peer)
 
     async def _dispatch(self, peer: Peer, method: str, data: dict[str, Any]) -> Any:
         if peer.closed:
@@ -119,13 +237,16 @@ class Room(AsyncIOEventEmitter):
             raise NotFoundError(f"unknown method {method!r}")
         return await handler(peer, data)
 
-    def _close_peer(self, peer: Peer) -> None:
+    def _close_peer(self, peer: Peer, code: int = 1000, reason: str = "") -> None:
         if peer.closed:
             return
         peer.closed = True
+        if peer.grace_timer is not None:
+            peer.grace_timer.cancel()
+            peer.grace_timer = None
         if self.peers.get(peer.id) is peer:
             del self.peers[peer.id]
-        peer.connection.close()
+        peer.connection.close(code, reason)
         if peer.joined:
             for other in self._joined_peers(excluding=peer):
                 other.connection.notify("peerClosed", {"peerId": peer.id})
@@ -139,6 +260,13 @@ class Room(AsyncIOEventEmitter):
 
     def _joined_peers(self, excluding: Peer | None = None) -> list[Peer]:
         return [p for p in self.peers.values() if p.joined and not p.closed and p is not excluding]
+
+    def shutdown(self, reason: str) -> None:
+        """Tell every peer the server is going away, then close the room."""
+        for peer in list(self.peers.values()):
+            peer.connection.notify("serverShutdown", {"reason": reason})
+            self._close_peer(peer, CLOSE_SHUTDOWN, reason)
+        self.close()
 
     def close(self) -> None:
         if self.closed:
@@ -193,6 +321,8 @@ class Room(AsyncIOEventEmitter):
         )
         sctp_capabilities = get_object(data, "sctpCapabilities", optional=True)
 
+        if len(self._joined_peers()) >= self.limits.max_peers_per_room:
+            raise LimitError(f"room is full: at most {self.limits.max_peers_per_room} peers")
         peer.display_name = display_name
         peer.device = device
         peer.rtp_capabilities = rtp_capabilities
@@ -203,7 +333,10 @@ class Room(AsyncIOEventEmitter):
             other.connection.notify("newPeer", peer.public_info())
             for producer in other.producers.values():
                 self._spawn_consumer(peer, other, producer)
-        return {"peers": [other.public_info() for other in others]}
+        return {
+            "peers": [other.public_info() for other in others],
+            "sessionToken": peer.session_token,
+        }
 
     async def _create_webrtc_transport(self, peer: Peer, data: dict[str, Any]) -> Any:
         force_tcp = get_bool(data, "forceTcp", default=False)
@@ -212,8 +345,10 @@ class Room(AsyncIOEventEmitter):
         get_object(data, "sctpCapabilities", optional=True)
         if force_tcp:
             raise UnsupportedError("ICE over TCP is not enabled on this server")
-        if len(peer.transports) >= MAX_TRANSPORTS_PER_PEER:
-            raise InvalidStateError(f"a peer may have at most {MAX_TRANSPORTS_PER_PEER} transports")
+        if len(peer.transports) >= self.limits.max_transports_per_peer:
+            raise LimitError(
+                f"a peer may have at most {self.limits.max_transports_per_peer} transports"
+            )
         transport = await self.router.create_webrtc_transport(
             app_data={"peerId": peer.id, "producing": producing, "consuming": consuming}
         )
@@ -222,6 +357,12 @@ class Room(AsyncIOEventEmitter):
             raise InvalidStateError("peer closed")
         peer.transports[transport.id] = transport
         transport.on("@close", lambda: peer.transports.pop(transport.id, None))
+        transport.on(
+            "serverclose",
+            lambda reason: peer.connection.notify(
+                "transportClosed", {"transportId": transport.id, "reason": reason}
+            ),
+        )
         if consuming and peer.joined:
             # A consuming transport created after join: consume what exists.
             for other in self._joined_peers(excluding=peer):
@@ -247,6 +388,10 @@ class Room(AsyncIOEventEmitter):
     async def _produce(self, peer: Peer, data: dict[str, Any]) -> Any:
         peer.require_joined()
         transport = self._transport(peer, data)
+        if len(peer.producers) >= self.limits.max_producers_per_peer:
+            raise LimitError(
+                f"a peer may have at most {self.limits.max_producers_per_peer} producers"
+            )
         kind = get_str(data, "kind")
         rtp_parameters = get_object(data, "rtpParameters")
         app_data = get_object(data, "appData", optional=True) or {}
@@ -256,6 +401,12 @@ class Room(AsyncIOEventEmitter):
         )
         peer.producers[producer.id] = producer
         producer.on("@close", lambda: peer.producers.pop(producer.id, None))
+        producer.on(
+            "serverclose",
+            lambda reason: peer.connection.notify(
+                "producerClosed", {"producerId": producer.id, "reason": reason}
+            ),
+        )
         if producer.kind == "audio":
             await self.observer.add_producer(producer)
         for other in self._joined_peers(excluding=peer):
@@ -363,7 +514,6 @@ class Room(AsyncIOEventEmitter):
             return
 
         consumer_peer.consumers[consumer.id] = consumer
-        connection = consumer_peer.connection
 
         def forget() -> None:
             consumer_peer.consumers.pop(consumer.id, None)
@@ -371,18 +521,20 @@ class Room(AsyncIOEventEmitter):
 
         def on_producer_close() -> None:
             forget()
-            connection.notify("consumerClosed", {"consumerId": consumer.id})
+            # The peer's current connection: it may have resumed on a new one.
+            consumer_peer.connection.notify("consumerClosed", {"consumerId": consumer.id})
 
         consumer.on("transportclose", forget)
         consumer.on("producerclose", on_producer_close)
+        consumer.on("serverclose", lambda reason: on_producer_close())
         consumer.on(
-            "producerpause", lambda: connection.notify("consumerPaused", {"consumerId": consumer.id})
+            "producerpause", lambda: consumer_peer.connection.notify("consumerPaused", {"consumerId": consumer.id})
         )
         consumer.on(
-            "producerresume", lambda: connection.notify("consumerResumed", {"consumerId": consumer.id})
+            "producerresume", lambda: consumer_peer.connection.notify("consumerResumed", {"consumerId": consumer.id})
         )
         try:
-            await connection.request(
+            await consumer_peer.connection.request(
                 "newConsumer",
                 {
                     "peerId": producer_peer.id,
@@ -394,7 +546,7 @@ class Room(AsyncIOEventEmitter):
                     "appData": producer.app_data,
                     "producerPaused": consumer.producer_paused,
                 },
-                response_timeout=self.consumer_request_timeout,
+                response_timeout=self.settings.consumer_request_timeout,
             )
         except ProtooRequestError as error:
             logger.warning(

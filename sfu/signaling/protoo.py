@@ -19,12 +19,13 @@ import itertools
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..errors import InvalidRequestError, SfuError, TooLargeError
+from ..errors import InvalidRequestError, LimitError, SfuError, TooLargeError
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,42 @@ class ProtooRequestError(Exception):
         self.reason = reason
 
 
+class TokenBucket:
+    """Request-rate limit: ``rate`` tokens a second, up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 class ProtooConnection:
-    def __init__(self, ws: web.WebSocketResponse, *, max_request_bytes: int, label: str = "") -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        max_request_bytes: int,
+        label: str = "",
+        rate_limit: TokenBucket | None = None,
+    ) -> None:
         self.ws = ws
         self.label = label
         self.max_request_bytes = max_request_bytes
+        self.rate_limit = rate_limit
         self.closed = False
+        self.close_code = 1000
+        self.close_reason = ""
+        self.clean_close = False
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(random.randint(1, 1_000_000))
@@ -106,6 +137,9 @@ class ProtooConnection:
                 elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                     break
                 # binary and other frames: ignored
+            # The client said goodbye (close frame 1000/1001), as opposed to
+            # a connection that died: only the latter may come back to resume.
+            self.clean_close = self.ws.close_code in (1000, 1001)
         finally:
             self.close()
 
@@ -144,6 +178,11 @@ class ProtooConnection:
             if size > self.max_request_bytes:
                 raise TooLargeError(
                     f"request of {size} bytes is over the {self.max_request_bytes}-byte limit"
+                )
+            if self.rate_limit is not None and not self.rate_limit.take():
+                raise LimitError(
+                    f"too many requests: at most {self.rate_limit.rate:g} a second"
+                    f" (bursts of {self.rate_limit.burst:g})"
                 )
             if not isinstance(method, str):
                 raise InvalidRequestError("request method must be a string")
@@ -185,10 +224,13 @@ class ProtooConnection:
 
     # ---- closing -----------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close; ``code`` 4000+ tells the client why (see docs/protocol.md)."""
         if self.closed:
             return
         self.closed = True
+        self.close_code = code
+        self.close_reason = reason
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ProtooRequestError(410, "connection closed"))
@@ -202,4 +244,4 @@ class ProtooConnection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer, 2.0)
         with contextlib.suppress(Exception):
-            await self.ws.close()
+            await self.ws.close(code=self.close_code, message=self.close_reason.encode()[:120])

@@ -7,6 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
+
+import pytest
 
 from sfu.client import SfuClient, ToneAudioTrack
 
@@ -14,12 +17,19 @@ from ..conftest import LOOPBACK, REPO, ServerProcess
 from .helpers import join, wait_until
 
 
-async def test_a_killed_peer_process_is_closed_everywhere(sfu_server: ServerProcess) -> None:
+@pytest.fixture
+def server_overrides() -> dict[str, dict[str, Any]]:
+    return {"signaling": {"peer_grace_period": 1.0}}
+
+
+async def test_a_killed_peer_process_is_closed_everywhere_after_the_grace_period(
+    sfu_server: ServerProcess,
+) -> None:
     alice = await join(sfu_server, "kill", "alice", 440)
-    bot = subprocess.Popen(
-        [sys.executable, "-m", "sfu.client", "--url", sfu_server.ws_url, "--room", "kill",
-         "--peer", "bot", "--ice-address", "127.0.0.1", "--duration", "60"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sfu.client", "--url", sfu_server.ws_url, "--room", "kill",
+        "--peer", "bot", "--ice-address", "127.0.0.1", "--duration", "60",
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         assert await alice.client.wait_for_consumers(2, timeout=20), "the bot's media never arrived"
@@ -36,14 +46,16 @@ async def test_a_killed_peer_process_is_closed_everywhere(sfu_server: ServerProc
         assert await wait_until(
             lambda: closed_peers == ["bot"] and set(closed_consumers) >= bot_consumers, timeout=10
         ), f"peerClosed={closed_peers} consumerClosed={closed_consumers}"
-        print(f"\nkilled peer closed everywhere after {(time.monotonic() - started) * 1000:.0f} ms")
+        elapsed = time.monotonic() - started
+        print(f"\nkilled peer closed everywhere after {elapsed * 1000:.0f} ms (grace period 1 s)")
+        assert elapsed >= 0.9, "closed before the grace period: it could not have resumed"
         assert not any(c.peer_id == "bot" for c in alice.client.consumers.values())
         health = sfu_server.health()
         assert health["peers"] == 1 and health["transports"] == 2 and health["consumers"] == 0
     finally:
-        if bot.poll() is None:
+        if bot.returncode is None:
             bot.kill()
-        bot.wait(5)
+        await asyncio.wait_for(bot.wait(), 5)
         await alice.client.close()
 
 
