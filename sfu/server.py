@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 from pathlib import Path
@@ -22,6 +23,18 @@ logger = logging.getLogger(__name__)
 # roomId and peerId: printable, no spaces, bounded.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 CLIENT_DIST = Path(__file__).resolve().parent.parent / "client" / "dist"
+
+
+def process_usage() -> dict[str, int]:
+    """Open file descriptors, asyncio tasks and RSS: what a leak would grow."""
+    usage = {"tasks": len(asyncio.all_tasks())}
+    try:
+        usage["fds"] = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/statm") as statm:
+            usage["rssBytes"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        pass
+    return usage
 
 
 class SfuServer:
@@ -136,7 +149,7 @@ class SfuServer:
     def health_data(self) -> dict[str, Any]:
         counts = self.worker.counts()
         return {
-            "status": "ok",
+            "status": "ok" if self.accepting else "shutting-down",
             "rooms": len(self.rooms),
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],
@@ -144,6 +157,7 @@ class SfuServer:
             "producersByKind": {"audio": counts["audioProducers"], "video": counts["videoProducers"]},
             "consumers": counts["consumers"],
             **self._packet_totals(),
+            "process": process_usage(),
         }
 
     def _packet_totals(self) -> dict[str, Any]:

@@ -5,11 +5,29 @@ Join sequence (mediasoup-demo's):
 1. open ``ws://host:port/?roomId=R&peerId=P`` with the ``protoo`` subprotocol;
 2. ``getRouterRtpCapabilities`` and ``Device.load``;
 3. ``createWebRtcTransport`` for sending, then for receiving (before ``join``);
-4. ``join {displayName, device, rtpCapabilities, sctpCapabilities}`` -> ``{peers}``.
+4. ``join {displayName, device, rtpCapabilities, sctpCapabilities}`` -> ``{peers, sessionToken}``.
 
 ``connectWebRtcTransport`` goes out lazily, on a transport's first produce or
 consume, and this client awaits its response *before* aiortc starts ICE and
 DTLS on that transport (pymediasoup itself would fire it and go on).
+
+Reconnection (docs/protocol.md, "Reconnection and session resume"): when the
+WebSocket drops without :meth:`SfuClient.close` and without a fatal signal,
+and the server gave a ``sessionToken``, the client reconnects to the same URL
+with exponential backoff and full jitter and sends ``resume`` first. Media
+does not depend on the WebSocket: transports, producers and consumers live
+on. If the session is gone (``resume`` answers 404 or 403, or
+``reconnect_timeout`` passes) it starts over: closes its transports and
+consumers, joins again and produces the same tracks again (new producer
+ids). Fatal signals stop it: close code 4000 (replaced by a newer session),
+4001 or ``serverShutdown`` (the server is going away), 4029 (a limit), HTTP
+400 on the upgrade. Against a server that sends no ``sessionToken`` (or with
+``auto_reconnect=False``) a dropped WebSocket closes the client, as before.
+While reconnecting, :meth:`SfuClient.request` raises ``ConnectionError``.
+
+Produced tracks are wrapped (each producer sends a forwarding track that
+reads the application's track), so that the application's track outlives a
+transport: aiortc stops the track a sender reads when the sender stops.
 
 Events (pyee): ``newpeer(peer)``, ``peerclosed(peer_id)``,
 ``newconsumer(RemoteConsumer)``, ``consumerclosed(consumer_id)``,
@@ -17,9 +35,22 @@ Events (pyee): ``newpeer(peer)``, ``peerclosed(peer_id)``,
 ``activespeaker(data)``, ``notification(method, data)`` for every other
 notification, ``connectionstatechange(direction, state)`` for the
 transports, and ``disconnected()`` when the WebSocket closes without
-:meth:`SfuClient.close`.
-"""
+:meth:`SfuClient.close` (reconnection may follow). Also:
 
+- ``reconnecting(attempt)``: before each reconnection attempt (1, 2, ...);
+- ``reconnected(resumed)``: back in the room; ``resumed`` is True if the
+  session was resumed (same producers and consumers, the server sends
+  ``newConsumer`` for what was missed), False if it was joined afresh;
+- ``producersreplaced({old_id: new_id})``: after a fresh join, the producers
+  made again for the application's tracks (before ``reconnected(False)``);
+- ``fatal(reason)``: the client stops (no more retries) and closes next;
+- ``transportclosed(transport_id, reason)``: the server closed a transport;
+- ``producerclosed(producer_id, reason)``: the server closed a producer (the
+  local one is closed too).
+
+Peers and consumers that vanished while the client was away get
+``peerclosed`` and ``consumerclosed`` when it comes back.
+"""
 from __future__ import annotations
 
 import asyncio

@@ -11,6 +11,12 @@ Incoming requests are answered in their own tasks, so a slow handler (the
 server's ``newConsumer``) never blocks the reader. Notifications are
 dispatched in arrival order from the reader itself; a notification handler
 that returns an awaitable has it run in a task.
+
+Once closed, :attr:`ProtooConnection.close_code` and
+:attr:`ProtooConnection.close_reason` tell how: the code and reason of the
+server's close frame, or None and "" when the connection died without one
+(a network failure), and :attr:`ProtooConnection.closed_locally` whether
+:meth:`ProtooConnection.close` ended it.
 """
 
 from __future__ import annotations
@@ -81,6 +87,9 @@ class ProtooConnection:
         self._closed_event = asyncio.Event()
         self._closing = False
         self._finishing = False
+        self._closed_locally = False
+        self._close_code: int | None = None
+        self._close_reason = ""
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
@@ -131,9 +140,31 @@ class ProtooConnection:
     async def wait_closed(self) -> None:
         await self._closed_event.wait()
 
+    @property
+    def close_code(self) -> int | None:
+        """The code of the close frame the server sent; None if it sent none."""
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason in the server's close frame ("" if none)."""
+        return self._close_reason
+
+    @property
+    def closed_locally(self) -> bool:
+        """Whether :meth:`close` was called (before the server closed the connection)."""
+        return self._closed_locally
+
     def on_close(self, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` once the connection is closed (by either side)."""
         self._close_callbacks.append(callback)
+
+    def copy_handlers_from(self, other: ProtooConnection) -> None:
+        """Take over ``other``'s request and notification handlers (not its close callbacks)."""
+        self._request_handlers.update(other._request_handlers)
+        self._notification_handlers.update(other._notification_handlers)
+        if other._default_notification_handler is not None:
+            self._default_notification_handler = other._default_notification_handler
 
     # --- handlers ------------------------------------------------------------
 
@@ -206,13 +237,22 @@ class ProtooConnection:
 
     async def _read_loop(self) -> None:
         try:
-            async for msg in self._ws:
+            while True:
+                msg = await self._ws.receive()
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     self._dispatch(msg.data)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     logger.warning("protoo: ignoring a binary frame")
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    # The server's close frame (aiohttp has answered it).
+                    if not self._closed_locally:
+                        self._close_code = msg.data if isinstance(msg.data, int) else None
+                        self._close_reason = msg.extra if isinstance(msg.extra, str) else ""
+                    break
                 elif msg.type == aiohttp.WSMsgType.ERROR:
                     logger.warning("protoo: websocket error: %s", self._ws.exception())
+                    break
+                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                     break
         except asyncio.CancelledError:
             raise
@@ -329,8 +369,23 @@ class ProtooConnection:
 
     # --- closing -------------------------------------------------------------
 
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a WebSocket close frame.
+
+        What a network failure looks like to both sides (the server keeps a
+        joined peer for its grace period). For tests and for a client that
+        knows its network changed.
+        """
+        # aiohttp has no public way to reach the socket's transport.
+        connection = self._ws._response.connection
+        transport = connection.transport if connection is not None else None
+        if transport is not None:
+            transport.abort()
+
     async def close(self) -> None:
         """Close the WebSocket, fail pending requests, cancel running handlers."""
+        if not self._finishing:
+            self._closed_locally = True
         self._closing = True
         with contextlib.suppress(Exception):
             await self._ws.close()

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
+# A late packet further behind the newest one sent is useless to receivers
+# (aiortc's jitter buffer even resets on one 100 behind): drop it.
+MAX_LATE_PACKETS = 64
 # While waiting for a keyframe, ask again this often.
 KEYFRAME_RETRY_INTERVAL = 1.0
 
@@ -118,6 +121,7 @@ class Consumer(AsyncIOEventEmitter):
         self.packets_sent = 0
         self.bytes_sent = 0
         self.packets_retransmitted = 0
+        self.packets_dropped_late = 0
         self.nacks_received = 0
         self.keyframe_requests_received = 0
         self.fraction_lost = 0
@@ -144,6 +148,9 @@ class Consumer(AsyncIOEventEmitter):
         elif ((seq - self._sync_seq) & 0xFFFF) >= 0x8000:
             return  # older than the sync point: its number would collide
         out_seq = (seq - self._seq_offset) & 0xFFFF
+        if MAX_LATE_PACKETS < ((self._max_out_seq - out_seq) & 0xFFFF) < 0x8000:
+            self.packets_dropped_late += 1
+            return
         out_ts = (timestamp - self._ts_offset) & 0xFFFFFFFF
         packet = _HEADER.pack(b0, b1, out_seq, out_ts, self.ssrc) + tail
         self._history[out_seq & (HISTORY_SIZE - 1)] = packet
@@ -171,9 +178,15 @@ class Consumer(AsyncIOEventEmitter):
         self._seq_offset = (seq - next_seq) & 0xFFFF
         self._ts_offset = (timestamp - next_ts) & 0xFFFFFFFF
 
-    def resync(self) -> None:
-        """The input's numbering changed: continue ours from the next packet."""
+    def resync(self, wait_for_keyframe: bool = False) -> None:
+        """The input's numbering changed or lost a stretch: continue ours without
+        a hole, from the next packet (or, for video, the next keyframe)."""
+        if not self._active:
+            return
         self._needs_sync = True
+        if wait_for_keyframe and self.kind == "video":
+            self._needs_keyframe = True
+            self._last_keyframe_request = time.monotonic()
 
     # ---- RTCP from the subscriber ---------------------------------------
 

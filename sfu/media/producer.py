@@ -34,7 +34,7 @@ from .rtp import (
     parse_fixed_header,
     rtx_unwrap,
 )
-from .rtp_stream import DUPLICATE, RtpStreamRecv
+from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, RtpStreamRecv
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -221,10 +221,16 @@ class Producer(AsyncIOEventEmitter):
             if newly_missing == DUPLICATE:
                 self.transport.count_drop("duplicate")
                 return
-            # The publisher's numbering jumped (a new source behind this SSRC):
-            # consumers continue their own numbering from this packet.
+            # GAP_TOO_WIDE (a blackout upstream: too much lost to repair) or
+            # RESTARTED (a new source behind this SSRC): consumers continue
+            # their own numbering without a hole, from the next keyframe after
+            # a blackout, so subscribers do not wait for packets that will
+            # never come.
+            after_blackout = newly_missing == GAP_TOO_WIDE
             for consumer in self.consumers.values():
-                consumer.resync()
+                consumer.resync(wait_for_keyframe=after_blackout)
+            if after_blackout:
+                self.request_key_frame()
             newly_missing = 0
         if media_ssrc is not None:
             self.packets_repaired += 1

@@ -8,8 +8,11 @@ from .rtcp import ReportBlock, ntp_middle32
 _MAX_DROPOUT = 3000
 DUPLICATE = -1
 RESTARTED = -2
-# Gaps wider than this are not NACKed (the sender's history would not have them).
-_MAX_NACK_GAP = 500
+GAP_TOO_WIDE = -3
+# Gaps wider than this are not NACKed: ask for a keyframe instead (as
+# mediasoup's NackGenerator does); repairing them would flood the subscribers
+# with packets too old to use.
+MAX_NACK_GAP = 100
 _MAX_MISSING = 1000
 
 
@@ -60,8 +63,10 @@ class RtpStreamRecv:
 
     def receive(self, seq: int, timestamp: int, now: float, size: int) -> int:
         """Account one packet. Returns the number of newly missing packets
-        (>= 0) if the packet is to be forwarded, DUPLICATE, or RESTARTED when
-        the sender's numbering jumped (a new source behind the same SSRC).
+        (>= 0) if the packet is to be forwarded, DUPLICATE, RESTARTED when
+        the sender's numbering jumped (a new source behind the same SSRC), or
+        GAP_TOO_WIDE when more were lost than NACKs should repair (forward it,
+        and ask for a keyframe).
 
         A packet older than the highest is forwarded only if it was missing
         (a late or retransmitted packet), so consumers never get duplicates.
@@ -84,7 +89,9 @@ class RtpStreamRecv:
         if delta < 0x8000:
             if seq < self.max_seq:
                 self.cycles += 0x10000
-            if delta > 1:
+            if delta > MAX_NACK_GAP + 1:
+                newly_missing = GAP_TOO_WIDE
+            elif delta > 1:
                 newly_missing = self._add_missing(seq, delta - 1, now)
             self.max_seq = seq
             transit = now * self.clock_rate - timestamp
@@ -107,7 +114,7 @@ class RtpStreamRecv:
         self.missing.clear()
 
     def _add_missing(self, seq: int, count: int, now: float) -> int:
-        if count > _MAX_NACK_GAP or len(self.missing) + count > _MAX_MISSING:
+        if len(self.missing) + count > _MAX_MISSING:
             self.missing.clear()
             return 0
         for i in range(count, 0, -1):

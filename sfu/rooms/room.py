@@ -43,6 +43,8 @@ Handler = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 # WebSocket close codes that tell a client not to reconnect (docs/protocol.md).
 CLOSE_REPLACED = 4000
 CLOSE_SHUTDOWN = 4001
+# Transient: the client may join again.
+CLOSE_MEDIA_LOST = 4002
 
 
 @dataclass(frozen=True)
@@ -357,12 +359,7 @@ class Room(AsyncIOEventEmitter):
             raise InvalidStateError("peer closed")
         peer.transports[transport.id] = transport
         transport.on("@close", lambda: peer.transports.pop(transport.id, None))
-        transport.on(
-            "serverclose",
-            lambda reason: peer.connection.notify(
-                "transportClosed", {"transportId": transport.id, "reason": reason}
-            ),
-        )
+        transport.on("serverclose", lambda reason: self._on_transport_closed(peer, transport, reason))
         if consuming and peer.joined:
             # A consuming transport created after join: consume what exists.
             for other in self._joined_peers(excluding=peer):
@@ -375,6 +372,13 @@ class Room(AsyncIOEventEmitter):
             "dtlsParameters": transport.dtls_parameters,
             "sctpParameters": transport.sctp_parameters,
         }
+
+    def _on_transport_closed(self, peer: Peer, transport: WebRtcTransport, reason: str) -> None:
+        peer.connection.notify("transportClosed", {"transportId": transport.id, "reason": reason})
+        if reason == "ice-timeout" and peer.joined:
+            # Its media path has been dead for ice_timeout seconds: the peer is
+            # gone for the others (it may join again).
+            self._close_peer(peer, CLOSE_MEDIA_LOST, "media connection lost (ICE timeout)")
 
     async def _connect_webrtc_transport(self, peer: Peer, data: dict[str, Any]) -> Any:
         transport = self._transport(peer, data)

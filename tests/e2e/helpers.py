@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 import numpy as np
 
 from sfu.client import PatternVideoTrack, RemoteConsumer, SfuClient, ToneAudioTrack, TrackSink
@@ -67,3 +71,81 @@ async def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return False
         await asyncio.sleep(interval)
     return True
+
+
+class RawPeer:
+    """A hand-driven protoo peer that can send anything.
+
+    Server -> client requests (newConsumer) are refused politely; notifications
+    are kept in :attr:`notifications`.
+    """
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self.notifications: list[dict[str, Any]] = []
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame)
+
+    async def send_request(self, method: Any, data: Any = None, *, request_id: Any = None) -> Any:
+        """Send a request without waiting; return its id."""
+        request_id = next(self._ids) if request_id is None else request_id
+        message: dict[str, Any] = {"request": True, "id": request_id, "method": method}
+        if data is not None:
+            message["data"] = data
+        await self.ws.send_str(json.dumps(message))
+        return request_id
+
+    async def notify(self, method: str, data: Any = None) -> None:
+        await self.ws.send_str(json.dumps({"notification": True, "method": method, "data": data or {}}))
+
+    async def request(self, method: Any, data: Any = None, *, request_id: Any = None) -> dict[str, Any]:
+        request_id = await self.send_request(method, data, request_id=request_id)
+        return await self.response(request_id)
+
+    async def _next_message(self) -> dict[str, Any]:
+        """The next message from the server; answers server requests; fails if the socket closes."""
+        while True:
+            msg = await self.ws.receive()
+            assert msg.type == aiohttp.WSMsgType.TEXT, (
+                f"connection closed: {msg} (close code {self.ws.close_code})"
+            )
+            message = json.loads(msg.data)
+            if message.get("request"):
+                # a server -> client request (newConsumer): refuse it politely
+                await self.ws.send_str(json.dumps({
+                    "response": True, "id": message["id"], "ok": False,
+                    "errorCode": 501, "errorReason": "raw test peer"}))
+                continue
+            if message.get("notification"):
+                self.notifications.append(message)
+                continue
+            return message
+
+    async def response(self, request_id: Any, timeout: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._next_message()
+                if message.get("response") and message.get("id") == request_id:
+                    return message
+
+    async def responses_until(self, request_id: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every response up to and including the one to ``request_id`` (bounded wait)."""
+        responses: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._next_message()
+                responses.append(message)
+                if message.get("response") and message.get("id") == request_id:
+                    return responses
+
+    async def expect_error(self, method: Any, data: Any, code: int) -> str:
+        response = await self.request(method, data)
+        assert response["ok"] is False, f"{method} {data!r} unexpectedly succeeded: {response}"
+        assert response["errorCode"] == code, f"{method} {data!r}: {response}"
+        assert isinstance(response["errorReason"], str) and response["errorReason"]
+        return str(response["errorReason"])

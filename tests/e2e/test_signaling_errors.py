@@ -4,58 +4,13 @@ the connection, the room and the other peers' media live on."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from typing import Any
 
 import aiohttp
 import pytest
 
 from ..conftest import ServerProcess
-from .helpers import join
-
-
-class RawPeer:
-    """A hand-driven protoo peer that can send anything."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self._ids = itertools.count(1)
-
-    async def send_raw(self, frame: str | bytes) -> None:
-        if isinstance(frame, bytes):
-            await self.ws.send_bytes(frame)
-        else:
-            await self.ws.send_str(frame)
-
-    async def request(self, method: Any, data: Any = None, *, request_id: Any = None) -> dict[str, Any]:
-        request_id = next(self._ids) if request_id is None else request_id
-        message: dict[str, Any] = {"request": True, "id": request_id, "method": method}
-        if data is not None:
-            message["data"] = data
-        await self.ws.send_str(json.dumps(message))
-        return await self.response(request_id)
-
-    async def response(self, request_id: Any, timeout: float = 5.0) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.ws.receive()
-                assert msg.type == aiohttp.WSMsgType.TEXT, f"connection closed: {msg}"
-                message = json.loads(msg.data)
-                if message.get("request"):
-                    # a server -> client request (newConsumer): refuse it politely
-                    await self.ws.send_str(json.dumps({
-                        "response": True, "id": message["id"], "ok": False,
-                        "errorCode": 501, "errorReason": "raw test peer"}))
-                if message.get("response") and message.get("id") == request_id:
-                    return message
-
-    async def expect_error(self, method: Any, data: Any, code: int) -> str:
-        response = await self.request(method, data)
-        assert response["ok"] is False, f"{method} {data!r} unexpectedly succeeded: {response}"
-        assert response["errorCode"] == code, f"{method} {data!r}: {response}"
-        assert isinstance(response["errorReason"], str) and response["errorReason"]
-        return str(response["errorReason"])
+from .helpers import RawPeer, join
 
 
 @pytest.fixture
