@@ -137,9 +137,10 @@ class ProtooConnection:
                 elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                     break
                 # binary and other frames: ignored
-            # The client said goodbye (close frame 1000/1001), as opposed to
+            # The client said goodbye (a close frame: 1000, 1001, or 1005 with no
+            # code, as protoo-client sends), as opposed to
             # a connection that died: only the latter may come back to resume.
-            self.clean_close = self.ws.close_code in (1000, 1001)
+            self.clean_close = self.ws.close_code in (1000, 1001, 1005)
         finally:
             self.close()
 

@@ -40,9 +40,18 @@ class Participant:
 
 
 async def join(
-    server: ServerProcess, room: str, peer_id: str, tone: float, *, audio: bool = True, video: bool = True
+    server: ServerProcess,
+    room: str,
+    peer_id: str,
+    tone: float,
+    *,
+    audio: bool = True,
+    video: bool = True,
+    consume: bool = True,
 ) -> Participant:
-    client = SfuClient(server.ws_url, room, peer_id, display_name=peer_id, ice_addresses=LOOPBACK)
+    client = SfuClient(
+        server.ws_url, room, peer_id, display_name=peer_id, ice_addresses=LOOPBACK, consume=consume
+    )
     participant = Participant(client, tone)
 
     def on_consumer(remote: RemoteConsumer) -> None:

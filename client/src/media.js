@@ -1,0 +1,166 @@
+// mediasoup-client: the Device, one send and one receive WebRtcTransport,
+// and the producers and consumers on them, driven over the signaling.
+//
+// Events:
+//   'transportstate' (direction 'send'|'recv', connectionState)
+import { Device } from 'mediasoup-client';
+import { Emitter } from './emitter.js';
+
+/**
+ * A Device for this browser. mediasoup-client does not recognise every
+ * user agent (headless Chromium among them): then fall back to the Chrome111
+ * handler, the one for any current Chromium. `handlerName` forces one.
+ */
+export function createDevice(handlerName = null) {
+  if (handlerName) return new Device({ handlerName });
+  try {
+    return new Device();
+  } catch (error) {
+    if (error?.name !== 'UnsupportedError') throw error;
+    console.warn('mediasoup-client does not recognise this browser; using the Chrome111 handler');
+    return new Device({ handlerName: 'Chrome111' });
+  }
+}
+
+export class MediaSession extends Emitter {
+  constructor(signaling, { handlerName = null } = {}) {
+    super();
+    this.signaling = signaling;
+    this.device = createDevice(handlerName);
+    this.sendTransport = null;
+    this.recvTransport = null;
+    /** @type {Map<string, import('mediasoup-client').types.Producer>} */
+    this.producers = new Map();
+    /** @type {Map<string, import('mediasoup-client').types.Consumer>} */
+    this.consumers = new Map();
+    this.closed = false;
+  }
+
+  async load() {
+    const routerRtpCapabilities = await this.signaling.request('getRouterRtpCapabilities');
+    await this.device.load({ routerRtpCapabilities });
+  }
+
+  /** Both transports, before `join`, as mediasoup-demo does. */
+  async createTransports({ iceServers = [] } = {}) {
+    this.sendTransport = await this.#createTransport('send', iceServers);
+    this.recvTransport = await this.#createTransport('recv', iceServers);
+  }
+
+  async #createTransport(direction, iceServers) {
+    const info = await this.signaling.request('createWebRtcTransport', {
+      forceTcp: false,
+      producing: direction === 'send',
+      consuming: direction === 'recv',
+      sctpCapabilities: null,
+    });
+    const options = {
+      id: info.id,
+      iceParameters: info.iceParameters,
+      iceCandidates: info.iceCandidates,
+      dtlsParameters: info.dtlsParameters,
+      sctpParameters: info.sctpParameters ?? undefined,
+      iceServers,
+      appData: { direction },
+    };
+    const transport =
+      direction === 'send' ? this.device.createSendTransport(options) : this.device.createRecvTransport(options);
+
+    transport.on('connect', ({ dtlsParameters }, callback, errback) => {
+      this.signaling
+        .request('connectWebRtcTransport', { transportId: transport.id, dtlsParameters })
+        .then(() => callback())
+        .catch(errback);
+    });
+    if (direction === 'send') {
+      transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
+        this.signaling
+          .request('produce', { transportId: transport.id, kind, rtpParameters, appData })
+          .then(({ id }) => callback({ id }))
+          .catch(errback);
+      });
+    }
+    transport.on('connectionstatechange', (state) => {
+      this.emit('transportstate', direction, state);
+    });
+    return transport;
+  }
+
+  canProduce(kind) {
+    return this.device.loaded && this.device.canProduce(kind);
+  }
+
+  /** Sends `track`; appData.source is 'mic', 'webcam' or 'screen'. */
+  async produce(track, appData, options = {}) {
+    if (!this.sendTransport) throw new Error('no send transport');
+    const producer = await this.sendTransport.produce({ track, appData, stopTracks: true, ...options });
+    this.producers.set(producer.id, producer);
+    producer.observer.on('close', () => this.producers.delete(producer.id));
+    return producer;
+  }
+
+  /** Pauses sending (no renegotiation) and tells the server. */
+  async pauseProducer(producer) {
+    producer.pause();
+    await this.signaling.request('pauseProducer', { producerId: producer.id });
+  }
+
+  async resumeProducer(producer) {
+    producer.resume();
+    await this.signaling.request('resumeProducer', { producerId: producer.id });
+  }
+
+  async closeProducer(producer) {
+    if (producer.closed) return;
+    producer.close();
+    this.producers.delete(producer.id);
+    await this.signaling.request('closeProducer', { producerId: producer.id }).catch((error) => {
+      console.warn('closeProducer failed', error);
+    });
+  }
+
+  /** Answers a server `newConsumer` request's data with a Consumer. */
+  async consume({ id, producerId, kind, rtpParameters, appData, peerId }) {
+    if (!this.recvTransport) throw new Error('no receive transport');
+    const consumer = await this.recvTransport.consume({
+      id,
+      producerId,
+      kind,
+      rtpParameters,
+      appData: { ...(appData ?? {}), peerId },
+    });
+    this.consumers.set(consumer.id, consumer);
+    consumer.observer.on('close', () => this.consumers.delete(consumer.id));
+    return consumer;
+  }
+
+  async pauseConsumer(consumer) {
+    consumer.pause();
+    await this.signaling.request('pauseConsumer', { consumerId: consumer.id });
+  }
+
+  async resumeConsumer(consumer) {
+    consumer.resume();
+    await this.signaling.request('resumeConsumer', { consumerId: consumer.id });
+  }
+
+  closeConsumer(consumerId) {
+    const consumer = this.consumers.get(consumerId);
+    if (!consumer) return null;
+    consumer.close();
+    this.consumers.delete(consumerId);
+    return consumer;
+  }
+
+  /** Closes producers (stopping their tracks), consumers and both transports. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const producer of this.producers.values()) producer.close();
+    for (const consumer of this.consumers.values()) consumer.close();
+    this.producers.clear();
+    this.consumers.clear();
+    this.sendTransport?.close();
+    this.recvTransport?.close();
+  }
+}
