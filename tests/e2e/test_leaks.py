@@ -1,0 +1,61 @@
+"""After 50 join/leave cycles of bots with media, the server is back at its baseline."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..conftest import ServerProcess
+from .helpers import join, wait_until
+
+CYCLES = 50
+BATCH = 5  # bots joining and leaving at once
+
+
+def snapshot(server: ServerProcess) -> dict[str, int]:
+    health = server.health()
+    process = health["process"]
+    return {
+        "fds": process["fds"],
+        "tasks": process["tasks"],
+        "rssMB": process["rssBytes"] // (1 << 20),
+        "peers": health["peers"],
+        "transports": health["transports"],
+        "producers": health["producers"],
+        "consumers": health["consumers"],
+    }
+
+
+async def run_batch(server: ServerProcess, watcher, start: int) -> None:  # type: ignore[no-untyped-def]
+    bots = await asyncio.gather(
+        # Bots only publish: decoding each other's video would load the test, not the server.
+        *(join(server, "leaks", f"bot{start + i}", 300 + 10 * i, consume=False) for i in range(BATCH))
+    )
+    try:
+        # Media really flows: the resident watcher decodes video from each bot.
+        for bot in bots:
+            assert await watcher.client.wait_for_consumers(2 * BATCH, timeout=20)
+            sink = watcher.sink_for(bot.client.peer_id, "video")
+            assert await sink.wait_frames(1, timeout=15), f"no video from {bot.client.peer_id}"
+    finally:
+        await asyncio.gather(*(bot.client.close() for bot in bots))
+    assert await wait_until(lambda: server.health()["peers"] == 1, timeout=10)
+
+
+async def test_join_leave_cycles_return_to_baseline(sfu_server: ServerProcess) -> None:
+    watcher = await join(sfu_server, "leaks", "watcher", 440, audio=False, video=False)
+    try:
+        await run_batch(sfu_server, watcher, 0)  # warm-up: imports, caches, codec state
+        await asyncio.sleep(1.0)
+        baseline = snapshot(sfu_server)
+        for start in range(BATCH, CYCLES + BATCH, BATCH):
+            await run_batch(sfu_server, watcher, start)
+        await asyncio.sleep(1.5)  # closed transports' sockets and tasks wind down
+        after = snapshot(sfu_server)
+        print(f"\nafter {CYCLES} join/leave cycles: baseline {baseline} -> after {after}")
+        for key in ("peers", "transports", "producers", "consumers"):
+            assert after[key] == baseline[key], f"{key}: {baseline[key]} -> {after[key]}"
+        assert after["fds"] <= baseline["fds"] + 2, "file descriptors leak"
+        assert after["tasks"] <= baseline["tasks"] + 2, "asyncio tasks leak"
+        assert after["rssMB"] <= baseline["rssMB"] + 25, "memory grows with every cycle"
+    finally:
+        await watcher.client.close()
