@@ -62,6 +62,9 @@ class MediaConfig:
     # Seconds without a valid ICE check or media from the client before a
     # connected transport is closed (and its peer told).
     ice_timeout: float = 30.0
+    # Single-port mode: every transport on this one UDP port (0: off, a port
+    # per transport from the range above).
+    udp_port: int = 0
 
     @property
     def announced_address(self) -> str:
@@ -303,7 +306,7 @@ class _Loader:
         t = self._table(
             value,
             "media",
-            ("listen_ip", "announced_ip", "rtc_min_port", "rtc_max_port", "ice_timeout"),
+            ("listen_ip", "announced_ip", "rtc_min_port", "rtc_max_port", "ice_timeout", "udp_port"),
         )
         d = MediaConfig()
         listen_ip = self._ip(t.get("listen_ip", d.listen_ip), "media.listen_ip")
@@ -342,6 +345,7 @@ class _Loader:
             ice_timeout=self._positive_number(
                 t.get("ice_timeout", d.ice_timeout), "media.ice_timeout"
             ),
+            udp_port=self._int(t.get("udp_port", d.udp_port), "media.udp_port", 0, 65535),
         )
 
     def _router(self, value: object) -> RouterConfig:

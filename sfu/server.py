@@ -47,6 +47,7 @@ class SfuServer:
                 rtc_min_port=config.media.rtc_min_port,
                 rtc_max_port=config.media.rtc_max_port,
                 ice_timeout=config.media.ice_timeout,
+                udp_port=config.media.udp_port,
             )
         )
         self.room_settings = RoomSettings(
@@ -62,6 +63,9 @@ class SfuServer:
         self.app.router.add_get("/", self.index)
         if CLIENT_DIST.is_dir():
             self.app.router.add_static("/static/", CLIENT_DIST)
+
+    async def start(self) -> None:
+        await self.worker.start()
 
     async def _get_room(self, room_id: str) -> Room:
         room = self.rooms.get(room_id)
@@ -162,6 +166,8 @@ class SfuServer:
 
     def _packet_totals(self) -> dict[str, Any]:
         dropped: dict[str, int] = {}
+        if self.worker.webrtc_server is not None:
+            dropped.update(self.worker.webrtc_server.drops)
         received = sent = 0
         for router in self.worker.routers.values():
             for transport in router.transports.values():
@@ -192,6 +198,7 @@ class SfuServer:
 async def run_server(config: Config) -> None:
     """Serve until cancelled, SIGTERM or SIGINT; then shut down gracefully."""
     server = SfuServer(config)
+    await server.start()
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http.listen_ip, config.http.port)

@@ -1,8 +1,9 @@
 """A bot that joins a room: ``python -m sfu.client --url ws://127.0.0.1:3000 --room demo``.
 
 It sends a tone and a test pattern, consumes everybody else, and prints one
-line per event (newpeer, newconsumer, consumerclosed, ...). Stops after
-``--duration`` seconds, or on Ctrl-C.
+line per event (newpeer, newconsumer, consumerclosed, reconnecting, ...).
+Stops after ``--duration`` seconds, on Ctrl-C, or when the connection is lost
+for good (``fatal``, or a server that cannot resume sessions).
 """
 
 from __future__ import annotations
@@ -54,8 +55,22 @@ async def run(args: argparse.Namespace) -> int:
     client.on("peerclosed", lambda peer_id: say("peerclosed", peer_id))
     client.on("consumerclosed", lambda consumer_id: say("consumerclosed", consumer_id))
     client.on("activespeaker", lambda data: say("activespeaker", data.get("peerId")))
+    client.on("reconnecting", lambda attempt: say("reconnecting", attempt))
+    client.on("reconnected", lambda resumed: say("reconnected", "resumed" if resumed else "joined afresh"))
+    client.on("producersreplaced", lambda ids: say("producersreplaced", ids))
     stop = asyncio.Event()
-    client.on("disconnected", stop.set)
+
+    def on_fatal(reason: str) -> None:
+        say("fatal", reason)
+        stop.set()
+
+    def on_disconnected() -> None:
+        say("disconnected")
+        if not client.reconnecting:
+            stop.set()
+
+    client.on("fatal", on_fatal)
+    client.on("disconnected", on_disconnected)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):

@@ -81,7 +81,7 @@ class ProtooConnection:
         self._notification_handlers: dict[str, NotificationHandler] = {}
         self._default_notification_handler: Callable[[str, dict[str, Any]], Any] | None = None
         self._close_callbacks: list[Callable[[], Any]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         # Outgoing frames go out one at a time, in the order they were queued.
         self._send_lock = asyncio.Lock()
         self._closed_event = asyncio.Event()
@@ -353,19 +353,20 @@ class ProtooConnection:
             logger.exception("protoo: notification handler for %r failed", method)
             return
         if inspect.isawaitable(result):
-            self._spawn(self._await_logged(result, method))
+            self._spawn(result, f"notification handler for {method!r}")
 
-    @staticmethod
-    async def _await_logged(awaitable: Awaitable[Any], method: str) -> None:
-        try:
-            await awaitable
-        except Exception:
-            logger.exception("protoo: notification handler for %r failed", method)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, awaitable: Awaitable[Any], label: str | None = None) -> None:
+        # The awaitable itself becomes the task: cancelled before it starts
+        # (the connection closed), a coroutine is closed without a warning.
+        task = asyncio.ensure_future(awaitable)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self._tasks.discard(task)
+            if label is not None and not task.cancelled() and task.exception() is not None:
+                logger.error("protoo: %s failed", label, exc_info=task.exception())
+
+        task.add_done_callback(done)
 
     # --- closing -------------------------------------------------------------
 
@@ -423,6 +424,6 @@ class ProtooConnection:
             try:
                 result = callback()
                 if inspect.isawaitable(result):
-                    self._spawn(self._await_logged(result, "close"))
+                    self._spawn(result, "close callback")
             except Exception:
                 logger.exception("protoo: close callback failed")

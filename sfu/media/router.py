@@ -42,6 +42,7 @@ class Router(AsyncIOEventEmitter):
             announced_ip=settings.announced_ip or settings.listen_ip,
             certificate=self.worker.certificate,
             ice_timeout=settings.ice_timeout,
+            webrtc_server=self.worker.webrtc_server,
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)

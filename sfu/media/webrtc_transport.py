@@ -32,6 +32,7 @@ from .udp import UdpEndpoint
 
 if TYPE_CHECKING:
     from .router import Router
+    from .webrtc_server import WebRtcServer
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,11 @@ class WebRtcTransport(AsyncIOEventEmitter):
         certificate: RTCCertificate,
         app_data: dict[str, Any],
         ice_timeout: float = 30.0,
+        webrtc_server: WebRtcServer | None = None,
     ) -> None:
         super().__init__()
+        # Single-port mode: the shared socket and its demultiplexer.
+        self._webrtc_server = webrtc_server
         self.id = str(uuid.uuid4())
         self.ice_timeout = ice_timeout
         self.close_reason: str | None = None
@@ -112,10 +116,20 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self.rtcp_packets_sent = 0
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
-        self._endpoint = await UdpEndpoint.create(
-            listen_ip, min_port, max_port, self.datagram_received
-        )
+        if self._webrtc_server is not None:
+            self._endpoint = self._webrtc_server.endpoint
+            self._webrtc_server.add_ufrag(self.ice.credentials.username_fragment, self)
+        else:
+            self._endpoint = await UdpEndpoint.create(
+                listen_ip, min_port, max_port, self.datagram_received
+            )
         self._schedule_rtcp()
+
+    def forget_address(self, address: tuple) -> None:
+        """Single-port mode: ``address`` now belongs to another transport."""
+        self._valid_addresses.discard(address)
+        if self.ice_selected_tuple == address:
+            self.ice_selected_tuple = None
 
     # ---- parameters handed to the client ---------------------------------
 
@@ -183,6 +197,8 @@ class WebRtcTransport(AsyncIOEventEmitter):
         """New ICE credentials; the previous ones stay valid (aiortc clients never adopt new ones)."""
         self._check_open()
         self.ice.add_credentials(IceCredentials.generate())
+        if self._webrtc_server is not None:
+            self._webrtc_server.add_ufrag(self.ice.credentials.username_fragment, self)
         return self.ice_parameters
 
     async def produce(
@@ -418,7 +434,10 @@ class WebRtcTransport(AsyncIOEventEmitter):
                 self.drops[f"stun-{outcome.verdict.value}"] += 1
             return
         self.last_ice_activity = time.monotonic()
-        self._valid_addresses.add(addr)
+        if addr not in self._valid_addresses:
+            self._valid_addresses.add(addr)
+            if self._webrtc_server is not None:
+                self._webrtc_server.add_address(addr, self)
         if self.ice_state == "disconnected":
             self._set_ice_state("completed")
         if outcome.nominated or self.ice_selected_tuple is None:
@@ -618,7 +637,10 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if self._dtls_task is not None:
             self._dtls_task.cancel()
         dtls = self._dtls
-        endpoint = self._endpoint
+        # A shared single-port socket stays open for the other transports.
+        endpoint = self._endpoint if self._webrtc_server is None else None
+        if self._webrtc_server is not None:
+            self._webrtc_server.remove_transport(self)
 
         async def shutdown() -> None:
             with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from ..aiortc_adapter import RTCCertificate, generate_certificate
 from ..errors import InvalidStateError
 from . import ortc
 from .router import Router
+from .webrtc_server import WebRtcServer
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class WorkerSettings:
     rtc_min_port: int = 40000
     rtc_max_port: int = 49999
     ice_timeout: float = 30.0
+    # Single-port mode: every transport on this UDP port (0: a port per transport).
+    udp_port: int = 0
 
 
 class Worker(AsyncIOEventEmitter):
@@ -41,6 +44,14 @@ class Worker(AsyncIOEventEmitter):
         # One certificate per worker, as mediasoup does: fingerprints are per worker.
         self.certificate: RTCCertificate = generate_certificate()
         self.routers: dict[str, Router] = {}
+        self.webrtc_server: WebRtcServer | None = None
+
+    async def start(self) -> None:
+        """Open the shared UDP port in single-port mode."""
+        if self.settings.udp_port and self.webrtc_server is None:
+            self.webrtc_server = await WebRtcServer.create(
+                self.settings.listen_ip, self.settings.udp_port
+            )
 
     async def create_router(
         self, *, media_codecs: list[dict[str, Any]], app_data: dict[str, Any] | None = None
@@ -74,4 +85,6 @@ class Worker(AsyncIOEventEmitter):
         self.closed = True
         for router in list(self.routers.values()):
             router.worker_closed()
+        if self.webrtc_server is not None:
+            self.webrtc_server.close()
         self.emit("@close")

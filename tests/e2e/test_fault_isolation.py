@@ -38,6 +38,7 @@ async def inprocess_server() -> AsyncIterator[InProcessServer]:
         }
     )
     server = SfuServer(config)
+    await server.start()
     runner = web.AppRunner(server.app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -1,0 +1,91 @@
+"""WebRtcServer: one UDP port for every WebRtcTransport of a worker (mediasoup's WebRtcServer).
+
+Datagrams from an address that completed ICE go straight to its transport.
+Other datagrams must be STUN binding requests whose USERNAME starts with a
+known transport's ufrag: that transport authenticates them, and once a check
+is valid the address is mapped to it. Anything else is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from aioice import stun
+
+from .ice_lite import is_stun
+from .udp import UdpEndpoint
+
+if TYPE_CHECKING:
+    from .webrtc_transport import WebRtcTransport
+
+logger = logging.getLogger(__name__)
+
+
+class WebRtcServer:
+    def __init__(self) -> None:
+        self.endpoint: UdpEndpoint | None = None
+        self._by_ufrag: dict[str, WebRtcTransport] = {}
+        self._by_address: dict[tuple, WebRtcTransport] = {}
+        self.drops: Counter[str] = Counter()
+
+    @classmethod
+    async def create(cls, listen_ip: str, port: int) -> WebRtcServer:
+        server = cls()
+        server.endpoint = await UdpEndpoint.create(listen_ip, port, port, server.datagram_received)
+        logger.info("single-port mode: every transport on UDP %s:%d", listen_ip, port)
+        return server
+
+    @property
+    def port(self) -> int:
+        assert self.endpoint is not None
+        return self.endpoint.port
+
+    # ---- registration (by the transports) ---------------------------------
+
+    def add_ufrag(self, ufrag: str, transport: WebRtcTransport) -> None:
+        self._by_ufrag[ufrag] = transport
+
+    def add_address(self, address: tuple, transport: WebRtcTransport) -> None:
+        owner = self._by_address.get(address)
+        if owner is not None and owner is not transport:
+            owner.forget_address(address)  # the address moved to another transport
+        self._by_address[address] = transport
+
+    def remove_transport(self, transport: WebRtcTransport) -> None:
+        for ufrag in [u for u, t in self._by_ufrag.items() if t is transport]:
+            del self._by_ufrag[ufrag]
+        for address in [a for a, t in self._by_address.items() if t is transport]:
+            del self._by_address[address]
+
+    # ---- the demultiplexer -------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        transport = self._by_address.get(addr)
+        if transport is not None:
+            transport.datagram_received(data, addr)
+            return
+        if not is_stun(data):
+            self.drops["unknown-address"] += 1
+            return
+        try:
+            username = stun.parse_message(data).attributes.get("USERNAME")
+        except Exception:
+            self.drops["stun-malformed"] += 1
+            return
+        if not isinstance(username, str):
+            self.drops["stun-no-username"] += 1
+            return
+        transport = self._by_ufrag.get(username.partition(":")[0])
+        if transport is None:
+            self.drops["stun-unknown-ufrag"] += 1
+            return
+        # The transport authenticates it and, if valid, maps the address here.
+        transport.datagram_received(data, addr)
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self._by_ufrag.clear()
+        self._by_address.clear()
