@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from sfu import __version__
-from sfu.config import LOG_LEVELS, Config, LogConfig, load_config
+from sfu.config import LOG_LEVELS, Config, load_config
 from sfu.errors import ConfigError
 
 __all__ = ["main"]
@@ -69,6 +71,24 @@ def _add_run_options(parser: argparse.ArgumentParser, *, suppress_defaults: bool
         default=default,
         help="log level; overrides [log] level from the configuration file (default: info)",
     )
+    for flag, key, help_text in RUN_FLAGS:
+        parser.add_argument(flag, metavar="VALUE", default=default, dest=key, help=help_text)
+
+
+# Flags that override the configuration file and the SFU_* environment.
+RUN_FLAGS = (
+    ("--listen-ip", "listen_ip", "bind signalling and media here (env SFU_LISTEN_IP)"),
+    ("--port", "http_port", "HTTP/WebSocket port (env SFU_HTTP_PORT)"),
+    ("--announced-ip", "announced_ip",
+     'IP written into ICE candidates, or "auto" to detect it (env SFU_ANNOUNCED_IP)'),
+    ("--udp-port", "udp_port", "single-port mode: all media on this UDP port (env SFU_UDP_PORT)"),
+)
+_FLAG_KEYS = {
+    "listen_ip": ("http.listen_ip", "media.listen_ip"),
+    "http_port": ("http.port",),
+    "announced_ip": ("media.announced_ip",),
+    "udp_port": ("media.udp_port",),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(run, suppress_defaults=True)
     run.set_defaults(handler=_cmd_run)
+
+    certs = commands.add_parser(
+        "certs",
+        help="write a self-signed certificate and key for HTTPS",
+        description="Write a self-signed certificate and key for HOST into a folder "
+        "(default certs/), for [tls] cert/key. Browsers will warn about it: use a "
+        "real certificate (e.g. Let's Encrypt) for public deployments.",
+    )
+    certs.add_argument("--host", required=True, help="host name (and SAN) of the certificate")
+    certs.add_argument("--out", default="certs", help="folder to write cert.pem and key.pem into")
+    certs.add_argument("--days", type=int, default=365, help="validity in days")
+    certs.set_defaults(handler=_cmd_certs)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark (see `sfu bench --help`)",
+        add_help=False,
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 
@@ -116,10 +156,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    overrides = {
+        key: str(value)
+        for name, keys in _FLAG_KEYS.items()
+        if (value := getattr(args, name, None)) is not None
+        for key in keys
+    }
+    config = load_config(args.config, environ=os.environ, overrides=overrides)
     if args.log_level is not None:
-        config = dataclasses.replace(config, log=LogConfig(level=args.log_level))
+        config = dataclasses.replace(
+            config, log=dataclasses.replace(config.log, level=args.log_level)
+        )
     _configure_logging(config)
+    _warn_about_addresses(config)
     log.info(
         "sfu %s starting: http %s:%d, media %s (announced %s) udp %d-%d",
         __version__,
@@ -141,6 +190,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"sfu: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _warn_about_addresses(config: Config) -> None:
+    """Loudly: the classic "works on localhost, fails elsewhere" mistakes."""
+    announced = ipaddress.ip_address(config.media.announced_address)
+    listen = ipaddress.ip_address(config.media.listen_ip)
+    if announced.is_loopback and not listen.is_loopback:
+        log.warning(
+            "media.announced_ip is %s but media listens on %s: clients on other machines "
+            "will be told to send media to a loopback address and will get no media. "
+            'Set media.announced_ip (or SFU_ANNOUNCED_IP / --announced-ip) to this '
+            'machine\'s LAN or public IP, or "auto".',
+            announced,
+            listen,
+        )
+    if announced.is_loopback and not ipaddress.ip_address(config.http.listen_ip).is_loopback:
+        log.warning(
+            "signalling is reachable from other machines (http.listen_ip %s) but media is "
+            "announced on %s: only clients on this machine can get media",
+            config.http.listen_ip,
+            announced,
+        )
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from sfu.certs import write_self_signed
+
+    cert, key = write_self_signed(args.host, args.out, days=args.days)
+    print(f"wrote {cert} and {key} for {args.host}")
+    print(f'set [tls] cert = "{cert}" and key = "{key}" (or SFU_TLS_CERT / SFU_TLS_KEY)')
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from sfu.bench.cli import main as bench_main
+
+    return int(bench_main(list(args.bench_args)))
 
 
 def _configure_logging(config: Config) -> None:

@@ -168,8 +168,24 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """HTTPS/WSS for the signalling port. Both empty: plain HTTP (fine on
+    localhost, which browsers treat as a secure context)."""
+
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
+    # "text" for people, "json" for log pipelines (one object a line, with the
+    # room, peer and transport ids when there are some).
+    format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -179,16 +195,60 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
 # --------------------------------------------------------------------------- loading
 
+# Environment variables that override the file, so one image runs anywhere.
+ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "SFU_HTTP_PORT": ("http.port",),
+    # Where every socket binds: signalling, media, ICE host candidates.
+    "SFU_LISTEN_IP": ("http.listen_ip", "media.listen_ip"),
+    "SFU_ANNOUNCED_IP": ("media.announced_ip",),
+    "SFU_UDP_PORT": ("media.udp_port",),
+    "SFU_TLS_CERT": ("tls.cert",),
+    "SFU_TLS_KEY": ("tls.key",),
+}
+_INTEGER_KEYS = {"http.port", "media.udp_port"}
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Load and validate a TOML file; ``None`` gives the built-in defaults."""
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with dotted keys set from strings (environment or command line).
+    Integers are converted when they look like one; validation comes after."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for dotted, text in overrides.items():
+        section, _, name = dotted.partition(".")
+        table = merged.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # the loader reports the bad section
+        value: Any = text
+        if dotted in _INTEGER_KEYS and text.strip().isdigit():
+            value = int(text)
+        table[name] = value
+    return merged
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key: environ[variable]
+        for variable, keys in ENVIRONMENT_OVERRIDES.items()
+        if variable in environ
+        for key in keys
+    }
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and validate a TOML file (``None``: the built-in defaults), then
+    the SFU_* environment variables, then ``overrides`` (command-line flags)."""
+    layered = {**environment_overrides(environ or {}), **(overrides or {})}
     if path is None:
-        return Config()
+        return config_from_dict(apply_overrides({}, layered), source="settings") if layered else Config()
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
@@ -203,7 +263,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{source}: not valid UTF-8: {e.reason} at byte {e.start}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
-    return config_from_dict(data, source=source)
+    return config_from_dict(apply_overrides(data, layered), source=source)
 
 
 def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Config:
@@ -281,13 +341,16 @@ class _Loader:
     # -- sections
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = self._table(data, "", ("http", "media", "router", "signaling", "limits", "log"))
+        top = self._table(
+            data, "", ("http", "media", "router", "signaling", "limits", "tls", "log")
+        )
         return Config(
             http=self._http(top.get("http", {})),
             media=self._media(top.get("media", {})),
             router=self._router(top.get("router", {})),
             signaling=self._signaling(top.get("signaling", {})),
             limits=self._limits(top.get("limits", {})),
+            tls=self._tls(top.get("tls", {})),
             log=self._log(top.get("log", {})),
         )
 
@@ -312,6 +375,13 @@ class _Loader:
         listen_ip = self._ip(t.get("listen_ip", d.listen_ip), "media.listen_ip")
         announced_ip: str | None = None
         raw_announced = t.get("announced_ip", "")
+        if raw_announced == "auto":
+            raw_announced = detect_announced_ip()
+            if raw_announced is None:
+                raise self._fail(
+                    "media.announced_ip",
+                    '"auto" found no non-loopback IPv4 address on this machine; give the IP',
+                )
         if raw_announced != "":
             announced_ip = self._ip(raw_announced, "media.announced_ip")
             if ipaddress.ip_address(announced_ip).is_unspecified:
@@ -459,8 +529,19 @@ class _Loader:
         )
         return LimitsConfig(**values)
 
+    def _tls(self, value: object) -> TlsConfig:
+        t = self._table(value, "tls", ("cert", "key"))
+        cert = self._str(t.get("cert", ""), "tls.cert")
+        key = self._str(t.get("key", ""), "tls.key")
+        if bool(cert) != bool(key):
+            missing = "tls.key" if cert else "tls.cert"
+            raise self._fail(missing, "must be set too: HTTPS needs both a certificate and its key")
+        if cert:
+            check_tls_files(cert, key, self._fail)
+        return TlsConfig(cert=cert, key=key)
+
     def _log(self, value: object) -> LogConfig:
-        t = self._table(value, "log", ("level",))
+        t = self._table(value, "log", ("level", "format"))
         level = self._str(t.get("level", LogConfig.level), "log.level")
         if level.lower() not in LOG_LEVELS:
             raise self._fail(
@@ -468,4 +549,40 @@ class _Loader:
                 f"expected one of {', '.join(json.dumps(x) for x in LOG_LEVELS)},"
                 f" got {_show(level)}",
             )
-        return LogConfig(level=level.lower())
+        log_format = self._str(t.get("format", LogConfig.format), "log.format")
+        if log_format not in ("text", "json"):
+            raise self._fail("log.format", f'expected "text" or "json", got {_show(log_format)}')
+        return LogConfig(level=level.lower(), format=log_format)
+
+
+def detect_announced_ip() -> str | None:
+    """This machine's first non-loopback, non-link-local IPv4 address (for
+    ``announced_ip = "auto"``), read from the interfaces; nothing is sent."""
+    import ifaddr
+
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                address = ipaddress.ip_address(ip.ip)
+                if not (address.is_loopback or address.is_link_local or address.is_unspecified):
+                    return str(address)
+    return None
+
+
+def check_tls_files(cert: str, key: str, fail: Any) -> None:
+    """Stop start-up with a clear message if the cert or key is missing,
+    unreadable, not PEM, or the two do not match."""
+    import ssl
+
+    for name, path in (("tls.cert", cert), ("tls.key", key)):
+        if not os.path.isfile(path):
+            raise fail(name, f"{_show(path)}: no such file (`sfu certs --host NAME` makes a pair)")
+        if not os.access(path, os.R_OK):
+            raise fail(name, f"{_show(path)}: not readable by this user")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        if "KEY_VALUES_MISMATCH" in str(error):
+            raise fail("tls.key", f"{_show(key)} is not the key of {_show(cert)}") from None
+        raise fail("tls.cert", f"cannot load {_show(cert)} with {_show(key)}: {error}") from None

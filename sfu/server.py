@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -201,18 +202,27 @@ async def run_server(config: Config) -> None:
     await server.start()
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.http.listen_ip, config.http.port)
+    ssl_context = None
+    if config.tls.enabled:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls.cert, config.tls.key)
+    site = web.TCPSite(runner, config.http.listen_ip, config.http.port, ssl_context=ssl_context)
     await site.start()
     host = config.http.listen_ip
     shown = f"[{host}]" if ":" in host else host
+    media_ports = (
+        f"UDP {config.media.udp_port} (single port)"
+        if config.media.udp_port
+        else f"UDP {config.media.rtc_min_port}-{config.media.rtc_max_port}"
+    )
     logger.info(
-        "SFU listening on http://%s:%d (media on %s, announced as %s, UDP %d-%d)",
+        "SFU listening on %s://%s:%d (media on %s, announced as %s, %s)",
+        "https" if ssl_context else "http",
         shown,
         config.http.port,
         config.media.listen_ip,
         config.media.announced_address,
-        config.media.rtc_min_port,
-        config.media.rtc_max_port,
+        media_ports,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

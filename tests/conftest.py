@@ -73,6 +73,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     http_port: int
     log_path: Path
+    scheme: str = "http"
 
     @property
     def pid(self) -> int:
@@ -80,14 +81,17 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.http_port}"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.http_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     def health(self) -> dict:
-        with urllib.request.urlopen(self.http_url + "/health", timeout=5) as response:
+        import ssl
+
+        context = ssl._create_unverified_context() if self.scheme == "https" else None
+        with urllib.request.urlopen(self.http_url + "/health", timeout=5, context=context) as response:
             return json.loads(response.read())
 
     def cpu_seconds(self) -> float:
@@ -99,7 +103,12 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp_path: Path, overrides: dict[str, dict[str, Any]] | None = None) -> ServerProcess:
+def start_server(
+    tmp_path: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+) -> ServerProcess:
     """Start ``python -m sfu`` on free loopback ports; ``overrides`` patch config sections."""
     port = free_tcp_port()
     media_min = random.randrange(20000, 59000, 200)
@@ -124,8 +133,9 @@ def start_server(tmp_path: Path, overrides: dict[str, dict[str, Any]] | None = N
         stdout=log_file,
         stderr=subprocess.STDOUT,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
-    server = ServerProcess(process, port, log_path)
+    server = ServerProcess(process, port, log_path, scheme)
     deadline = time.monotonic() + 20
     while True:
         if process.poll() is not None:

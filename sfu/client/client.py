@@ -320,7 +320,7 @@ class SfuClient(AsyncIOEventEmitter):
 
         try:
             self._protoo = await self._connect(None)
-            response = await self._join_on(self._protoo)
+            response = await self._join()
         except BaseException:
             await self.close()
             raise
@@ -361,30 +361,23 @@ class SfuClient(AsyncIOEventEmitter):
         protoo.on_notification("producerClosed", self._on_producer_closed)
         protoo.on_any_notification(self._on_other_notification)
 
-    async def _join_on(self, protoo: ProtooConnection) -> dict[str, Any]:
-        """Capabilities, transports and ``join`` on ``protoo``; return the join reply.
-
-        ``self._protoo`` must be ``protoo`` already: the transports' connect
-        and produce callbacks send on it.
-        """
-        timeout = self.request_timeout
-        caps = await protoo.request("getRouterRtpCapabilities", timeout=timeout)
+    async def _join(self) -> dict[str, Any]:
+        """Capabilities, transports and ``join`` on the current connection; the join reply."""
+        caps = await self.request("getRouterRtpCapabilities")
         self.router_rtp_capabilities = caps
         self.device = Device(handlerFactory=AiortcHandler.createFactory(tracks=[]))
         await self.device.load(routerRtpCapabilities=RtpCapabilities.model_validate(caps))
 
         if self.produce_enabled:
-            info = await protoo.request(
+            info = await self.request(
                 "createWebRtcTransport",
                 {"forceTcp": False, "producing": True, "consuming": False, "sctpCapabilities": None},
-                timeout=timeout,
             )
             self.send_transport = self._create_transport("send", info)
         if self.consume_enabled:
-            info = await protoo.request(
+            info = await self.request(
                 "createWebRtcTransport",
                 {"forceTcp": False, "producing": False, "consuming": True, "sctpCapabilities": None},
-                timeout=timeout,
             )
             self.recv_transport = self._create_transport("recv", info)
 
@@ -396,7 +389,7 @@ class SfuClient(AsyncIOEventEmitter):
         # mediasoup-demo sends no rtpCapabilities when it does not consume.
         if self.consume_enabled:
             join_data["rtpCapabilities"] = _dump(self.device.rtpCapabilities)
-        response = await protoo.request("join", join_data, timeout=timeout)
+        response = await self.request("join", join_data)
         token = response.get("sessionToken")
         self.session_token = token if isinstance(token, str) and token else None
         return response
@@ -1087,7 +1080,7 @@ class SfuClient(AsyncIOEventEmitter):
     async def _join_and_produce(self, protoo: ProtooConnection, original: dict[str, str]) -> None:
         self._protoo = protoo  # the transports' callbacks send on it
         before_peers = set(self.peers)
-        response = await self._join_on(protoo)
+        response = await self._join()
         self._reconcile_peers(response.get("peers"), before_peers)
         self.joined = True
         replaced: dict[str, str] = {}
