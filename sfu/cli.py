@@ -24,7 +24,6 @@ __all__ = ["main"]
 
 log = logging.getLogger("sfu.cli")
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 DESCRIPTION = """\
 sfu is a Selective Forwarding Unit: a WebRTC media server for rooms and voice
@@ -230,7 +229,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.log.level.upper()),
-        format=LOG_FORMAT,
-    )
+    from sfu.logs import configure_logging
+
+    configure_logging(config.log.level, config.log.format)

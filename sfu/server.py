@@ -16,6 +16,7 @@ from aiohttp import web
 from .config import Config
 from .errors import LimitError
 from .media.worker import Worker, WorkerSettings
+from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket
 
@@ -57,16 +58,32 @@ class SfuServer:
             limits=config.limits,
         )
         self.accepting = True
+        self.loop_lag = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
+        self._metrics = metrics_registry(self)
         self.rooms: dict[str, Room] = {}
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         self.app = web.Application()
         self.app.router.add_get("/health", self.health)
+        self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/", self.index)
         if CLIENT_DIST.is_dir():
             self.app.router.add_static("/static/", CLIENT_DIST)
 
     async def start(self) -> None:
         await self.worker.start()
+        self._lag_task = asyncio.create_task(self._measure_loop_lag())
+
+    async def _measure_loop_lag(self, interval: float = 0.5) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.loop_lag = max(0.0, loop.time() - expected)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = render(self._metrics)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _get_room(self, room_id: str) -> Room:
         room = self.rooms.get(room_id)
@@ -191,6 +208,8 @@ class SfuServer:
         await self.close()
 
     async def close(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         for room in list(self.rooms.values()):
             room.close()
         self.worker.close()

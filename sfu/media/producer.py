@@ -381,7 +381,7 @@ class Producer(AsyncIOEventEmitter):
             return
         logger.error(
             "producer %s (%s, peer %s) failed; closing it",
-            self.id, self.kind, self.transport.app_data.get("peerId"), exc_info=error,
+            self.id, self.kind, self.transport.app_data.get("peerId"), exc_info=error, extra=self.transport.log_extra,
         )
         self.close()
         self.emit("serverclose", "error")

@@ -47,8 +47,12 @@ class Router(AsyncIOEventEmitter):
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)
         self.transports[transport.id] = transport
-        transport.on("@close", lambda: self.transports.pop(transport.id, None))
+        transport.on("@close", lambda: self._transport_closed(transport))
         return transport
+
+    def _transport_closed(self, transport: WebRtcTransport) -> None:
+        self.transports.pop(transport.id, None)
+        self.worker.closed_totals.update(transport.final_counters)
 
     async def create_active_speaker_observer(
         self, *, interval: float = 0.3, app_data: dict[str, Any] | None = None

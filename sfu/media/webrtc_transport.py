@@ -71,6 +71,12 @@ class WebRtcTransport(AsyncIOEventEmitter):
         # Single-port mode: the shared socket and its demultiplexer.
         self._webrtc_server = webrtc_server
         self.id = str(uuid.uuid4())
+        # Ids on every log line of this transport (JSON logs).
+        self.log_extra = {
+            "room_id": router.app_data.get("roomId"),
+            "peer_id": app_data.get("peerId"),
+            "transport_id": self.id,
+        }
         self.ice_timeout = ice_timeout
         self.close_reason: str | None = None
         self.router = router
@@ -304,7 +310,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self.drops["internal-error"] += 1
             logger.exception(
                 "transport %s (peer %s): error handling a %d-byte datagram from %s; closing it",
-                self.id, self.app_data.get("peerId"), len(data), addr,
+                self.id, self.app_data.get("peerId"), len(data), addr, extra=self.log_extra,
             )
             self.close(reason="error")
 
@@ -469,12 +475,12 @@ class WebRtcTransport(AsyncIOEventEmitter):
         try:
             ok = await self._dtls.start(self.dtls_role, self._remote_dtls["fingerprints"])
         except Exception:
-            logger.exception("transport %s: DTLS handshake raised", self.id)
+            logger.exception("transport %s: DTLS handshake raised", self.id, extra=self.log_extra)
             ok = False
         if self.closed:
             return
         if not ok:
-            logger.warning("transport %s: DTLS handshake failed", self.id)
+            logger.warning("transport %s: DTLS handshake failed", self.id, extra=self.log_extra)
             self._set_dtls_state("failed")
             self.close(reason="dtls-failed")
             return
@@ -558,7 +564,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
         try:
             self._send_periodic_rtcp()
         except Exception:
-            logger.exception("transport %s: periodic RTCP failed", self.id)
+            logger.exception("transport %s: periodic RTCP failed", self.id, extra=self.log_extra)
         self._schedule_rtcp()
 
     def _check_ice_consent(self) -> bool:
@@ -569,7 +575,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if silence > self.ice_timeout:
             logger.info(
                 "transport %s (peer %s): no ICE or media for %.0f s; closing it",
-                self.id, self.app_data.get("peerId"), silence,
+                self.id, self.app_data.get("peerId"), silence, extra=self.log_extra,
             )
             self.close(reason="ice-timeout")
             return True
@@ -624,6 +630,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
             return
         self.closed = True
         self.close_reason = reason
+        self.final_counters = self.counters()
         if self._rtcp_timer is not None:
             self._rtcp_timer.cancel()
         for consumer in list(self.consumers.values()):
@@ -661,6 +668,25 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if not self.closed:
             self.close()
             self.emit("routerclose")
+
+    def counters(self) -> Counter[str]:
+        """Totals for /metrics (the worker keeps them after the transport closes)."""
+        totals: Counter[str] = Counter(
+            rtp_packets_received=self.rtp_packets_received,
+            rtp_packets_sent=self.rtp_packets_sent,
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            nacks_sent=sum(p.nacks_sent for p in self.producers.values()),
+            keyframe_requests_sent=sum(p.keyframe_requests_sent for p in self.producers.values()),
+            nacks_received=sum(c.nacks_received for c in self.consumers.values()),
+            keyframe_requests_received=sum(
+                c.keyframe_requests_received for c in self.consumers.values()
+            ),
+            packets_retransmitted=sum(c.packets_retransmitted for c in self.consumers.values()),
+        )
+        for reason, count in self.drops.items():
+            totals[f"dropped:{reason}"] = count
+        return totals
 
     def get_stats(self) -> list[dict[str, Any]]:
         return [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ class Worker(AsyncIOEventEmitter):
         self.certificate: RTCCertificate = generate_certificate()
         self.routers: dict[str, Router] = {}
         self.webrtc_server: WebRtcServer | None = None
+        # Counters of closed transports, so that /metrics totals never go down.
+        self.closed_totals: Counter[str] = Counter()
 
     async def start(self) -> None:
         """Open the shared UDP port in single-port mode."""
@@ -63,6 +66,17 @@ class Worker(AsyncIOEventEmitter):
         self.routers[router.id] = router
         router.on("@close", lambda: self.routers.pop(router.id, None))
         return router
+
+    def media_totals(self) -> Counter[str]:
+        """Packets, bytes, NACKs, keyframe requests and drops since start."""
+        totals = Counter(self.closed_totals)
+        for router in self.routers.values():
+            for transport in router.transports.values():
+                totals.update(transport.counters())
+        if self.webrtc_server is not None:
+            for reason, count in self.webrtc_server.drops.items():
+                totals[f"dropped:{reason}"] += count
+        return totals
 
     def counts(self) -> dict[str, int]:
         transports = [t for r in self.routers.values() for t in r.transports.values()]

@@ -25,6 +25,7 @@ from ..errors import (
     SfuError,
     UnsupportedError,
 )
+from ..logs import peer_id_var, room_id_var
 from ..media import ortc
 from ..media.active_speaker_observer import ActiveSpeakerObserver
 from ..media.consumer import Consumer
@@ -129,6 +130,9 @@ class Room(AsyncIOEventEmitter):
         anything else replaces it. When the WebSocket of a joined peer drops,
         the peer is kept for the grace period so that it can resume.
         """
+        # Every log line of this session (and of tasks it starts) names the room and peer.
+        room_id_var.set(self.id)
+        peer_id_var.set(peer_id)
         session = _Session(connection, Peer(peer_id, connection))
         if peer_id not in self.peers:
             self._adopt(session)

@@ -120,3 +120,17 @@ async def test_https_and_wss_with_sfu_certs(tmp_path: Path) -> None:
         assert "https://127.0.0.1" in server.log()
     finally:
         stop_server(server)
+
+
+async def test_json_logs_carry_room_and_peer_ids(tmp_path: Path) -> None:
+    server = start_server(tmp_path, {"log": {"format": "json"}})
+    try:
+        reply = await protoo_request(server, "jsonpeer", "getRouterRtpCapabilities")
+        assert reply["ok"]
+    finally:
+        stop_server(server)
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    connected = [e for e in entries if "peer jsonpeer connected" in e["message"]]
+    assert connected and connected[0]["room_id"] == "deploy" and connected[0]["peer_id"] == "jsonpeer"
