@@ -65,6 +65,10 @@ class MediaConfig:
     # Single-port mode: every transport on this one UDP port (0: off, a port
     # per transport from the range above).
     udp_port: int = 0
+    # ICE over TCP (passive candidates, RFC 6544): a fallback for networks
+    # that block UDP. Each transport also listens on TCP (the same port
+    # number where free; in single-port mode, TCP udp_port).
+    enable_tcp: bool = False
 
     @property
     def announced_address(self) -> str:
@@ -168,6 +172,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class IceServerConfig:
+    """A STUN/TURN server handed to clients (RTCIceServer). With ``shared_secret``
+    (coturn's TURN REST API, ``use-auth-secret``), each client gets a
+    time-limited username and credential instead of static ones."""
+
+    urls: tuple[str, ...]
+    username: str = ""
+    credential: str = ""
+    shared_secret: str = ""
+    ttl: int = 86400
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """HTTPS/WSS for the signalling port. Both empty: plain HTTP (fine on
     localhost, which browsers treat as a secure context)."""
@@ -197,6 +214,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    ice_servers: tuple[IceServerConfig, ...] = ()
 
 
 # --------------------------------------------------------------------------- loading
@@ -326,6 +344,11 @@ class _Loader:
             raise self._fail(key, f"expected a number > 0, got {_show(value)}")
         return float(value)
 
+    def _bool(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self._fail(key, f"expected true or false, got {_show(value)}")
+        return value
+
     def _str(self, value: object, key: str) -> str:
         if not isinstance(value, str):
             raise self._fail(key, f"expected a string, got {_show(value)}")
@@ -342,7 +365,9 @@ class _Loader:
 
     def config(self, data: Mapping[str, Any]) -> Config:
         top = self._table(
-            data, "", ("http", "media", "router", "signaling", "limits", "tls", "log")
+            data,
+            "",
+            ("http", "media", "router", "signaling", "limits", "tls", "log", "ice_servers"),
         )
         return Config(
             http=self._http(top.get("http", {})),
@@ -352,6 +377,7 @@ class _Loader:
             limits=self._limits(top.get("limits", {})),
             tls=self._tls(top.get("tls", {})),
             log=self._log(top.get("log", {})),
+            ice_servers=self._ice_servers(top.get("ice_servers", [])),
         )
 
     def _http(self, value: object) -> HttpConfig:
@@ -369,7 +395,15 @@ class _Loader:
         t = self._table(
             value,
             "media",
-            ("listen_ip", "announced_ip", "rtc_min_port", "rtc_max_port", "ice_timeout", "udp_port"),
+            (
+                "listen_ip",
+                "announced_ip",
+                "rtc_min_port",
+                "rtc_max_port",
+                "ice_timeout",
+                "udp_port",
+                "enable_tcp",
+            ),
         )
         d = MediaConfig()
         listen_ip = self._ip(t.get("listen_ip", d.listen_ip), "media.listen_ip")
@@ -416,6 +450,7 @@ class _Loader:
                 t.get("ice_timeout", d.ice_timeout), "media.ice_timeout"
             ),
             udp_port=self._int(t.get("udp_port", d.udp_port), "media.udp_port", 0, 65535),
+            enable_tcp=self._bool(t.get("enable_tcp", d.enable_tcp), "media.enable_tcp"),
         )
 
     def _router(self, value: object) -> RouterConfig:
@@ -528,6 +563,36 @@ class _Loader:
             t.get("requests_per_second", d.requests_per_second), "limits.requests_per_second"
         )
         return LimitsConfig(**values)
+
+    def _ice_servers(self, value: object) -> tuple[IceServerConfig, ...]:
+        if not isinstance(value, list):
+            raise self._fail("ice_servers", "expected a list of [[ice_servers]] tables")
+        servers = []
+        for index, entry in enumerate(value):
+            key = f"ice_servers[{index}]"
+            t = self._table(entry, key, ("urls", "username", "credential", "shared_secret", "ttl"))
+            raw_urls = t.get("urls")
+            urls = [raw_urls] if isinstance(raw_urls, str) else raw_urls
+            if not isinstance(urls, list) or not urls or not all(
+                isinstance(u, str) and u.split(":", 1)[0] in ("stun", "stuns", "turn", "turns")
+                for u in urls
+            ):
+                raise self._fail(f"{key}.urls", 'expected "turn:HOST:PORT" or "stun:..." URLs')
+            server = IceServerConfig(
+                urls=tuple(urls),
+                username=self._str(t.get("username", ""), f"{key}.username"),
+                credential=self._str(t.get("credential", ""), f"{key}.credential"),
+                shared_secret=self._str(t.get("shared_secret", ""), f"{key}.shared_secret"),
+                ttl=self._int(t.get("ttl", 86400), f"{key}.ttl", 60),
+            )
+            is_turn = any(u.startswith("turn") for u in urls)
+            if is_turn and not server.shared_secret and not (server.username and server.credential):
+                raise self._fail(
+                    f"{key}.username",
+                    "TURN needs username and credential, or shared_secret (coturn REST API)",
+                )
+            servers.append(server)
+        return tuple(servers)
 
     def _tls(self, value: object) -> TlsConfig:
         t = self._table(value, "tls", ("cert", "key"))

@@ -50,12 +50,14 @@ class SfuServer:
                 rtc_max_port=config.media.rtc_max_port,
                 ice_timeout=config.media.ice_timeout,
                 udp_port=config.media.udp_port,
+                enable_tcp=config.media.enable_tcp,
             )
         )
         self.room_settings = RoomSettings(
             consumer_request_timeout=config.signaling.consumer_request_timeout,
             peer_grace_period=config.signaling.peer_grace_period,
             limits=config.limits,
+            ice_servers=config.ice_servers,
         )
         self.accepting = True
         self.loop_lag = 0.0

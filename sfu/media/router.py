@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ..errors import InvalidStateError, SfuError
+from ..errors import InvalidStateError, SfuError, UnsupportedError
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
 from .webrtc_transport import WebRtcTransport
@@ -34,15 +34,21 @@ class Router(AsyncIOEventEmitter):
         self.producers: dict[str, Producer] = {}
         self.rtp_observers: dict[str, ActiveSpeakerObserver] = {}
 
-    async def create_webrtc_transport(self, *, app_data: dict[str, Any] | None = None) -> WebRtcTransport:
+    async def create_webrtc_transport(
+        self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
+    ) -> WebRtcTransport:
         self._check_open()
         settings = self.worker.settings
+        if force_tcp and not settings.enable_tcp:
+            raise UnsupportedError("ICE over TCP is not enabled on this server (media.enable_tcp)")
         transport = WebRtcTransport(
             router=self,
             announced_ip=settings.announced_ip or settings.listen_ip,
             certificate=self.worker.certificate,
             ice_timeout=settings.ice_timeout,
             webrtc_server=self.worker.webrtc_server,
+            enable_tcp=settings.enable_tcp,
+            force_tcp=force_tcp,
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)

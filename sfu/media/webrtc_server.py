@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aioice import stun
 
 from .ice_lite import is_stun
+from .tcp import TcpListener
 from .udp import UdpEndpoint
 
 if TYPE_CHECKING:
@@ -26,16 +27,29 @@ logger = logging.getLogger(__name__)
 class WebRtcServer:
     def __init__(self) -> None:
         self.endpoint: UdpEndpoint | None = None
+        # ICE-TCP on the same port number, when enabled.
+        self.tcp_listener: TcpListener | None = None
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._by_address: dict[tuple, WebRtcTransport] = {}
         self.drops: Counter[str] = Counter()
 
     @classmethod
-    async def create(cls, listen_ip: str, port: int) -> WebRtcServer:
+    async def create(cls, listen_ip: str, port: int, enable_tcp: bool = False) -> WebRtcServer:
         server = cls()
         server.endpoint = await UdpEndpoint.create(listen_ip, port, port, server.datagram_received)
-        logger.info("single-port mode: every transport on UDP %s:%d", listen_ip, port)
+        if enable_tcp:
+            server.tcp_listener = TcpListener(server.datagram_received, server._tcp_closed)
+            await server.tcp_listener.listen(listen_ip, [port])
+        logger.info(
+            "single-port mode: every transport on UDP%s %s:%d",
+            " and TCP" if enable_tcp else "", listen_ip, port,
+        )
         return server
+
+    def _tcp_closed(self, key: tuple) -> None:
+        transport = self._by_address.pop(key, None)
+        if transport is not None:
+            transport.forget_address(key)
 
     @property
     def port(self) -> int:
@@ -87,5 +101,7 @@ class WebRtcServer:
     def close(self) -> None:
         if self.endpoint is not None:
             self.endpoint.close()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
         self._by_ufrag.clear()
         self._by_address.clear()

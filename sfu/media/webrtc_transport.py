@@ -16,6 +16,7 @@ import struct
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
@@ -28,6 +29,7 @@ from .consumer import Consumer
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
 from .producer import Producer
 from .rtp import header_bounds, iter_one_byte_extensions
+from .tcp import TcpListener
 from .udp import UdpEndpoint
 
 if TYPE_CHECKING:
@@ -66,10 +68,18 @@ class WebRtcTransport(AsyncIOEventEmitter):
         app_data: dict[str, Any],
         ice_timeout: float = 30.0,
         webrtc_server: WebRtcServer | None = None,
+        enable_tcp: bool = False,
+        force_tcp: bool = False,
     ) -> None:
         super().__init__()
         # Single-port mode: the shared socket and its demultiplexer.
         self._webrtc_server = webrtc_server
+        # ICE-TCP (RFC 6544 passive): offered when enabled, alone when forced.
+        self.enable_tcp = enable_tcp or force_tcp
+        self.force_tcp = force_tcp
+        self._tcp_listener: TcpListener | None = None
+        self._tcp_send: Callable[[tuple, bytes], bool] | None = None
+        self._tcp_port = 0
         self.id = str(uuid.uuid4())
         # Ids on every log line of this transport (JSON logs).
         self.log_extra = {
@@ -122,17 +132,40 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self.rtcp_packets_sent = 0
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
-        if self._webrtc_server is not None:
-            self._endpoint = self._webrtc_server.endpoint
-            self._webrtc_server.add_ufrag(self.ice.credentials.username_fragment, self)
+        server = self._webrtc_server
+        if server is not None:
+            self._endpoint = server.endpoint
+            server.add_ufrag(self.ice.credentials.username_fragment, self)
+            if self.enable_tcp:
+                if server.tcp_listener is None:
+                    raise UnsupportedError("ICE over TCP is not enabled on this server")
+                self._tcp_send = server.tcp_listener.send
+                self._tcp_port = server.tcp_listener.port
         else:
             self._endpoint = await UdpEndpoint.create(
                 listen_ip, min_port, max_port, self.datagram_received
             )
+            if self.enable_tcp:
+                try:
+                    await self._listen_tcp(listen_ip, min_port, max_port)
+                except Exception:
+                    self._endpoint.close()
+                    raise
         self._schedule_rtcp()
 
+    async def _listen_tcp(self, listen_ip: str, min_port: int, max_port: int) -> None:
+        assert self._endpoint is not None
+        listener = TcpListener(self.datagram_received, self.forget_address)
+        # The UDP port's number first, so that one port pair serves both.
+        others = [p for p in range(min_port, max_port + 1) if p != self._endpoint.port]
+        await listener.listen(listen_ip, [self._endpoint.port, *random.sample(others, len(others))])
+        self._tcp_listener = listener
+        self._tcp_send = listener.send
+        self._tcp_port = listener.port
+
     def forget_address(self, address: tuple) -> None:
-        """Single-port mode: ``address`` now belongs to another transport."""
+        """``address`` is gone: its ICE-TCP connection closed, or (single-port
+        mode) it now belongs to another transport."""
         self._valid_addresses.discard(address)
         if self.ice_selected_tuple == address:
             self.ice_selected_tuple = None
@@ -151,18 +184,34 @@ class WebRtcTransport(AsyncIOEventEmitter):
     @property
     def ice_candidates(self) -> list[dict[str, Any]]:
         assert self._endpoint is not None
-        return [
-            {
-                "foundation": "udpcandidate",
-                "priority": 1076302079,
-                # pymediasoup reads ``ip``, mediasoup-client reads ``address``.
-                "ip": self._announced_ip,
-                "address": self._announced_ip,
-                "protocol": "udp",
-                "port": self._endpoint.port,
-                "type": "host",
-            }
-        ]
+        candidates = []
+        if not self.force_tcp:
+            candidates.append(
+                {
+                    "foundation": "udpcandidate",
+                    "priority": 1076302079,
+                    # pymediasoup reads ``ip``, mediasoup-client reads ``address``.
+                    "ip": self._announced_ip,
+                    "address": self._announced_ip,
+                    "protocol": "udp",
+                    "port": self._endpoint.port,
+                    "type": "host",
+                }
+            )
+        if self.enable_tcp:
+            candidates.append(
+                {
+                    "foundation": "tcpcandidate",
+                    "priority": 1076276479,  # below UDP: TCP is the fallback
+                    "ip": self._announced_ip,
+                    "address": self._announced_ip,
+                    "protocol": "tcp",
+                    "tcpType": "passive",
+                    "port": self._tcp_port,
+                    "type": "host",
+                }
+            )
+        return candidates
 
     @property
     def dtls_parameters(self) -> dict[str, Any]:
@@ -507,13 +556,18 @@ class WebRtcTransport(AsyncIOEventEmitter):
     # ---- datagrams out ------------------------------------------------------
 
     def _sendto(self, data: bytes, addr: tuple) -> None:
-        if self._endpoint is None:
+        if len(addr) == 3:  # an ICE-TCP connection (see tcp.tcp_key)
+            if self._tcp_send is None or not self._tcp_send(addr, data):
+                self.drops["send-failed"] += 1
+                return
+        elif self._endpoint is None:
             return
-        try:
-            self._endpoint.sendto(data, addr)
-        except OSError:  # a full buffer or an unreachable peer: drop, never block
-            self.drops["send-failed"] += 1
-            return
+        else:
+            try:
+                self._endpoint.sendto(data, addr)
+            except OSError:  # a full buffer or an unreachable peer: drop, never block
+                self.drops["send-failed"] += 1
+                return
         self.bytes_sent += len(data)
 
     def _send_datagram(self, data: bytes) -> None:
@@ -646,6 +700,8 @@ class WebRtcTransport(AsyncIOEventEmitter):
         dtls = self._dtls
         # A shared single-port socket stays open for the other transports.
         endpoint = self._endpoint if self._webrtc_server is None else None
+        if self._tcp_listener is not None:
+            self._tcp_listener.close()
         if self._webrtc_server is not None:
             self._webrtc_server.remove_transport(self)
 

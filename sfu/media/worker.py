@@ -31,6 +31,8 @@ class WorkerSettings:
     ice_timeout: float = 30.0
     # Single-port mode: every transport on this UDP port (0: a port per transport).
     udp_port: int = 0
+    # ICE over TCP (passive candidates), as a fallback where UDP is blocked.
+    enable_tcp: bool = False
 
 
 class Worker(AsyncIOEventEmitter):
@@ -53,7 +55,7 @@ class Worker(AsyncIOEventEmitter):
         """Open the shared UDP port in single-port mode."""
         if self.settings.udp_port and self.webrtc_server is None:
             self.webrtc_server = await WebRtcServer.create(
-                self.settings.listen_ip, self.settings.udp_port
+                self.settings.listen_ip, self.settings.udp_port, self.settings.enable_tcp
             )
 
     async def create_router(

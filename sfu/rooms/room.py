@@ -16,7 +16,7 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ..config import LimitsConfig
+from ..config import IceServerConfig, LimitsConfig
 from ..errors import (
     ForbiddenError,
     InvalidStateError,
@@ -33,6 +33,7 @@ from ..media.producer import Producer
 from ..media.router import Router
 from ..media.webrtc_transport import WebRtcTransport
 from ..media.worker import Worker
+from ..signaling.ice_servers import ice_servers_for
 from ..signaling.protoo import ProtooConnection, ProtooRequestError
 from ..signaling.validation import get_bool, get_int, get_object, get_str
 from .peer import Peer
@@ -53,6 +54,7 @@ class RoomSettings:
     consumer_request_timeout: float = 10.0
     peer_grace_period: float = 10.0
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    ice_servers: tuple[IceServerConfig, ...] = ()
 
 
 class _Session:
@@ -349,14 +351,13 @@ class Room(AsyncIOEventEmitter):
         producing = get_bool(data, "producing", default=False)
         consuming = get_bool(data, "consuming", default=False)
         get_object(data, "sctpCapabilities", optional=True)
-        if force_tcp:
-            raise UnsupportedError("ICE over TCP is not enabled on this server")
         if len(peer.transports) >= self.limits.max_transports_per_peer:
             raise LimitError(
                 f"a peer may have at most {self.limits.max_transports_per_peer} transports"
             )
         transport = await self.router.create_webrtc_transport(
-            app_data={"peerId": peer.id, "producing": producing, "consuming": consuming}
+            force_tcp=force_tcp,
+            app_data={"peerId": peer.id, "producing": producing, "consuming": consuming},
         )
         if peer.closed:
             transport.close()
@@ -375,6 +376,8 @@ class Room(AsyncIOEventEmitter):
             "iceCandidates": transport.ice_candidates,
             "dtlsParameters": transport.dtls_parameters,
             "sctpParameters": transport.sctp_parameters,
+            # STUN/TURN servers for the client's side (an addition over mediasoup-demo).
+            "iceServers": ice_servers_for(self.settings.ice_servers, peer.id),
         }
 
     def _on_transport_closed(self, peer: Peer, transport: WebRtcTransport, reason: str) -> None:
