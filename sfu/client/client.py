@@ -942,10 +942,10 @@ class SfuClient(AsyncIOEventEmitter):
         return protoo
 
     async def _drop_candidate(self, protoo: ProtooConnection) -> None:
+        """Close a connection the reconnection gave up on (its close is not reported)."""
         if self._candidate is protoo:
             self._candidate = None
-        if protoo is not self._protoo:
-            await protoo.close()
+        await protoo.close()
 
     async def _resume_session(
         self, lost: ProtooConnection, deadline: float
@@ -982,29 +982,28 @@ class SfuClient(AsyncIOEventEmitter):
                 await self._drop_candidate(protoo)
                 continue
             except _TRANSIENT_ERRORS as exc:
+                self._raise_if_fatal(protoo)  # e.g. closed with 4029 or 4001
                 await self._drop_candidate(protoo)
-                self._raise_if_fatal(protoo)
                 logger.info("peer %s: resume failed: %r", self.peer_id, exc)
                 continue
             self._candidate = None
             self._protoo = protoo
-            self._reconcile(reply, before_peers, before_consumers)
+            await self._reconcile(reply, before_peers, before_consumers)
             return True, protoo
         return False, None
 
-    def _reconcile(
+    async def _reconcile(
         self, reply: dict[str, Any], before_peers: set[str], before_consumers: set[str]
     ) -> None:
         """Forget what vanished while we were away (the server lists what lives on)."""
-        self._reconcile_peers(reply.get("peers"), before_peers)
-
+        closing: list[Coroutine[Any, Any, None]] = []
         listed = {
             c["id"]: c for c in reply.get("consumers") or [] if isinstance(c, dict) and "id" in c
         }
         for consumer_id in before_consumers - listed.keys():
             coroutine = self._consumer_gone(consumer_id)
             if coroutine is not None:
-                self._spawn(coroutine)
+                closing.append(coroutine)
         for consumer_id, info in listed.items():
             remote = self.consumers.get(consumer_id)
             producer_paused = info.get("producerPaused")
@@ -1019,7 +1018,10 @@ class SfuClient(AsyncIOEventEmitter):
         for producer_id in set(self.producers) - producers:
             coroutine = self._producer_gone(producer_id, "closed while disconnected")
             if coroutine is not None:
-                self._spawn(coroutine)
+                closing.append(coroutine)
+        # Closed (and reported) before ``reconnected``; peers after their consumers.
+        await asyncio.gather(*closing, return_exceptions=True)
+        self._reconcile_peers(reply.get("peers"), before_peers)
 
         transports = {t.get("id"): t for t in reply.get("transports") or [] if isinstance(t, dict)}
         for transport in (self.send_transport, self.recv_transport):
@@ -1083,21 +1085,23 @@ class SfuClient(AsyncIOEventEmitter):
         response = await self._join()
         self._reconcile_peers(response.get("peers"), before_peers)
         self.joined = True
-        replaced: dict[str, str] = {}
         for old_id, record in list(self._produced.items()):
-            try:
-                new_id = await self._produce(record)
-            except ProtooError as exc:
-                if exc.code == 429:
-                    raise
-                # The server refuses this one now: it is gone.
-                del self._produced[old_id]
+            reason = "its track ended" if record.source.readyState != "live" else None
+            if reason is None:
+                try:
+                    new_id = await self._produce(record)
+                except ProtooError as exc:
+                    if exc.code == 429:
+                        raise
+                    reason = f"cannot produce again: {exc.reason}"
+            self._produced.pop(old_id, None)
+            if reason is not None:
+                # It is gone.
                 if record.stop_track:
                     record.source.stop()
-                self._fire("producerclosed", original.pop(old_id), f"cannot produce again: {exc.reason}")
+                self._fire("producerclosed", original.pop(old_id, old_id), reason)
                 continue
-            del self._produced[old_id]
-            original[new_id] = original.pop(old_id)
+            original[new_id] = original.pop(old_id, old_id)
         replaced = {first: current for current, first in original.items()}
         self._fire("producersreplaced", replaced)
 

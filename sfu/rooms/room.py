@@ -65,6 +65,7 @@ class _Session:
         self.connection = connection
         self.candidate = candidate
         self.peer: Peer | None = None
+        self.answered = False  # whether a request came already (resume must be first)
 
 
 class Room(AsyncIOEventEmitter):
@@ -141,12 +142,14 @@ class Room(AsyncIOEventEmitter):
         logger.info("room %s: peer %s connected", self.id, peer_id)
 
         async def on_request(method: str, data: dict[str, Any]) -> Any:
+            first = not session.answered
+            session.answered = True
+            if method == "resume":
+                if not first:
+                    raise InvalidStateError("resume must be the first request of a connection")
+                return self._resume(session, data)
             if session.peer is None:
-                if method == "resume":
-                    return self._resume(session, data)
                 self._replace(session)
-            elif method == "resume":
-                raise InvalidStateError("resume must be the first request of a connection")
             assert session.peer is not None
             return await self._dispatch(session.peer, method, data)
 
@@ -166,15 +169,16 @@ class Room(AsyncIOEventEmitter):
 
     def _replace(self, session: _Session) -> None:
         old = self.peers.get(session.candidate.id)
+        # Adopt first: closing the old session must not leave the room empty (and close it).
+        self._adopt(session)
         if old is not None:
             logger.info("room %s: peer %s rejoined; replacing its old session", self.id, old.id)
             self._close_peer(old, CLOSE_REPLACED, "replaced by a newer session with the same peerId")
-        self._adopt(session)
 
     def _resume(self, session: _Session, data: dict[str, Any]) -> Any:
         token = get_str(data, "sessionToken", max_length=256)
         peer = self.peers.get(session.candidate.id)
-        if peer is None or not peer.joined or peer.closed:
+        if peer is None or peer is session.peer or not peer.joined or peer.closed:
             raise NotFoundError("no session to resume (it expired or never joined): join again")
         if not hmac.compare_digest(peer.session_token, token):
             raise ForbiddenError("wrong sessionToken for this peer")

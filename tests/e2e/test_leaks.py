@@ -33,9 +33,11 @@ async def run_batch(server: ServerProcess, watcher, start: int) -> None:  # type
     try:
         # Media really flows: the resident watcher decodes video from each bot.
         for bot in bots:
-            assert await watcher.client.wait_for_consumers(2 * BATCH, timeout=20)
+            # Generous bounds: the watcher sets up each consumer in turn (one
+            # aiortc renegotiation each), slow on a loaded 2-core machine.
+            assert await watcher.client.wait_for_consumers(2 * BATCH, timeout=40)
             sink = watcher.sink_for(bot.client.peer_id, "video")
-            assert await sink.wait_frames(1, timeout=15), f"no video from {bot.client.peer_id}"
+            assert await sink.wait_frames(1, timeout=30), f"no video from {bot.client.peer_id}"
     finally:
         await asyncio.gather(*(bot.client.close() for bot in bots))
     assert await wait_until(lambda: server.health()["peers"] == 1, timeout=10)

@@ -155,6 +155,7 @@ async def test_blackhole_past_the_ice_timeout_removes_the_peer(sfu_server: Serve
     relays: list[UdpRelay] = []
     bob = await join(sfu_server, "blip-long", "bob", 660)
     alice = await join_through_relays(sfu_server, "blip-long", "alice", relays)
+    alice.client.auto_reconnect = False  # it would rejoin at once after close 4002
     try:
         assert await bob.client.wait_for_consumers(2, timeout=15)
         assert await bob.sink_for("alice", "video").wait_frames(5, timeout=20)
