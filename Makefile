@@ -9,12 +9,12 @@ CLIENT_BUNDLE := client/dist/app.js
 CLIENT_SOURCES := $(shell find client/src -name '*.js' 2>/dev/null) client/index.html \
 	client/style.css client/build.mjs client/package.json client/package-lock.json
 
-.PHONY: run test lint client chromium
+.PHONY: run test lint client test-deps
 
 run: $(INSTALLED) $(CLIENT_BUNDLE)
 	$(VENV)/bin/sfu --config config.example.toml
 
-test: $(INSTALLED) $(CLIENT_BUNDLE) chromium lint
+test: $(INSTALLED) $(CLIENT_BUNDLE) test-deps lint
 	$(PY) -m pytest
 
 lint: $(INSTALLED)
@@ -23,13 +23,13 @@ lint: $(INSTALLED)
 
 client: $(CLIENT_BUNDLE)
 
-chromium:
-	scripts/ensure-chromium
+test-deps:
+	scripts/ensure-test-deps
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,bench]"
 	touch $@
 
 # Rebuilt when missing or older than any client source.

@@ -108,6 +108,7 @@ def start_server(
     overrides: dict[str, dict[str, Any]] | None = None,
     env: dict[str, str] | None = None,
     scheme: str = "http",
+    extra_toml: str = "",
 ) -> ServerProcess:
     """Start ``python -m sfu`` on free loopback ports; ``overrides`` patch config sections."""
     port = free_tcp_port()
@@ -125,6 +126,7 @@ def start_server(
             f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
             for name, values in sections.items()
         )
+        + extra_toml
     )
     log_path = tmp_path / "sfu-server.log"
     log_file = log_path.open("wb")

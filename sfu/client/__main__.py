@@ -41,13 +41,13 @@ async def run(args: argparse.Namespace) -> int:
     client = SfuClient(
         args.url, args.room, args.peer, display_name=args.name, ice_addresses=args.ice_address
     )
-    sinks: list[TrackSink] = []
+    sinks: list[tuple[RemoteConsumer, TrackSink]] = []
 
     def say(*parts: object) -> None:
         print(*parts, flush=True)
 
     def on_consumer(remote: RemoteConsumer) -> None:
-        sinks.append(TrackSink(remote.track).start())
+        sinks.append((remote, TrackSink(remote.track).start()))
         say("newconsumer", remote.peer_id, remote.kind, remote.id)
 
     client.on("newconsumer", on_consumer)
@@ -84,7 +84,9 @@ async def run(args: argparse.Namespace) -> int:
         say("producer video", await client.produce(PatternVideoTrack()))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), args.duration or None)
-    for sink in sinks:
+    for remote, sink in sinks:
+        # What this bot received, for people and for tests to read.
+        say("received", remote.peer_id, remote.kind, "frames", sink.frames)
         sink.stop()
     await client.close()
     return 0

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCIceServer
 from aiortc.mediastreams import MediaStreamError
 from av.frame import Frame
 from av.packet import Packet
@@ -115,6 +115,21 @@ def _dump(model: Any) -> Any:
     if model is None:
         return None
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _ice_servers(servers: Any) -> list[RTCIceServer]:
+    """RTCIceServer objects from a createWebRtcTransport reply's ``iceServers``."""
+    result = []
+    for server in servers if isinstance(servers, list) else []:
+        if isinstance(server, dict) and server.get("urls"):
+            result.append(
+                RTCIceServer(
+                    urls=server["urls"],
+                    username=server.get("username"),
+                    credential=server.get("credential"),
+                )
+            )
+    return result
 
 
 @dataclass(eq=False)
@@ -409,8 +424,9 @@ class SfuClient(AsyncIOEventEmitter):
             "iceCandidates": candidates,
             "dtlsParameters": DtlsParameters.model_validate(info["dtlsParameters"]),
             "sctpParameters": SctpParameters.model_validate(sctp) if sctp else None,
-            # Never the public STUN server aiortc uses by default.
-            "iceServers": [],
+            # The server's STUN/TURN servers, if any; never the public STUN
+            # server aiortc uses when given none.
+            "iceServers": _ice_servers(info.get("iceServers")),
         }
         if direction == "send":
             transport = self.device.createSendTransport(**kwargs)

@@ -498,6 +498,11 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if outcome.nominated or self.ice_selected_tuple is None:
             if addr != self.ice_selected_tuple:
                 self.ice_selected_tuple = addr
+                logger.info(
+                    "transport %s (peer %s): ICE selected %s:%s%s",
+                    self.id, self.app_data.get("peerId"), addr[0], addr[1],
+                    " over TCP" if len(addr) == 3 else "", extra=self.log_extra,
+                )
                 self.emit("iceselectedtuplechange", addr)
             self._set_ice_state("completed" if outcome.nominated else "connected")
             self._maybe_start_dtls()
