@@ -47,6 +47,15 @@ CLOSE_REPLACED = 4000
 CLOSE_SHUTDOWN = 4001
 # Transient: the client may join again.
 CLOSE_MEDIA_LOST = 4002
+CLOSE_LIMIT = 4029
+
+
+async def _refuse_requests(method: str, data: dict[str, Any]) -> Any:
+    raise InvalidStateError("this connection is closing")
+
+
+async def _ignore_notification(method: str, data: dict[str, Any]) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,12 @@ class Room(AsyncIOEventEmitter):
         room_id_var.set(self.id)
         peer_id_var.set(peer_id)
         session = _Session(connection, Peer(peer_id, connection))
+        if peer_id not in self.peers and len(self.peers) >= 2 * self.limits.max_peers_per_room:
+            # Connections that never join count too (each may hold transports and
+            # ports), with room for joiners to get the friendlier "room is full" reply.
+            connection.close(CLOSE_LIMIT, f"room is full: at most {self.limits.max_peers_per_room} peers")
+            await connection.run(_refuse_requests, _ignore_notification)
+            return
         if peer_id not in self.peers:
             self._adopt(session)
         logger.info("room %s: peer %s connected", self.id, peer_id)

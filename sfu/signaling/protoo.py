@@ -19,9 +19,10 @@ import itertools
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import WSMsgType, web
 
@@ -34,6 +35,71 @@ NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 # A client that lets this many messages pile up unread is treated as dead.
 MAX_OUTGOING_QUEUE = 2000
+# Deeper requests are refused: they could not be echoed back to other peers
+# (device, appData) without hitting Python's recursion limit.
+MAX_NESTING = 32
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SCALAR = re.compile(r"-?\d{1,15}(?![\d.eE])|true|false|null")
+
+
+def _valid_id(value: object) -> TypeGuard[int | str]:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _shallow(value: object, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth >= limit:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+    return True
+
+
+def _salvage_request_id(text: str) -> int | str | None:
+    """The id of a request that json.loads refused (too deep, huge numbers), read
+    from its top-level keys by a scan that needs no recursion; None if not a request."""
+    depth, index, length = 0, 0, len(text)
+    top: dict[str, str] = {}
+    key: str | None = None
+    while index < length:
+        char = text[index]
+        if char == '"':
+            match = _STRING.match(text, index)
+            if match is None:
+                return None
+            if depth == 1:
+                if key is None and text[match.end() :].lstrip().startswith(":"):
+                    key = json.loads(match.group())
+                elif key is not None:
+                    top[key], key = match.group(), None
+            index = match.end()
+            continue
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+        elif depth == 1 and key is not None and char not in " \t\r\n:,":
+            match = _SCALAR.match(text, index)
+            if match is not None:
+                top[key] = match.group()
+                index = match.end()
+            key = None
+            continue
+        elif depth == 1 and char == "," :
+            key = None
+        index += 1
+    if top.get("request") != "true" or "id" not in top:
+        return None
+    try:
+        value = json.loads(top["id"])
+    except ValueError:
+        return None
+    return value if _valid_id(value) else None
 
 
 class ProtooRequestError(Exception):
@@ -88,14 +154,21 @@ class ProtooConnection:
 
     # ---- sending -----------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any]) -> bool:
+        """Queue a message; False (logged, nothing sent) if it cannot be serialized."""
         if self.closed:
-            return
+            return True
         if self._outgoing.qsize() >= MAX_OUTGOING_QUEUE:
             logger.warning("%s: client does not read its messages; closing", self.label)
             self.close()
-            return
-        self._outgoing.put_nowait(json.dumps(message, separators=(",", ":")))
+            return True
+        try:
+            text = json.dumps(message, separators=(",", ":"))
+        except (ValueError, TypeError, RecursionError):
+            logger.error("%s: cannot serialize a %r message; dropped", self.label, message.get("method"))
+            return False
+        self._outgoing.put_nowait(text)
+        return True
 
     async def _write_loop(self) -> None:
         while True:
@@ -147,22 +220,39 @@ class ProtooConnection:
     async def _receive_text(
         self, text: str, on_request: RequestHandler, on_notification: NotificationHandler
     ) -> None:
+        size = len(text) if len(text) * 4 <= self.max_request_bytes else len(text.encode())
         try:
             message = json.loads(text)
         except (ValueError, RecursionError):
+            # Not JSON, or JSON Python will not parse (too deep, huge numbers):
+            # answer it if it looks like a request with an id we can read.
+            request_id = _salvage_request_id(text)
+            if request_id is None:
+                return
+            if size > self.max_request_bytes:
+                self._send_error(
+                    request_id, 413, f"request of {size} bytes is over the {self.max_request_bytes}-byte limit"
+                )
+            else:
+                self._send_error(request_id, 400, "request is not valid JSON (or nests too deeply)")
             return
         if not isinstance(message, dict):
             return
         if message.get("request") is True:
             request_id = message.get("id")
-            if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+            if not _valid_id(request_id):
                 return  # cannot be answered
-            await self._handle_request(request_id, message, len(text), on_request)
+            await self._handle_request(request_id, message, size, on_request)
         elif message.get("response") is True:
             self._handle_response(message)
         elif message.get("notification") is True:
             method, data = message.get("method"), message.get("data", {})
-            if isinstance(method, str) and isinstance(data, dict) and len(text) <= self.max_request_bytes:
+            if (
+                isinstance(method, str)
+                and isinstance(data, dict)
+                and size <= self.max_request_bytes
+                and _shallow(data, MAX_NESTING)
+            ):
                 try:
                     await on_notification(method, data)
                 except SfuError as error:
@@ -187,6 +277,8 @@ class ProtooConnection:
                 )
             if not isinstance(method, str):
                 raise InvalidRequestError("request method must be a string")
+            if not _shallow(data, MAX_NESTING):
+                raise InvalidRequestError(f"request data nests deeper than {MAX_NESTING} levels")
             if data is None:
                 data = {}
             if not isinstance(data, dict):
@@ -200,7 +292,9 @@ class ProtooConnection:
             logger.exception("%s: request %r failed", self.label, method)
             self._send_error(request_id, 500, f"internal error ({type(error).__name__})")
         else:
-            self._send({"response": True, "id": request_id, "ok": True, "data": result or {}})
+            reply = {"response": True, "id": request_id, "ok": True, "data": result or {}}
+            if not self._send(reply):
+                self._send_error(request_id, 500, "internal error (reply not serializable)")
 
     def _send_error(self, request_id: int | str, code: int, reason: str) -> None:
         self._send(
@@ -208,7 +302,10 @@ class ProtooConnection:
         )
 
     def _handle_response(self, message: dict[str, Any]) -> None:
-        future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+        response_id = message.get("id")
+        if not _valid_id(response_id):
+            return  # a stray response, not ours
+        future = self._pending.get(response_id)  # type: ignore[arg-type]
         if future is None or future.done():
             return  # a stray response
         if message.get("ok") is True:

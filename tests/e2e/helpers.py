@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,17 +84,61 @@ async def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
     return True
 
 
+def _parse_deep(text: str) -> Any:
+    """json.loads, also for messages nested deeper than the recursion limit allows
+    (the server may echo a hostile peer's deeply nested ``device``)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + 5000)
+        try:
+            return json.loads(text)
+        finally:
+            sys.setrecursionlimit(limit)
+
+
 class RawPeer:
     """A hand-driven protoo peer that can send anything.
 
-    Server -> client requests (newConsumer) are refused politely; notifications
-    are kept in :attr:`notifications`.
+    A background task reads the socket all the time (so that the server's
+    heartbeat pings are answered even while a test keeps the peer idle):
+    server -> client requests (newConsumer) are refused politely, or accepted
+    with ``accept_consumers`` (their ids go to :attr:`consumer_ids`),
+    notifications go to :attr:`notifications`, responses wait in a queue.
     """
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, *, accept_consumers: bool = False) -> None:
         self.ws = ws
+        self.accept_consumers = accept_consumers
         self._ids = itertools.count(1)
         self.notifications: list[dict[str, Any]] = []
+        self.consumer_ids: list[str] = []
+        self._inbox: asyncio.Queue[dict[str, Any] | aiohttp.WSMessage] = asyncio.Queue()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    continue
+                self._inbox.put_nowait(msg)  # closed (or an error): the end
+                return
+            message = _parse_deep(msg.data)
+            if message.get("request"):
+                if self.accept_consumers and message.get("method") == "newConsumer":
+                    self.consumer_ids.append(message["data"]["id"])
+                    answer = {"response": True, "id": message["id"], "ok": True, "data": {}}
+                else:
+                    answer = {"response": True, "id": message["id"], "ok": False,
+                              "errorCode": 501, "errorReason": "raw test peer"}
+                with contextlib.suppress(ConnectionError):
+                    await self.ws.send_str(json.dumps(answer))
+            elif message.get("notification"):
+                self.notifications.append(message)
+            else:
+                self._inbox.put_nowait(message)
 
     async def send_raw(self, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
@@ -117,23 +163,21 @@ class RawPeer:
         return await self.response(request_id)
 
     async def _next_message(self) -> dict[str, Any]:
-        """The next message from the server; answers server requests; fails if the socket closes."""
-        while True:
-            msg = await self.ws.receive()
-            assert msg.type == aiohttp.WSMsgType.TEXT, (
-                f"connection closed: {msg} (close code {self.ws.close_code})"
-            )
-            message = json.loads(msg.data)
-            if message.get("request"):
-                # a server -> client request (newConsumer): refuse it politely
-                await self.ws.send_str(json.dumps({
-                    "response": True, "id": message["id"], "ok": False,
-                    "errorCode": 501, "errorReason": "raw test peer"}))
-                continue
-            if message.get("notification"):
-                self.notifications.append(message)
-                continue
-            return message
+        """The next response from the server; fails if the socket closed."""
+        message = await self._inbox.get()
+        if isinstance(message, aiohttp.WSMessage):
+            self._inbox.put_nowait(message)  # stays closed
+            raise AssertionError(f"connection closed: {message} (close code {self.ws.close_code})")
+        return message
+
+    async def wait_closed(self, timeout: float = 5.0) -> aiohttp.WSMessage:
+        """Wait for the server to close the socket; the close message (code in ``.data``)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._inbox.get()
+                if isinstance(message, aiohttp.WSMessage):
+                    self._inbox.put_nowait(message)
+                    return message
 
     async def response(self, request_id: Any, timeout: float = 5.0) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
@@ -158,3 +202,8 @@ class RawPeer:
         assert response["errorCode"] == code, f"{method} {data!r}: {response}"
         assert isinstance(response["errorReason"], str) and response["errorReason"]
         return str(response["errorReason"])
+
+    async def close(self) -> None:
+        await self.ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self._reader, 5)
