@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def write_self_signed(host: str, folder: str | os.PathLike[str], days: int = 365) -> tuple[Path, Path]:
+def write_self_signed(
+    host: str, folder: str | os.PathLike[str], days: int = 365
+) -> tuple[Path, Path]:
     """Write ``cert.pem`` and ``key.pem`` for ``host`` (a name or an IP) into ``folder``."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

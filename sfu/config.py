@@ -266,7 +266,11 @@ def load_config(
     the SFU_* environment variables, then ``overrides`` (command-line flags)."""
     layered = {**environment_overrides(environ or {}), **(overrides or {})}
     if path is None:
-        return config_from_dict(apply_overrides({}, layered), source="settings") if layered else Config()
+        return (
+            config_from_dict(apply_overrides({}, layered), source="settings")
+            if layered
+            else Config()
+        )
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
@@ -573,9 +577,13 @@ class _Loader:
             t = self._table(entry, key, ("urls", "username", "credential", "shared_secret", "ttl"))
             raw_urls = t.get("urls")
             urls = [raw_urls] if isinstance(raw_urls, str) else raw_urls
-            if not isinstance(urls, list) or not urls or not all(
-                isinstance(u, str) and u.split(":", 1)[0] in ("stun", "stuns", "turn", "turns")
-                for u in urls
+            if (
+                not isinstance(urls, list)
+                or not urls
+                or not all(
+                    isinstance(u, str) and u.split(":", 1)[0] in ("stun", "stuns", "turn", "turns")
+                    for u in urls
+                )
             ):
                 raise self._fail(f"{key}.urls", 'expected "turn:HOST:PORT" or "stun:..." URLs')
             server = IceServerConfig(

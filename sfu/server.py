@@ -178,7 +178,10 @@ class SfuServer:
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],
             "producers": counts["producers"],
-            "producersByKind": {"audio": counts["audioProducers"], "video": counts["videoProducers"]},
+            "producersByKind": {
+                "audio": counts["audioProducers"],
+                "video": counts["videoProducers"],
+            },
             "consumers": counts["consumers"],
             **self._packet_totals(),
             "process": process_usage(),

@@ -19,7 +19,9 @@ from .media import PatternVideoTrack, ToneAudioTrack, TrackSink
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sfu.client", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sfu.client", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--url", default="ws://127.0.0.1:3000", help="server WebSocket URL")
     parser.add_argument("--room", required=True, help="room id")
     parser.add_argument("--peer", default=None, help="peer id (default: random)")
@@ -33,7 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="gather ICE candidates only on this address (repeatable), e.g. 127.0.0.1",
     )
-    parser.add_argument("--duration", type=float, default=0.0, help="seconds to stay (0: until Ctrl-C)")
+    parser.add_argument(
+        "--duration", type=float, default=0.0, help="seconds to stay (0: until Ctrl-C)"
+    )
     return parser.parse_args(argv)
 
 
@@ -56,7 +60,9 @@ async def run(args: argparse.Namespace) -> int:
     client.on("consumerclosed", lambda consumer_id: say("consumerclosed", consumer_id))
     client.on("activespeaker", lambda data: say("activespeaker", data.get("peerId")))
     client.on("reconnecting", lambda attempt: say("reconnecting", attempt))
-    client.on("reconnected", lambda resumed: say("reconnected", "resumed" if resumed else "joined afresh"))
+    client.on(
+        "reconnected", lambda resumed: say("reconnected", "resumed" if resumed else "joined afresh")
+    )
     client.on("producersreplaced", lambda ids: say("producersreplaced", ids))
     stop = asyncio.Event()
 

@@ -386,13 +386,23 @@ class SfuClient(AsyncIOEventEmitter):
         if self.produce_enabled:
             info = await self.request(
                 "createWebRtcTransport",
-                {"forceTcp": False, "producing": True, "consuming": False, "sctpCapabilities": None},
+                {
+                    "forceTcp": False,
+                    "producing": True,
+                    "consuming": False,
+                    "sctpCapabilities": None,
+                },
             )
             self.send_transport = self._create_transport("send", info)
         if self.consume_enabled:
             info = await self.request(
                 "createWebRtcTransport",
-                {"forceTcp": False, "producing": False, "consuming": True, "sctpCapabilities": None},
+                {
+                    "forceTcp": False,
+                    "producing": False,
+                    "consuming": True,
+                    "sctpCapabilities": None,
+                },
             )
             self.recv_transport = self._create_transport("recv", info)
 
@@ -836,8 +846,8 @@ class SfuClient(AsyncIOEventEmitter):
     def _on_server_shutdown(self, data: dict[str, Any]) -> None:
         # The connection closes next (4001); that makes it fatal.
         reason = data.get("reason")
-        self._shutdown_reason = reason if isinstance(reason, str) and reason else (
-            _FATAL_CLOSE_CODES[CLOSE_SHUTDOWN]
+        self._shutdown_reason = (
+            reason if isinstance(reason, str) and reason else (_FATAL_CLOSE_CODES[CLOSE_SHUTDOWN])
         )
         logger.info("peer %s: server shutdown: %s", self.peer_id, self._shutdown_reason)
 
@@ -978,7 +988,9 @@ class SfuClient(AsyncIOEventEmitter):
             try:
                 protoo = await self._open_candidate(lost)
             except _TRANSIENT_ERRORS as exc:
-                logger.info("peer %s: reconnection attempt %d failed: %r", self.peer_id, self._attempt, exc)
+                logger.info(
+                    "peer %s: reconnection attempt %d failed: %r", self.peer_id, self._attempt, exc
+                )
                 continue
             before_peers = set(self.peers)
             before_consumers = set(self.consumers) | set(self._pending_consumers)
@@ -1132,7 +1144,10 @@ class SfuClient(AsyncIOEventEmitter):
             remote.closed = True
         self._consumers_did_change()
         self.producers.clear()
-        for attribute, lock in (("send_transport", self._send_lock), ("recv_transport", self._recv_lock)):
+        for attribute, lock in (
+            ("send_transport", self._send_lock),
+            ("recv_transport", self._recv_lock),
+        ):
             transport = getattr(self, attribute)
             setattr(self, attribute, None)
             if transport is None:

@@ -26,7 +26,11 @@ SWITCH_MARGIN = 6
 
 class ActiveSpeakerObserver(AsyncIOEventEmitter):
     def __init__(
-        self, *, interval: float = 0.3, threshold: int = DEFAULT_THRESHOLD, app_data: dict[str, Any] | None = None
+        self,
+        *,
+        interval: float = 0.3,
+        threshold: int = DEFAULT_THRESHOLD,
+        app_data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())

@@ -292,7 +292,11 @@ class Consumer(AsyncIOEventEmitter):
         self._active = False
         logger.error(
             "consumer %s (%s, peer %s) failed; closing it",
-            self.id, self.kind, self.transport.app_data.get("peerId"), exc_info=error, extra=self.transport.log_extra,
+            self.id,
+            self.kind,
+            self.transport.app_data.get("peerId"),
+            exc_info=error,
+            extra=self.transport.log_extra,
         )
         # Called from the producer's forwarding loop: close outside of it.
         asyncio.get_running_loop().call_soon(self._close_after_failure)

@@ -38,9 +38,7 @@ URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 URI_RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_TRANSPORT_WIDE_CC = (
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-)
+URI_TRANSPORT_WIDE_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
 URI_TOFFSET = "urn:ietf:params:rtp-hdrext:toffset"
@@ -64,20 +62,39 @@ _VIDEO_RTCP_FEEDBACK: list[Json] = [
 # The codecs a Router may be configured with. PCMU/PCMA keep their static PTs.
 _SUPPORTED_CODECS: list[Json] = [
     {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2},
-    {"kind": "audio", "mimeType": "audio/PCMU", "clockRate": 8000, "channels": 1,
-     "preferredPayloadType": 0},
-    {"kind": "audio", "mimeType": "audio/PCMA", "clockRate": 8000, "channels": 1,
-     "preferredPayloadType": 8},
+    {
+        "kind": "audio",
+        "mimeType": "audio/PCMU",
+        "clockRate": 8000,
+        "channels": 1,
+        "preferredPayloadType": 0,
+    },
+    {
+        "kind": "audio",
+        "mimeType": "audio/PCMA",
+        "clockRate": 8000,
+        "channels": 1,
+        "preferredPayloadType": 8,
+    },
     {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
     {"kind": "video", "mimeType": "video/VP9", "clockRate": 90000},
-    {"kind": "video", "mimeType": "video/H264", "clockRate": 90000,
-     "parameters": {"level-asymmetry-allowed": 1}},
+    {
+        "kind": "video",
+        "mimeType": "video/H264",
+        "clockRate": 90000,
+        "parameters": {"level-asymmetry-allowed": 1},
+    },
 ]
 
 
 def _ext(kind: str, uri: str, ext_id: int, direction: str) -> Json:
-    return {"kind": kind, "uri": uri, "preferredId": ext_id,
-            "preferredEncrypt": False, "direction": direction}
+    return {
+        "kind": kind,
+        "uri": uri,
+        "preferredId": ext_id,
+        "preferredEncrypt": False,
+        "direction": direction,
+    }
 
 
 # mid/rid/rrid are only received: the server demuxes with them but does not
@@ -120,12 +137,14 @@ def generate_router_rtp_capabilities(media_codecs: list[Json]) -> Json:
 
     codecs: list[Json] = []
     for index, media_codec in enumerate(media_codecs):
-        codec = _router_codec(_validate_codec_capability(media_codec, f"mediaCodecs[{index}]"),
-                              free_pts)
+        codec = _router_codec(
+            _validate_codec_capability(media_codec, f"mediaCodecs[{index}]"), free_pts
+        )
         if any(c["preferredPayloadType"] == codec["preferredPayloadType"] for c in codecs):
             raise InvalidRequestError(
                 f"mediaCodecs[{index}] ({codec['mimeType']}): duplicated "
-                f"preferredPayloadType {codec['preferredPayloadType']}")
+                f"preferredPayloadType {codec['preferredPayloadType']}"
+            )
         codecs.append(codec)
         if codec["kind"] == "video":
             codecs.append(_rtx_codec(codec, _take_pt(free_pts)))
@@ -138,7 +157,8 @@ def _router_codec(media_codec: Json, free_pts: list[int]) -> Json:
     if supported is None:
         raise UnsupportedError(
             f"media codec not supported [mimeType:{media_codec['mimeType']}, "
-            f"clockRate:{media_codec['clockRate']}, channels:{media_codec.get('channels')}]")
+            f"clockRate:{media_codec['clockRate']}, channels:{media_codec.get('channels')}]"
+        )
     codec = copy.deepcopy(supported)
     if isinstance(media_codec.get("preferredPayloadType"), int):
         codec["preferredPayloadType"] = media_codec["preferredPayloadType"]
@@ -195,8 +215,9 @@ def validate_rtp_parameters(params: object) -> Json:
     codecs = params.get("codecs")
     if not isinstance(codecs, list) or not codecs:
         raise InvalidRequestError("rtpParameters.codecs must be a non-empty list")
-    out["codecs"] = [_validate_codec_parameters(c, f"rtpParameters.codecs[{i}]")
-                     for i, c in enumerate(codecs)]
+    out["codecs"] = [
+        _validate_codec_parameters(c, f"rtpParameters.codecs[{i}]") for i, c in enumerate(codecs)
+    ]
     if len({_kind_of(c) for c in out["codecs"]}) > 1:
         raise InvalidRequestError("rtpParameters.codecs mix audio and video codecs")
     out["headerExtensions"] = [
@@ -206,12 +227,15 @@ def validate_rtp_parameters(params: object) -> Json:
     encodings = params.get("encodings")
     if not isinstance(encodings, list) or not encodings:
         raise InvalidRequestError("rtpParameters.encodings must be a non-empty list")
-    out["encodings"] = [_validate_encoding(e, f"rtpParameters.encodings[{i}]")
-                        for i, e in enumerate(encodings)]
-    if len(out["encodings"]) > 1 and any("ssrc" not in e and "rid" not in e
-                                         for e in out["encodings"]):
+    out["encodings"] = [
+        _validate_encoding(e, f"rtpParameters.encodings[{i}]") for i, e in enumerate(encodings)
+    ]
+    if len(out["encodings"]) > 1 and any(
+        "ssrc" not in e and "rid" not in e for e in out["encodings"]
+    ):
         raise InvalidRequestError(
-            "rtpParameters.encodings: with several encodings each needs an ssrc or a rid")
+            "rtpParameters.encodings: with several encodings each needs an ssrc or a rid"
+        )
     out["rtcp"] = _validate_rtcp(params.get("rtcp"), "rtpParameters.rtcp")
     return out
 
@@ -221,7 +245,9 @@ def _validate_codec_common(codec: object, where: str) -> Json:
     mime = codec.get("mimeType")
     match = _MIME_RE.match(mime) if isinstance(mime, str) else None
     if match is None:
-        raise InvalidRequestError(f"{where}.mimeType must be a string like 'audio/opus', got {mime!r}")
+        raise InvalidRequestError(
+            f"{where}.mimeType must be a string like 'audio/opus', got {mime!r}"
+        )
     kind = match.group(1).lower()
     _require_int(codec, "clockRate", where)
     if kind == "audio":
@@ -242,7 +268,9 @@ def _validate_codec_capability(codec: object, where: str) -> Json:
     out = _validate_codec_common(codec, where)
     kind = _kind_of(out)
     if out.get("kind") not in (None, kind):
-        raise InvalidRequestError(f"{where}.kind {out['kind']!r} does not match mimeType {out['mimeType']!r}")
+        raise InvalidRequestError(
+            f"{where}.kind {out['kind']!r} does not match mimeType {out['mimeType']!r}"
+        )
     out["kind"] = kind
     _optional_int(out, "preferredPayloadType", where, 0, 127)
     return out
@@ -260,7 +288,9 @@ def _validate_codec_params(params: object, where: str) -> Json:
     params = _require_dict(params, where)
     for key, value in params.items():
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise InvalidRequestError(f"{where}[{key!r}] must be a string or a number, got {value!r}")
+            raise InvalidRequestError(
+                f"{where}[{key!r}] must be a string or a number, got {value!r}"
+            )
     if "apt" in params and not isinstance(params["apt"], int):
         raise InvalidRequestError(f"{where}['apt'] must be an integer payload type")
     return params
@@ -281,7 +311,9 @@ def _validate_feedback(fb: object, where: str) -> Json:
 def _validate_header_extension(ext: object, where: str) -> Json:
     ext = copy.deepcopy(_require_dict(ext, where))
     if ext.get("kind") not in _KINDS:
-        raise InvalidRequestError(f"{where}.kind must be 'audio' or 'video', got {ext.get('kind')!r}")
+        raise InvalidRequestError(
+            f"{where}.kind must be 'audio' or 'video', got {ext.get('kind')!r}"
+        )
     _require_uri(ext, where)
     _require_int(ext, "preferredId", where, 1, 255)
     _optional(ext, "preferredEncrypt", bool, where, default=False)
@@ -345,8 +377,9 @@ def _optional_list(obj: Json, key: str, where: str) -> list[Any]:
     return value
 
 
-def _require_int(obj: Json, key: str, where: str, lo: int | None = None,
-                 hi: int | None = None) -> None:
+def _require_int(
+    obj: Json, key: str, where: str, lo: int | None = None, hi: int | None = None
+) -> None:
     value = obj.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequestError(f"{where}.{key} must be an integer, got {value!r}")
@@ -369,7 +402,8 @@ def _optional(obj: Json, key: str, typ: type, where: str, default: object = None
             obj[key] = default
     elif not isinstance(obj[key], typ):
         raise InvalidRequestError(
-            f"{where}.{key} must be a {typ.__name__}, got {type(obj[key]).__name__}")
+            f"{where}.{key} must be a {typ.__name__}, got {type(obj[key]).__name__}"
+        )
 
 
 def _require_uri(ext: Json, where: str) -> None:
@@ -454,44 +488,61 @@ def get_producer_rtp_parameters_mapping(rtp_parameters: Json, router_caps: Json)
     for codec in rtp_parameters["codecs"]:
         if _is_rtx(codec):
             continue
-        cap = next((c for c in router_caps["codecs"]
-                    if not _is_rtx(c) and _match_codecs(codec, c, strict=True, modify=True)),
-                   None)
+        cap = next(
+            (
+                c
+                for c in router_caps["codecs"]
+                if not _is_rtx(c) and _match_codecs(codec, c, strict=True, modify=True)
+            ),
+            None,
+        )
         if cap is None:
             raise UnsupportedError(
                 f"unsupported codec [mimeType:{codec['mimeType']}, "
-                f"payloadType:{codec['payloadType']}]: the router does not offer it")
+                f"payloadType:{codec['payloadType']}]: the router does not offer it"
+            )
         router_codec_for.append((codec, cap))
     if not router_codec_for:
         raise UnsupportedError("rtpParameters.codecs has no media codec")
     for codec in rtp_parameters["codecs"]:
         if _is_rtx(codec):
-            router_codec_for.append((codec, _router_rtx_for(codec, rtp_parameters, router_codec_for,
-                                                            router_caps)))
+            router_codec_for.append(
+                (codec, _router_rtx_for(codec, rtp_parameters, router_codec_for, router_caps))
+            )
     return {
-        "codecs": [{"payloadType": c["payloadType"], "mappedPayloadType": cap["preferredPayloadType"]}
-                   for c, cap in router_codec_for],
+        "codecs": [
+            {"payloadType": c["payloadType"], "mappedPayloadType": cap["preferredPayloadType"]}
+            for c, cap in router_codec_for
+        ],
         "encodings": _map_encodings(rtp_parameters["encodings"]),
         "headerExtensions": _map_header_extensions(rtp_parameters, router_caps),
     }
 
 
-def _router_rtx_for(rtx: Json, params: Json, mapped: list[tuple[Json, Json]],
-                    router_caps: Json) -> Json:
+def _router_rtx_for(
+    rtx: Json, params: Json, mapped: list[tuple[Json, Json]], router_caps: Json
+) -> Json:
     """The Router's RTX codec for the media codec that ``rtx``'s apt points to."""
     apt = rtx["parameters"].get("apt")
     cap_media = next((cap for c, cap in mapped if c["payloadType"] == apt), None)
     if cap_media is None:
         raise InvalidRequestError(
             f"rtpParameters: RTX codec with payloadType {rtx['payloadType']} has apt={apt!r}, "
-            "which is not one of its media codecs")
-    cap_rtx = next((c for c in router_caps["codecs"]
-                    if _is_rtx(c) and c["parameters"].get("apt") == cap_media["preferredPayloadType"]),
-                   None)
+            "which is not one of its media codecs"
+        )
+    cap_rtx = next(
+        (
+            c
+            for c in router_caps["codecs"]
+            if _is_rtx(c) and c["parameters"].get("apt") == cap_media["preferredPayloadType"]
+        ),
+        None,
+    )
     if cap_rtx is None:
         raise UnsupportedError(
             f"the router has no RTX codec for {cap_media['mimeType']} "
-            f"(payloadType {cap_media['preferredPayloadType']})")
+            f"(payloadType {cap_media['preferredPayloadType']})"
+        )
     return cap_rtx
 
 
@@ -500,8 +551,9 @@ def _map_encodings(encodings: list[Json]) -> list[Json]:
     base = random.randint(1, 0xFFFFFFFF - len(encodings))
     mapped = []
     for i, encoding in enumerate(encodings):
-        entry: Json = {key: encoding[key] for key in ("ssrc", "rid", "scalabilityMode")
-                       if key in encoding}
+        entry: Json = {
+            key: encoding[key] for key in ("ssrc", "rid", "scalabilityMode") if key in encoding
+        }
         entry["mappedSsrc"] = base + i
         mapped.append(entry)
     return mapped
@@ -513,9 +565,16 @@ def _map_header_extensions(params: Json, router_caps: Json) -> list[Json]:
     kind = _kind_of(params["codecs"][0])
     mapped = []
     for ext in params["headerExtensions"]:
-        cap = next((c for c in router_caps["headerExtensions"]
-                    if c["kind"] == kind and c["uri"] == ext["uri"]
-                    and c["direction"] in ("sendrecv", "recvonly")), None)
+        cap = next(
+            (
+                c
+                for c in router_caps["headerExtensions"]
+                if c["kind"] == kind
+                and c["uri"] == ext["uri"]
+                and c["direction"] in ("sendrecv", "recvonly")
+            ),
+            None,
+        )
         if cap is not None:
             mapped.append({"id": ext["id"], "mappedId": cap["preferredId"], "uri": ext["uri"]})
     return mapped
@@ -532,16 +591,25 @@ def get_consumable_rtp_parameters(kind: str, params: Json, caps: Json, mapping: 
             raise InvalidRequestError(f"codec {codec['mimeType']} is not of kind {kind!r}")
         cap = _router_codec_by_pt(caps, _mapped_pt(mapping, codec["payloadType"]))
         codecs.append(_consumable_codec(cap, parameters=codec["parameters"]))
-        cap_rtx = next((c for c in caps["codecs"]
-                        if _is_rtx(c) and c["parameters"].get("apt") == cap["preferredPayloadType"]),
-                       None)
+        cap_rtx = next(
+            (
+                c
+                for c in caps["codecs"]
+                if _is_rtx(c) and c["parameters"].get("apt") == cap["preferredPayloadType"]
+            ),
+            None,
+        )
         if cap_rtx is not None:
             codecs.append(_consumable_codec(cap_rtx, parameters=cap_rtx["parameters"]))
 
     # Only extensions the Router can write into forwarded packets.
     header_extensions = [
-        {"uri": ext["uri"], "id": ext["preferredId"], "encrypt": ext["preferredEncrypt"],
-         "parameters": {}}
+        {
+            "uri": ext["uri"],
+            "id": ext["preferredId"],
+            "encrypt": ext["preferredEncrypt"],
+            "parameters": {},
+        }
         for ext in caps["headerExtensions"]
         if ext["kind"] == kind and ext["direction"] in ("sendrecv", "sendonly")
     ]
@@ -571,8 +639,11 @@ def _router_codec_by_pt(caps: Json, pt: int) -> Json:
 
 
 def _consumable_codec(cap: Json, parameters: Json) -> Json:
-    codec: Json = {"mimeType": cap["mimeType"], "payloadType": cap["preferredPayloadType"],
-                   "clockRate": cap["clockRate"]}
+    codec: Json = {
+        "mimeType": cap["mimeType"],
+        "payloadType": cap["preferredPayloadType"],
+        "clockRate": cap["clockRate"],
+    }
     if "channels" in cap:
         codec["channels"] = cap["channels"]
     codec["parameters"] = copy.deepcopy(parameters)
@@ -586,8 +657,11 @@ def _consumable_encodings(encodings: list[Json], mapped: list[Json]) -> list[Jso
     out = []
     for encoding, entry in zip(encodings, mapped, strict=True):
         # rid/rtx/codecPayloadType describe the producer's wire, not the router's.
-        consumable = {k: copy.deepcopy(v) for k, v in encoding.items()
-                      if k not in ("rid", "rtx", "codecPayloadType")}
+        consumable = {
+            k: copy.deepcopy(v)
+            for k, v in encoding.items()
+            if k not in ("rid", "rtx", "codecPayloadType")
+        }
         consumable["ssrc"] = entry["mappedSsrc"]
         out.append(consumable)
     return out
@@ -620,8 +694,10 @@ def get_consumer_rtp_parameters(consumable_params: Json, remote_rtp_capabilities
     remote = validate_rtp_capabilities(remote_rtp_capabilities)
     codecs = _consumer_codecs(consumable_params["codecs"], remote["codecs"])
     if not codecs or _is_rtx(codecs[0]):
-        raise UnsupportedError("no compatible media codecs: the consumer's rtpCapabilities "
-                               "do not include the producer's codec")
+        raise UnsupportedError(
+            "no compatible media codecs: the consumer's rtpCapabilities "
+            "do not include the producer's codec"
+        )
     header_extensions = _consumer_header_extensions(consumable_params, remote)
     _reduce_rtcp_feedback(codecs, header_extensions)
     has_rtx = any(_is_rtx(c) for c in codecs)
@@ -641,8 +717,11 @@ def _consumer_codecs(consumable_codecs: list[Json], remote_codecs: list[Json]) -
             continue
         out = copy.deepcopy(codec)
         # The remote's feedback, limited to what the router offers for this codec.
-        out["rtcpFeedback"] = [copy.deepcopy(fb) for fb in cap["rtcpFeedback"]
-                               if _has_feedback(codec["rtcpFeedback"], fb)]
+        out["rtcpFeedback"] = [
+            copy.deepcopy(fb)
+            for fb in cap["rtcpFeedback"]
+            if _has_feedback(codec["rtcpFeedback"], fb)
+        ]
         codecs.append(out)
     # RTX is useless without its media codec.
     media_pts = {c["payloadType"] for c in codecs if not _is_rtx(c)}
@@ -650,16 +729,20 @@ def _consumer_codecs(consumable_codecs: list[Json], remote_codecs: list[Json]) -
 
 
 def _has_feedback(feedbacks: list[Json], fb: Json) -> bool:
-    return any(f["type"] == fb["type"] and f.get("parameter", "") == fb.get("parameter", "")
-               for f in feedbacks)
+    return any(
+        f["type"] == fb["type"] and f.get("parameter", "") == fb.get("parameter", "")
+        for f in feedbacks
+    )
 
 
 def _consumer_header_extensions(consumable_params: Json, remote: Json) -> list[Json]:
     kind = _kind_of(consumable_params["codecs"][0])
     out: list[Json] = []
     for ext in consumable_params["headerExtensions"]:
-        cap = next((c for c in remote["headerExtensions"]
-                    if c["kind"] == kind and c["uri"] == ext["uri"]), None)
+        cap = next(
+            (c for c in remote["headerExtensions"] if c["kind"] == kind and c["uri"] == ext["uri"]),
+            None,
+        )
         # The remote's id (mediasoup-client reports the router's); skip id clashes.
         if cap is None or any(e["id"] == cap["preferredId"] for e in out):
             continue
@@ -692,8 +775,9 @@ def _consumer_encoding(consumable_encodings: list[Json], has_rtx: bool) -> Json:
     encoding: Json = {"ssrc": _random_ssrc()}
     if has_rtx:
         encoding["rtx"] = {"ssrc": _random_ssrc(avoid=encoding["ssrc"])}
-    scalability_mode = next((e["scalabilityMode"] for e in consumable_encodings
-                             if e.get("scalabilityMode")), None)
+    scalability_mode = next(
+        (e["scalabilityMode"] for e in consumable_encodings if e.get("scalabilityMode")), None
+    )
     # Simulcast: the consumer sees the N streams as N spatial layers.
     if len(consumable_encodings) > 1:
         temporal = _temporal_layers(scalability_mode)

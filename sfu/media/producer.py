@@ -381,7 +381,11 @@ class Producer(AsyncIOEventEmitter):
             return
         logger.error(
             "producer %s (%s, peer %s) failed; closing it",
-            self.id, self.kind, self.transport.app_data.get("peerId"), exc_info=error, extra=self.transport.log_extra,
+            self.id,
+            self.kind,
+            self.transport.app_data.get("peerId"),
+            exc_info=error,
+            extra=self.transport.log_extra,
         )
         self.close()
         self.emit("serverclose", "error")
@@ -403,7 +407,9 @@ class Producer(AsyncIOEventEmitter):
                     "ssrc": stream.ssrc,
                     "packetCount": stream.received,
                     "byteCount": stream.bytes_received,
-                    "packetsLost": max(0, stream.extended_max_seq - stream.base_seq + 1 - stream.received),
+                    "packetsLost": max(
+                        0, stream.extended_max_seq - stream.base_seq + 1 - stream.received
+                    ),
                     "fractionLost": stream.fraction_lost,
                     "jitter": int(stream.jitter),
                     "packetsRepaired": self.packets_repaired,

@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 class Router(AsyncIOEventEmitter):
     """Events: ``workerclose``, ``@close``."""
 
-    def __init__(self, *, worker: Worker, rtp_capabilities: dict[str, Any], app_data: dict[str, Any]) -> None:
+    def __init__(
+        self, *, worker: Worker, rtp_capabilities: dict[str, Any], app_data: dict[str, Any]
+    ) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
         self.worker = worker

@@ -257,7 +257,9 @@ def rtx_wrap(
             block = build_extension_block(elements)
             b0 |= 0x10
     return (
-        _HEADER.pack(b0, (packet[1] & 0x80) | rtx_pt, rtx_seq, _U32.unpack_from(packet, 4)[0], rtx_ssrc)
+        _HEADER.pack(
+            b0, (packet[1] & 0x80) | rtx_pt, rtx_seq, _U32.unpack_from(packet, 4)[0], rtx_ssrc
+        )
         + packet[12:csrc_end]
         + block
         + packet[2:4]  # OSN: the consumer's original sequence number

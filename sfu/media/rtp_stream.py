@@ -121,7 +121,9 @@ class RtpStreamRecv:
             self.missing[(seq - i) & 0xFFFF] = [now, 0.0, 0.0]
         return count
 
-    def nack_list(self, now: float, retry_interval: float, max_age: float, max_tries: int) -> list[int]:
+    def nack_list(
+        self, now: float, retry_interval: float, max_age: float, max_tries: int
+    ) -> list[int]:
         """Sequence numbers to NACK now; forgets the ones past their age or tries."""
         due: list[int] = []
         expired: list[int] = []

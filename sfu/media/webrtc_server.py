@@ -42,7 +42,9 @@ class WebRtcServer:
             await server.tcp_listener.listen(listen_ip, [port])
         logger.info(
             "single-port mode: every transport on UDP%s %s:%d",
-            " and TCP" if enable_tcp else "", listen_ip, port,
+            " and TCP" if enable_tcp else "",
+            listen_ip,
+            port,
         )
         return server
 

@@ -359,7 +359,11 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self.drops["internal-error"] += 1
             logger.exception(
                 "transport %s (peer %s): error handling a %d-byte datagram from %s; closing it",
-                self.id, self.app_data.get("peerId"), len(data), addr, extra=self.log_extra,
+                self.id,
+                self.app_data.get("peerId"),
+                len(data),
+                addr,
+                extra=self.log_extra,
             )
             self.close(reason="error")
 
@@ -500,8 +504,12 @@ class WebRtcTransport(AsyncIOEventEmitter):
                 self.ice_selected_tuple = addr
                 logger.info(
                     "transport %s (peer %s): ICE selected %s:%s%s",
-                    self.id, self.app_data.get("peerId"), addr[0], addr[1],
-                    " over TCP" if len(addr) == 3 else "", extra=self.log_extra,
+                    self.id,
+                    self.app_data.get("peerId"),
+                    addr[0],
+                    addr[1],
+                    " over TCP" if len(addr) == 3 else "",
+                    extra=self.log_extra,
                 )
                 self.emit("iceselectedtuplechange", addr)
             self._set_ice_state("completed" if outcome.nominated else "connected")
@@ -634,7 +642,10 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if silence > self.ice_timeout:
             logger.info(
                 "transport %s (peer %s): no ICE or media for %.0f s; closing it",
-                self.id, self.app_data.get("peerId"), silence, extra=self.log_extra,
+                self.id,
+                self.app_data.get("peerId"),
+                silence,
+                extra=self.log_extra,
             )
             self.close(reason="ice-timeout")
             return True
@@ -676,7 +687,9 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self._incoming_bitrate = int(self._incoming_bitrate * 1.08)
         elif loss > 0.10:
             self._incoming_bitrate = int(self._incoming_bitrate * (1 - 0.5 * loss))
-        self._incoming_bitrate = max(REMB_MIN_BITRATE, min(self._incoming_bitrate, REMB_MAX_BITRATE))
+        self._incoming_bitrate = max(
+            REMB_MIN_BITRATE, min(self._incoming_bitrate, REMB_MAX_BITRATE)
+        )
         return self._incoming_bitrate
 
     # ---- closing and stats -------------------------------------------------
@@ -756,7 +769,10 @@ class WebRtcTransport(AsyncIOEventEmitter):
                 "transportId": self.id,
                 "iceState": self.ice_state,
                 "iceSelectedTuple": (
-                    {"remoteIp": self.ice_selected_tuple[0], "remotePort": self.ice_selected_tuple[1]}
+                    {
+                        "remoteIp": self.ice_selected_tuple[0],
+                        "remotePort": self.ice_selected_tuple[1],
+                    }
                     if self.ice_selected_tuple
                     else None
                 ),

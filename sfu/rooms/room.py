@@ -149,7 +149,9 @@ class Room(AsyncIOEventEmitter):
         if peer_id not in self.peers and len(self.peers) >= 2 * self.limits.max_peers_per_room:
             # Connections that never join count too (each may hold transports and
             # ports), with room for joiners to get the friendlier "room is full" reply.
-            connection.close(CLOSE_LIMIT, f"room is full: at most {self.limits.max_peers_per_room} peers")
+            connection.close(
+                CLOSE_LIMIT, f"room is full: at most {self.limits.max_peers_per_room} peers"
+            )
             await connection.run(_refuse_requests, _ignore_notification)
             return
         if peer_id not in self.peers:
@@ -188,7 +190,9 @@ class Room(AsyncIOEventEmitter):
         self._adopt(session)
         if old is not None:
             logger.info("room %s: peer %s rejoined; replacing its old session", self.id, old.id)
-            self._close_peer(old, CLOSE_REPLACED, "replaced by a newer session with the same peerId")
+            self._close_peer(
+                old, CLOSE_REPLACED, "replaced by a newer session with the same peerId"
+            )
 
     def _resume(self, session: _Session, data: dict[str, Any]) -> Any:
         token = get_str(data, "sessionToken", max_length=256)
@@ -242,7 +246,9 @@ class Room(AsyncIOEventEmitter):
         ):
             logger.info(
                 "room %s: peer %s lost its WebSocket; keeping it %.0f s for a resume",
-                self.id, peer.id, self.settings.peer_grace_period,
+                self.id,
+                peer.id,
+                self.settings.peer_grace_period,
             )
             peer.grace_timer = asyncio.get_running_loop().call_later(
                 self.settings.peer_grace_period, self._grace_expired, peer
@@ -344,7 +350,9 @@ class Room(AsyncIOEventEmitter):
         # Absent for peers that only send (mediasoup-demo's consume=false).
         raw_capabilities = get_object(data, "rtpCapabilities", optional=True)
         rtp_capabilities = (
-            ortc.validate_rtp_capabilities(raw_capabilities) if raw_capabilities is not None else None
+            ortc.validate_rtp_capabilities(raw_capabilities)
+            if raw_capabilities is not None
+            else None
         )
         sctp_capabilities = get_object(data, "sctpCapabilities", optional=True)
 
@@ -383,7 +391,9 @@ class Room(AsyncIOEventEmitter):
             raise InvalidStateError("peer closed")
         peer.transports[transport.id] = transport
         transport.on("@close", lambda: peer.transports.pop(transport.id, None))
-        transport.on("serverclose", lambda reason: self._on_transport_closed(peer, transport, reason))
+        transport.on(
+            "serverclose", lambda reason: self._on_transport_closed(peer, transport, reason)
+        )
         if consuming and peer.joined:
             # A consuming transport created after join: consume what exists.
             for other in self._joined_peers(excluding=peer):
@@ -519,7 +529,9 @@ class Room(AsyncIOEventEmitter):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _create_consumer(self, consumer_peer: Peer, producer_peer: Peer, producer: Producer) -> None:
+    async def _create_consumer(
+        self, consumer_peer: Peer, producer_peer: Peer, producer: Producer
+    ) -> None:
         transport = consumer_peer.consuming_transport()
         capabilities = consumer_peer.rtp_capabilities
         if transport is None or capabilities is None or producer.closed or consumer_peer.closed:
@@ -528,7 +540,9 @@ class Room(AsyncIOEventEmitter):
         if not self.router.can_consume(producer.id, capabilities):
             logger.info(
                 "room %s: peer %s cannot consume producer %s (no common codec)",
-                self.id, consumer_peer.id, producer.id,
+                self.id,
+                consumer_peer.id,
+                producer.id,
             )
             return
         try:
@@ -558,10 +572,12 @@ class Room(AsyncIOEventEmitter):
         consumer.on("producerclose", on_producer_close)
         consumer.on("serverclose", lambda reason: on_producer_close())
         consumer.on(
-            "producerpause", lambda: consumer_peer.connection.notify("consumerPaused", {"consumerId": consumer.id})
+            "producerpause",
+            lambda: consumer_peer.connection.notify("consumerPaused", {"consumerId": consumer.id}),
         )
         consumer.on(
-            "producerresume", lambda: consumer_peer.connection.notify("consumerResumed", {"consumerId": consumer.id})
+            "producerresume",
+            lambda: consumer_peer.connection.notify("consumerResumed", {"consumerId": consumer.id}),
         )
         try:
             await consumer_peer.connection.request(
@@ -612,6 +628,3 @@ class Room(AsyncIOEventEmitter):
 
     def counts(self) -> dict[str, int]:
         return {"peers": len(self.peers), "joinedPeers": len(self._joined_peers())}
-
-
-

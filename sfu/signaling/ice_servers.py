@@ -12,7 +12,9 @@ from typing import Any
 from ..config import IceServerConfig
 
 
-def turn_rest_credentials(secret: str, user: str, ttl: int, now: float | None = None) -> tuple[str, str]:
+def turn_rest_credentials(
+    secret: str, user: str, ttl: int, now: float | None = None
+) -> tuple[str, str]:
     """coturn's TURN REST API: username "<expiry>:<user>", credential base64(HMAC-SHA1)."""
     expiry = int(time.time() if now is None else now) + ttl
     username = f"{expiry}:{user}"

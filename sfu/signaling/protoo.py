@@ -90,7 +90,7 @@ def _salvage_request_id(text: str) -> int | str | None:
                 index = match.end()
             key = None
             continue
-        elif depth == 1 and char == "," :
+        elif depth == 1 and char == ",":
             key = None
         index += 1
     if top.get("request") != "true" or "id" not in top:
@@ -165,7 +165,9 @@ class ProtooConnection:
         try:
             text = json.dumps(message, separators=(",", ":"))
         except (ValueError, TypeError, RecursionError):
-            logger.error("%s: cannot serialize a %r message; dropped", self.label, message.get("method"))
+            logger.error(
+                "%s: cannot serialize a %r message; dropped", self.label, message.get("method")
+            )
             return False
         self._outgoing.put_nowait(text)
         return True
@@ -183,7 +185,9 @@ class ProtooConnection:
     def notify(self, method: str, data: dict[str, Any] | None = None) -> None:
         self._send({"notification": True, "method": method, "data": data or {}})
 
-    async def request(self, method: str, data: dict[str, Any] | None = None, response_timeout: float = 10.0) -> Any:
+    async def request(
+        self, method: str, data: dict[str, Any] | None = None, response_timeout: float = 10.0
+    ) -> Any:
         """A server -> client request; raises ProtooRequestError on ok:false, close or timeout."""
         if self.closed:
             raise ProtooRequestError(410, "connection closed")
@@ -231,7 +235,9 @@ class ProtooConnection:
                 return
             if size > self.max_request_bytes:
                 self._send_error(
-                    request_id, 413, f"request of {size} bytes is over the {self.max_request_bytes}-byte limit"
+                    request_id,
+                    413,
+                    f"request of {size} bytes is over the {self.max_request_bytes}-byte limit",
                 )
             else:
                 self._send_error(request_id, 400, "request is not valid JSON (or nests too deeply)")
@@ -298,7 +304,13 @@ class ProtooConnection:
 
     def _send_error(self, request_id: int | str, code: int, reason: str) -> None:
         self._send(
-            {"response": True, "id": request_id, "ok": False, "errorCode": code, "errorReason": reason}
+            {
+                "response": True,
+                "id": request_id,
+                "ok": False,
+                "errorCode": code,
+                "errorReason": reason,
+            }
         )
 
     def _handle_response(self, message: dict[str, Any]) -> None:

@@ -17,7 +17,9 @@ def _type_name(value: Any) -> str:
     )
 
 
-def get_str(data: dict[str, Any], key: str, *, max_length: int = MAX_ID_LENGTH, default: Any = _MISSING) -> Any:
+def get_str(
+    data: dict[str, Any], key: str, *, max_length: int = MAX_ID_LENGTH, default: Any = _MISSING
+) -> Any:
     value = data.get(key, _MISSING)
     if value is _MISSING or (value is None and default is not _MISSING):
         if default is _MISSING:
@@ -41,7 +43,9 @@ def get_bool(data: dict[str, Any], key: str, *, default: bool | None = None) -> 
     return value
 
 
-def get_int(data: dict[str, Any], key: str, *, minimum: int, maximum: int, default: int | None = None) -> int:
+def get_int(
+    data: dict[str, Any], key: str, *, minimum: int, maximum: int, default: int | None = None
+) -> int:
     value = data.get(key, _MISSING)
     if value is _MISSING or value is None:
         if default is None:
