@@ -23,12 +23,32 @@ this module. Each touch says why it is needed:
 - ``aioice.ice.get_host_addresses`` is replaced to restrict a *client's* ICE
   gathering to given addresses (tests and benchmarks stay on loopback; aioice
   skips 127.0.0.1 otherwise).
+- Benchmark load clients (``sfu.bench``) must be much cheaper than the server
+  they load, and must timestamp packets where they enter and leave:
+  :func:`intercept_incoming_srtp` replaces ``datagram_received`` of the
+  aioice ``StunProtocol`` sockets behind an ``RTCDtlsTransport``
+  (``RTCIceTransport._connection._protocols``) so that a subscriber counts
+  SRTP packets by their clear-text RTP header as they come off the socket and
+  drops them. Through aiortc each packet would cost a STUN parse attempt, an
+  unbounded aioice queue, a task wake-up, SRTP and ``RtpPacket`` parsing: a
+  few subscribers per core instead of hundreds, and a starved subscriber
+  queues seconds of packets there instead of losing them. RTCP, STUN and
+  DTLS still go to aioice/aiortc. :func:`send_rtcp` sends the receiver
+  reports it then builds itself through ``RTCDtlsTransport._send_rtp`` (which
+  protects RTCP with SRTCP); :func:`observe_outgoing_rtp` wraps ``_send_rtp``
+  on a publisher to note when each frame's first packet leaves; and
+  :func:`on_keyframe_request` wraps ``RTCRtpSender._send_keyframe``, which
+  aiortc calls on PLI/FIR but which only affects frames it encodes itself,
+  so that a track of pre-encoded packets can jump to its next keyframe.
+  :func:`sender_ssrc` reads ``RTCRtpSender._ssrc`` (a plain aiortc peer
+  connection, unlike pymediasoup, does not tell its SSRCs otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -204,3 +224,90 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = only_given
+
+
+# --- benchmark load clients (sfu.bench) ------------------------------------------
+
+
+def intercept_incoming_srtp(
+    dtls_transport: Any, handler: Callable[[bytes], None], receive_buffer: int = 0
+) -> int:
+    """Give every SRTP packet (not SRTCP) that reaches the ICE sockets of ``dtls_transport``
+    (an aiortc ``RTCDtlsTransport``) to ``handler``, still encrypted, instead of to aiortc.
+
+    The RTP header of an SRTP packet is not encrypted: ``handler`` can read
+    its sequence number, timestamp, SSRC and marker. Call it once the ICE
+    transport has gathered (after the local description is set).
+    ``receive_buffer``: SO_RCVBUF for those sockets (0: leave it). Returns the
+    number of sockets hooked.
+    """
+    connection = dtls_transport.transport._connection
+    hooked = 0
+    for protocol in list(connection._protocols):
+        if getattr(protocol, "_sfu_srtp_handler", None) is not None:
+            continue
+        if receive_buffer:
+            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        original = protocol.datagram_received
+
+        def datagram_received(
+            data: bytes, addr: Any, original: Callable[[bytes, Any], None] = original
+        ) -> None:
+            # RFC 7983 demultiplexing: 128..191 is RTP/RTCP; RTCP packet types are 192..223.
+            if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                handler(data)
+            else:
+                original(data, addr)
+
+        protocol.datagram_received = datagram_received
+        protocol._sfu_srtp_handler = handler
+        hooked += 1
+    return hooked
+
+
+async def send_rtcp(dtls_transport: Any, data: bytes) -> None:
+    """Send a raw (compound) RTCP packet on an aiortc ``RTCDtlsTransport``, SRTCP-protected."""
+    await dtls_transport._send_rtp(data)
+
+
+def observe_outgoing_rtp(dtls_transport: Any, observer: Callable[[bytes], None]) -> None:
+    """Call ``observer(packet)`` with every RTP/RTCP packet before aiortc protects and sends it.
+
+    Idempotent per observer: wrapping the same transport twice with the same
+    observer does nothing the second time.
+    """
+    observers: list[Callable[[bytes], None]] | None = getattr(
+        dtls_transport, "_sfu_rtp_observers", None
+    )
+    if observers is None:
+        observers = []
+        dtls_transport._sfu_rtp_observers = observers
+        original = dtls_transport._send_rtp
+
+        async def send_rtp(data: bytes) -> None:
+            for callback in observers:
+                callback(data)
+            await original(data)
+
+        dtls_transport._send_rtp = send_rtp
+    if observer not in observers:
+        observers.append(observer)
+
+
+def on_keyframe_request(sender: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` whenever an aiortc ``RTCRtpSender`` receives a PLI or FIR."""
+    original = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        original()
+        callback()
+
+    sender._send_keyframe = send_keyframe
+
+
+def sender_ssrc(sender: Any) -> int:
+    """The media SSRC an aiortc ``RTCRtpSender`` sends with."""
+    return int(sender._ssrc)

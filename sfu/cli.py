@@ -1,7 +1,8 @@
 """The ``sfu`` command line.
 
 ``sfu [--config PATH] [--log-level LEVEL]`` starts the server; it is short for
-``sfu run ...``. Other subcommands (``sfu certs``, ``sfu bench``) hang off the same
+``sfu run ...``. ``sfu bench ...`` runs the benchmark (:mod:`sfu.bench`, imported
+only for that command). Other subcommands (``sfu certs``) hang off the same
 parser later.
 """
 
@@ -49,6 +50,7 @@ examples:
   sfu --config config.toml              start with settings from config.toml
   sfu --config config.toml --log-level debug
   sfu run --config config.toml          the same as `sfu --config config.toml`
+  sfu bench --quick                     benchmark the server (see `sfu bench --help`)
 """
 
 
@@ -78,8 +80,11 @@ def _add_run_options(parser: argparse.ArgumentParser, *, suppress_defaults: bool
 RUN_FLAGS = (
     ("--listen-ip", "listen_ip", "bind signalling and media here (env SFU_LISTEN_IP)"),
     ("--port", "http_port", "HTTP/WebSocket port (env SFU_HTTP_PORT)"),
-    ("--announced-ip", "announced_ip",
-     'IP written into ICE candidates, or "auto" to detect it (env SFU_ANNOUNCED_IP)'),
+    (
+        "--announced-ip",
+        "announced_ip",
+        'IP written into ICE candidates, or "auto" to detect it (env SFU_ANNOUNCED_IP)',
+    ),
     ("--udp-port", "udp_port", "single-port mode: all media on this UDP port (env SFU_UDP_PORT)"),
 )
 _FLAG_KEYS = {
@@ -143,7 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sfu`` command; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["bench"]:
+        # Imported here: the server does not need the benchmark's dependencies.
+        from sfu.bench.cli import main as bench_main
+
+        try:
+            return bench_main(arguments[1:], prog="sfu bench")
+        except KeyboardInterrupt:
+            return 130
+    args = build_parser().parse_args(arguments)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -169,14 +183,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(config)
     _warn_about_addresses(config)
     log.info(
-        "sfu %s starting: http %s:%d, media %s (announced %s) udp %d-%d",
+        "sfu %s starting: http %s:%d, media %s (announced %s) %s",
         __version__,
         config.http.listen_ip,
         config.http.port,
         config.media.listen_ip,
         config.media.announced_address,
-        config.media.rtc_min_port,
-        config.media.rtc_max_port,
+        f"udp {config.media.udp_port} (single port)"
+        if config.media.udp_port
+        else f"udp {config.media.rtc_min_port}-{config.media.rtc_max_port}",
     )
     # Imported here so that the CLI (and its tests) load without the server stack.
     from sfu.server import run_server
@@ -199,7 +214,7 @@ def _warn_about_addresses(config: Config) -> None:
         log.warning(
             "media.announced_ip is %s but media listens on %s: clients on other machines "
             "will be told to send media to a loopback address and will get no media. "
-            'Set media.announced_ip (or SFU_ANNOUNCED_IP / --announced-ip) to this '
+            "Set media.announced_ip (or SFU_ANNOUNCED_IP / --announced-ip) to this "
             'machine\'s LAN or public IP, or "auto".',
             announced,
             listen,
@@ -225,7 +240,9 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from sfu.bench.cli import main as bench_main
 
-    return int(bench_main(list(args.bench_args)))
+    # Reached only when options come before `bench` (`main` hands `sfu bench ...` over
+    # directly: argparse's REMAINDER cannot take arguments that start with "-").
+    return int(bench_main(list(args.bench_args), prog="sfu bench"))
 
 
 def _configure_logging(config: Config) -> None:

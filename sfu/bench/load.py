@@ -1,0 +1,472 @@
+"""Cheap load clients: publishers that loop a pre-encoded clip, subscribers that count and drop.
+
+Each class is one room participant running on the event loop of a load
+process (:mod:`sfu.bench.worker`); several share a process.
+
+- :class:`SfuParticipant` joins the SFU with :class:`sfu.client.SfuClient`.
+  It may publish the clip (audio, video or both) and may consume: then every
+  SRTP packet its receive transport gets is counted by its clear-text RTP
+  header as it comes off the socket, and dropped without decryption
+  (:class:`RtpCounter`, ``aiortc_adapter.intercept_incoming_srtp``); it sends
+  its own receiver reports once a second.
+- :class:`MutedMember` is a signaling-only member (joined, no transports):
+  the many silent members of a voice channel.
+- :class:`RelayPublisher` and :class:`RelaySubscriber` do the same against
+  the MediaRelay baseline (:mod:`sfu.bench.baseline`), over plain aiortc
+  ``RTCPeerConnection`` and an HTTP offer/answer exchange.
+
+Latency: a publisher notes, for the first packet of every frame, (producer,
+RTP timestamp) -> the time it hands the packet to SRTP; a subscriber notes
+(producer, RTP timestamp) -> the time the first packet of that frame comes
+off its UDP socket. Both use ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for
+every process of the machine). The SFU keeps a consumer's timestamps equal
+to its producer's until the consumer has to resync (a pause, a gap), so
+the pairs match; :mod:`sfu.bench.scenarios` joins them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from sfu.aiortc_adapter import (
+    intercept_incoming_srtp,
+    observe_outgoing_rtp,
+    on_keyframe_request,
+    send_rtcp,
+    sender_ssrc,
+)
+from sfu.client import RemoteConsumer, SfuClient
+from sfu.client.protoo import ProtooConnection
+from sfu.media.rtcp import ReportBlock, build_rr
+
+from .clip import AudioPacketTrack, Clip, VideoPacketTrack
+
+__all__ = [
+    "MutedMember",
+    "Recorder",
+    "RelayPublisher",
+    "RelaySubscriber",
+    "RtpCounter",
+    "SfuParticipant",
+]
+
+logger = logging.getLogger(__name__)
+
+_SSRC_TS = struct.Struct("!II")  # timestamp, SSRC at offset 4
+RR_INTERVAL = 1.0
+CLOSE_TIMEOUT = 10.0
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+class Recorder:
+    """Latency samples of one load process; recording only inside the measuring window."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        # (producer id, RTP timestamp, monotonic time)
+        self.sent: list[tuple[str, int, float]] = []
+        self.received: list[tuple[str, int, float]] = []
+
+
+class _Stream:
+    __slots__ = (
+        "ssrc",
+        "producer_id",
+        "kind",
+        "packets",
+        "bytes",
+        "base_seq",
+        "max_seq",
+        "last_ts",
+        "first_time",
+        "first_frame_time",
+        "prior_expected",
+        "prior_received",
+    )
+
+    def __init__(self, ssrc: int, producer_id: str, kind: str) -> None:
+        self.ssrc = ssrc
+        self.producer_id = producer_id
+        self.kind = kind
+        self.packets = 0
+        self.bytes = 0
+        self.base_seq = -1
+        self.max_seq = -1  # extended (cycles << 16 | seq)
+        self.last_ts = -1
+        self.first_time = 0.0
+        self.first_frame_time = 0.0
+        self.prior_expected = 0
+        self.prior_received = 0
+
+    @property
+    def expected(self) -> int:
+        return self.max_seq - self.base_seq + 1 if self.packets else 0
+
+
+class RtpCounter:
+    """Counts RTP packets per SSRC from the fixed header (clear text in SRTP too).
+
+    Bytes are SRTP bytes (with the 10-byte authentication tag).
+
+    With ``learn`` an unknown SSRC becomes a new stream (for the baseline,
+    whose SSRCs are not signalled); otherwise it is only counted as unknown.
+    """
+
+    def __init__(self, recorder: Recorder, *, learn: bool = False) -> None:
+        self.recorder = recorder
+        self.learn = learn
+        self.streams: dict[int, _Stream] = {}
+        self.rtx_ssrcs: set[int] = set()
+        self.rtx_packets = 0
+        self.unknown_packets = 0
+
+    def add_stream(self, ssrc: int, producer_id: str, kind: str, rtx_ssrc: int | None) -> None:
+        self.streams.setdefault(ssrc, _Stream(ssrc, producer_id, kind))
+        if rtx_ssrc is not None:
+            self.rtx_ssrcs.add(rtx_ssrc)
+
+    def __call__(self, data: bytes) -> None:
+        if len(data) < 12:
+            return
+        ts, ssrc = _SSRC_TS.unpack_from(data, 4)
+        stream = self.streams.get(ssrc)
+        if stream is None:
+            if ssrc in self.rtx_ssrcs:
+                self.rtx_packets += 1
+                return
+            if not self.learn:
+                self.unknown_packets += 1
+                return
+            stream = self.streams[ssrc] = _Stream(ssrc, f"ssrc:{ssrc}", "unknown")
+        now = time.monotonic()
+        seq = (data[2] << 8) | data[3]
+        if stream.packets == 0:
+            stream.base_seq = stream.max_seq = seq
+            stream.first_time = now
+        else:
+            delta = (seq - stream.max_seq) & 0xFFFF
+            if delta < 0x8000:
+                stream.max_seq += delta
+        stream.packets += 1
+        stream.bytes += len(data)
+        if not stream.first_frame_time and (stream.kind == "audio" or data[1] & 0x80):
+            stream.first_frame_time = now  # the end of the first whole frame
+        if ts != stream.last_ts:
+            stream.last_ts = ts
+            if self.recorder.recording:
+                self.recorder.received.append((stream.producer_id, ts, now))
+
+    def report_blocks(self) -> list[ReportBlock]:
+        blocks = []
+        for stream in self.streams.values():
+            if not stream.packets:
+                continue
+            expected = stream.expected
+            interval_expected = expected - stream.prior_expected
+            interval_received = stream.packets - stream.prior_received
+            stream.prior_expected = expected
+            stream.prior_received = stream.packets
+            interval_lost = interval_expected - interval_received
+            fraction = (
+                min(255, (interval_lost << 8) // interval_expected)
+                if interval_expected > 0 and interval_lost > 0
+                else 0
+            )
+            lost = max(-0x800000, min(0x7FFFFF, expected - stream.packets))
+            blocks.append(
+                ReportBlock(stream.ssrc, fraction, lost, stream.max_seq & 0xFFFFFFFF, 0, 0, 0)
+            )
+        return blocks
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "received": sum(s.packets for s in self.streams.values()),
+            "expected": sum(s.expected for s in self.streams.values()),
+            "bytes": sum(s.bytes for s in self.streams.values()),
+            "streams_with_media": sum(1 for s in self.streams.values() if s.packets),
+            "rtx": self.rtx_packets,
+            "unknown": self.unknown_packets,
+        }
+
+
+class _SendObserver:
+    """Notes the send time of the first packet of each frame, per publisher SSRC."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.producers: dict[int, str] = {}  # publisher SSRC -> producer id
+        self._last_ts: dict[int, int] = {}
+        self.packets = 0
+
+    def __call__(self, data: bytes) -> None:
+        if len(data) < 12 or 192 <= data[1] <= 223:  # RTCP
+            return
+        ts, ssrc = _SSRC_TS.unpack_from(data, 4)
+        producer_id = self.producers.get(ssrc)
+        if producer_id is None:
+            return
+        self.packets += 1
+        if self._last_ts.get(ssrc) != ts:
+            self._last_ts[ssrc] = ts
+            if self.recorder.recording:
+                self.recorder.sent.append((producer_id, ts, time.monotonic()))
+
+
+@dataclass
+class ClientSpec:
+    """What one load client does. Plain data: it crosses process boundaries."""
+
+    role: str  # "sfu", "muted", "relay-publisher", "relay-subscriber"
+    peer_id: str
+    room: str
+    audio: bool = False  # publish the clip's audio
+    video: bool = False  # publish the clip's video
+    consume: bool = False
+    expect_streams: int = 0  # streams a subscriber should receive
+    measure_join: bool = True
+
+
+class _Base:
+    def __init__(self, spec: ClientSpec, url: str, clip: Clip, recorder: Recorder) -> None:
+        self.spec = spec
+        self.url = url
+        self.clip = clip
+        self.recorder = recorder
+        self.counter = RtpCounter(recorder, learn=spec.role == "relay-subscriber")
+        self.sender = _SendObserver(recorder)
+        self.tracks: list[AudioPacketTrack | VideoPacketTrack] = []
+        self.join_started = 0.0
+        self.closed = False
+        self._rr_task: asyncio.Task[None] | None = None
+        self._rr_ssrc = int.from_bytes(secrets.token_bytes(4), "big") or 1
+
+    @property
+    def is_subscriber(self) -> bool:
+        return self.spec.consume and self.spec.expect_streams > 0
+
+    @property
+    def ready(self) -> bool:
+        return self.counter.totals()["streams_with_media"] >= self.spec.expect_streams
+
+    def join_ms(self) -> tuple[float | None, float | None]:
+        """(first packet, first whole frame) after the join started, in ms."""
+        streams = [s for s in self.counter.streams.values() if s.packets]
+        if not streams or not self.spec.measure_join:
+            return None, None
+        first = min(s.first_time for s in streams)
+        frames = [s.first_frame_time for s in streams if s.first_frame_time]
+        video = [s.first_frame_time for s in streams if s.kind == "video" and s.first_frame_time]
+        frame = min(video) if video else (min(frames) if frames else None)
+        return (
+            (first - self.join_started) * 1000,
+            (frame - self.join_started) * 1000 if frame is not None else None,
+        )
+
+    def _make_tracks(self) -> list[AudioPacketTrack | VideoPacketTrack]:
+        tracks: list[AudioPacketTrack | VideoPacketTrack] = []
+        if self.spec.audio:
+            tracks.append(AudioPacketTrack(self.clip))
+        if self.spec.video:
+            tracks.append(VideoPacketTrack(self.clip))
+        self.tracks = tracks
+        return tracks
+
+    def _hook_sender(
+        self, sender: RTCRtpSender, track: AudioPacketTrack | VideoPacketTrack
+    ) -> None:
+        if isinstance(track, VideoPacketTrack):
+            on_keyframe_request(sender, track.request_keyframe)
+        observe_outgoing_rtp(sender.transport, self.sender)
+
+    def _start_receiver_reports(self, dtls_transport: Any) -> None:
+        # A big receive buffer, as the server has: a load process that the (shared)
+        # machine leaves without CPU for a moment queues packets instead of losing them,
+        # so that loss measures the server, not the load clients.
+        intercept_incoming_srtp(dtls_transport, self.counter, receive_buffer=RECEIVE_BUFFER)
+        self._rr_task = asyncio.get_running_loop().create_task(self._send_reports(dtls_transport))
+
+    async def _send_reports(self, dtls_transport: Any) -> None:
+        while not self.closed:
+            await asyncio.sleep(RR_INTERVAL)
+            blocks = self.counter.report_blocks()
+            if not blocks:
+                continue
+            try:
+                await send_rtcp(dtls_transport, build_rr(self._rr_ssrc, blocks))
+            except ConnectionError:
+                return
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._rr_task is not None:
+            self._rr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._rr_task
+        for track in self.tracks:
+            track.stop()
+
+
+class SfuParticipant(_Base):
+    """A peer of the SFU: publishes the clip and/or counts what it consumes."""
+
+    def __init__(self, spec: ClientSpec, url: str, clip: Clip, recorder: Recorder) -> None:
+        super().__init__(spec, url, clip, recorder)
+        self.client: SfuClient | None = None
+        self._dtls: Any = None
+
+    async def start(self) -> None:
+        publish = self.spec.audio or self.spec.video
+        client = SfuClient(
+            self.url,
+            self.spec.room,
+            self.spec.peer_id,
+            display_name=self.spec.peer_id,
+            ice_addresses=["127.0.0.1"],
+            produce=publish,
+            consume=self.spec.consume,
+            auto_reconnect=False,
+            request_timeout=30.0,
+        )
+        self.client = client
+        client.on("newconsumer", self._on_consumer)
+        self.join_started = time.monotonic()
+        await client.join()
+        for track in self._make_tracks():
+            producer_id = await client.produce(track)
+            producer = client.producers[producer_id]
+            sender = producer.rtpSender
+            ssrc = producer.rtpParameters.encodings[0].ssrc
+            self.sender.producers[ssrc] = producer_id
+            self._hook_sender(sender, track)
+
+    def _on_consumer(self, remote: RemoteConsumer) -> None:
+        encoding = (remote.rtp_parameters.get("encodings") or [{}])[0]
+        ssrc = encoding.get("ssrc")
+        if not isinstance(ssrc, int):
+            return
+        rtx = (encoding.get("rtx") or {}).get("ssrc")
+        self.counter.add_stream(ssrc, remote.producer_id, remote.kind, rtx)
+        if self._dtls is None and self.client is not None and self.client.recv_transport:
+            # Bundled: every consumer of this transport shares the first one's DTLS transport.
+            pc = self.client.recv_transport.handler.pc
+            self._dtls = pc.getTransceivers()[0].receiver.transport
+            self._start_receiver_reports(self._dtls)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.client.close(), CLOSE_TIMEOUT)
+
+
+class MutedMember(_Base):
+    """A member that only holds a signaling connection (joined, no media, not consuming)."""
+
+    def __init__(self, spec: ClientSpec, url: str, clip: Clip, recorder: Recorder) -> None:
+        super().__init__(spec, url, clip, recorder)
+        self.protoo: ProtooConnection | None = None
+
+    async def start(self) -> None:
+        url = f"{self.url}/?roomId={self.spec.room}&peerId={self.spec.peer_id}"
+        self.join_started = time.monotonic()
+        self.protoo = await ProtooConnection.connect(url, timeout=30.0, heartbeat=None)
+        # Requests from the server (none expected without rtpCapabilities) are refused.
+        await self.protoo.request(
+            "join",
+            {
+                "displayName": self.spec.peer_id,
+                "device": {"flag": "bench", "name": "muted", "version": "0"},
+            },
+            timeout=30.0,
+        )
+
+    async def close(self) -> None:
+        await super().close()
+        if self.protoo is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.protoo.close(), CLOSE_TIMEOUT)
+
+
+def _vp8_only(pc: RTCPeerConnection) -> None:
+    capabilities = RTCRtpSender.getCapabilities("video")
+    codecs = [c for c in capabilities.codecs if c.mimeType in ("video/VP8", "video/rtx")]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.setCodecPreferences(codecs)
+
+
+class _RelayClient(_Base):
+    def __init__(self, spec: ClientSpec, url: str, clip: Clip, recorder: Recorder) -> None:
+        super().__init__(spec, url, clip, recorder)
+        self.pc: RTCPeerConnection | None = None
+
+    async def _negotiate(self, path: str, pc: RTCPeerConnection) -> None:
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        body = {
+            "sdp": pc.localDescription.sdp,
+            "type": pc.localDescription.type,
+            "room": self.spec.room,
+        }
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(f"{self.url}{path}", json=body) as response:
+                response.raise_for_status()
+                answer = await response.json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    async def close(self) -> None:
+        await super().close()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+
+
+class RelayPublisher(_RelayClient):
+    """Publishes the clip to the MediaRelay baseline."""
+
+    async def start(self) -> None:
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.join_started = time.monotonic()
+        tracks = self._make_tracks()
+        senders = [pc.addTrack(track) for track in tracks]
+        _vp8_only(pc)
+        await self._negotiate("/publish", pc)
+        for sender, track in zip(senders, tracks, strict=True):
+            self.sender.producers[sender_ssrc(sender)] = f"{self.spec.peer_id}:{track.kind}"
+            self._hook_sender(sender, track)
+
+
+class RelaySubscriber(_RelayClient):
+    """Receives the relayed (re-encoded) tracks from the MediaRelay baseline and counts them."""
+
+    async def start(self) -> None:
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.join_started = time.monotonic()
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        _vp8_only(pc)
+        await self._negotiate("/subscribe", pc)
+        self._start_receiver_reports(pc.getTransceivers()[0].receiver.transport)
+
+
+CLIENT_TYPES: dict[str, Callable[[ClientSpec, str, Clip, Recorder], _Base]] = {
+    "sfu": SfuParticipant,
+    "muted": MutedMember,
+    "relay-publisher": RelayPublisher,
+    "relay-subscriber": RelaySubscriber,
+}

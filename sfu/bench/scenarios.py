@@ -1,0 +1,679 @@
+"""Benchmark scenarios: who joins, how the load is spread over processes, what is measured.
+
+Every scenario runs against a fresh server process (unless ``--url``):
+
+1. the server's idle CPU is measured first (``idle_seconds``);
+2. load processes start, and clients join in phases (publishers first);
+3. the coordinator waits until every subscriber receives every stream it
+   expects (bounded), then for ``warmup`` seconds;
+4. the steady window: ``duration`` seconds between two readings of
+   ``/health``, ``/proc/<pid>/stat`` and the load processes' counters;
+5. everything is closed; the server is stopped.
+
+Scenarios:
+
+- ``fanout-N``: one publisher (VP8 + Opus clip), N subscribers;
+- ``room-N``: N participants who all publish and subscribe;
+- ``voice-N``: one speaker (Opus), N audio-only listeners, and N muted
+  members (joined over signaling only: no transports, no media);
+- ``capacity``: one publisher, subscribers added in steps until a step's
+  window has loss above 1 % or median added latency above 250 ms (the server
+  falls behind), or a time or count bound; reports the last good count;
+- ``baseline-fanout-N``: the fanout load against the aiortc MediaRelay relay
+  (:mod:`sfu.bench.baseline`), which decodes and re-encodes per subscriber.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .load import ClientSpec
+from .report import Progress, distribution
+from .target import Target, make_workdir, remote_sfu, start_baseline, start_sfu
+from .worker import WorkerError, WorkerHandle, start_workers
+
+__all__ = [
+    "DEFAULT_SCENARIOS",
+    "FAMILIES",
+    "QUICK_SCENARIOS",
+    "Runner",
+    "Scenario",
+    "Settings",
+    "expand_scenarios",
+    "parse_scenario",
+]
+
+FAMILIES: dict[str, list[str]] = {
+    "fanout": [f"fanout-{n}" for n in (1, 4, 8, 16, 32)],
+    "room": ["room-4", "room-8"],
+    "voice": ["voice-50", "voice-200"],
+    "capacity": ["capacity"],
+    "baseline": [f"baseline-fanout-{n}" for n in (1, 4, 8)],
+}
+DEFAULT_SCENARIOS = [name for family in FAMILIES.values() for name in family]
+QUICK_SCENARIOS = ["fanout-1", "fanout-4", "fanout-8", "room-4", "baseline-fanout-4"]
+
+_NAME = re.compile(r"^(fanout|room|voice|baseline-fanout)-(\d+)$")
+MAX_N = {"fanout": 256, "room": 16, "voice": 400, "baseline-fanout": 16}
+
+JOIN_TIMEOUT_PER_CLIENT = 45.0
+READY_TIMEOUT = 40.0
+LOSS_LIMIT_PERCENT = 1.0
+LATENCY_LIMIT_MS = 250.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    family: str  # fanout, room, voice, capacity, baseline-fanout
+    n: int
+
+    @property
+    def target_kind(self) -> str:
+        return "baseline" if self.family == "baseline-fanout" else "sfu"
+
+
+def parse_scenario(name: str) -> Scenario:
+    name = name.strip()
+    if name == "capacity":
+        return Scenario("capacity", "capacity", 0)
+    match = _NAME.match(name)
+    if not match:
+        raise ValueError(
+            f"unknown scenario {name!r}: expected fanout-N, room-N, voice-N, "
+            "baseline-fanout-N or capacity"
+        )
+    family, n = match.group(1), int(match.group(2))
+    low = 2 if family == "room" else 1
+    if not low <= n <= MAX_N[family]:
+        raise ValueError(f"{name}: N must be within {low}..{MAX_N[family]}")
+    return Scenario(name, family, n)
+
+
+def expand_scenarios(items: Iterable[str]) -> list[Scenario]:
+    """Names and family names (``fanout``, ``room``, ``voice``, ``capacity``, ``baseline``)."""
+    names: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            names.extend(FAMILIES.get(part, [part]))
+    seen: dict[str, Scenario] = {}
+    for name in names:
+        scenario = parse_scenario(name)
+        seen.setdefault(scenario.name, scenario)
+    return list(seen.values())
+
+
+@dataclass
+class Settings:
+    duration: float = 10.0  # the steady window, seconds
+    warmup: float = 2.0
+    idle_seconds: float = 1.5
+    subscribers_per_process: int = 16
+    listeners_per_process: int = 50
+    participants_per_process: int = 4
+    join_concurrency: int = 4
+    capacity_seconds: float = 120.0
+    capacity_window: float = 4.0
+    capacity_max_subscribers: int = 256
+    url: str | None = None
+    server_pid: int | None = None
+    profile: Path | None = None
+    workdir: Path | None = None
+
+
+@dataclass
+class _Plan:
+    """Clients per load process, and the order in which they join."""
+
+    workers: int
+    # Each phase: (worker index, clients) pairs, joined at once; phases one after another.
+    phases: list[list[tuple[int, list[ClientSpec]]]] = field(default_factory=list)
+    publishers: int = 0
+    subscribers: int = 0
+    muted: int = 0
+
+
+def _split(items: list[ClientSpec], size: int) -> list[list[ClientSpec]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+
+
+def _plan(scenario: Scenario, settings: Settings, room: str) -> _Plan:
+    family, n = scenario.family, scenario.n
+    if family in ("fanout", "baseline-fanout"):
+        relay = family == "baseline-fanout"
+        publisher = ClientSpec(
+            "relay-publisher" if relay else "sfu", "pub", room, audio=True, video=True
+        )
+        subscribers = [
+            ClientSpec(
+                "relay-subscriber" if relay else "sfu",
+                f"sub{i}",
+                room,
+                consume=True,
+                expect_streams=2,
+            )
+            for i in range(n)
+        ]
+        groups = _split(subscribers, settings.subscribers_per_process)
+        plan = _Plan(1 + len(groups), publishers=1, subscribers=n)
+        plan.phases = [[(0, [publisher])], [(1 + i, g) for i, g in enumerate(groups)]]
+        return plan
+    if family == "room":
+        people = [
+            ClientSpec(
+                "sfu",
+                f"p{i}",
+                room,
+                audio=True,
+                video=True,
+                consume=True,
+                expect_streams=2 * (n - 1),
+                measure_join=i > 0,
+            )
+            for i in range(n)
+        ]
+        # The first one alone, so that the others' join times mean something.
+        groups = _split(people[1:], settings.participants_per_process)
+        plan = _Plan(max(1, len(groups)), publishers=n, subscribers=n)
+        plan.phases = [[(0, people[:1])], [(i, g) for i, g in enumerate(groups)]]
+        return plan
+    if family == "voice":
+        speaker = ClientSpec("sfu", "speaker", room, audio=True)
+        listeners = [
+            ClientSpec("sfu", f"l{i}", room, consume=True, expect_streams=1) for i in range(n)
+        ]
+        muted = [ClientSpec("muted", f"m{i}", room) for i in range(n)]
+        groups = _split(listeners, settings.listeners_per_process)
+        plan = _Plan(2 + len(groups), publishers=1, subscribers=n, muted=n)
+        plan.phases = [
+            [(0, [speaker])],
+            [(1, muted)] + [(2 + i, g) for i, g in enumerate(groups)],
+        ]
+        return plan
+    raise ValueError(f"no plan for {scenario.name}")
+
+
+@dataclass
+class _Reading:
+    t: float
+    health: dict[str, Any]
+    cpu: float | None
+    wait: float | None
+    rss: int | None
+    snapshots: list[dict[str, Any]]
+
+
+class Runner:
+    """Runs scenarios one after another; each returns a JSON-ready dict."""
+
+    def __init__(self, settings: Settings, clip_path: Path, progress: Progress) -> None:
+        self.settings = settings
+        self.clip_path = clip_path
+        self.progress = progress
+        self.workdir = settings.workdir or make_workdir()
+        self._run_id = f"{int(time.time()) % 100000:05d}"
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _start_target(self, scenario: Scenario) -> Target:
+        workdir = self.workdir / scenario.name
+        if scenario.target_kind == "baseline":
+            return start_baseline(workdir)
+        if self.settings.url:
+            return remote_sfu(self.settings.url, self.settings.server_pid)
+        return start_sfu(workdir, profile=self.settings.profile)
+
+    def _worker_config(
+        self, target: Target, max_seconds: float, concurrency: int
+    ) -> dict[str, Any]:
+        return {
+            "url": target.url,
+            "clip_path": str(self.clip_path),
+            "max_seconds": max_seconds,
+            "join_concurrency": concurrency,
+        }
+
+    def _sleep(self, seconds: float, label: str) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.progress.phase(
+                f"{label} {seconds - left:4.1f}/{seconds:.0f} s", 1 - left / seconds
+            )
+            time.sleep(min(0.25, left))
+
+    def _measure_idle(self, target: Target) -> tuple[float | None, int | None]:
+        """Server CPU % and RSS with nobody connected."""
+        self.progress.phase("idle baseline")
+        cpu0, t0 = target.cpu_seconds(), time.monotonic()
+        time.sleep(self.settings.idle_seconds)
+        cpu1, t1 = target.cpu_seconds(), time.monotonic()
+        if cpu0 is None or cpu1 is None:
+            return None, None
+        return (cpu1 - cpu0) / (t1 - t0) * 100, target.rss_bytes()
+
+    def _join(
+        self, workers: list[WorkerHandle], phase: list[tuple[int, list[ClientSpec]]]
+    ) -> tuple[int, int]:
+        pending = []
+        total = sum(len(clients) for _, clients in phase)
+        for index, clients in phase:
+            if clients:
+                request = workers[index].send("join", clients=[asdict(c) for c in clients])
+                pending.append((workers[index], request, len(clients)))
+        ok = failed = 0
+        self.progress.phase(f"joining {total} clients")
+        for worker, request, count in pending:
+            rounds = math.ceil(count / self.settings.join_concurrency)
+            reply = worker.wait(request, JOIN_TIMEOUT_PER_CLIENT * rounds + 30)
+            ok += reply["ok"]
+            failed += reply["failed"]
+        return ok, failed
+
+    def _snapshots(self, workers: list[WorkerHandle], **data: Any) -> list[dict[str, Any]]:
+        requests = [(w, w.send("snapshot", **data)) for w in workers]
+        return [w.wait(r, 30) for w, r in requests]
+
+    def _wait_ready(self, workers: list[WorkerHandle], subscribers: int) -> int:
+        deadline = time.monotonic() + READY_TIMEOUT
+        ready = 0
+        while True:
+            snaps = self._snapshots(workers)
+            ready = sum(s["ready"] for s in snaps)
+            self.progress.phase(
+                f"waiting for media {ready}/{subscribers}", ready / max(1, subscribers)
+            )
+            if ready >= subscribers or time.monotonic() > deadline:
+                return ready
+            time.sleep(0.25)
+
+    def _read(self, target: Target, workers: list[WorkerHandle], **data: Any) -> _Reading:
+        snapshots = self._snapshots(workers, **data)
+        return _Reading(
+            time.monotonic(),
+            target.health(),
+            target.cpu_seconds(),
+            target.wait_seconds(),
+            target.rss_bytes(),
+            snapshots,
+        )
+
+    def _window(
+        self, target: Target, workers: list[WorkerHandle], seconds: float
+    ) -> tuple[_Reading, _Reading]:
+        profiling = self.settings.profile is not None and target.kind == "sfu"
+        start = self._read(target, workers, record=True)
+        if profiling:
+            target.signal(signal.SIGUSR1)  # sfu.bench.profile_server: start recording
+        self._sleep(seconds, "measuring")
+        if profiling:
+            target.signal(signal.SIGUSR2)  # stop recording, write the stats
+        end = self._read(target, workers, record=False)
+        return start, end
+
+    @staticmethod
+    def _stop_workers(workers: list[WorkerHandle]) -> None:
+        requests = []
+        for worker in workers:
+            try:
+                requests.append((worker, worker.send("stop")))
+            except WorkerError:
+                requests.append((worker, -1))
+        for worker, request in requests:
+            if request >= 0:
+                try:
+                    worker.wait(request, 30)
+                except WorkerError:
+                    pass
+            worker.stop(1)
+
+    # --- scenarios -------------------------------------------------------------
+
+    def run(self, scenario: Scenario) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            if scenario.family == "capacity":
+                result = self._run_capacity(scenario)
+            else:
+                result = self._run_plan(scenario)
+        except Exception as exc:  # one scenario's failure must not lose the others' results
+            message = (
+                str(exc) if isinstance(exc, WorkerError | RuntimeError | OSError) else repr(exc)
+            )
+            result = {
+                "name": scenario.name,
+                "family": scenario.family,
+                "n": scenario.n,
+                "error": message,
+            }
+        result["wall_seconds"] = round(time.monotonic() - started, 1)
+        return result
+
+    def _room(self, scenario: Scenario) -> str:
+        return f"bench-{self._run_id}-{scenario.name}"
+
+    def _run_plan(self, scenario: Scenario) -> dict[str, Any]:
+        settings = self.settings
+        plan = _plan(scenario, settings, self._room(scenario))
+        self.progress.phase("starting server")
+        target = self._start_target(scenario)
+        try:
+            idle_cpu, idle_rss = self._measure_idle(target)
+            budget = (
+                sum(len(c) for phase in plan.phases for _, c in phase) * 2
+                + READY_TIMEOUT
+                + settings.warmup
+                + settings.duration
+                + 120
+            )
+            self.progress.phase(f"starting {plan.workers} load processes")
+            concurrency = 16 if scenario.family == "voice" else settings.join_concurrency
+            workers = start_workers(
+                [self._worker_config(target, budget, concurrency) for _ in range(plan.workers)]
+            )
+            try:
+                ok = failed = 0
+                for phase in plan.phases:
+                    o, f = self._join(workers, phase)
+                    ok, failed = ok + o, failed + f
+                ready = self._wait_ready(workers, plan.subscribers)
+                self._sleep(settings.warmup, "warm-up")
+                start, end = self._window(target, workers, settings.duration)
+                reports = [w.request("report", timeout=60) for w in workers]
+            finally:
+                self._stop_workers(workers)
+            server_alive = target.alive()
+        finally:
+            if target.process is not None:
+                self.progress.phase("stopping server")
+            target.stop()
+        result = _metrics(start, end, reports, idle_cpu, idle_rss)
+        peers = plan.publishers + plan.subscribers + plan.muted
+        if scenario.family == "room":
+            peers = scenario.n
+        result.update(
+            {
+                "name": scenario.name,
+                "family": scenario.family,
+                "n": scenario.n,
+                "target": scenario.target_kind,
+                "peers": peers,
+                "publishers": plan.publishers,
+                "subscribers": plan.subscribers,
+                "muted": plan.muted,
+                "load_processes": plan.workers,
+                "joined": ok,
+                "join_failures": failed,
+                "subscribers_ready": ready,
+                "server_exited": not server_alive,
+            }
+        )
+        if result["server_rss_bytes"] is not None and idle_rss is not None and peers:
+            result["server_rss_per_peer_bytes"] = int(
+                (result["server_rss_bytes"] - idle_rss) / peers
+            )
+        if scenario.family == "baseline-fanout":
+            result["latency_ms"] = distribution([])
+            result["latency_note"] = "re-encoded: RTP timestamps do not map back to the publisher's"
+        return result
+
+    def _run_capacity(self, scenario: Scenario) -> dict[str, Any]:
+        settings = self.settings
+        room = self._room(scenario)
+        sizes = _capacity_sizes(settings.capacity_max_subscribers)
+        self.progress.phase("starting server")
+        target = self._start_target(scenario)
+        steps: list[dict[str, Any]] = []
+        last_good = 0
+        reason = f"reached the bound of {settings.capacity_max_subscribers} subscribers"
+        try:
+            idle_cpu, idle_rss = self._measure_idle(target)
+            processes = max(
+                1,
+                math.ceil(
+                    settings.capacity_max_subscribers / max(1, settings.listeners_per_process)
+                ),
+            )
+            processes = min(processes, 4)
+            budget = settings.capacity_seconds + 240
+            self.progress.phase(f"starting {processes + 1} load processes")
+            workers = start_workers(
+                [
+                    self._worker_config(target, budget, settings.join_concurrency)
+                    for _ in range(processes + 1)
+                ]
+            )
+            try:
+                self._join(workers, [(0, [ClientSpec("sfu", "pub", room, audio=True, video=True)])])
+                began = time.monotonic()
+                count = 0
+                for size in sizes:
+                    if time.monotonic() - began > settings.capacity_seconds:
+                        reason = f"reached the time bound of {settings.capacity_seconds:.0f} s"
+                        break
+                    new = [
+                        ClientSpec("sfu", f"sub{i}", room, consume=True, expect_streams=2)
+                        for i in range(count, size)
+                    ]
+                    phase = [
+                        (1 + w, new[w::processes]) for w in range(processes) if new[w::processes]
+                    ]
+                    self.progress.phase(f"{size} subscribers: joining")
+                    _, failed = self._join(workers, phase)
+                    count = size
+                    ready = self._wait_ready(workers, count)
+                    self._sleep(1.0, f"{size} subscribers: settling")
+                    start, end = self._window(target, workers, settings.capacity_window)
+                    reports = [w.request("report", timeout=60) for w in workers]
+                    step = _metrics(start, end, reports, idle_cpu, idle_rss)
+                    step.update({"subscribers": size, "ready": ready, "join_failures": failed})
+                    if step["server_rss_bytes"] is not None and idle_rss is not None:
+                        step["server_rss_per_peer_bytes"] = int(
+                            (step["server_rss_bytes"] - idle_rss) / (size + 1)
+                        )
+                    steps.append(step)
+                    problem = _capacity_problem(step, size, ready, failed)
+                    if problem:
+                        reason = f"at {size} subscribers: {problem}"
+                        break
+                    last_good = size
+                    if not target.alive():
+                        reason = "the server exited"
+                        break
+            finally:
+                self._stop_workers(workers)
+        finally:
+            target.stop()
+        good = next((s for s in steps if s["subscribers"] == last_good), None)
+        result: dict[str, Any] = dict(good) if good else _metrics_empty(idle_cpu)
+        result.update(
+            {
+                "name": "capacity",
+                "family": "capacity",
+                "n": last_good,
+                "target": "sfu",
+                "peers": last_good + 1,
+                "publishers": 1,
+                "subscribers": last_good,
+                "muted": 0,
+                "last_good_subscribers": last_good,
+                "stopped_because": reason,
+                "loss_limit_percent": LOSS_LIMIT_PERCENT,
+                "latency_limit_ms": LATENCY_LIMIT_MS,
+                "steps": [
+                    {
+                        k: s[k]
+                        for k in (
+                            "subscribers",
+                            "ready",
+                            "join_failures",
+                            "packets_in_per_s",
+                            "publisher_packets_per_s",
+                            "publisher_lag_s",
+                            "packets_out_per_s",
+                            "subscriber_packets_per_s",
+                            "server_cpu_percent",
+                            "server_cpu_wait_percent",
+                            "clients_cpu_percent",
+                            "loss_percent",
+                            "latency_ms",
+                        )
+                    }
+                    for s in steps
+                ],
+            }
+        )
+        return result
+
+
+def _capacity_problem(step: dict[str, Any], size: int, ready: int, failed: int) -> str | None:
+    """Why a capacity step is not good, or None.
+
+    Loss alone is not enough: the server reads into big socket buffers, so when
+    it falls behind, packets wait there for seconds before they are lost.
+    """
+    loss = step["loss_percent"]
+    latency = step["latency_ms"]
+    if failed:
+        return f"{failed} clients failed to join"
+    if ready < size:
+        return f"only {ready}/{size} subscribers receive media"
+    if loss is None or loss > LOSS_LIMIT_PERCENT:
+        return (
+            f"loss {loss if loss is not None else float('nan'):.2f} % > {LOSS_LIMIT_PERCENT:.0f} %"
+        )
+    if not latency["samples"]:
+        return "no frame came through within the window (the server fell behind by seconds)"
+    if latency["p50"] > LATENCY_LIMIT_MS:
+        return f"latency p50 {latency['p50']:.0f} ms > {LATENCY_LIMIT_MS:.0f} ms (the server fell behind)"
+    return None
+
+
+def _capacity_sizes(bound: int) -> list[int]:
+    sizes, size = [], 0
+    while size < bound:
+        size += 8 if size < 32 else 16 if size < 96 else 32
+        sizes.append(min(size, bound))
+    return sizes
+
+
+def _delta(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
+    return float(b.get(key, 0) or 0) - float(a.get(key, 0) or 0)
+
+
+def _sum(snaps: list[dict[str, Any]], key: str) -> float:
+    return float(sum(s.get(key, 0) or 0 for s in snaps))
+
+
+def _metrics_empty(idle_cpu: float | None) -> dict[str, Any]:
+    return {
+        "duration_s": 0.0,
+        "packets_in_per_s": None,
+        "packets_out_per_s": None,
+        "subscriber_packets_per_s": None,
+        "publisher_packets_per_s": None,
+        "server_cpu_percent": None,
+        "server_idle_cpu_percent": idle_cpu,
+        "server_cpu_wait_percent": None,
+        "us_per_packet": None,
+        "loss_percent": None,
+        "latency_ms": distribution([]),
+        "join_ms": distribution([]),
+        "first_frame_ms": distribution([]),
+        "server_rss_bytes": None,
+        "server_rss_per_peer_bytes": None,
+        "clients_cpu_percent": None,
+        "dropped_packets": {},
+    }
+
+
+def _metrics(
+    start: _Reading,
+    end: _Reading,
+    reports: list[dict[str, Any]],
+    idle_cpu: float | None,
+    idle_rss: int | None,
+) -> dict[str, Any]:
+    dt = end.t - start.t
+    result = _metrics_empty(idle_cpu)
+    result["duration_s"] = round(dt, 2)
+    packets_out = _delta(start.health, end.health, "rtpPacketsSent")
+    result["packets_in_per_s"] = round(
+        _delta(start.health, end.health, "rtpPacketsReceived") / dt, 1
+    )
+    result["packets_out_per_s"] = round(packets_out / dt, 1)
+    received = _sum(end.snapshots, "received") - _sum(start.snapshots, "received")
+    expected = _sum(end.snapshots, "expected") - _sum(start.snapshots, "expected")
+    result["subscriber_packets_per_s"] = round(received / dt, 1)
+    result["publisher_packets_per_s"] = round(
+        (_sum(end.snapshots, "sent") - _sum(start.snapshots, "sent")) / dt, 1
+    )
+    if expected > 0:
+        result["loss_percent"] = round(max(0.0, 100.0 * (1 - received / expected)), 3)
+    if start.cpu is not None and end.cpu is not None:
+        cpu = end.cpu - start.cpu
+        result["server_cpu_percent"] = round(cpu / dt * 100, 1)
+        if packets_out > 0:
+            net = cpu - (idle_cpu or 0.0) / 100 * dt
+            result["us_per_packet"] = round(max(0.0, net) / packets_out * 1e6, 2)
+    if start.wait is not None and end.wait is not None:
+        # On a shared machine: how long the server's main thread was ready to run but
+        # had no CPU. High values mean the figures measure the machine, not the server.
+        result["server_cpu_wait_percent"] = round((end.wait - start.wait) / dt * 100, 1)
+    result["server_rss_bytes"] = end.rss
+    clients_cpu = _sum(end.snapshots, "cpu") - _sum(start.snapshots, "cpu")
+    result["clients_cpu_percent"] = round(clients_cpu / dt * 100, 1)
+    # Per load process: CPU % and how late its publishers' tracks run (s): a starved
+    # publisher sends less than the reference load, whatever the server does.
+    result["load_processes_cpu_percent"] = [
+        round((b.get("cpu", 0) - a.get("cpu", 0)) / dt * 100, 1)
+        for a, b in zip(start.snapshots, end.snapshots, strict=True)
+    ]
+    result["publisher_track_packets_per_s"] = round(
+        (_sum(end.snapshots, "track_packets") - _sum(start.snapshots, "track_packets")) / dt, 1
+    )
+    result["publisher_lag_s"] = round(
+        max((s.get("track_lag", 0.0) for s in end.snapshots), default=0.0), 3
+    )
+    dropped: dict[str, int] = {}
+    before = start.health.get("droppedPackets") or {}
+    for reason, count in (end.health.get("droppedPackets") or {}).items():
+        diff = int(count) - int(before.get(reason, 0))
+        if diff:
+            dropped[reason] = diff
+    result["dropped_packets"] = dropped
+    if reports:
+        sent: dict[tuple[str, int], float] = {}
+        for report in reports:
+            for producer_id, ts, t in report["sent"]:
+                sent.setdefault((producer_id, ts), t)
+        latencies = [
+            (t - sent[(producer_id, ts)]) * 1000
+            for report in reports
+            for producer_id, ts, t in report["received"]
+            if (producer_id, ts) in sent
+        ]
+        result["latency_ms"] = distribution(latencies)
+        joins = [j for report in reports for j in report["joins"]]
+        result["join_ms"] = distribution([first for first, _ in joins])
+        result["first_frame_ms"] = distribution([frame for _, frame in joins if frame is not None])
+        result["keyframe_requests"] = sum(r.get("keyframe_requests", 0) for r in reports)
+        not_ready = [n for r in reports for n in r.get("not_ready", [])]
+        if not_ready:
+            result["subscribers_not_ready"] = not_ready[:10]
+        failures = [f for r in reports for f in r.get("failures", [])]
+        if failures:
+            result["join_errors"] = failures[:5]
+    return result

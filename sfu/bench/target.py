@@ -1,0 +1,252 @@
+"""The server under load: an SFU child process, one given by ``--url``, or the MediaRelay baseline.
+
+CPU time is read from ``/proc/<pid>/stat`` (utime + stime of every thread of
+the process), RSS from ``/proc/<pid>/status``; packet totals from
+``GET /health``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Target", "start_baseline", "start_sfu", "remote_sfu"]
+
+START_TIMEOUT = 30.0
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_wait_seconds(pid: int) -> float | None:
+    """Time the process's main thread spent runnable but waiting for a CPU (schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the benchmark process dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Target:
+    """A server to load: its WebSocket/HTTP URL and, when local, its process."""
+
+    def __init__(
+        self,
+        kind: str,
+        url: str,
+        health_url: str,
+        *,
+        pid: int | None = None,
+        process: subprocess.Popen[bytes] | None = None,
+        workdir: Path | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.kind = kind  # "sfu" or "baseline"
+        self.url = url
+        self.health_url = health_url
+        self.pid = pid
+        self.process = process
+        self.workdir = workdir
+        self.log_path = log_path
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.health_url, timeout=10) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    def cpu_seconds(self) -> float | None:
+        return proc_cpu_seconds(self.pid) if self.pid else None
+
+    def wait_seconds(self) -> float | None:
+        return proc_wait_seconds(self.pid) if self.pid else None
+
+    def rss_bytes(self) -> int | None:
+        return proc_rss_bytes(self.pid) if self.pid else None
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None:
+            return ""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.process = None
+
+
+def _wait_healthy(target: Target) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if not target.alive():
+            raise RuntimeError(f"the {target.kind} server exited at start-up:\n{target.log_tail()}")
+        try:
+            target.health()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                target.stop()
+                raise RuntimeError(
+                    f"the {target.kind} server did not come up:\n{target.log_tail()}"
+                ) from None
+            time.sleep(0.1)
+
+
+def _toml(sections: dict[str, dict[str, Any]]) -> str:
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+        for name, values in sections.items()
+    )
+
+
+def start_sfu(workdir: Path, *, profile: Path | None = None, ports: int = 2000) -> Target:
+    """``python -m sfu --config <tmp toml>`` on free loopback ports (under cProfile if ``profile``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_tcp_port()
+    media_min = random.randrange(20000, 60000 - ports, 100)
+    config = workdir / "sfu-bench.toml"
+    config.write_text(
+        _toml(
+            {
+                "http": {"listen_ip": "127.0.0.1", "port": port},
+                "media": {
+                    "listen_ip": "127.0.0.1",
+                    "rtc_min_port": media_min,
+                    "rtc_max_port": media_min + ports - 1,
+                },
+                # Voice channels with hundreds of members; requests stay rate-limited per peer.
+                "limits": {"max_peers_per_room": 1000, "max_rooms": 1000},
+                "log": {"level": "warning"},
+            }
+        )
+    )
+    log_path = workdir / "sfu-server.log"
+    command = [sys.executable, "-m", "sfu", "--config", str(config)]
+    if profile is not None:
+        # cProfile with a CPU-time timer, recording between SIGUSR1 and SIGUSR2 (the window).
+        command = [
+            sys.executable,
+            "-m",
+            "sfu.bench.profile_server",
+            str(profile),
+            "--config",
+            str(config),
+        ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+    target = Target(
+        "sfu",
+        f"ws://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port}/health",
+        pid=process.pid,
+        process=process,
+        workdir=workdir,
+        log_path=log_path,
+    )
+    _wait_healthy(target)
+    return target
+
+
+def remote_sfu(url: str, pid: int | None = None) -> Target:
+    """A server that is already running (``--url``); CPU and RSS only with its ``pid``."""
+    url = url.rstrip("/")
+    http = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    target = Target("sfu", url, f"{http}/health", pid=pid)
+    target.health()
+    return target
+
+
+def start_baseline(workdir: Path) -> Target:
+    """The aiortc MediaRelay relay (:mod:`sfu.bench.baseline`) on a free loopback port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_tcp_port()
+    log_path = workdir / "baseline-server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sfu.bench.baseline", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+    target = Target(
+        "baseline",
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port}/health",
+        pid=process.pid,
+        process=process,
+        workdir=workdir,
+        log_path=log_path,
+    )
+    _wait_healthy(target)
+    return target
+
+
+def make_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="sfu-bench-"))

@@ -1,0 +1,101 @@
+"""`python -m sfu.bench` runs a small scenario end to end and writes well-formed JSON.
+
+Functional only: no timing or CPU figure is asserted (the machine is shared),
+only that the benchmark works, measures what it says, and loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import REPO
+
+SCENARIO_FIELDS = {
+    "name",
+    "family",
+    "n",
+    "peers",
+    "duration_s",
+    "packets_in_per_s",
+    "packets_out_per_s",
+    "server_cpu_percent",
+    "server_idle_cpu_percent",
+    "us_per_packet",
+    "loss_percent",
+    "latency_ms",
+    "join_ms",
+    "first_frame_ms",
+    "server_rss_bytes",
+    "server_rss_per_peer_bytes",
+    "clients_cpu_percent",
+    "dropped_packets",
+}
+
+
+def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sfu.bench",
+            "--scenario",
+            "fanout-2",
+            "--duration",
+            "5",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    # The human table went to stdout.
+    assert "fanout-2" in completed.stdout and "µs/pkt" in completed.stdout
+
+    document = json.loads(out.read_text())
+    assert document["version"] == 1
+    assert document["machine"]["cpus"] >= 1
+    assert "latency" in document["method"]
+    [result] = document["scenarios"]
+    assert not result.get("error"), result
+    missing = SCENARIO_FIELDS - result.keys()
+    assert not missing, f"missing fields: {missing}"
+    assert result["name"] == "fanout-2" and result["n"] == 2 and result["peers"] == 3
+    assert result["join_failures"] == 0
+    assert result["subscribers_ready"] == 2
+
+    # One publisher at ~140 packets/s, forwarded to two subscribers. Loose bounds: the
+    # machine is shared, and a starved server reads late rather than less.
+    assert 120 <= result["publisher_packets_per_s"] <= 170, result
+    assert 50 <= result["packets_in_per_s"] <= 250, result
+    assert (
+        1.5 * result["packets_in_per_s"]
+        <= result["packets_out_per_s"]
+        <= 2.5 * result["packets_in_per_s"]
+    )
+    assert result["subscriber_packets_per_s"] > 0
+    assert result["loss_percent"] is not None and result["loss_percent"] < 1.0, result
+
+    assert result["server_cpu_percent"] > 0
+    assert result["server_idle_cpu_percent"] is not None
+    assert result["us_per_packet"] > 0
+    assert result["server_rss_bytes"] > 0
+
+    latency = result["latency_ms"]
+    assert latency["samples"] > 100, latency
+    assert 0 < latency["p50"] <= latency["p99"], latency
+    join = result["join_ms"]
+    assert join["samples"] == 2 and 0 < join["p50"] <= join["max"] < 30_000, join
+    assert result["first_frame_ms"]["samples"] == 2
+
+    # Only one fanout point: no fit; no baseline in this run: no ratio.
+    assert document["fanout_fit"] is None
+    assert document["baseline_ratios"] == []

@@ -1,0 +1,113 @@
+"""sfu.bench's arithmetic and scenario names, without running anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.bench.load import Recorder, RtpCounter
+from sfu.bench.report import baseline_ratios, distribution, fanout_fit, format_table
+from sfu.bench.scenarios import DEFAULT_SCENARIOS, QUICK_SCENARIOS, expand_scenarios, parse_scenario
+
+
+def test_scenario_names_and_families() -> None:
+    assert [s.name for s in expand_scenarios(["fanout"])] == [
+        "fanout-1",
+        "fanout-4",
+        "fanout-8",
+        "fanout-16",
+        "fanout-32",
+    ]
+    names = [s.name for s in expand_scenarios(["room-4,baseline", "capacity", "room-4"])]
+    assert names == [
+        "room-4",
+        "baseline-fanout-1",
+        "baseline-fanout-4",
+        "baseline-fanout-8",
+        "capacity",
+    ]
+    assert parse_scenario("baseline-fanout-4").target_kind == "baseline"
+    assert parse_scenario("voice-200").n == 200
+    assert set(QUICK_SCENARIOS) <= set(DEFAULT_SCENARIOS)
+    for bad in ("fanout", "fanout-0", "room-1", "voice-100000", "mesh-4"):
+        with pytest.raises(ValueError):
+            parse_scenario(bad)
+
+
+def test_distribution() -> None:
+    assert distribution([])["samples"] == 0
+    d = distribution([float(x) for x in range(1, 101)])
+    assert d["p50"] == 50.5 and d["max"] == 100 and d["samples"] == 100
+    assert 99 <= d["p99"] <= 100
+
+
+def _fanout(n: int, out: float, cpu: float) -> dict:
+    return {
+        "name": f"fanout-{n}",
+        "family": "fanout",
+        "n": n,
+        "packets_out_per_s": out,
+        "server_cpu_percent": cpu,
+    }
+
+
+def test_fanout_fit_is_the_marginal_cost_per_packet() -> None:
+    # 2 % fixed plus 25 µs per packet: 1000 packets/s cost 2.5 % of a core.
+    results = [_fanout(n, 140.0 * n, 2.0 + 140.0 * n * 25e-6 * 100) for n in (1, 4, 8, 16)]
+    fit = fanout_fit(results)
+    assert fit is not None
+    assert fit["marginal_us_per_packet"] == pytest.approx(25.0, abs=0.01)
+    assert fit["intercept_cpu_percent"] == pytest.approx(2.0, abs=0.01)
+    assert fit["r2"] == pytest.approx(1.0)
+    assert fanout_fit(results[:1]) is None
+
+
+def test_baseline_ratio_pairs_equal_n() -> None:
+    results = [
+        {**_fanout(4, 560.0, 4.0), "us_per_packet": 70.0},
+        {
+            "name": "baseline-fanout-4",
+            "family": "baseline-fanout",
+            "n": 4,
+            "server_cpu_percent": 60.0,
+            "us_per_packet": 1400.0,
+        },
+        {
+            "name": "baseline-fanout-8",
+            "family": "baseline-fanout",
+            "n": 8,
+            "server_cpu_percent": 90.0,
+        },
+    ]
+    [ratio] = baseline_ratios(results)
+    assert ratio["n"] == 4 and ratio["cpu_ratio"] == 15.0 and ratio["us_per_packet_ratio"] == 20.0
+    table = format_table(results + [{"name": "room-4", "error": "boom\ndetails"}])
+    assert "baseline-fanout-4" in table and "error: boom" in table
+
+
+def test_rtp_counter_counts_loss_and_reports_it() -> None:
+    recorder = Recorder()
+    counter = RtpCounter(recorder)
+    counter.add_stream(0x1234, "producer", "video", rtx_ssrc=0x5678)
+
+    def packet(seq: int, ssrc: int = 0x1234, ts: int = 1000, marker: bool = False) -> bytes:
+        return (
+            bytes([0x80, 0x60 | (0x80 if marker else 0)])
+            + seq.to_bytes(2, "big")
+            + ts.to_bytes(4, "big")
+            + ssrc.to_bytes(4, "big")
+            + b"x" * 20
+        )
+
+    recorder.recording = True
+    for seq in (65534, 65535, 1, 2):  # 0 is lost, across the wrap
+        counter(packet(seq, ts=seq // 2, marker=True))
+    counter(packet(7, ssrc=0x5678))  # RTX: counted apart
+    counter(packet(7, ssrc=0x9999))  # unknown
+    totals = counter.totals()
+    assert totals["received"] == 4 and totals["expected"] == 5
+    assert totals["rtx"] == 1 and totals["unknown"] == 1
+    [block] = counter.report_blocks()
+    assert block.ssrc == 0x1234 and block.packets_lost == 1
+    assert block.highest_seq == 0x10002  # one wrap
+    assert block.fraction_lost == 256 // 5
+    assert len(recorder.received) == 3  # new timestamps only: 32767, 0, 1
