@@ -23,6 +23,11 @@ this module. Each touch says why it is needed:
 - ``aioice.ice.get_host_addresses`` is replaced to restrict a *client's* ICE
   gathering to given addresses (tests and benchmarks stay on loopback; aioice
   skips 127.0.0.1 otherwise).
+- pylibsrtp 1.0.0 (pinned): :class:`SrtpCodec` calls its cffi binding
+  (``lib.srtp_protect``/``srtp_unprotect``) with the session's own buffer and
+  one reused length cell. ``Session.protect`` allocates a cffi ``int *`` and
+  re-checks types on every call: 5.4 µs against 3.7 µs for a 1200-byte packet,
+  measured side by side; this is the per-forwarded-packet hot path.
 - Benchmark load clients (``sfu.bench``) must be much cheaper than the server
   they load, and must timestamp packets where they enter and leave:
   :func:`intercept_incoming_srtp` replaces ``datagram_received`` of the
@@ -66,6 +71,44 @@ __all__ = [
 
 # Bounded queue of DTLS datagrams waiting for the handshake task.
 _DTLS_QUEUE_SIZE = 64
+
+
+class SrtpCodec:
+    """Fast SRTP protect/unprotect of RTP on a pylibsrtp ``Session`` (see above)."""
+
+    def __init__(self, session: Session) -> None:
+        from pylibsrtp import SRTP_MAX_TRAILER_LEN
+        from pylibsrtp._binding import ffi, lib
+
+        self._session = session  # keeps the srtp_t and its buffer alive
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._length = ffi.new("int *")
+        self._srtp_protect = lib.srtp_protect
+        self._srtp_unprotect = lib.srtp_unprotect
+        self._max_protect = len(session._buffer) - SRTP_MAX_TRAILER_LEN
+        self._max_unprotect = len(session._buffer)
+
+    def protect(self, packet: bytes) -> bytes:
+        size = len(packet)
+        if size > self._max_protect:
+            raise ValueError("packet is too long")
+        self._buffer[0:size] = packet
+        self._length[0] = size
+        if self._srtp_protect(self._srtp, self._cdata, self._length):
+            raise ValueError("SRTP protect failed")
+        return self._buffer[0 : self._length[0]]
+
+    def unprotect(self, packet: bytes) -> bytes:
+        size = len(packet)
+        if size > self._max_unprotect:
+            raise ValueError("packet is too long")
+        self._buffer[0:size] = packet
+        self._length[0] = size
+        if self._srtp_unprotect(self._srtp, self._cdata, self._length):
+            raise ValueError("SRTP unprotect failed (authentication, replay or format)")
+        return self._buffer[0 : self._length[0]]
 
 
 def generate_certificate() -> RTCCertificate:

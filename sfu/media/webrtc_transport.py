@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pylibsrtp
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ..aiortc_adapter import DtlsSession, RTCCertificate, certificate_fingerprints
+from ..aiortc_adapter import DtlsSession, RTCCertificate, SrtpCodec, certificate_fingerprints
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
 from . import ortc, rtcp
 from .consumer import Consumer
@@ -109,6 +109,8 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self._dtls_task: asyncio.Task[None] | None = None
         self._rx_srtp: pylibsrtp.Session | None = None
         self._tx_srtp: pylibsrtp.Session | None = None
+        self._rtp_in: SrtpCodec | None = None
+        self._rtp_out: SrtpCodec | None = None
 
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
@@ -394,9 +396,9 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self.drops["unknown-packet"] += 1
 
     def _receive_srtp(self, data: bytes) -> None:
-        assert self._rx_srtp is not None
+        assert self._rtp_in is not None
         try:
-            packet = self._rx_srtp.unprotect(data)
+            packet = self._rtp_in.unprotect(data)
         except (pylibsrtp.Error, ValueError):
             self.drops["srtp-unprotect-failed"] += 1
             return
@@ -548,6 +550,10 @@ class WebRtcTransport(AsyncIOEventEmitter):
             return
         self._rx_srtp = self._dtls.rx_srtp
         self._tx_srtp = self._dtls.tx_srtp
+        assert self._rx_srtp is not None and self._tx_srtp is not None
+        # RTP goes through the fast codec; RTCP (rare) through pylibsrtp's API.
+        self._rtp_in = SrtpCodec(self._rx_srtp)
+        self._rtp_out = SrtpCodec(self._tx_srtp)
         self._set_dtls_state("connected")
         self._dtls.on_state_change(self._on_dtls_state)
         # Ask every video producer already consumed here for a keyframe now
@@ -588,7 +594,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self._sendto(data, self.ice_selected_tuple)
 
     def send_rtp(self, packet: bytes) -> None:
-        tx = self._tx_srtp
+        tx = self._rtp_out
         addr = self.ice_selected_tuple
         if tx is None or addr is None:
             return
