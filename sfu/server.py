@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .config import Config
 from .errors import LimitError
-from .media.worker import Worker, WorkerSettings
+from .media.worker import Worker
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket
@@ -42,17 +42,7 @@ def process_usage() -> dict[str, int]:
 class SfuServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.worker = Worker(
-            WorkerSettings(
-                listen_ip=config.media.listen_ip,
-                announced_ip=config.media.announced_address,
-                rtc_min_port=config.media.rtc_min_port,
-                rtc_max_port=config.media.rtc_max_port,
-                ice_timeout=config.media.ice_timeout,
-                udp_port=config.media.udp_port,
-                enable_tcp=config.media.enable_tcp,
-            )
-        )
+        self.worker = Worker(config.media)
         self.room_settings = RoomSettings(
             consumer_request_timeout=config.signaling.consumer_request_timeout,
             peer_grace_period=config.signaling.peer_grace_period,

@@ -180,7 +180,6 @@ def start_sfu(workdir: Path, *, profile: Path | None = None, ports: int = 2000) 
             }
         )
     )
-    log_path = workdir / "sfu-server.log"
     command = [sys.executable, "-m", "sfu", "--config", str(config)]
     if profile is not None:
         # cProfile with a CPU-time timer, recording between SIGUSR1 and SIGUSR2 (the window).
@@ -192,25 +191,7 @@ def start_sfu(workdir: Path, *, profile: Path | None = None, ports: int = 2000) 
             "--config",
             str(config),
         ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-    target = Target(
-        "sfu",
-        f"ws://127.0.0.1:{port}",
-        f"http://127.0.0.1:{port}/health",
-        pid=process.pid,
-        process=process,
-        workdir=workdir,
-        log_path=log_path,
-    )
-    _wait_healthy(target)
-    return target
+    return _spawn("sfu", command, workdir, port, ws_scheme="ws")
 
 
 def remote_sfu(url: str, pid: int | None = None) -> Target:
@@ -226,18 +207,24 @@ def start_baseline(workdir: Path) -> Target:
     """The aiortc MediaRelay relay (:mod:`sfu.bench.baseline`) on a free loopback port."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_tcp_port()
-    log_path = workdir / "baseline-server.log"
+    command = [sys.executable, "-m", "sfu.bench.baseline", "--port", str(port)]
+    return _spawn("baseline", command, workdir, port, ws_scheme="http")
+
+
+def _spawn(name: str, command: list[str], workdir: Path, port: int, *, ws_scheme: str) -> Target:
+    """Start a server process on ``port`` of 127.0.0.1, logging into ``workdir``, and wait for it."""
+    log_path = workdir / f"{name}-server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sfu.bench.baseline", "--port", str(port)],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
     target = Target(
-        "baseline",
-        f"http://127.0.0.1:{port}",
+        name,
+        f"{ws_scheme}://127.0.0.1:{port}",
         f"http://127.0.0.1:{port}/health",
         pid=process.pid,
         process=process,

@@ -45,7 +45,7 @@ class Router(AsyncIOEventEmitter):
             raise UnsupportedError("ICE over TCP is not enabled on this server (media.enable_tcp)")
         transport = WebRtcTransport(
             router=self,
-            announced_ip=settings.announced_ip or settings.listen_ip,
+            announced_ip=settings.announced_address,
             certificate=self.worker.certificate,
             ice_timeout=settings.ice_timeout,
             webrtc_server=self.worker.webrtc_server,

@@ -10,35 +10,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..aiortc_adapter import RTCCertificate, generate_certificate
+from ..config import MediaConfig
 from ..errors import InvalidStateError
 from . import ortc
 from .router import Router
 from .webrtc_server import WebRtcServer
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    listen_ip: str = "127.0.0.1"
-    announced_ip: str | None = None
-    rtc_min_port: int = 40000
-    rtc_max_port: int = 49999
-    ice_timeout: float = 30.0
-    # Single-port mode: every transport on this UDP port (0: a port per transport).
-    udp_port: int = 0
-    # ICE over TCP (passive candidates), as a fallback where UDP is blocked.
-    enable_tcp: bool = False
-
-
 class Worker(AsyncIOEventEmitter):
     """Events: ``@close``."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: MediaConfig) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
         self.pid = os.getpid()
