@@ -36,6 +36,9 @@ export class MediaSession extends Emitter {
     this.closed = false;
   }
 
+  /** appData objects of produce() calls that start paused (the 'produce' event gets the same object). */
+  #startPaused = new WeakSet();
+
   async load() {
     const routerRtpCapabilities = await this.signaling.request('getRouterRtpCapabilities');
     await this.device.load({ routerRtpCapabilities });
@@ -74,8 +77,9 @@ export class MediaSession extends Emitter {
     });
     if (direction === 'send') {
       transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
+        const paused = this.#startPaused.has(appData);
         this.signaling
-          .request('produce', { transportId: transport.id, kind, rtpParameters, appData })
+          .request('produce', { transportId: transport.id, kind, rtpParameters, appData, paused })
           .then(({ id }) => callback({ id }))
           .catch(errback);
       });
@@ -90,13 +94,24 @@ export class MediaSession extends Emitter {
     return this.device.loaded && this.device.canProduce(kind);
   }
 
-  /** Sends `track`; appData.source is 'mic', 'webcam' or 'screen'. */
-  async produce(track, appData, options = {}) {
+  /**
+   * Sends `track`; appData.source is 'mic', 'webcam' or 'screen'. With
+   * `paused` the producer starts paused on the server (`produce {paused}`)
+   * and here: a muted microphone is published again muted, without a blip.
+   */
+  async produce(track, appData, { paused = false, ...options } = {}) {
     if (!this.sendTransport) throw new Error('no send transport');
-    const producer = await this.sendTransport.produce({ track, appData, stopTracks: true, ...options });
-    this.producers.set(producer.id, producer);
-    producer.observer.on('close', () => this.producers.delete(producer.id));
-    return producer;
+    appData = { ...appData };
+    if (paused) this.#startPaused.add(appData);
+    try {
+      const producer = await this.sendTransport.produce({ track, appData, stopTracks: true, ...options });
+      if (paused) producer.pause(); // the server has it paused already
+      this.producers.set(producer.id, producer);
+      producer.observer.on('close', () => this.producers.delete(producer.id));
+      return producer;
+    } finally {
+      this.#startPaused.delete(appData);
+    }
   }
 
   /** Pauses sending (no renegotiation) and tells the server. */

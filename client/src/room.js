@@ -11,12 +11,15 @@
 //   'peerjoined' / 'peerleft' (peerView)  someone came or went after we joined (sound cues)
 //   'error'       (message)       something a person should know, the session goes on
 //   'ended'       (message)       the session is over (not by leave()); media is torn down
+//   'recovered'   ({kind, ms})    back after a lost signaling connection: kind 'resume' (the
+//                                 same session, media untouched) or 'rejoin' (a fresh join)
 import { Emitter } from './emitter.js';
 import {
   CLOSE_LIMIT,
   CLOSE_MEDIA_LOST,
   CLOSE_REPLACED,
   CLOSE_SHUTDOWN,
+  FATAL_CODES,
   Signaling,
   SignalingError,
 } from './signaling.js';
@@ -32,6 +35,28 @@ export const STATE_TEXT = {
   disconnected: 'disconnected',
   failed: 'failed',
 };
+
+// Reconnection (docs/protocol.md, "Reconnection and session resume").
+/** Backoff with full jitter: attempt n waits random(0, min(cap, initial * 2^n)). */
+export const RECONNECT_INITIAL_MS = 250;
+export const RECONNECT_CAP_MS = 4000;
+/** The server's signaling.peer_grace_period (default 10 s): after it, resume is pointless. */
+export const PEER_GRACE_PERIOD_MS = 10_000;
+/** One socket's open, and the resume reply, must come within these. */
+const RECONNECT_OPEN_TIMEOUT_MS = 3000;
+const RESUME_TIMEOUT_MS = 4000;
+/** Fresh joins tried after resume is out, before giving up (Rejoin button). */
+const REJOIN_ATTEMPTS = 5;
+/** A transport ICE 'disconnected' this long (signaling up) gets an ICE restart. */
+const ICE_RESTART_AFTER_MS = 2000;
+
+function backoffDelay(attempt) {
+  return Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_INITIAL_MS * 2 ** attempt);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 const AUDIO_CODEC_OPTIONS = { opusStereo: false, opusDtx: true, opusFec: true };
 const VIDEO_CODEC_OPTIONS = { videoGoogleStartBitrate: 1000 };
@@ -94,6 +119,15 @@ export class RoomClient extends Emitter {
     this.busy = new Set();
     this.sessionToken = null;
     this.shutdownReason = '';
+    /** The running recovery after a lost signaling connection: {kind, since} or null. */
+    this.recovery = null;
+    /** The last one that succeeded: {kind: 'resume'|'rejoin', ms}, and how many so far. */
+    this.lastRecovery = null;
+    this.recoveries = 0;
+    this.iceRestartTimers = new Map(); // direction -> timeout
+    this.iceRestarting = new Set(); // transport ids
+    /** Devices chosen at join (used again when a fresh join must capture anew). */
+    this.devices = { micDeviceId: '', camDeviceId: '' };
   }
 
   // ---------------------------------------------------------------- joining
@@ -109,13 +143,13 @@ export class RoomClient extends Emitter {
     let micTrack = null;
     let camTrack = null;
     const problems = [];
+    this.devices = { micDeviceId, camDeviceId };
     try {
       // The browser must be supported before anything else is worth doing.
       this.media = null;
       this.signaling = new Signaling(signalingUrl(this.roomId, this.peerId));
-      const media = new MediaSession(this.signaling, { handlerName: this.handler });
-      this.media = media;
-      this.#syncDebug();
+      this.#wireSignaling();
+      const media = this.#newMedia();
 
       if (withMic) {
         try {
@@ -133,27 +167,9 @@ export class RoomClient extends Emitter {
       }
       this.#checkOpen();
 
-      this.#wireSignaling();
-      await this.signaling.connect();
+      await this.signaling.connect({ attempts: 3 });
       this.#checkOpen();
-
-      media.on('transportstate', (direction, state) => this.#onTransportState(direction, state));
-      await media.load();
-      await media.createTransports({ iceServers: [] });
-      this.#syncDebug();
-      this.#checkOpen();
-
-      const { peers, sessionToken } = await this.signaling.request('join', {
-        displayName: this.displayName,
-        device: browserInfo(),
-        rtpCapabilities: media.device.recvRtpCapabilities ?? media.device.rtpCapabilities,
-        sctpCapabilities: null,
-      });
-      this.#checkOpen();
-      this.joined = true;
-      // For a future `resume` after a signaling blip (see attemptReconnect()).
-      this.sessionToken = sessionToken ?? null;
-      for (const info of peers ?? []) this.#upsertPeer(info);
+      await this.#joinRoom();
 
       if (micTrack) {
         if (media.canProduce('audio')) {
@@ -185,11 +201,45 @@ export class RoomClient extends Emitter {
       }
       const lastClose = this.signaling?.lastClose;
       this.#teardown();
+      this.closed = true; // this RoomClient is done: a new one joins again
       this.#updateState('failed');
       const message =
         lastClose && lastClose.code >= 4000 ? describeClose(lastClose.code, lastClose.reason, this.shutdownReason) : describeJoinError(error);
       throw new Error(message, { cause: error });
     }
+  }
+
+  /** A new MediaSession (Device and, later, transports) on the signaling. */
+  #newMedia() {
+    const media = new MediaSession(this.signaling, { handlerName: this.handler });
+    this.media = media;
+    this.transportStates = { send: 'new', recv: 'new' };
+    media.on('transportstate', (direction, state) => {
+      if (this.media === media) this.#onTransportState(direction, state);
+    });
+    this.#syncDebug();
+    return media;
+  }
+
+  /** On an open socket: load the Device, create both transports, `join`. */
+  async #joinRoom() {
+    const media = this.media;
+    await media.load();
+    await media.createTransports({ iceServers: [] });
+    this.#syncDebug();
+    this.#checkOpen();
+
+    const { peers, sessionToken } = await this.signaling.request('join', {
+      displayName: this.displayName,
+      device: browserInfo(),
+      rtpCapabilities: media.device.recvRtpCapabilities ?? media.device.rtpCapabilities,
+      sctpCapabilities: null,
+    });
+    this.#checkOpen();
+    this.joined = true;
+    // For `resume` after the signaling connection drops.
+    this.sessionToken = sessionToken ?? null;
+    for (const info of peers ?? []) this.#upsertPeer(info);
   }
 
   #checkOpen() {
@@ -219,9 +269,10 @@ export class RoomClient extends Emitter {
     return `${[...new Set(lines)].join(' ')} ${outcome}`;
   }
 
-  async #produce(track, source) {
+  async #produce(track, source, { paused = false } = {}) {
     const options = {
       codecOptions: track.kind === 'audio' ? AUDIO_CODEC_OPTIONS : VIDEO_CODEC_OPTIONS,
+      paused,
     };
     if (source === 'screen') track.contentHint = 'detail';
     try {
@@ -262,18 +313,7 @@ export class RoomClient extends Emitter {
       }
     });
     signaling.on('notification', (notification) => this.#onNotification(notification));
-    signaling.on('disconnected', () => {
-      this.signalingLost = true;
-      this.onConnectionLost('signaling');
-    });
-    signaling.on('reopened', () => {
-      this.signalingLost = false;
-      this.attemptReconnect();
-    });
-    signaling.on('closed', ({ code, reason }) => {
-      if (this.closed || !this.joined) return; // during join: join() reports it
-      this.#endSession('disconnected', describeClose(code, reason, this.shutdownReason));
-    });
+    signaling.on('disconnected', ({ code, reason }) => this.#onSignalingDropped(code, reason));
   }
 
   async #onNewConsumer(data, accept, reject) {
@@ -441,26 +481,35 @@ export class RoomClient extends Emitter {
 
   #onTransportState(direction, state) {
     this.transportStates[direction] = state;
-    if (state === 'disconnected') {
+    if (state === 'connected' || state === 'completed') {
+      clearTimeout(this.iceRestartTimers.get(direction));
+      this.iceRestartTimers.delete(direction);
+    } else if (state === 'disconnected') {
       this.onConnectionLost(`${direction} transport`);
+      this.#scheduleIceRestart(direction, ICE_RESTART_AFTER_MS);
     } else if (state === 'failed') {
-      this.emit(
-        'error',
-        `The ${direction === 'send' ? 'outgoing' : 'incoming'} media connection failed. The server's UDP ports may be blocked by a firewall, or its announced address may be wrong.`,
-      );
+      const transport = direction === 'send' ? this.media?.sendTransport : this.media?.recvTransport;
+      if (transport?.appData.everConnected) {
+        // It worked before: the network changed or blipped. Try an ICE restart.
+        this.#scheduleIceRestart(direction, 0);
+      } else {
+        this.emit(
+          'error',
+          `The ${direction === 'send' ? 'outgoing' : 'incoming'} media connection failed. The server's UDP ports may be blocked by a firewall, or its announced address may be wrong.`,
+        );
+      }
+    }
+    if (state === 'connected') {
+      const transport = direction === 'send' ? this.media?.sendTransport : this.media?.recvTransport;
+      if (transport) transport.appData.everConnected = true;
     }
     this.#updateState();
   }
 
   /**
-   * Connection-loss hook. Called when the protoo socket drops ('disconnected':
-   * protoo-client is already retrying the socket) or when a transport's ICE
-   * goes 'disconnected' (the browser keeps checking and often recovers by
-   * itself). It only shows "reconnecting…" today.
-   *
-   * Reconnection logic belongs here: e.g. a timer that, if a transport stays
-   * disconnected, requests `restartIce {transportId}` and calls
-   * transport.restartIce({iceParameters}) on it.
+   * Connection-loss hook: the protoo socket dropped (the recovery loop is
+   * starting) or a transport's ICE went 'disconnected' (the browser keeps
+   * checking and often recovers by itself; an ICE restart follows if not).
    */
   onConnectionLost(cause) {
     if (this.closed) return;
@@ -469,19 +518,295 @@ export class RoomClient extends Emitter {
   }
 
   /**
-   * Called when protoo-client has opened a new socket after 'disconnected'.
-   * The server keeps our peer, transports, producers and consumers for its
-   * grace period (media keeps flowing), and a new socket is taken over by a
-   * first request `resume {sessionToken}` (docs/protocol.md, "Reconnection
-   * and session resume"): reconcile peers/producers/consumers with its reply,
-   * restartIce where a transport is not connected, and on 404/403 join
-   * afresh. That is not written yet, so today the session ends here with a
-   * message (and the UI offers Rejoin) rather than pretending to be connected.
-   * `this.sessionToken` (from the join reply) is kept for it.
+   * Called when a socket opened by the recovery loop is up: takes the session
+   * over with `resume {sessionToken}` as the first request and reconciles with
+   * the reply. Resolves to true when resumed; to 'rejoin' when the session is
+   * gone (404, 403, 409, or a transport of ours missing) and only a fresh join helps;
+   * to false on a transient failure (retry).
    */
-  attemptReconnect() {
+  async attemptReconnect() {
+    const before = new Set(this.consumerPeer.keys());
+    let reply;
+    try {
+      reply = await this.signaling.request(
+        'resume',
+        { sessionToken: this.sessionToken },
+        { timeout: RESUME_TIMEOUT_MS },
+      );
+    } catch (error) {
+      // 404: the session expired; 403: wrong token. 409 ("resume must be the
+      // first request"): the server no longer knows this peerId and took the
+      // socket for a new peer, so there is no session either.
+      if ([403, 404, 409].includes(error?.code)) {
+        console.warn(`resume refused (${error.code}): joining afresh`, error.reason);
+        return 'rejoin';
+      }
+      console.warn('resume failed', error);
+      this.signaling?.abandon();
+      return false;
+    }
+    if (this.closed) return false;
+    return this.#reconcile(reply ?? {}, before) ? true : 'rejoin';
+  }
+
+  #onSignalingDropped(code, reason) {
     if (this.closed) return;
-    this.#endSession('disconnected', 'The connection to the server was lost. Rejoin to continue.');
+    const fatal = FATAL_CODES.has(code) || Boolean(this.shutdownReason);
+    if (!this.joined && !this.recovery) return; // the first join fails and reports it
+    if (fatal) {
+      // After `serverShutdown` the socket may die without its 4001: say shutdown anyway.
+      const shown = this.shutdownReason && !FATAL_CODES.has(code) ? CLOSE_SHUTDOWN : code;
+      this.#endSession('disconnected', describeClose(shown, reason, this.shutdownReason));
+      return;
+    }
+    if (this.recovery) return; // the running recovery sees its request fail and retries
+    // 4002: the server removed us (media dead too long): no session to resume.
+    this.#recover(code === CLOSE_MEDIA_LOST || !this.sessionToken ? 'rejoin' : 'resume', `signaling (${code})`);
+  }
+
+  /** Runs the recovery: resume within the grace period, else fresh joins; gives up with a Rejoin button. */
+  #recover(kind, cause) {
+    const run = { kind, since: performance.now() };
+    this.recovery = run;
+    this.signalingLost = true;
+    this.onConnectionLost(cause);
+    const loop = kind === 'resume' ? this.#resumeLoop(run) : this.#rejoinLoop(run);
+    loop.catch((error) => {
+      if (this.recovery !== run || this.closed) return;
+      console.error('reconnection failed', error);
+      this.#endSession('disconnected', `Could not reconnect: ${error?.message ?? error}. Rejoin to continue.`);
+    });
+  }
+
+  #stale(run) {
+    return this.closed || this.recovery !== run;
+  }
+
+  #recovered(run) {
+    const ms = Math.round(performance.now() - run.since);
+    this.recovery = null;
+    this.signalingLost = false;
+    this.lastRecovery = { kind: run.kind, ms };
+    this.recoveries += 1;
+    console.info(`reconnected (${run.kind}) after ${ms} ms`);
+    this.#updateState();
+    this.emit('recovered', { kind: run.kind, ms });
+  }
+
+  async #resumeLoop(run) {
+    for (let attempt = 0; ; attempt++) {
+      await sleep(backoffDelay(attempt));
+      if (this.#stale(run)) return;
+      if (performance.now() - run.since >= PEER_GRACE_PERIOD_MS) {
+        console.warn('the grace period passed without a resume: joining afresh');
+        break;
+      }
+      try {
+        await this.signaling.connect({ timeout: RECONNECT_OPEN_TIMEOUT_MS });
+      } catch {
+        continue;
+      }
+      if (this.#stale(run)) return;
+      const outcome = await this.attemptReconnect();
+      if (this.#stale(run)) return;
+      if (outcome === true) {
+        this.#recovered(run);
+        return;
+      }
+      if (outcome === 'rejoin') break;
+    }
+    run.kind = 'rejoin';
+    await this.#rejoinLoop(run);
+  }
+
+  /**
+   * A fresh join: closes transports, producers and consumers, clears the
+   * peers (and so the grid), joins again and publishes mic and camera as they
+   * were (muted stays muted). A screen share is not restarted (the browser
+   * needs a click for it).
+   */
+  async #rejoinLoop(run) {
+    const wanted = {};
+    for (const source of ['mic', 'webcam']) {
+      const producer = this.local[source];
+      const track = producer?.track;
+      if (!producer) continue;
+      wanted[source] = {
+        // A clone outlives the producer (closing it stops its track).
+        track: track && track.readyState === 'live' ? track.clone() : null,
+        deviceId: track?.getSettings?.().deviceId || this.devices[source === 'mic' ? 'micDeviceId' : 'camDeviceId'],
+        paused: producer.paused,
+      };
+      if (wanted[source].track) wanted[source].track.enabled = true;
+    }
+    const hadScreen = Boolean(this.local.screen);
+    this.#resetMedia();
+    this.#updateState();
+    let lastError = null;
+    try {
+      for (let attempt = 0; attempt < REJOIN_ATTEMPTS; attempt++) {
+        if (attempt > 0) await sleep(backoffDelay(attempt + 2));
+        if (this.#stale(run)) return;
+        try {
+          const problems = await this.#rejoinOnce(wanted);
+          if (this.#stale(run)) return;
+          this.#recovered(run);
+          if (hadScreen) problems.push('Screen sharing stopped when the connection was re-established: share again.');
+          if (problems.length > 0) this.emit('error', problems.join(' '));
+          return;
+        } catch (error) {
+          if (this.#stale(run)) return;
+          lastError = error;
+          console.warn(`fresh join ${attempt + 1}/${REJOIN_ATTEMPTS} failed`, error);
+          const lastClose = this.signaling?.lastClose;
+          this.#resetMedia();
+          if (lastClose && (FATAL_CODES.has(lastClose.code) || this.shutdownReason)) {
+            this.#endSession('disconnected', describeClose(lastClose.code, lastClose.reason, this.shutdownReason));
+            return;
+          }
+        }
+      }
+      this.#endSession(
+        'disconnected',
+        `The connection to the server was lost and could not be re-established. ${describeJoinError(lastError)}`,
+      );
+    } finally {
+      for (const entry of Object.values(wanted)) entry.track?.stop();
+    }
+  }
+
+  /** One fresh join; returns the problems to report (devices that could not be published). */
+  async #rejoinOnce(wanted) {
+    const problems = [];
+    const media = this.#newMedia();
+    await this.signaling.connect({ timeout: RECONNECT_OPEN_TIMEOUT_MS });
+    this.#checkOpen();
+    await this.#joinRoom();
+    for (const source of ['mic', 'webcam']) {
+      const want = wanted[source];
+      if (!want) continue;
+      const what = source === 'mic' ? 'microphone' : 'camera';
+      let track = want.track?.readyState === 'live' ? want.track.clone() : null;
+      if (!track) {
+        try {
+          track = await (source === 'mic' ? getMicrophone(want.deviceId) : getCamera(want.deviceId));
+        } catch (error) {
+          problems.push(describeMediaError(error, what));
+          continue;
+        }
+      }
+      if (this.closed) {
+        track.stop();
+        this.#checkOpen();
+      }
+      if (!media.canProduce(track.kind)) {
+        track.stop();
+        continue;
+      }
+      this.local[source] = await this.#produce(track, source, { paused: want.paused });
+    }
+    this.#emitLocal();
+    return problems;
+  }
+
+  #scheduleIceRestart(direction, delay) {
+    if (this.iceRestartTimers.has(direction)) return;
+    const timer = setTimeout(() => {
+      this.iceRestartTimers.delete(direction);
+      const state = this.transportStates[direction];
+      if (this.closed || this.recovery || !this.signaling?.connected) return; // resume does it
+      if (state !== 'disconnected' && state !== 'failed') return;
+      const transport = direction === 'send' ? this.media?.sendTransport : this.media?.recvTransport;
+      if (transport) this.#restartIce(transport);
+    }, delay);
+    this.iceRestartTimers.set(direction, timer);
+  }
+
+  /** `restartIce {transportId}` and the new ICE parameters into the transport. */
+  async #restartIce(transport) {
+    if (transport.closed || this.iceRestarting.has(transport.id)) return;
+    this.iceRestarting.add(transport.id);
+    try {
+      const iceParameters = await this.signaling.request('restartIce', { transportId: transport.id });
+      if (!transport.closed) await transport.restartIce({ iceParameters });
+      console.info(`ICE restarted on the ${transport.appData.direction} transport`);
+    } catch (error) {
+      if (!this.closed && !transport.closed) console.warn('ICE restart failed', error);
+    } finally {
+      this.iceRestarting.delete(transport.id);
+    }
+  }
+
+  /**
+   * Brings the local model in line with a `resume` reply: forgets peers and
+   * closes consumers the server no longer has (their peerClosed and
+   * consumerClosed were missed), catches up on pause states, re-sends
+   * pause/resume of our producers where the server missed it, and restarts
+   * ICE where a transport is not connected. Returns false when one of our
+   * transports is gone on the server (only a fresh join brings media back).
+   */
+  #reconcile({ peers = [], producers = [], consumers = [], transports = null }, consumersBefore) {
+    const media = this.media;
+    const serverTransports = new Map((transports ?? []).map((t) => [t.id, t]));
+    const ours = [media?.sendTransport, media?.recvTransport].filter(Boolean);
+    if (transports && ours.some((t) => !serverTransports.has(t.id))) {
+      console.warn('a transport of ours is gone on the server: joining afresh');
+      return false;
+    }
+
+    const listedPeers = new Set(peers.map((p) => p.id));
+    for (const peerId of [...this.peers.keys()]) {
+      if (!listedPeers.has(peerId)) this.#removePeer(peerId, { announce: true });
+    }
+    for (const info of peers) this.#upsertPeer(info);
+
+    const serverConsumers = new Map(consumers.map((c) => [c.id, c]));
+    for (const consumerId of consumersBefore) {
+      if (!serverConsumers.has(consumerId)) this.#removeConsumer(consumerId);
+    }
+    const changed = new Set();
+    for (const info of consumers) {
+      const peer = this.peers.get(this.consumerPeer.get(info.id));
+      const entry = peer?.consumers.get(info.id);
+      if (!entry) continue;
+      if (entry.producerPaused !== Boolean(info.producerPaused)) {
+        entry.producerPaused = Boolean(info.producerPaused);
+        changed.add(peer);
+      }
+      const keepPaused = (entry.kind === 'video' && this.mode === 'voice') || (entry.kind === 'audio' && this.local.deafened);
+      if (Boolean(info.paused) !== keepPaused) {
+        this.signaling
+          .request(keepPaused ? 'pauseConsumer' : 'resumeConsumer', { consumerId: info.id })
+          .catch((error) => console.warn('consumer pause/resume after resume failed', error));
+      }
+    }
+    for (const peer of changed) this.emit('peer', describePeer(peer));
+
+    const serverProducers = new Map(producers.map((p) => [p.id, p]));
+    for (const producer of [...(media?.producers.values() ?? [])]) {
+      const info = serverProducers.get(producer.id);
+      if (!info) {
+        producer.close();
+        media.producers.delete(producer.id);
+        this.#forgetProducer(producer);
+        this.emit('error', `The server stopped one of your ${producer.kind} streams while you were disconnected.`);
+      } else if (Boolean(info.paused) !== producer.paused) {
+        // A pause or resume sent while the socket was down.
+        this.signaling
+          .request(producer.paused ? 'pauseProducer' : 'resumeProducer', { producerId: producer.id })
+          .catch((error) => console.warn('producer pause/resume after resume failed', error));
+      }
+    }
+    this.#emitLocal();
+
+    for (const transport of ours) {
+      const local = transport.connectionState;
+      const iceState = serverTransports.get(transport.id)?.iceState ?? 'connected';
+      const serverOk = iceState === 'connected' || iceState === 'completed';
+      const neverUsed = local === 'new' && iceState === 'new';
+      if (local === 'disconnected' || local === 'failed' || (!serverOk && !neverUsed)) this.#restartIce(transport);
+    }
+    return true;
   }
 
   #updateState(forced = null) {
@@ -510,7 +835,8 @@ export class RoomClient extends Emitter {
       await fn();
     } catch (error) {
       const what = { mic: 'the microphone', webcam: 'the camera', screen: 'screen sharing', deafen: 'deafen' }[name];
-      if (!this.closed) this.emit('error', `Could not change ${what}: ${error?.message ?? error}`);
+      // While reconnecting, a pause/resume the server missed is re-sent after `resume`.
+      if (!this.closed && !this.signalingLost) this.emit('error', `Could not change ${what}: ${error?.message ?? error}`);
     } finally {
       this.busy.delete(name);
       this.#emitLocal();
@@ -639,13 +965,30 @@ export class RoomClient extends Emitter {
   }
 
   #teardown() {
-    for (const peerId of [...this.peers.keys()]) this.#removePeer(peerId);
-    this.media?.close();
+    this.recovery = null;
+    // The goodbye (close code 1000) first: #resetMedia would drop the socket
+    // without one, and the server would keep the peer for a resume.
     this.signaling?.close();
-    this.media = null;
+    this.#resetMedia();
     this.signaling = null;
+    this.#syncDebug();
+  }
+
+  /** Closes producers, consumers and transports, forgets the peers; the signaling object stays (its socket goes). */
+  #resetMedia() {
+    for (const peerId of [...this.peers.keys()]) this.#removePeer(peerId);
+    for (const timer of this.iceRestartTimers.values()) clearTimeout(timer);
+    this.iceRestartTimers.clear();
+    this.media?.close();
+    this.media = null;
+    this.signaling?.abandon();
     this.local.mic = this.local.webcam = this.local.screen = null;
     this.joined = false;
+    this.transportStates = { send: 'new', recv: 'new' };
+    if (this.activeSpeaker !== null) {
+      this.activeSpeaker = null;
+      this.emit('speaker', null);
+    }
     this.#syncDebug();
     this.#emitLocal();
   }
@@ -678,7 +1021,8 @@ function describeClose(code, reason, shutdownReason) {
     case CLOSE_REPLACED:
       return 'You joined this room again from another tab or device, so this one was disconnected.';
     case CLOSE_SHUTDOWN:
-      return `The server is shutting down${shutdownReason ? ` (${shutdownReason})` : why}.`;
+      if (/shutting down/i.test(shutdownReason || reason)) return 'The server is shutting down. Rejoin when it is back.';
+      return `The server is shutting down${shutdownReason ? ` (${shutdownReason})` : why}. Rejoin when it is back.`;
     case CLOSE_MEDIA_LOST:
       return 'Your media connection was lost for too long, so the server removed you from the room. Rejoin to continue.';
     case CLOSE_LIMIT:

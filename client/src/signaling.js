@@ -1,19 +1,21 @@
-// protoo signaling: one protoo Peer over a WebSocket to this page's origin.
+// protoo signaling: a protoo Peer over one WebSocket at a time to this page's
+// origin. The Signaling object outlives its sockets: `connect()` opens a new
+// one (after a drop, to resume the session), and the 'request' and
+// 'notification' listeners stay attached across them.
+//
+// protoo-client's WebSocketTransport retries by itself (and reconnects on its
+// own after a drop, whatever its retry options say); RoomClient runs its own
+// backoff and must send `resume` as the first request of each new socket, so
+// each socket here is a single attempt (SocketTransport below).
 //
 // Events:
 //   'request'      (request, accept, reject)  a server request (newConsumer)
 //   'notification' (notification)            a server notification
-//   'failed'       (attempt)                  a connection attempt failed (protoo retries)
-//   'disconnected' ()                         the open socket dropped; protoo is retrying
-//   'reopened'     ()                         the socket is open again after 'disconnected'
-//   'closed'       ({code, reason})           gone for good: the server closed it with a
-//                                            final code (4000 replaced, 4001 shutdown,
-//                                            4002 media lost, 4029 limit), or retries ran out
-import { Peer, WebSocketTransport } from 'protoo-client';
+//   'disconnected' ({code, reason})          the open socket closed, not by us (code 1006
+//                                            when the connection died without a close frame)
+import { Peer } from 'protoo-client';
+import Message from 'protoo-client/lib/Message.js';
 import { Emitter } from './emitter.js';
-
-// Fail fast enough that "server unreachable" shows within a few seconds.
-const RETRY = { retries: 2, factor: 2, minTimeout: 1000, maxTimeout: 2000 };
 
 // WebSocket close codes after which reconnecting the same session is pointless
 // (docs/protocol.md, "Fatal and transient failures").
@@ -21,7 +23,18 @@ export const CLOSE_REPLACED = 4000;
 export const CLOSE_SHUTDOWN = 4001;
 export const CLOSE_MEDIA_LOST = 4002;
 export const CLOSE_LIMIT = 4029;
-const FINAL_CODES = new Set([CLOSE_REPLACED, CLOSE_SHUTDOWN, CLOSE_MEDIA_LOST, CLOSE_LIMIT]);
+/** Fatal: stop retrying and tell the user. (4002 is transient: join again.) */
+export const FATAL_CODES = new Set([CLOSE_REPLACED, CLOSE_SHUTDOWN, CLOSE_LIMIT]);
+/** Our goodbye: the server closes the peer at once. */
+const CLOSE_LEAVE = 1000;
+/**
+ * Dropping a socket we gave up on (an open or a request that took too long):
+ * not a goodbye (1000/1001/1005), so the server keeps the session for a resume.
+ */
+const CLOSE_ABANDONED = 4100;
+
+const CONNECT_TIMEOUT_MS = 4000;
+const WS_SUBPROTOCOL = 'protoo';
 
 export class SignalingError extends Error {
   constructor(message, { code = null, method = null, reason = null } = {}) {
@@ -33,100 +46,174 @@ export class SignalingError extends Error {
   }
 }
 
+/**
+ * A protoo-client transport for exactly one WebSocket: no retries. It emits
+ * what protoo's Peer listens to ('open', 'close', 'message'); 'close' carries
+ * the close event's {code, reason} and whether the socket had opened.
+ */
+class SocketTransport extends Emitter {
+  constructor(url) {
+    super();
+    this._closed = false;
+    this.opened = false;
+    this.ws = new WebSocket(url, WS_SUBPROTOCOL);
+    this.ws.onopen = () => {
+      if (this._closed) return;
+      this.opened = true;
+      this.emit('open');
+    };
+    this.ws.onclose = (event) => {
+      if (this._closed) return;
+      this._closed = true;
+      this.emit('close', { code: event.code, reason: event.reason, opened: this.opened, byUs: false });
+    };
+    this.ws.onerror = () => {}; // a 'close' follows
+    this.ws.onmessage = (event) => {
+      if (this._closed) return;
+      const message = Message.parse(event.data);
+      if (message) this.emit('message', message);
+    };
+  }
+
+  get closed() {
+    return this._closed;
+  }
+
+  /** protoo's Peer.close() calls this without a code: then it is an abandoned socket, not a leave. */
+  close(code = CLOSE_ABANDONED, reason = '') {
+    if (this._closed) return;
+    this._closed = true;
+    const { ws } = this;
+    ws.onopen = ws.onclose = ws.onmessage = null;
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closing
+    }
+    this.emit('close', { code, reason, opened: this.opened, byUs: true });
+  }
+
+  async send(message) {
+    if (this._closed) throw new Error('transport closed');
+    this.ws.send(JSON.stringify(message));
+  }
+}
+
 export class Signaling extends Emitter {
   constructor(url) {
     super();
     this.url = url;
     this.peer = null;
+    this.transport = null;
     this.connected = false;
+    /** Our own close (leave): no more sockets. */
     this.closed = false;
-    this.wasConnected = false;
-    /** The last WebSocket close: {code, reason} (protoo-client does not pass it on). */
+    /** The last WebSocket close not by us: {code, reason}. */
     this.lastClose = null;
+    /** WebSockets opened so far (for tests and debugging). */
+    this.sockets = 0;
   }
 
-  // protoo-client keeps its WebSocket in transport._ws and does not report
-  // close codes; listen on each socket it opens to learn them.
-  #socket() {
-    return this.peer?._transport?._ws ?? null;
+  /**
+   * Opens a new WebSocket (dropping the current one, if any): one attempt per
+   * socket, `attempts` sockets with a short backoff. Resolves on 'open';
+   * rejects with a SignalingError when the server cannot be reached.
+   */
+  async connect({ attempts = 1, timeout = CONNECT_TIMEOUT_MS } = {}) {
+    let lastError = null;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * 500 * 2 ** attempt));
+      try {
+        await this.#open(timeout);
+        return;
+      } catch (error) {
+        lastError = error;
+        if (this.closed) break;
+      }
+    }
+    throw lastError;
   }
 
-  #watchSocket() {
-    const ws = this.#socket();
-    if (!ws?.addEventListener) return;
-    ws.addEventListener('close', (event) => {
-      this.lastClose = { code: event.code, reason: event.reason };
-    });
-  }
-
-  #finish() {
-    if (this.closed) return;
-    this.closed = true;
-    this.connected = false;
-    this.peer?.close();
-    this.emit('closed', this.lastClose ?? { code: null, reason: '' });
-  }
-
-  /** Opens the WebSocket; resolves on 'open', rejects when the server cannot be reached. */
-  connect() {
+  #open(timeout) {
+    this.abandon();
+    if (this.closed) return Promise.reject(new SignalingError('Signaling closed.', { reason: 'closed' }));
     return new Promise((resolve, reject) => {
-      const transport = new WebSocketTransport(this.url, { retry: RETRY });
+      const transport = new SocketTransport(this.url);
       const peer = new Peer(transport);
+      this.transport = transport;
       this.peer = peer;
+      this.sockets += 1;
+      const current = () => this.peer === peer && !this.closed;
+      const unreachable = (why) =>
+        new SignalingError(
+          `Cannot reach the server at ${new URL(this.url).host}${why}. Check that it is running and that this address is right, then try again.`,
+          { reason: 'unreachable' },
+        );
+      const timer = setTimeout(() => {
+        if (transport.opened) return;
+        peer.close(); // 'close' below rejects
+      }, timeout);
 
-      peer.on('open', () => {
+      transport.on('open', () => {
+        clearTimeout(timer);
+        if (!current()) return;
         this.connected = true;
-        this.#watchSocket();
-        if (this.wasConnected) {
-          this.emit('reopened');
-        } else {
-          this.wasConnected = true;
-          resolve();
-        }
+        resolve();
       });
-      peer.on('failed', (attempt) => {
-        this.emit('failed', attempt);
-      });
-      // protoo emits these from the socket's onclose, before our own close
-      // listener has run: look at the close code a tick later.
-      peer.on('disconnected', () => {
-        this.connected = false;
-        setTimeout(() => {
-          if (this.closed) return;
-          if (FINAL_CODES.has(this.lastClose?.code)) this.#finish();
-          else this.emit('disconnected', this.lastClose);
-        }, 0);
-      });
-      peer.on('close', () => {
-        this.connected = false;
-        if (!this.wasConnected) {
-          this.closed = true;
-          reject(
-            new SignalingError(
-              `Cannot reach the server at ${new URL(this.url).host}. Check that it is running and that this address is right, then try again.`,
-              { reason: 'unreachable' },
-            ),
-          );
+      transport.on('close', ({ code, reason, opened, byUs }) => {
+        clearTimeout(timer);
+        // Fail the requests still waiting on this socket at once.
+        peer.close();
+        if (!opened) {
+          reject(unreachable(byUs ? ' (no answer)' : ''));
           return;
         }
-        setTimeout(() => this.#finish(), 0);
+        if (!current()) return;
+        this.connected = false;
+        if (byUs) return;
+        this.lastClose = { code, reason };
+        this.emit('disconnected', { code, reason });
       });
-      peer.on('request', (request, accept, reject2) => {
-        this.emit('request', request, accept, reject2);
+      peer.on('request', (request, accept, rejectRequest) => {
+        if (current()) this.emit('request', request, accept, rejectRequest);
+        else rejectRequest(409, 'stale connection');
       });
       peer.on('notification', (notification) => {
-        this.emit('notification', notification);
+        if (current()) this.emit('notification', notification);
       });
     });
   }
 
-  /** A request; a protoo error response becomes a SignalingError with the server's errorReason. */
-  async request(method, data = undefined) {
-    if (!this.peer || this.closed) {
-      throw new SignalingError(`Not connected to the server (${method}).`, { method });
+  /** Drops the current socket without a goodbye: the server keeps the session (grace period). */
+  abandon() {
+    const peer = this.peer;
+    this.peer = null;
+    this.transport = null;
+    this.connected = false;
+    peer?.close();
+  }
+
+  /**
+   * A request on the current socket; a protoo error response becomes a
+   * SignalingError with the server's errorReason. `timeout` (ms) bounds the
+   * wait (protoo's own is over 20 s).
+   */
+  async request(method, data = undefined, { timeout = 0 } = {}) {
+    const peer = this.peer;
+    if (!peer || !this.connected || this.closed) {
+      throw new SignalingError(`Not connected to the server (${method}).`, { method, reason: 'not connected' });
     }
+    let timer = null;
     try {
-      return await this.peer.request(method, data);
+      const pending = peer.request(method, data);
+      if (!timeout) return await pending;
+      pending.catch(() => {});
+      return await Promise.race([
+        pending,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('request timeout')), timeout);
+        }),
+      ]);
     } catch (error) {
       if (typeof error.code === 'number') {
         throw new SignalingError(`The server refused "${method}": ${error.message} (error ${error.code})`, {
@@ -136,21 +223,20 @@ export class Signaling extends Emitter {
         });
       }
       throw new SignalingError(`"${method}" failed: ${error.message}`, { method, reason: error.message });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  /** Our own close (leave): no 'closed' event. */
+  /** Our own close (leave): a goodbye (code 1000), and no more events or sockets. */
   close() {
     if (this.closed) return;
     this.closed = true;
     this.connected = false;
-    // Say goodbye with code 1000: protoo-client's close() sends no code, and
-    // the server keeps a peer whose socket closed without one for a resume.
-    try {
-      this.#socket()?.close(1000, 'leave');
-    } catch {
-      // already closing
-    }
-    this.peer?.close();
+    const { peer, transport } = this;
+    this.peer = null;
+    this.transport = null;
+    transport?.close(CLOSE_LEAVE, 'leave');
+    peer?.close();
   }
 }
