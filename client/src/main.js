@@ -138,6 +138,8 @@ async function enterRoom(values) {
     displayName: values.displayName,
     mode,
     handler: params.handler,
+    forceTcp: params.forceTcp,
+    relayOnly: params.relayOnly,
     debug,
   });
   client = session;

@@ -44,15 +44,18 @@ export class MediaSession extends Emitter {
     await this.device.load({ routerRtpCapabilities });
   }
 
-  /** Both transports, before `join`, as mediasoup-demo does. */
-  async createTransports({ iceServers = [] } = {}) {
-    this.sendTransport = await this.#createTransport('send', iceServers);
-    this.recvTransport = await this.#createTransport('recv', iceServers);
+  /**
+   * Both transports, before `join`, as mediasoup-demo does. The STUN/TURN
+   * servers come from the server's reply; `relayOnly` keeps to TURN relays.
+   */
+  async createTransports({ forceTcp = false, relayOnly = false } = {}) {
+    this.sendTransport = await this.#createTransport('send', forceTcp, relayOnly);
+    this.recvTransport = await this.#createTransport('recv', forceTcp, relayOnly);
   }
 
-  async #createTransport(direction, iceServers) {
+  async #createTransport(direction, forceTcp, relayOnly) {
     const info = await this.signaling.request('createWebRtcTransport', {
-      forceTcp: false,
+      forceTcp,
       producing: direction === 'send',
       consuming: direction === 'recv',
       sctpCapabilities: null,
@@ -63,7 +66,8 @@ export class MediaSession extends Emitter {
       iceCandidates: info.iceCandidates,
       dtlsParameters: info.dtlsParameters,
       sctpParameters: info.sctpParameters ?? undefined,
-      iceServers,
+      iceServers: info.iceServers ?? [],
+      iceTransportPolicy: relayOnly ? 'relay' : 'all',
       appData: { direction },
     };
     const transport =

@@ -6,6 +6,8 @@
 //   mode         "video" (default) or "voice"
 //   handler      force a mediasoup-client handler, e.g. "Chrome111"
 //   autojoin=1   join at once with the defaults, no clicks
+//   forceTcp=1   ask the server for ICE over TCP only (where UDP is blocked)
+//   relay=1      use only TURN relay candidates (iceTransportPolicy "relay")
 
 // The server accepts 1-128 characters of these for roomId and peerId.
 const ID_PATTERN = /^[A-Za-z0-9_.:@+-]{1,128}$/;
@@ -32,7 +34,8 @@ export function readParams(loc = window.location) {
   const mode = query.get('mode') === 'voice' ? 'voice' : 'video';
   const handlerParam = query.get('handler') ?? '';
   const handler = HANDLERS.includes(handlerParam) ? handlerParam : null;
-  const autojoin = ['1', 'true', 'yes'].includes(query.get('autojoin') ?? '');
+  const flag = (name) => ['1', 'true', 'yes'].includes(query.get(name) ?? '');
+  const autojoin = flag('autojoin');
   return {
     roomId,
     roomIdGenerated,
@@ -42,6 +45,8 @@ export function readParams(loc = window.location) {
     modeGiven: query.has('mode'),
     handler,
     autojoin,
+    forceTcp: flag('forceTcp'),
+    relayOnly: flag('relay'),
   };
 }
 

@@ -94,8 +94,19 @@ export class RoomClient extends Emitter {
    * @param {'video'|'voice'} options.mode
    * @param {object} [options.debug] window.sfuDebug, kept up to date
    */
-  constructor({ roomId, peerId, displayName, mode, handler = null, debug = null }) {
+  constructor({
+    roomId,
+    peerId,
+    displayName,
+    mode,
+    handler = null,
+    forceTcp = false,
+    relayOnly = false,
+    debug = null,
+  }) {
     super();
+    this.forceTcp = forceTcp;
+    this.relayOnly = relayOnly;
     this.roomId = roomId;
     this.peerId = peerId;
     this.displayName = displayName;
@@ -225,7 +236,7 @@ export class RoomClient extends Emitter {
   async #joinRoom() {
     const media = this.media;
     await media.load();
-    await media.createTransports({ iceServers: [] });
+    await media.createTransports({ forceTcp: this.forceTcp, relayOnly: this.relayOnly });
     this.#syncDebug();
     this.#checkOpen();
 
