@@ -20,7 +20,9 @@ async def protoo_request(server: ServerProcess, peer: str, method: str, data: di
                          ssl_context: ssl.SSLContext | None = None) -> dict:
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(
-            f"{server.ws_url}/?roomId=deploy&peerId={peer}", protocols=("protoo",), ssl=ssl_context
+            f"{server.ws_url}/?roomId=deploy&peerId={peer}",
+            protocols=("protoo",),
+            ssl=ssl_context if ssl_context is not None else True,
         ) as ws:
             await ws.send_str(json.dumps({"request": True, "id": 1, "method": method, "data": data or {}}))
             while True:
