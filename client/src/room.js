@@ -855,29 +855,18 @@ export class RoomClient extends Emitter {
   }
 
   toggleMic(deviceId = '') {
-    return this.#exclusive('mic', async () => {
-      const producer = this.local.mic;
-      if (producer) {
-        if (producer.paused) await this.media.resumeProducer(producer);
-        else await this.media.pauseProducer(producer);
-        return;
-      }
-      // No microphone yet (none at join, or it was unplugged): try again now.
-      let track;
-      try {
-        track = await getMicrophone(deviceId);
-      } catch (error) {
-        this.emit('error', describeMediaError(error, 'microphone'));
-        return;
-      }
-      if (this.closed) return track.stop();
-      this.local.mic = await this.#produce(track, 'mic');
-    });
+    return this.#toggleProducer('mic', () => getMicrophone(deviceId), 'microphone');
   }
 
   toggleCam(deviceId = '') {
-    return this.#exclusive('webcam', async () => {
-      const producer = this.local.webcam;
+    return this.#toggleProducer('webcam', () => getCamera(deviceId), 'camera');
+  }
+
+  /** Pause/resume the `name` producer; if there is none yet (none at join, or it
+   * was unplugged), get the device now and produce. */
+  #toggleProducer(name, getTrack, deviceLabel) {
+    return this.#exclusive(name, async () => {
+      const producer = this.local[name];
       if (producer) {
         if (producer.paused) await this.media.resumeProducer(producer);
         else await this.media.pauseProducer(producer);
@@ -885,13 +874,13 @@ export class RoomClient extends Emitter {
       }
       let track;
       try {
-        track = await getCamera(deviceId);
+        track = await getTrack();
       } catch (error) {
-        this.emit('error', describeMediaError(error, 'camera'));
+        this.emit('error', describeMediaError(error, deviceLabel));
         return;
       }
       if (this.closed) return track.stop();
-      this.local.webcam = await this.#produce(track, 'webcam');
+      this.local[name] = await this.#produce(track, name);
     });
   }
 
