@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from .udp import DatagramHandler, PortRangeExhaustedError
 
@@ -57,7 +58,8 @@ class _Connection(asyncio.Protocol):
         self.key: tuple = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's does not subclass asyncio.Transport).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.key = tcp_key(transport.get_extra_info("peername"))
         self.listener.connections[self.key] = transport
