@@ -729,17 +729,22 @@ class WebRtcTransport(AsyncIOEventEmitter):
         if self._webrtc_server is not None:
             self._webrtc_server.remove_transport(self)
 
-        async def shutdown() -> None:
+        async def stop_dtls() -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(dtls.stop(), 1.0)
-            if endpoint is not None:
-                endpoint.close()
 
         try:
-            asyncio.get_running_loop().create_task(shutdown())
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: just drop the socket
+            loop = None
+        if loop is not None:
+            # The DTLS close_notify goes out in the task's first step; the socket
+            # closes right behind it, so that its port is free again at once.
+            loop.create_task(stop_dtls())
             if endpoint is not None:
-                endpoint.close()
+                loop.call_soon(endpoint.close)
+        elif endpoint is not None:
+            endpoint.close()
         if reason is not None:
             self.emit("serverclose", reason)
         self.emit("@close")
