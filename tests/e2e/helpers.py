@@ -207,3 +207,20 @@ class RawPeer:
         await self.ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._reader, 5)
+
+
+async def start_bot_process(
+    server: ServerProcess, room: str, peer_id: str, *args: str, capture: bool = False
+) -> asyncio.subprocess.Process:
+    """The ``python -m sfu.client`` bot in its own process (stdout piped when ``capture``)."""
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sfu.client", "--url", server.ws_url, "--room", room,
+        "--peer", peer_id, *args,
+        cwd=REPO, stdout=output, stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -13,8 +11,8 @@ import pytest
 
 from sfu.client import SfuClient, ToneAudioTrack
 
-from ..conftest import LOOPBACK, REPO, ServerProcess
-from .helpers import join, wait_until
+from ..conftest import LOOPBACK, ServerProcess
+from .helpers import join, start_bot_process, wait_until
 
 
 @pytest.fixture
@@ -26,10 +24,8 @@ async def test_a_killed_peer_process_is_closed_everywhere_after_the_grace_period
     sfu_server: ServerProcess,
 ) -> None:
     alice = await join(sfu_server, "kill", "alice", 440)
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sfu.client", "--url", sfu_server.ws_url, "--room", "kill",
-        "--peer", "bot", "--ice-address", "127.0.0.1", "--duration", "60",
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    bot = await start_bot_process(
+        sfu_server, "kill", "bot", "--ice-address", "127.0.0.1", "--duration", "60"
     )
     try:
         assert await alice.client.wait_for_consumers(2, timeout=20), "the bot's media never arrived"

@@ -14,14 +14,13 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from ..conftest import REPO, ServerProcess, start_server, stop_server
-from .helpers import join
+from ..conftest import ServerProcess, start_server, stop_server
+from .helpers import join, start_bot_process
 
 SECRET = "turn-test-secret"
 RELAY_MIN, RELAY_MAX = 49400, 49500
@@ -68,10 +67,9 @@ def sfu_server(tmp_path: Any, coturn: subprocess.Popen[bytes]) -> Iterator[Serve
 
 async def test_relay_only_client_gets_media_through_coturn(sfu_server: ServerProcess) -> None:
     bob = await join(sfu_server, "turn", "bob", 440)
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sfu.client", "--url", sfu_server.ws_url, "--room", "turn",
-        "--peer", "relayed", "--tone", "660", "--duration", "12",
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # No --ice-address: in this loopback-only namespace it gathers relay candidates only.
+    bot = await start_bot_process(
+        sfu_server, "turn", "relayed", "--tone", "660", "--duration", "12", capture=True
     )
     try:
         assert await bob.client.wait_for_consumers(2, timeout=30), "the relayed bot's media never arrived"
