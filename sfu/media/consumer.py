@@ -1,4 +1,4 @@
-"""Consumer: an outgoing copy of another peer's Producer on a WebRtcTransport.
+"""Consumer: an outgoing copy of another peer's Producer on a transport.
 
 It rewrites SSRC, payload type, sequence number and timestamp of each packet
 (the producer already rewrote the header extensions once per layout), keeps
@@ -23,7 +23,7 @@ from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
 
 if TYPE_CHECKING:
     from .producer import Producer
-    from .webrtc_transport import WebRtcTransport
+    from .transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Consumer(AsyncIOEventEmitter):
         consumer_id: str,
         producer: Producer,
         rtp_parameters: dict[str, Any],
-        transport: WebRtcTransport,
+        transport: Transport,
         paused: bool,
         app_data: dict[str, Any],
     ) -> None:

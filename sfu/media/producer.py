@@ -1,4 +1,4 @@
-"""Producer: one incoming track on a WebRtcTransport, forwarded to its consumers.
+"""Producer: one incoming track on a transport, forwarded to its consumers.
 
 Per packet (the hot path) it parses only the fixed header and the extension
 block, maps the client's payload type and extension ids onto the router's,
@@ -38,7 +38,7 @@ from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, RtpStreamRecv
 
 if TYPE_CHECKING:
     from .consumer import Consumer
-    from .webrtc_transport import WebRtcTransport
+    from .transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Producer(AsyncIOEventEmitter):
         rtp_parameters: dict[str, Any],
         rtp_mapping: dict[str, Any],
         consumable_rtp_parameters: dict[str, Any],
-        transport: WebRtcTransport,
+        transport: Transport,
         paused: bool,
         app_data: dict[str, Any],
     ) -> None:

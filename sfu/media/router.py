@@ -11,6 +11,8 @@ from pyee.asyncio import AsyncIOEventEmitter
 from ..errors import InvalidStateError, SfuError, UnsupportedError
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
+from .pipe_transport import PipeTransport
+from .transport import Transport
 from .webrtc_transport import WebRtcTransport
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ class Router(AsyncIOEventEmitter):
         self.rtp_capabilities = rtp_capabilities
         self.app_data = app_data
         self.closed = False
-        self.transports: dict[str, WebRtcTransport] = {}
+        self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.rtp_observers: dict[str, ActiveSpeakerObserver] = {}
 
@@ -58,7 +60,18 @@ class Router(AsyncIOEventEmitter):
         transport.on("@close", lambda: self._transport_closed(transport))
         return transport
 
-    def _transport_closed(self, transport: WebRtcTransport) -> None:
+    async def create_pipe_transport(
+        self, *, app_data: dict[str, Any] | None = None
+    ) -> PipeTransport:
+        """A plain-RTP transport toward a router of another worker on this host."""
+        self._check_open()
+        transport = PipeTransport(router=self, app_data=app_data or {})
+        await transport.start("127.0.0.1")
+        self.transports[transport.id] = transport
+        transport.on("@close", lambda: self._transport_closed(transport))
+        return transport
+
+    def _transport_closed(self, transport: Transport) -> None:
         self.transports.pop(transport.id, None)
         self.worker.closed_totals.update(transport.final_counters)
 

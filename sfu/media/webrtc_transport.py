@@ -14,22 +14,19 @@ import logging
 import random
 import struct
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
-from pyee.asyncio import AsyncIOEventEmitter
 
 from ..aiortc_adapter import DtlsSession, RTCCertificate, SrtpCodec, certificate_fingerprints
-from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
-from . import ortc, rtcp
-from .consumer import Consumer
+from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
+from . import rtcp
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
 from .producer import Producer
 from .rtp import header_bounds, iter_one_byte_extensions
 from .tcp import TcpListener
+from .transport import Transport
 from .udp import UdpEndpoint
 
 if TYPE_CHECKING:
@@ -38,13 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RTCP_INTERVAL = 1.0
 # Silence (no valid STUN nor media) after which ICE is reported "disconnected".
 ICE_DISCONNECTED_AFTER = 5.0
-# REMB toward publishers: a loss-based estimate (we advertise goog-remb, so we send it).
-REMB_INITIAL_BITRATE = 1_000_000
-REMB_MIN_BITRATE = 100_000
-REMB_MAX_BITRATE = 4_000_000
 
 _U32 = struct.Struct("!I")
 
@@ -54,7 +46,7 @@ def _mediasoup_dtls_role(remote_role: str) -> str:
     return "client" if remote_role == "server" else "server"
 
 
-class WebRtcTransport(AsyncIOEventEmitter):
+class WebRtcTransport(Transport):
     """Events: ``icestatechange``, ``dtlsstatechange``, ``iceselectedtuplechange``,
     ``routerclose``, ``serverclose(reason)`` (closed by the server itself: ICE
     timeout, DTLS failure, an internal error), ``@close``."""
@@ -71,7 +63,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
         enable_tcp: bool = False,
         force_tcp: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(router=router, app_data=app_data)
         # Single-port mode: the shared socket and its demultiplexer.
         self._webrtc_server = webrtc_server
         # ICE-TCP (RFC 6544 passive): offered when enabled, alone when forced.
@@ -80,18 +72,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self._tcp_listener: TcpListener | None = None
         self._tcp_send: Callable[[tuple, bytes], bool] | None = None
         self._tcp_port = 0
-        self.id = str(uuid.uuid4())
-        # Ids on every log line of this transport (JSON logs).
-        self.log_extra = {
-            "room_id": router.app_data.get("roomId"),
-            "peer_id": app_data.get("peerId"),
-            "transport_id": self.id,
-        }
         self.ice_timeout = ice_timeout
-        self.close_reason: str | None = None
-        self.router = router
-        self.app_data = app_data
-        self.closed = False
         self._endpoint: UdpEndpoint | None = None
         self._announced_ip = announced_ip
         self._certificate = certificate
@@ -111,27 +92,6 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
         self._rtp_out: SrtpCodec | None = None
-
-        self.producers: dict[str, Producer] = {}
-        self.consumers: dict[str, Consumer] = {}
-        self._producers_by_ssrc: dict[int, Producer] = {}
-        self._consumers_by_ssrc: dict[int, Consumer] = {}
-        self._next_mid = 0
-
-        self.rtcp_ssrc = random.getrandbits(32) or 1
-        self.fir_seq = 0
-        self._rtcp_timer: asyncio.TimerHandle | None = None
-        self._incoming_bitrate = REMB_INITIAL_BITRATE
-        self.available_outgoing_bitrate: int | None = None
-
-        # counters
-        self.drops: Counter[str] = Counter()
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.rtp_packets_received = 0
-        self.rtp_packets_sent = 0
-        self.rtcp_packets_received = 0
-        self.rtcp_packets_sent = 0
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
         server = self._webrtc_server
@@ -258,98 +218,6 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self._webrtc_server.add_ufrag(self.ice.credentials.username_fragment, self)
         return self.ice_parameters
 
-    async def produce(
-        self,
-        *,
-        kind: str,
-        rtp_parameters: dict[str, Any],
-        paused: bool = False,
-        app_data: dict[str, Any] | None = None,
-    ) -> Producer:
-        self._check_open()
-        if kind not in ("audio", "video"):
-            raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
-        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
-        mapping = ortc.get_producer_rtp_parameters_mapping(
-            rtp_parameters, self.router.rtp_capabilities
-        )
-        consumable = ortc.get_consumable_rtp_parameters(
-            kind, rtp_parameters, self.router.rtp_capabilities, mapping
-        )
-        producer = Producer(
-            producer_id=str(uuid.uuid4()),
-            kind=kind,
-            rtp_parameters=rtp_parameters,
-            rtp_mapping=mapping,
-            consumable_rtp_parameters=consumable,
-            transport=self,
-            paused=paused,
-            app_data=app_data or {},
-        )
-        ssrcs = [*producer.streams, *producer.rtx_ssrcs]
-        taken = [s for s in ssrcs if s in self._producers_by_ssrc]
-        if taken:
-            raise InvalidStateError(f"SSRC {taken[0]} is already used by another producer")
-        for ssrc in ssrcs:
-            self._producers_by_ssrc[ssrc] = producer
-        self.producers[producer.id] = producer
-        producer.on("@close", lambda: self._forget_producer(producer))
-        self.router.add_producer(producer)
-        return producer
-
-    async def consume(
-        self,
-        *,
-        producer_id: str,
-        rtp_capabilities: dict[str, Any],
-        paused: bool = True,
-        app_data: dict[str, Any] | None = None,
-    ) -> Consumer:
-        self._check_open()
-        producer = self.router.producers.get(producer_id)
-        if producer is None:
-            raise NotFoundError(f"producer {producer_id} not found")
-        if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
-            raise UnsupportedError(
-                f"cannot consume producer {producer_id}: no codec of it is in the rtpCapabilities"
-            )
-        rtp_parameters = ortc.get_consumer_rtp_parameters(
-            producer.consumable_rtp_parameters, rtp_capabilities
-        )
-        rtp_parameters["mid"] = str(self._next_mid)
-        self._next_mid += 1
-        consumer = Consumer(
-            consumer_id=str(uuid.uuid4()),
-            producer=producer,
-            rtp_parameters=rtp_parameters,
-            transport=self,
-            paused=paused,
-            app_data=app_data or {},
-        )
-        self.consumers[consumer.id] = consumer
-        self._consumers_by_ssrc[consumer.ssrc] = consumer
-        if consumer.rtx_ssrc is not None:
-            self._consumers_by_ssrc[consumer.rtx_ssrc] = consumer
-        consumer.on("@close", lambda: self._forget_consumer(consumer))
-        producer.add_consumer(consumer)
-        return consumer
-
-    def _forget_producer(self, producer: Producer) -> None:
-        self.producers.pop(producer.id, None)
-        for ssrc in [s for s, p in self._producers_by_ssrc.items() if p is producer]:
-            del self._producers_by_ssrc[ssrc]
-        self.router.remove_producer(producer)
-
-    def _forget_consumer(self, consumer: Consumer) -> None:
-        self.consumers.pop(consumer.id, None)
-        self._consumers_by_ssrc.pop(consumer.ssrc, None)
-        if consumer.rtx_ssrc is not None:
-            self._consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise InvalidStateError(f"transport {self.id} is closed")
-
     # ---- datagrams in -----------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
@@ -455,36 +323,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self.rtcp_packets_received += 1
         now = time.monotonic()
         self.last_ice_activity = now
-        for report in reports:
-            if isinstance(report, rtcp.SenderReport):
-                sender = self._producers_by_ssrc.get(report.ssrc)
-                if sender is not None:
-                    sender.receive_sender_report(report, now)
-                self._receive_report_blocks(report.reports)
-            elif isinstance(report, rtcp.ReceiverReport):
-                self._receive_report_blocks(report.reports)
-            elif isinstance(report, rtcp.Nack):
-                consumer = self._consumers_by_ssrc.get(report.media_ssrc)
-                if consumer is not None:
-                    consumer.receive_nack(report.lost)
-            elif isinstance(report, rtcp.Pli):
-                consumer = self._consumers_by_ssrc.get(report.media_ssrc)
-                if consumer is not None:
-                    consumer.receive_key_frame_request()
-            elif isinstance(report, rtcp.Fir):
-                # FIR carries media_ssrc 0: the target is in the FCI.
-                for target_ssrc, _ in report.entries:
-                    consumer = self._consumers_by_ssrc.get(target_ssrc)
-                    if consumer is not None:
-                        consumer.receive_key_frame_request()
-            elif isinstance(report, rtcp.Remb):
-                self.available_outgoing_bitrate = report.bitrate
-
-    def _receive_report_blocks(self, blocks: tuple[rtcp.ReportBlock, ...]) -> None:
-        for block in blocks:
-            consumer = self._consumers_by_ssrc.get(block.ssrc)
-            if consumer is not None:
-                consumer.receive_report_block(block)
+        self._dispatch_rtcp(reports, now)
 
     def _receive_stun(self, data: bytes, addr: tuple) -> None:
         outcome = self.ice.handle(data, addr)
@@ -619,29 +458,10 @@ class WebRtcTransport(AsyncIOEventEmitter):
         self.rtcp_packets_sent += 1
         self._sendto(protected, addr)
 
-    def count_drop(self, reason: str) -> None:
-        self.drops[reason] += 1
-
     # ---- periodic RTCP ----------------------------------------------------
 
-    def _schedule_rtcp(self) -> None:
-        # +-50% jitter, as RFC 3550 asks, so transports do not report in lockstep.
-        delay = RTCP_INTERVAL * random.uniform(0.5, 1.5)
-        self._rtcp_timer = asyncio.get_running_loop().call_later(delay, self._on_rtcp_timer)
-
-    def _on_rtcp_timer(self) -> None:
-        if self.closed:
-            return
-        if self._check_ice_consent():
-            return
-        try:
-            self._send_periodic_rtcp()
-        except Exception:
-            logger.exception("transport %s: periodic RTCP failed", self.id, extra=self.log_extra)
-        self._schedule_rtcp()
-
-    def _check_ice_consent(self) -> bool:
-        """Mark silent transports disconnected, and close them after ice_timeout. True if closed."""
+    def _check_liveness(self) -> bool:
+        """ICE consent: mark a silent transport disconnected, and close it after ice_timeout."""
         if self.ice_state not in ("connected", "completed", "disconnected"):
             return False  # never connected: a transport may wait unused (no producer yet)
         silence = time.monotonic() - self.last_ice_activity
@@ -661,43 +481,6 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self._set_ice_state("completed")
         return False
 
-    def _send_periodic_rtcp(self) -> None:
-        if self._tx_srtp is None:
-            return
-        now = time.monotonic()
-        blocks: list[rtcp.ReportBlock] = []
-        remb_ssrcs: list[int] = []
-        worst_loss = 0
-        for producer in self.producers.values():
-            producer_blocks = producer.report_blocks(now)
-            blocks.extend(producer_blocks)
-            if producer.kind == "video":
-                remb_ssrcs.extend(producer.streams)
-                worst_loss = max([worst_loss, *(b.fraction_lost for b in producer_blocks)])
-        if blocks or remb_ssrcs:
-            packet = rtcp.build_rr(self.rtcp_ssrc, blocks)
-            if remb_ssrcs:
-                packet += rtcp.build_remb(
-                    self.rtcp_ssrc, self._estimate_incoming_bitrate(worst_loss), remb_ssrcs
-                )
-            self.send_rtcp(packet)
-        for consumer in self.consumers.values():
-            report = consumer.sender_report()
-            if report is not None:
-                self.send_rtcp(report)
-
-    def _estimate_incoming_bitrate(self, fraction_lost: int) -> int:
-        """Loss-based estimate (as GCC's loss controller): grow under 2 % loss, back off over 10 %."""
-        loss = fraction_lost / 256.0
-        if loss < 0.02:
-            self._incoming_bitrate = int(self._incoming_bitrate * 1.08)
-        elif loss > 0.10:
-            self._incoming_bitrate = int(self._incoming_bitrate * (1 - 0.5 * loss))
-        self._incoming_bitrate = max(
-            REMB_MIN_BITRATE, min(self._incoming_bitrate, REMB_MAX_BITRATE)
-        )
-        return self._incoming_bitrate
-
     # ---- closing and stats -------------------------------------------------
 
     def close(self, reason: str | None = None) -> None:
@@ -708,15 +491,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
             return
         self.closed = True
         self.close_reason = reason
-        self.final_counters = self.counters()
-        if self._rtcp_timer is not None:
-            self._rtcp_timer.cancel()
-        for consumer in list(self.consumers.values()):
-            consumer.transport_closed()
-        for producer in list(self.producers.values()):
-            producer.transport_closed()
-        self.consumers.clear()
-        self.producers.clear()
+        self._close_children()
         self._set_ice_state("closed")
         self._set_dtls_state("closed")
         if self._dtls_task is not None:
@@ -749,29 +524,8 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self.emit("serverclose", reason)
         self.emit("@close")
 
-    def router_closed(self) -> None:
-        if not self.closed:
-            self.close()
-            self.emit("routerclose")
-
-    def counters(self) -> Counter[str]:
-        """Totals for /metrics (the worker keeps them after the transport closes)."""
-        totals: Counter[str] = Counter(
-            rtp_packets_received=self.rtp_packets_received,
-            rtp_packets_sent=self.rtp_packets_sent,
-            bytes_received=self.bytes_received,
-            bytes_sent=self.bytes_sent,
-            nacks_sent=sum(p.nacks_sent for p in self.producers.values()),
-            keyframe_requests_sent=sum(p.keyframe_requests_sent for p in self.producers.values()),
-            nacks_received=sum(c.nacks_received for c in self.consumers.values()),
-            keyframe_requests_received=sum(
-                c.keyframe_requests_received for c in self.consumers.values()
-            ),
-            packets_retransmitted=sum(c.packets_retransmitted for c in self.consumers.values()),
-        )
-        for reason, count in self.drops.items():
-            totals[f"dropped:{reason}"] = count
-        return totals
+    def _rtcp_ready(self) -> bool:
+        return self._tx_srtp is not None
 
     def get_stats(self) -> list[dict[str, Any]]:
         return [

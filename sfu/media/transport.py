@@ -1,0 +1,326 @@
+"""Transport: what WebRtcTransport and PipeTransport share (mediasoup's Transport).
+
+It owns producers and consumers in dicts by id and by SSRC, routes incoming
+RTCP to them, and sends the periodic RTCP (receiver reports and REMB for its
+producers, sender reports for its consumers). Subclasses move the bytes:
+``send_rtp``, ``send_rtcp`` and whatever receives datagrams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
+from . import ortc, rtcp
+from .consumer import Consumer
+from .producer import Producer
+
+if TYPE_CHECKING:
+    from .router import Router
+
+logger = logging.getLogger(__name__)
+
+RTCP_INTERVAL = 1.0
+# REMB toward publishers: a loss-based estimate (we advertise goog-remb, so we send it).
+REMB_INITIAL_BITRATE = 1_000_000
+REMB_MIN_BITRATE = 100_000
+REMB_MAX_BITRATE = 4_000_000
+
+
+class Transport(AsyncIOEventEmitter):
+    """Events: ``routerclose``, ``serverclose(reason)``, ``@close``."""
+
+    def __init__(self, *, router: Router, app_data: dict[str, Any]) -> None:
+        super().__init__()
+        self.id = str(uuid.uuid4())
+        self.router = router
+        self.app_data = app_data
+        self.closed = False
+        self.close_reason: str | None = None
+        # Ids on every log line of this transport (JSON logs).
+        self.log_extra = {
+            "room_id": router.app_data.get("roomId"),
+            "peer_id": app_data.get("peerId"),
+            "transport_id": self.id,
+        }
+
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self._producers_by_ssrc: dict[int, Producer] = {}
+        self._consumers_by_ssrc: dict[int, Consumer] = {}
+        self._next_mid = 0
+
+        self.rtcp_ssrc = random.getrandbits(32) or 1
+        self.fir_seq = 0
+        self._rtcp_timer: asyncio.TimerHandle | None = None
+        self._incoming_bitrate = REMB_INITIAL_BITRATE
+        self.available_outgoing_bitrate: int | None = None
+
+        # counters
+        self.drops: Counter[str] = Counter()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.rtp_packets_received = 0
+        self.rtp_packets_sent = 0
+        self.rtcp_packets_received = 0
+        self.rtcp_packets_sent = 0
+        self.final_counters: Counter[str] = Counter()
+
+    # ---- what subclasses provide ---------------------------------------------
+
+    def send_rtp(self, packet: bytes) -> None:
+        raise NotImplementedError
+
+    def send_rtcp(self, packet: bytes) -> None:
+        raise NotImplementedError
+
+    def _rtcp_ready(self) -> bool:
+        """Whether periodic RTCP can go out (keys and a remote address are known)."""
+        raise NotImplementedError
+
+    def _check_liveness(self) -> bool:
+        """Called before each periodic RTCP; True if the transport closed itself."""
+        return False
+
+    # ---- producing and consuming -----------------------------------------------
+
+    async def produce(
+        self,
+        *,
+        kind: str,
+        rtp_parameters: dict[str, Any],
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+        producer_id: str | None = None,
+    ) -> Producer:
+        """A new Producer. ``producer_id`` is given only for pipe producers, which
+        keep the id of the producer they mirror (as mediasoup's pipeToRouter)."""
+        self._check_open()
+        if kind not in ("audio", "video"):
+            raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
+        if producer_id is not None and producer_id in self.router.producers:
+            raise InvalidStateError(f"producer {producer_id} already exists in this router")
+        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
+        mapping = ortc.get_producer_rtp_parameters_mapping(
+            rtp_parameters, self.router.rtp_capabilities
+        )
+        consumable = ortc.get_consumable_rtp_parameters(
+            kind, rtp_parameters, self.router.rtp_capabilities, mapping
+        )
+        producer = Producer(
+            producer_id=producer_id or str(uuid.uuid4()),
+            kind=kind,
+            rtp_parameters=rtp_parameters,
+            rtp_mapping=mapping,
+            consumable_rtp_parameters=consumable,
+            transport=self,
+            paused=paused,
+            app_data=app_data or {},
+        )
+        ssrcs = [*producer.streams, *producer.rtx_ssrcs]
+        taken = [s for s in ssrcs if s in self._producers_by_ssrc]
+        if taken:
+            raise InvalidStateError(f"SSRC {taken[0]} is already used by another producer")
+        for ssrc in ssrcs:
+            self._producers_by_ssrc[ssrc] = producer
+        self.producers[producer.id] = producer
+        producer.on("@close", lambda: self._forget_producer(producer))
+        self.router.add_producer(producer)
+        return producer
+
+    async def consume(
+        self,
+        *,
+        producer_id: str,
+        rtp_capabilities: dict[str, Any],
+        paused: bool = True,
+        app_data: dict[str, Any] | None = None,
+    ) -> Consumer:
+        self._check_open()
+        producer = self.router.producers.get(producer_id)
+        if producer is None:
+            raise NotFoundError(f"producer {producer_id} not found")
+        if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
+            raise UnsupportedError(
+                f"cannot consume producer {producer_id}: no codec of it is in the rtpCapabilities"
+            )
+        rtp_parameters = ortc.get_consumer_rtp_parameters(
+            producer.consumable_rtp_parameters, rtp_capabilities
+        )
+        self._assign_mid(rtp_parameters)
+        consumer = Consumer(
+            consumer_id=str(uuid.uuid4()),
+            producer=producer,
+            rtp_parameters=rtp_parameters,
+            transport=self,
+            paused=paused,
+            app_data=app_data or {},
+        )
+        self.consumers[consumer.id] = consumer
+        self._consumers_by_ssrc[consumer.ssrc] = consumer
+        if consumer.rtx_ssrc is not None:
+            self._consumers_by_ssrc[consumer.rtx_ssrc] = consumer
+        consumer.on("@close", lambda: self._forget_consumer(consumer))
+        producer.add_consumer(consumer)
+        return consumer
+
+    def _assign_mid(self, rtp_parameters: dict[str, Any]) -> None:
+        rtp_parameters["mid"] = str(self._next_mid)
+        self._next_mid += 1
+
+    def _forget_producer(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
+        for ssrc in [s for s, p in self._producers_by_ssrc.items() if p is producer]:
+            del self._producers_by_ssrc[ssrc]
+        self.router.remove_producer(producer)
+
+    def _forget_consumer(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.id, None)
+        self._consumers_by_ssrc.pop(consumer.ssrc, None)
+        if consumer.rtx_ssrc is not None:
+            self._consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"transport {self.id} is closed")
+
+    def count_drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+    # ---- RTCP in ------------------------------------------------------------------
+
+    def _dispatch_rtcp(self, reports: list[rtcp.RtcpPacket], now: float) -> None:
+        """Hand each parsed RTCP packet to the producer or consumer it is about."""
+        for report in reports:
+            if isinstance(report, rtcp.SenderReport):
+                sender = self._producers_by_ssrc.get(report.ssrc)
+                if sender is not None:
+                    sender.receive_sender_report(report, now)
+                self._receive_report_blocks(report.reports)
+            elif isinstance(report, rtcp.ReceiverReport):
+                self._receive_report_blocks(report.reports)
+            elif isinstance(report, rtcp.Nack):
+                consumer = self._consumers_by_ssrc.get(report.media_ssrc)
+                if consumer is not None:
+                    consumer.receive_nack(report.lost)
+            elif isinstance(report, rtcp.Pli):
+                consumer = self._consumers_by_ssrc.get(report.media_ssrc)
+                if consumer is not None:
+                    consumer.receive_key_frame_request()
+            elif isinstance(report, rtcp.Fir):
+                # FIR carries media_ssrc 0: the target is in the FCI.
+                for target_ssrc, _ in report.entries:
+                    consumer = self._consumers_by_ssrc.get(target_ssrc)
+                    if consumer is not None:
+                        consumer.receive_key_frame_request()
+            elif isinstance(report, rtcp.Remb):
+                self.available_outgoing_bitrate = report.bitrate
+
+    def _receive_report_blocks(self, blocks: tuple[rtcp.ReportBlock, ...]) -> None:
+        for block in blocks:
+            consumer = self._consumers_by_ssrc.get(block.ssrc)
+            if consumer is not None:
+                consumer.receive_report_block(block)
+
+    # ---- periodic RTCP ---------------------------------------------------------------
+
+    def _schedule_rtcp(self) -> None:
+        # +-50% jitter, as RFC 3550 asks, so transports do not report in lockstep.
+        delay = RTCP_INTERVAL * random.uniform(0.5, 1.5)
+        self._rtcp_timer = asyncio.get_running_loop().call_later(delay, self._on_rtcp_timer)
+
+    def _on_rtcp_timer(self) -> None:
+        if self.closed:
+            return
+        if self._check_liveness():
+            return
+        try:
+            self._send_periodic_rtcp()
+        except Exception:
+            logger.exception("transport %s: periodic RTCP failed", self.id, extra=self.log_extra)
+        self._schedule_rtcp()
+
+    def _send_periodic_rtcp(self) -> None:
+        if not self._rtcp_ready():
+            return
+        now = time.monotonic()
+        blocks: list[rtcp.ReportBlock] = []
+        remb_ssrcs: list[int] = []
+        worst_loss = 0
+        for producer in self.producers.values():
+            producer_blocks = producer.report_blocks(now)
+            blocks.extend(producer_blocks)
+            if producer.kind == "video":
+                remb_ssrcs.extend(producer.streams)
+                worst_loss = max([worst_loss, *(b.fraction_lost for b in producer_blocks)])
+        if blocks or remb_ssrcs:
+            packet = rtcp.build_rr(self.rtcp_ssrc, blocks)
+            if remb_ssrcs:
+                packet += rtcp.build_remb(
+                    self.rtcp_ssrc, self._estimate_incoming_bitrate(worst_loss), remb_ssrcs
+                )
+            self.send_rtcp(packet)
+        for consumer in self.consumers.values():
+            report = consumer.sender_report()
+            if report is not None:
+                self.send_rtcp(report)
+
+    def _estimate_incoming_bitrate(self, fraction_lost: int) -> int:
+        """Loss-based estimate (as GCC's loss controller): grow under 2 % loss, back off over 10 %."""
+        loss = fraction_lost / 256.0
+        if loss < 0.02:
+            self._incoming_bitrate = int(self._incoming_bitrate * 1.08)
+        elif loss > 0.10:
+            self._incoming_bitrate = int(self._incoming_bitrate * (1 - 0.5 * loss))
+        self._incoming_bitrate = max(
+            REMB_MIN_BITRATE, min(self._incoming_bitrate, REMB_MAX_BITRATE)
+        )
+        return self._incoming_bitrate
+
+    # ---- closing and stats -------------------------------------------------------
+
+    def _close_children(self) -> None:
+        self.final_counters = self.counters()
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+        for consumer in list(self.consumers.values()):
+            consumer.transport_closed()
+        for producer in list(self.producers.values()):
+            producer.transport_closed()
+        self.consumers.clear()
+        self.producers.clear()
+
+    def router_closed(self) -> None:
+        if not self.closed:
+            self.close()
+            self.emit("routerclose")
+
+    def close(self, reason: str | None = None) -> None:
+        raise NotImplementedError
+
+    def counters(self) -> Counter[str]:
+        """Totals for /metrics (the worker keeps them after the transport closes)."""
+        totals: Counter[str] = Counter(
+            rtp_packets_received=self.rtp_packets_received,
+            rtp_packets_sent=self.rtp_packets_sent,
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            nacks_sent=sum(p.nacks_sent for p in self.producers.values()),
+            keyframe_requests_sent=sum(p.keyframe_requests_sent for p in self.producers.values()),
+            nacks_received=sum(c.nacks_received for c in self.consumers.values()),
+            keyframe_requests_received=sum(
+                c.keyframe_requests_received for c in self.consumers.values()
+            ),
+            packets_retransmitted=sum(c.packets_retransmitted for c in self.consumers.values()),
+        )
+        for reason, count in self.drops.items():
+            totals[f"dropped:{reason}"] = count
+        return totals
