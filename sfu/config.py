@@ -77,6 +77,21 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class WorkersConfig:
+    """Media worker processes (one per core, as mediasoup)."""
+
+    # How many; 0 means one per CPU.
+    count: int = 0
+    # A room's router takes this many peers before the room spreads to a
+    # router on another worker (joined by pipe transports); 0 never spreads.
+    max_peers_per_router: int = 50
+
+    @property
+    def resolved_count(self) -> int:
+        return self.count or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
 class MediaCodecConfig:
     """One entry of the router's media codecs (a mediasoup RtpCodecCapability)."""
 
@@ -209,6 +224,7 @@ class LogConfig:
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -226,10 +242,11 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SFU_LISTEN_IP": ("http.listen_ip", "media.listen_ip"),
     "SFU_ANNOUNCED_IP": ("media.announced_ip",),
     "SFU_UDP_PORT": ("media.udp_port",),
+    "SFU_WORKERS": ("workers.count",),
     "SFU_TLS_CERT": ("tls.cert",),
     "SFU_TLS_KEY": ("tls.key",),
 }
-_INTEGER_KEYS = {"http.port", "media.udp_port"}
+_INTEGER_KEYS = {"http.port", "media.udp_port", "workers.count"}
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
@@ -371,11 +388,22 @@ class _Loader:
         top = self._table(
             data,
             "",
-            ("http", "media", "router", "signaling", "limits", "tls", "log", "ice_servers"),
+            (
+                "http",
+                "media",
+                "workers",
+                "router",
+                "signaling",
+                "limits",
+                "tls",
+                "log",
+                "ice_servers",
+            ),
         )
         return Config(
             http=self._http(top.get("http", {})),
             media=self._media(top.get("media", {})),
+            workers=self._workers(top.get("workers", {})),
             router=self._router(top.get("router", {})),
             signaling=self._signaling(top.get("signaling", {})),
             limits=self._limits(top.get("limits", {})),
@@ -455,6 +483,18 @@ class _Loader:
             ),
             udp_port=self._int(t.get("udp_port", d.udp_port), "media.udp_port", 0, 65535),
             enable_tcp=self._bool(t.get("enable_tcp", d.enable_tcp), "media.enable_tcp"),
+        )
+
+    def _workers(self, value: object) -> WorkersConfig:
+        t = self._table(value, "workers", ("count", "max_peers_per_router"))
+        d = WorkersConfig()
+        return WorkersConfig(
+            count=self._int(t.get("count", d.count), "workers.count", 0, 256),
+            max_peers_per_router=self._int(
+                t.get("max_peers_per_router", d.max_peers_per_router),
+                "workers.max_peers_per_router",
+                0,
+            ),
         )
 
     def _router(self, value: object) -> RouterConfig:

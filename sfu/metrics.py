@@ -31,17 +31,19 @@ class SfuCollector:
 
     def collect(self) -> Iterator[Metric]:
         server = self.server
-        counts = server.worker.counts()
+        # From the workers' stats, refreshed just before each scrape.
+        counts = server.workers.counts()
         gauges = {
             "rooms": (len(server.rooms), "Open rooms"),
             "peers": (sum(len(r.peers) for r in server.rooms.values()), "Connected peers"),
-            "transports": (counts["transports"], "Open WebRTC transports"),
-            "producers": (counts["producers"], "Open producers"),
-            "consumers": (counts["consumers"], "Open consumers"),
+            "transports": (counts["transports"], "Open transports (WebRTC and pipe)"),
+            "producers": (counts["producers"], "Open producers (pipe producers included)"),
+            "consumers": (counts["consumers"], "Open consumers (pipe consumers included)"),
+            "workers": (len(server.workers.live_workers()), "Live media worker processes"),
         }
         for name, (value, text) in gauges.items():
             yield GaugeMetricFamily(f"sfu_{name}", text, value=value)
-        totals = server.worker.media_totals()
+        totals = server.workers.media_totals()
         for name, text in _COUNTERS:
             yield CounterMetricFamily(f"sfu_{name}", text, value=totals[name])
         dropped = CounterMetricFamily(
@@ -51,12 +53,24 @@ class SfuCollector:
             if key.startswith("dropped:"):
                 dropped.add_metric([key.partition(":")[2]], value)
         yield dropped
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = CounterMetricFamily(
-            "sfu_worker_cpu_seconds", "CPU time of the worker process", labels=["worker"]
+        yield CounterMetricFamily(
+            "sfu_worker_restarts",
+            "Media workers replaced after dying",
+            value=server.workers.restarts,
         )
-        cpu.add_metric([server.worker.id], usage.ru_utime + usage.ru_stime)
+        cpu = CounterMetricFamily(
+            "sfu_worker_cpu_seconds", "CPU time of each media worker process", labels=["worker"]
+        )
+        for worker in server.workers.live_workers():
+            seconds = (worker.last_stats.get("process") or {}).get("cpuSeconds", 0.0)
+            cpu.add_metric([str(worker.index)], seconds)
         yield cpu
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        yield CounterMetricFamily(
+            "sfu_signaling_cpu_seconds",
+            "CPU time of the signaling process",
+            value=usage.ru_utime + usage.ru_stime,
+        )
         yield GaugeMetricFamily(
             "sfu_event_loop_lag_seconds",
             "How late the event loop ran a timer, at the last check (every 0.5 s)",

@@ -15,10 +15,10 @@ from aiohttp import web
 
 from .config import Config
 from .errors import LimitError
-from .media.worker import Worker
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket
+from .workers.pool import NoWorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,25 @@ def process_usage() -> dict[str, int]:
 
 
 class SfuServer:
-    def __init__(self, config: Config) -> None:
+    """The signaling process: HTTP, WebSockets and rooms. Media runs in the
+    worker processes of ``self.workers`` (in this process with ``in_process_workers``,
+    which tests use to reach the media objects)."""
+
+    def __init__(self, config: Config, *, in_process_workers: bool = False) -> None:
         self.config = config
-        self.worker = Worker(config.media)
+        self.workers = WorkerPool(
+            config.workers.resolved_count,
+            config.media,
+            log_level=config.log.level,
+            log_format=config.log.format,
+            in_process=in_process_workers,
+        )
         self.room_settings = RoomSettings(
             consumer_request_timeout=config.signaling.consumer_request_timeout,
             peer_grace_period=config.signaling.peer_grace_period,
             limits=config.limits,
             ice_servers=config.ice_servers,
+            max_peers_per_router=config.workers.max_peers_per_router,
         )
         self.accepting = True
         self.loop_lag = 0.0
@@ -63,7 +74,7 @@ class SfuServer:
             self.app.router.add_static("/static/", CLIENT_DIST)
 
     async def start(self) -> None:
-        await self.worker.start()
+        await self.workers.start()
         self._lag_task = asyncio.create_task(self._measure_loop_lag())
 
     async def _measure_loop_lag(self, interval: float = 0.5) -> None:
@@ -74,6 +85,7 @@ class SfuServer:
             self.loop_lag = max(0.0, loop.time() - expected)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await self.workers.refresh_stats()
         body, content_type = render(self._metrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -90,7 +102,7 @@ class SfuServer:
                 )
             task = asyncio.create_task(
                 Room.create(
-                    self.worker,
+                    self.workers,
                     room_id,
                     self.config.router.mediasoup_media_codecs(),
                     self.room_settings,
@@ -147,6 +159,10 @@ class SfuServer:
         except LimitError as error:
             await ws.close(code=4029, message=str(error).encode()[:120])
             return ws
+        except NoWorkerError as error:
+            # Transient (a worker is restarting): the client's reconnection retries.
+            await ws.close(code=1013, message=str(error).encode()[:120])
+            return ws
         limits = self.config.limits
         connection = ProtooConnection(
             ws,
@@ -158,10 +174,12 @@ class SfuServer:
         return ws
 
     async def health(self, request: web.Request) -> web.Response:
+        await self.workers.refresh_stats()
         return web.json_response(self.health_data())
 
     def health_data(self) -> dict[str, Any]:
-        counts = self.worker.counts()
+        """From the workers' stats at the last refresh_stats()."""
+        counts = self.workers.counts()
         return {
             "status": "ok" if self.accepting else "shutting-down",
             "rooms": len(self.rooms),
@@ -175,20 +193,30 @@ class SfuServer:
             "consumers": counts["consumers"],
             **self._packet_totals(),
             "process": process_usage(),
+            "workers": [
+                {
+                    "index": w.index,
+                    "pid": w.pid,
+                    "routers": len(w.routers),
+                    **(w.last_stats.get("process") or {}),
+                }
+                for w in sorted(self.workers.live_workers(), key=lambda w: w.index)
+            ],
+            "workerRestarts": self.workers.restarts,
         }
 
     def _packet_totals(self) -> dict[str, Any]:
-        dropped: dict[str, int] = {}
-        if self.worker.webrtc_server is not None:
-            dropped.update(self.worker.webrtc_server.drops)
-        received = sent = 0
-        for router in self.worker.routers.values():
-            for transport in router.transports.values():
-                received += transport.rtp_packets_received
-                sent += transport.rtp_packets_sent
-                for reason, count in transport.drops.items():
-                    dropped[reason] = dropped.get(reason, 0) + count
-        return {"rtpPacketsReceived": received, "rtpPacketsSent": sent, "droppedPackets": dropped}
+        totals = self.workers.media_totals()
+        dropped = {
+            key.partition(":")[2]: count
+            for key, count in sorted(totals.items())
+            if key.startswith("dropped:")
+        }
+        return {
+            "rtpPacketsReceived": totals["rtp_packets_received"],
+            "rtpPacketsSent": totals["rtp_packets_sent"],
+            "droppedPackets": dropped,
+        }
 
     async def shutdown(self, reason: str, flush_seconds: float) -> None:
         """Stop accepting joins, tell every peer why, close everything."""
@@ -207,7 +235,7 @@ class SfuServer:
             self._lag_task.cancel()
         for room in list(self.rooms.values()):
             room.close()
-        self.worker.close()
+        await self.workers.close()
 
 
 async def run_server(config: Config) -> None:
@@ -224,19 +252,24 @@ async def run_server(config: Config) -> None:
     await site.start()
     host = config.http.listen_ip
     shown = f"[{host}]" if ":" in host else host
+    workers = server.workers.count
+    last_port = config.media.udp_port + workers - 1
     media_ports = (
         f"UDP {config.media.udp_port} (single port)"
+        if config.media.udp_port and workers == 1
+        else f"UDP {config.media.udp_port}-{last_port} (a single port per worker)"
         if config.media.udp_port
         else f"UDP {config.media.rtc_min_port}-{config.media.rtc_max_port}"
     )
     logger.info(
-        "SFU listening on %s://%s:%d (media on %s, announced as %s, %s)",
+        "SFU listening on %s://%s:%d (media on %s, announced as %s, %s, %d workers)",
         "https" if ssl_context else "http",
         shown,
         config.http.port,
         config.media.listen_ip,
         config.media.announced_address,
         media_ports,
+        workers,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

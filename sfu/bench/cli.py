@@ -115,6 +115,13 @@ def build_parser(prog: str = "sfu bench") -> argparse.ArgumentParser:
         help="with --url: the server's process id, to measure its CPU and memory",
     )
     target.add_argument(
+        "--workers",
+        default="0",
+        metavar="LIST",
+        help="media worker processes of the server (0: one per CPU); a list such as 1,2 runs "
+        "every scenario once per count, to show how the server scales",
+    )
+    target.add_argument(
         "--profile",
         type=Path,
         metavar="PATH",
@@ -160,6 +167,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m sfu.bench") -> in
         )
     if args.profile and args.url:
         parser.error("--profile starts its own server: not with --url")
+    try:
+        args.worker_counts = [int(part) for part in args.workers.split(",") if part.strip()]
+    except ValueError:
+        parser.error("--workers takes counts such as 2 or 1,2")
+    if not args.worker_counts or not all(0 <= n <= 64 for n in args.worker_counts):
+        parser.error("--workers takes counts within 0..64")
     if args.duration is not None and not 1 <= args.duration <= 600:
         parser.error("--duration must be within 1..600 seconds")
     if not 1 <= args.max_subscribers <= 1000:
@@ -214,6 +227,14 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
     clip_path = load_or_encode_clip(clip_spec)
 
     sfu_scenarios = [s for s in scenarios if s.target_kind == "sfu"]
+    counts: list[int] = args.worker_counts
+    # Each SFU scenario once per worker count; the baseline has no workers.
+    runs = [
+        (scenario, count)
+        for scenario in scenarios
+        for count in (counts if scenario.target_kind == "sfu" else counts[:1])
+    ]
+    progress.total = len(runs)
     runner = Runner(settings, clip_path, progress)
     results: list[dict[str, Any]] = []
     profiles: list[dict[str, Any]] = []
@@ -221,15 +242,20 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
     started = datetime.datetime.now(datetime.UTC)
     errors = 0
     try:
-        for index, scenario in enumerate(scenarios):
-            progress.start(index, scenario.name)
+        for index, (scenario, count) in enumerate(runs):
+            label = f"{scenario.name}@{count}w" if len(counts) > 1 else scenario.name
+            progress.start(index, label)
             profile_path = None
             if args.profile and scenario.target_kind == "sfu":
                 profile_path = args.profile
-                if len(sfu_scenarios) > 1:
-                    profile_path = args.profile.with_name(f"{args.profile.name}.{scenario.name}")
+                if len(sfu_scenarios) > 1 or len(counts) > 1:
+                    profile_path = args.profile.with_name(f"{args.profile.name}.{label}")
             settings.profile = profile_path
+            settings.workers = count
             result = runner.run(scenario)
+            result["name"] = label
+            if scenario.target_kind == "sfu":
+                result["workers"] = count or os.cpu_count() or 1
             if profile_path is not None:
                 result["profiled"] = True
                 if profile_path.exists():
@@ -251,7 +277,9 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
         elif errors:
             print(f"server logs and configs: {settings.workdir}", file=sys.stderr)
 
-    fit = fanout_fit(results)
+    # The fit is over one worker count (the first): a fanout is one room, on one worker.
+    first = counts[0] or os.cpu_count() or 1
+    fit = fanout_fit([r for r in results if r.get("workers") in (None, first)])
     ratios = baseline_ratios(results)
     print(_header(clip_spec, settings, load_before), file=out)
     print(format_table(results), file=out)

@@ -1,5 +1,9 @@
 """``python -m sfu.bench.profile_server OUT [sfu options]``: the server under cProfile.
 
+``python -m sfu.bench.profile_server OUT --module MODULE [args]`` profiles
+``MODULE.main(args)`` instead: a media worker process, when the signaling
+process starts its workers with ``SFU_WORKER_PROFILE`` set.
+
 The profiler counts CPU time of the server's main thread (``time.thread_time``),
 not wall-clock time, so that waiting for epoll and being preempted on a busy
 machine do not show up as work. It records only between SIGUSR1 and SIGUSR2,
@@ -44,10 +48,17 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    from sfu.cli import main as sfu_main
+    if len(args) > 2 and args[1] == "--module":
+        import importlib
 
+        entry = importlib.import_module(args[2]).main
+        rest = args[3:]
+    else:
+        from sfu.cli import main as entry
+
+        rest = args[1:]
     try:
-        return sfu_main(args[1:])
+        return int(entry(rest) or 0)
     finally:
         if state["running"]:
             stop(signal.SIGUSR2, None)

@@ -198,10 +198,22 @@ def format_summary(
             f"{_fmt(ratio['sfu_us_per_packet'], '.1f')} -> {_fmt(per_packet, '.1f')}x; loss "
             f"{_fmt(ratio['baseline_loss_percent'], '.2f')} % vs {_fmt(ratio['sfu_loss_percent'], '.2f')} %"
         )
+    capacities = {
+        r["workers"]: r["last_good_subscribers"]
+        for r in results
+        if r.get("family") == "capacity" and not r.get("error") and r.get("workers")
+    }
+    if len(capacities) > 1:
+        low, high = min(capacities), max(capacities)
+        scale = capacities[high] / capacities[low] if capacities[low] else None
+        lines.append(
+            f"capacity scaling: {capacities[low]} subscribers with {low} worker(s), "
+            f"{capacities[high]} with {high} -> {_fmt(scale, '.2f')}x"
+        )
     for r in results:
         if r.get("family") == "capacity" and not r.get("error"):
             lines.append(
-                f"capacity: {r['last_good_subscribers']} subscribers of one publisher with loss <= "
+                f"{r['name']}: {r['last_good_subscribers']} subscribers of one publisher with loss <= "
                 f"{r['loss_limit_percent']:.0f} % and latency p50 <= {r['latency_limit_ms']:.0f} ms; "
                 f"stopped: {r['stopped_because']}"
             )

@@ -129,6 +129,7 @@ class Settings:
     server_pid: int | None = None
     profile: Path | None = None
     workdir: Path | None = None
+    workers: int = 0  # media worker processes of a started server (0: one per CPU)
 
 
 @dataclass
@@ -231,7 +232,8 @@ class Runner:
             return start_baseline(workdir)
         if self.settings.url:
             return remote_sfu(self.settings.url, self.settings.server_pid)
-        return start_sfu(workdir, profile=self.settings.profile)
+        workdir = workdir.with_name(f"{workdir.name}-{self.settings.workers}w")
+        return start_sfu(workdir, profile=self.settings.profile, workers=self.settings.workers)
 
     def _worker_config(
         self, target: Target, max_seconds: float, concurrency: int

@@ -7,6 +7,7 @@ the process), RSS from ``/proc/<pid>/status``; packet totals from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -60,6 +61,31 @@ def proc_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the SFU's media worker processes), from /proc."""
+    children = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.append(int(entry))
+    return children
+
+
+def _sum(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the benchmark process dies (Linux)."""
     try:
@@ -97,18 +123,26 @@ class Target:
             data: dict[str, Any] = json.loads(response.read())
             return data
 
+    def pids(self) -> list[int]:
+        """The server process and its media workers: the CPU they use is the server's."""
+        return [self.pid, *child_pids(self.pid)] if self.pid else []
+
     def cpu_seconds(self) -> float | None:
-        return proc_cpu_seconds(self.pid) if self.pid else None
+        return _sum([proc_cpu_seconds(pid) for pid in self.pids()])
 
     def wait_seconds(self) -> float | None:
-        return proc_wait_seconds(self.pid) if self.pid else None
+        return _sum([proc_wait_seconds(pid) for pid in self.pids()])
 
     def rss_bytes(self) -> int | None:
-        return proc_rss_bytes(self.pid) if self.pid else None
+        rss = _sum([proc_rss_bytes(pid) for pid in self.pids()])
+        return int(rss) if rss is not None else None
 
     def signal(self, signum: int) -> None:
+        """To the server and its workers (the profiler's start and stop signals)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
 
     def alive(self) -> bool:
         return self.process is None or self.process.poll() is None
@@ -159,8 +193,15 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def start_sfu(workdir: Path, *, profile: Path | None = None, ports: int = 2000) -> Target:
-    """``python -m sfu --config <tmp toml>`` on free loopback ports (under cProfile if ``profile``)."""
+def start_sfu(
+    workdir: Path, *, profile: Path | None = None, ports: int = 2000, workers: int = 0
+) -> Target:
+    """``python -m sfu --config <tmp toml>`` on free loopback ports, with ``workers``
+    media workers (0: one per CPU). With ``profile``, one worker, and both it and
+    the signaling process run under cProfile: the worker's stats (the media hot
+    path) go to ``profile``, the signaling process's to ``profile.signaling``."""
+    if profile is not None:
+        workers = 1
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_tcp_port()
     media_min = random.randrange(20000, 60000 - ports, 100)
@@ -176,22 +217,25 @@ def start_sfu(workdir: Path, *, profile: Path | None = None, ports: int = 2000) 
                 },
                 # Voice channels with hundreds of members; requests stay rate-limited per peer.
                 "limits": {"max_peers_per_room": 1000, "max_rooms": 1000},
+                "workers": {"count": workers},
                 "log": {"level": "warning"},
             }
         )
     )
     command = [sys.executable, "-m", "sfu", "--config", str(config)]
+    env = None
     if profile is not None:
+        env = {**os.environ, "SFU_WORKER_PROFILE": str(profile)}
         # cProfile with a CPU-time timer, recording between SIGUSR1 and SIGUSR2 (the window).
         command = [
             sys.executable,
             "-m",
             "sfu.bench.profile_server",
-            str(profile),
+            str(profile.with_name(profile.name + ".signaling")),
             "--config",
             str(config),
         ]
-    return _spawn("sfu", command, workdir, port, ws_scheme="ws")
+    return _spawn("sfu", command, workdir, port, ws_scheme="ws", env=env)
 
 
 def remote_sfu(url: str, pid: int | None = None) -> Target:
@@ -211,7 +255,15 @@ def start_baseline(workdir: Path) -> Target:
     return _spawn("baseline", command, workdir, port, ws_scheme="http")
 
 
-def _spawn(name: str, command: list[str], workdir: Path, port: int, *, ws_scheme: str) -> Target:
+def _spawn(
+    name: str,
+    command: list[str],
+    workdir: Path,
+    port: int,
+    *,
+    ws_scheme: str,
+    env: dict[str, str] | None = None,
+) -> Target:
     """Start a server process on ``port`` of 127.0.0.1, logging into ``workdir``, and wait for it."""
     log_path = workdir / f"{name}-server.log"
     with log_path.open("wb") as log:
@@ -221,6 +273,7 @@ def _spawn(name: str, command: list[str], workdir: Path, port: int, *, ws_scheme
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            env=env,
         )
     target = Target(
         name,

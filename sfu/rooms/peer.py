@@ -7,10 +7,11 @@ import secrets
 from typing import Any
 
 from ..errors import InvalidStateError
-from ..media.consumer import Consumer
-from ..media.producer import Producer
-from ..media.webrtc_transport import WebRtcTransport
 from ..signaling.protoo import ProtooConnection
+from ..workers.consumer import Consumer
+from ..workers.producer import Producer
+from ..workers.router import Router
+from ..workers.transport import WebRtcTransport
 
 
 class Peer:
@@ -23,6 +24,8 @@ class Peer:
         self.device: dict[str, Any] = {}
         self.rtp_capabilities: dict[str, Any] | None = None
         self.sctp_capabilities: dict[str, Any] | None = None
+        # The room's router (one per worker it spans) that hosts this peer's transports.
+        self.router: Router | None = None
         self.transports: dict[str, WebRtcTransport] = {}
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}

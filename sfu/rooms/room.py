@@ -27,15 +27,15 @@ from ..errors import (
 )
 from ..logs import peer_id_var, room_id_var
 from ..media import ortc
-from ..media.active_speaker_observer import ActiveSpeakerObserver
-from ..media.consumer import Consumer
-from ..media.producer import Producer
-from ..media.router import Router
-from ..media.webrtc_transport import WebRtcTransport
-from ..media.worker import Worker
 from ..signaling.ice_servers import ice_servers_for
 from ..signaling.protoo import ProtooConnection, ProtooRequestError
 from ..signaling.validation import get_bool, get_int, get_object, get_str
+from ..workers.consumer import Consumer
+from ..workers.observer import ActiveSpeakerObserver
+from ..workers.pool import NoWorkerError, WorkerPool
+from ..workers.producer import Producer
+from ..workers.router import Router
+from ..workers.transport import WebRtcTransport
 from .peer import Peer
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class RoomSettings:
     peer_grace_period: float = 10.0
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     ice_servers: tuple[IceServerConfig, ...] = ()
+    # Peers per router before the room spreads to another worker (0: never).
+    max_peers_per_router: int = 50
 
 
 class _Session:
@@ -83,13 +85,22 @@ class Room(AsyncIOEventEmitter):
     def __init__(
         self,
         room_id: str,
+        pool: WorkerPool,
+        media_codecs: list[dict[str, Any]],
         router: Router,
         observer: ActiveSpeakerObserver,
         settings: RoomSettings | None = None,
     ) -> None:
         super().__init__()
         self.id = room_id
+        self._pool = pool
+        self._media_codecs = media_codecs
+        # The first router; it hosts the active speaker observer. A room that
+        # outgrows it adds routers on other workers (one per worker).
         self.router = router
+        self.routers: dict[str, Router] = {}
+        self._router_lock = asyncio.Lock()
+        self._watch_router(router)
         self.observer = observer
         self.settings = settings or RoomSettings()
         self.limits = self.settings.limits
@@ -123,14 +134,86 @@ class Room(AsyncIOEventEmitter):
     @classmethod
     async def create(
         cls,
-        worker: Worker,
+        pool: WorkerPool,
         room_id: str,
         media_codecs: list[dict[str, Any]],
         settings: RoomSettings | None = None,
     ) -> Room:
+        """A room on the least-loaded worker."""
+        worker = pool.least_loaded()
         router = await worker.create_router(media_codecs=media_codecs, app_data={"roomId": room_id})
-        observer = await router.create_active_speaker_observer(interval=0.3)
-        return cls(room_id, router, observer, settings)
+        try:
+            observer = await router.create_active_speaker_observer(interval=0.3)
+        except Exception:
+            router.close()
+            raise
+        return cls(room_id, pool, media_codecs, router, observer, settings)
+
+    # ---- routers (one per worker the room spans) -----------------------------
+
+    def _watch_router(self, router: Router) -> None:
+        self.routers[router.id] = router
+        router.on("@close", lambda: self.routers.pop(router.id, None))
+        router.on("workerclose", lambda: self._on_worker_lost(router))
+
+    def _on_worker_lost(self, router: Router) -> None:
+        """The worker process under ``router`` died: its peers must join again
+        (a new room, or another router of this one, on a live worker)."""
+        if self.closed:
+            return
+        lost = [p for p in self.peers.values() if router is self.router or p.router is router]
+        logger.warning(
+            "room %s: the media worker of router %s died; %d peers must rejoin",
+            self.id,
+            router.id,
+            len(lost),
+        )
+        for peer in lost:
+            self._close_peer(peer, CLOSE_MEDIA_LOST, "the media worker restarted: join again")
+        if router is self.router:
+            self.close()
+
+    def _peers_on(self, router: Router, excluding: Peer | None = None) -> int:
+        return sum(
+            1
+            for p in self.peers.values()
+            if p.router is router and not p.closed and p is not excluding
+        )
+
+    async def _router_for(self, peer: Peer) -> Router:
+        """The router for ``peer``'s transports: the first with room for it, or a
+        new one on a worker the room does not use yet (when it may spread)."""
+        if peer.router is not None and not peer.router.closed:
+            return peer.router
+        limit = self.settings.max_peers_per_router
+        async with self._router_lock:
+            routers = [r for r in self.routers.values() if not r.closed]
+            if self.router.closed or not routers:
+                raise InvalidStateError("the room is closing")
+            router = next(
+                (r for r in routers if not limit or self._peers_on(r, peer) < limit), None
+            )
+            if router is None:
+                try:
+                    worker = self._pool.least_loaded(exclude=[r.worker for r in routers])
+                except NoWorkerError:  # every worker is in use: fill the emptiest router
+                    router = min(routers, key=lambda r: self._peers_on(r, peer))
+                else:
+                    router = await worker.create_router(
+                        media_codecs=self._media_codecs, app_data={"roomId": self.id}
+                    )
+                    if self.closed:
+                        router.close()
+                        raise InvalidStateError("the room closed")
+                    self._watch_router(router)
+                    logger.info(
+                        "room %s: spreads to worker %d (router %s)",
+                        self.id,
+                        worker.index,
+                        router.id,
+                    )
+            peer.router = router
+            return router
 
     # ---- sessions ----------------------------------------------------------
 
@@ -309,6 +392,8 @@ class Room(AsyncIOEventEmitter):
             self._close_peer(peer)
         for task in self._tasks:
             task.cancel()
+        for router in list(self.routers.values()):
+            router.close()
         self.router.close()
         logger.info("room %s: closed", self.id)
         self.emit("close")
@@ -382,7 +467,8 @@ class Room(AsyncIOEventEmitter):
             raise LimitError(
                 f"a peer may have at most {self.limits.max_transports_per_peer} transports"
             )
-        transport = await self.router.create_webrtc_transport(
+        router = await self._router_for(peer)
+        transport = await router.create_webrtc_transport(
             force_tcp=force_tcp,
             app_data={"peerId": peer.id, "producing": producing, "consuming": consuming},
         )
@@ -448,10 +534,20 @@ class Room(AsyncIOEventEmitter):
             ),
         )
         if producer.kind == "audio":
-            await self.observer.add_producer(producer)
+            await self._observe(producer)
         for other in self._joined_peers(excluding=peer):
             self._spawn_consumer(other, peer, producer)
         return {"id": producer.id}
+
+    async def _observe(self, producer: Producer) -> None:
+        """Let the active speaker observer (on the first router) hear an audio producer."""
+        router = producer.transport.router
+        try:
+            if router is not self.router:
+                producer = await router.pipe_to_router(producer.id, self.router)
+            await self.observer.add_producer(producer)
+        except SfuError as error:
+            logger.warning("room %s: cannot observe producer %s: %s", self.id, producer.id, error)
 
     async def _close_producer(self, peer: Peer, data: dict[str, Any]) -> Any:
         self._producer(peer, data).close()
@@ -476,9 +572,10 @@ class Room(AsyncIOEventEmitter):
 
     async def _set_consumer_preferred_layers(self, peer: Peer, data: dict[str, Any]) -> Any:
         consumer = self._consumer(peer, data)
-        get_int(data, "spatialLayer", minimum=0, maximum=15)
-        get_int(data, "temporalLayer", minimum=0, maximum=15, default=0)
-        consumer._check_open()  # simple consumers have a single layer: nothing to switch
+        await consumer.set_preferred_layers(
+            get_int(data, "spatialLayer", minimum=0, maximum=15),
+            get_int(data, "temporalLayer", minimum=0, maximum=15, default=0),
+        )
         return {}
 
     async def _set_consumer_priority(self, peer: Peer, data: dict[str, Any]) -> Any:
@@ -502,13 +599,13 @@ class Room(AsyncIOEventEmitter):
         return {}
 
     async def _get_transport_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
-        return self._transport(peer, data).get_stats()
+        return await self._transport(peer, data).get_stats()
 
     async def _get_producer_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
-        return self._producer(peer, data).get_stats()
+        return await self._producer(peer, data).get_stats()
 
     async def _get_consumer_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
-        return self._consumer(peer, data).get_stats()
+        return await self._consumer(peer, data).get_stats()
 
     async def _unsupported_data_channels(self, peer: Peer, data: dict[str, Any]) -> Any:
         raise UnsupportedError("data channels are not supported yet")
@@ -537,7 +634,12 @@ class Room(AsyncIOEventEmitter):
         if transport is None or capabilities is None or producer.closed or consumer_peer.closed:
             consumer_peer.consumed_producer_ids.discard(producer.id)
             return
-        if not self.router.can_consume(producer.id, capabilities):
+        source = producer.transport.router
+        try:
+            consumable = await source.can_consume(producer.id, capabilities)
+        except SfuError:
+            consumable = False  # the producer or its router closed meanwhile
+        if not consumable:
             logger.info(
                 "room %s: peer %s cannot consume producer %s (no common codec)",
                 self.id,
@@ -546,6 +648,9 @@ class Room(AsyncIOEventEmitter):
             )
             return
         try:
+            if transport.router is not source:
+                # The consumer's transport is on another worker: pipe the producer there.
+                await source.pipe_to_router(producer.id, transport.router)
             consumer = await transport.consume(
                 producer_id=producer.id,
                 rtp_capabilities=capabilities,
@@ -607,14 +712,14 @@ class Room(AsyncIOEventEmitter):
 
     # ---- active speaker -------------------------------------------------------
 
-    def _peer_of_producer(self, producer: Producer) -> Peer | None:
+    def _peer_of_producer(self, producer_id: str) -> Peer | None:
         for peer in self.peers.values():
-            if producer.id in peer.producers:
+            if producer_id in peer.producers:
                 return peer
         return None
 
-    def _on_dominant_speaker(self, producer: Producer, volume: int) -> None:
-        peer = self._peer_of_producer(producer)
+    def _on_dominant_speaker(self, producer_id: str, volume: int) -> None:
+        peer = self._peer_of_producer(producer_id)
         if peer is None:
             return
         for other in self._joined_peers():

@@ -1,7 +1,8 @@
 """Faults injected into one consumer, producer, transport or request handler stay there.
 
-The server runs in this test's process (so faults can be injected into its
-objects) on 127.0.0.1; a second room with media flowing must not notice.
+The server runs in this test's process, with its media workers in-process too
+(so faults can be injected into their objects), on 127.0.0.1; a second room
+with media flowing must not notice.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def inprocess_server() -> AsyncIterator[InProcessServer]:
             "media": {"listen_ip": "127.0.0.1", "rtc_min_port": 47000, "rtc_max_port": 47199},
         }
     )
-    server = SfuServer(config)
+    server = SfuServer(config, in_process_workers=True)
     await server.start()
     runner = web.AppRunner(server.app)
     await runner.setup()
@@ -51,6 +52,13 @@ async def inprocess_server() -> AsyncIterator[InProcessServer]:
 
 def server_peer(srv: InProcessServer, room: str, peer_id: str) -> Any:
     return srv.server.rooms[room].peers[peer_id]
+
+
+def media_object(srv: InProcessServer, room: str, kind: str, object_id: str) -> Any:
+    """The worker-side object (not the signaling side's handle) named ``object_id``."""
+    handler = srv.server.rooms[room].router.worker.local_handler
+    assert handler is not None, "the workers do not run in this process"
+    return getattr(handler, kind + "s")[object_id]
 
 
 async def frames_keep_rising(participant: Participant, sender: str, count: int = 10) -> bool:
@@ -82,7 +90,8 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
 
         # 1. A consumer whose send raises: only it closes, and bob is told.
         faulty_id = bob.consumer_for("alice", "video").id
-        consumer = server_peer(srv, "faulty", "bob").consumers[faulty_id]
+        assert faulty_id in server_peer(srv, "faulty", "bob").consumers
+        consumer = media_object(srv, "faulty", "consumer", faulty_id)
 
         def broken_send(*args: Any) -> None:
             raise RuntimeError("injected consumer fault")
@@ -98,7 +107,8 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         # its consumers close at bob and carol; alice's video producer is fine.
         alice_seen = record(alice, "notification", "producerclosed")
         audio_id = alice.producers["audio"]
-        producer = server_peer(srv, "faulty", "alice").producers[audio_id]
+        assert audio_id in server_peer(srv, "faulty", "alice").producers
+        producer = media_object(srv, "faulty", "producer", audio_id)
 
         def broken_receive(*args: Any) -> None:
             raise RuntimeError("injected producer fault")
@@ -120,7 +130,8 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         # transport closes and she is told; the room and other rooms go on.
         carol_seen = record(carol, "notification", "transportclosed")
         carol_peer = server_peer(srv, "faulty", "carol")
-        transport = next(t for t in carol_peer.transports.values() if t.app_data["consuming"])
+        transport_id = next(t.id for t in carol_peer.transports.values() if t.app_data["consuming"])
+        transport = media_object(srv, "faulty", "transport", transport_id)
 
         def broken_demux(*args: Any) -> None:
             raise RuntimeError("injected transport fault")
@@ -133,6 +144,8 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
             timeout=5,
         ), carol_seen
         assert transport.close_reason == "error"
+        # The signaling side's handle learnt it over the channel.
+        assert await wait_until(lambda: transport_id not in carol_peer.transports, timeout=5)
         assert await frames_keep_rising(erin, "dave")
         assert "alice" in srv.server.rooms["faulty"].peers
 

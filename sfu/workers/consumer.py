@@ -1,0 +1,82 @@
+"""Consumer: the signaling side's handle on a consumer in a worker (mediasoup's Consumer.ts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidStateError
+from .channel import Channel
+from .channel_object import ChannelObject
+
+
+class Consumer(ChannelObject):
+    """Events: ``transportclose``, ``producerclose``, ``producerpause``,
+    ``producerresume``, ``serverclose(reason)``, ``@close``."""
+
+    prefix = "consumer"
+
+    def __init__(self, channel: Channel, info: dict[str, Any], app_data: dict[str, Any]) -> None:
+        super().__init__(channel, info["id"])
+        self.producer_id: str = info["producerId"]
+        self.kind: str = info["kind"]
+        self.type: str = info["type"]
+        self.rtp_parameters: dict[str, Any] = info["rtpParameters"]
+        self.paused: bool = info["paused"]
+        self.producer_paused: bool = info["producerPaused"]
+        self.app_data = app_data
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"consumer {self.id} is closed")
+
+    async def pause(self) -> None:
+        self._check_open()
+        await self._request("pause")
+        self.paused = True
+
+    async def resume(self) -> None:
+        self._check_open()
+        await self._request("resume")
+        self.paused = False
+
+    async def set_priority(self, priority: int) -> None:
+        self._check_open()
+        await self._request("setPriority", {"priority": priority})
+
+    async def set_preferred_layers(self, spatial_layer: int, temporal_layer: int) -> None:
+        self._check_open()
+        await self._request(
+            "setPreferredLayers", {"spatialLayer": spatial_layer, "temporalLayer": temporal_layer}
+        )
+
+    async def request_key_frame(self) -> None:
+        self._check_open()
+        await self._request("requestKeyFrame")
+
+    async def get_stats(self) -> Any:
+        self._check_open()
+        return await self._request("getStats")
+
+    def close(self) -> None:
+        if self._mark_closed():
+            self._request_close()
+            self.emit("@close")
+
+    def transport_closed(self) -> None:
+        if self._mark_closed():
+            self.emit("transportclose")
+            self.emit("@close")
+
+    def on_notification(self, event: str, data: Any) -> None:
+        if event == "producerpause":
+            self.producer_paused = True
+            self.emit("producerpause")
+        elif event == "producerresume":
+            self.producer_paused = False
+            self.emit("producerresume")
+        elif event in ("producerclose", "serverclose") and self._mark_closed():
+            if event == "producerclose":
+                self.emit("producerclose")
+            else:
+                self.emit("serverclose", data)
+            self.emit("@close")

@@ -1,0 +1,215 @@
+"""Router: the signaling side's handle on a router in a worker (mediasoup's Router.ts).
+
+``pipe_to_router`` makes a producer of this router consumable in a router of
+another worker, through a pair of PipeTransports over loopback UDP: a pipe
+consumer here, a pipe producer with the same id there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..errors import InvalidStateError, NotFoundError
+from .observer import ActiveSpeakerObserver
+from .producer import Producer
+from .transport import PipeTransport, Transport, WebRtcTransport
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+class Router(AsyncIOEventEmitter):
+    """Events: ``workerclose``, ``@close``."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        router_id: str,
+        rtp_capabilities: dict[str, Any],
+        app_data: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.id = router_id
+        self.worker = worker
+        self.rtp_capabilities = rtp_capabilities
+        self.app_data = app_data
+        self.closed = False
+        self.transports: dict[str, Transport] = {}
+        self.producers: dict[str, Producer] = {}
+        self.observers: dict[str, ActiveSpeakerObserver] = {}
+        # Per destination router: the pair of pipe transports, and pipes in progress.
+        self._pipe_pairs: dict[str, asyncio.Task[tuple[PipeTransport, PipeTransport]]] = {}
+        self._pipes: dict[tuple[str, str], asyncio.Task[Producer]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def _channel(self) -> Any:
+        return self.worker.channel
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InvalidStateError(f"router {self.id} is closed")
+
+    async def _request(self, method: str, data: dict[str, Any] | None = None) -> Any:
+        self._check_open()
+        return await self._channel.request(f"router.{method}", self.id, data)
+
+    def _adopt(self, transport: Transport) -> None:
+        if self.closed:
+            transport.router_closed()
+            raise InvalidStateError(f"router {self.id} closed")
+        self.transports[transport.id] = transport
+        transport.on("@close", lambda: self.transports.pop(transport.id, None))
+
+    async def create_webrtc_transport(
+        self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
+    ) -> WebRtcTransport:
+        app_data = app_data or {}
+        info = await self._request(
+            "createWebRtcTransport", {"forceTcp": force_tcp, "appData": app_data}
+        )
+        transport = WebRtcTransport(self._channel, info, self, app_data)
+        self._adopt(transport)
+        return transport
+
+    async def create_pipe_transport(self, app_data: dict[str, Any] | None = None) -> PipeTransport:
+        app_data = app_data or {}
+        info = await self._request("createPipeTransport", {"appData": app_data})
+        transport = PipeTransport(self._channel, info, self, app_data)
+        self._adopt(transport)
+        return transport
+
+    async def create_active_speaker_observer(
+        self, *, interval: float = 0.3
+    ) -> ActiveSpeakerObserver:
+        info = await self._request("createActiveSpeakerObserver", {"interval": interval})
+        observer = ActiveSpeakerObserver(self._channel, info["id"])
+        self.observers[observer.id] = observer
+        observer.on("@close", lambda: self.observers.pop(observer.id, None))
+        return observer
+
+    async def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
+        return bool(
+            await self._request(
+                "canConsume", {"producerId": producer_id, "rtpCapabilities": rtp_capabilities}
+            )
+        )
+
+    def producer_added(self, producer: Producer) -> None:
+        self.producers[producer.id] = producer
+        producer.on("@close", lambda: self._producer_closed(producer))
+
+    def _producer_closed(self, producer: Producer) -> None:
+        if self.producers.get(producer.id) is producer:
+            del self.producers[producer.id]
+
+    # ---- pipes ----------------------------------------------------------------------
+
+    async def pipe_to_router(self, producer_id: str, router: Router) -> Producer:
+        """The pipe producer in ``router`` for this router's ``producer_id`` (made once)."""
+        self._check_open()
+        if router is self:
+            raise InvalidStateError("cannot pipe a router to itself")
+        existing = router.producers.get(producer_id)
+        if existing is not None:
+            return existing
+        if producer_id not in self.producers:
+            raise NotFoundError(f"producer {producer_id} not found in router {self.id}")
+        key = (producer_id, router.id)
+        task = self._pipes.get(key)
+        if task is None:
+            task = asyncio.create_task(self._pipe(producer_id, router))
+            self._pipes[key] = task
+            task.add_done_callback(lambda _: self._pipes.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _pipe_pair(self, router: Router) -> tuple[PipeTransport, PipeTransport]:
+        task = self._pipe_pairs.get(router.id)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.create_task(self._connect_pipe_pair(router))
+            self._pipe_pairs[router.id] = task
+        pair = await asyncio.shield(task)
+        if pair[0].closed or pair[1].closed:
+            self._pipe_pairs.pop(router.id, None)
+            return await self._pipe_pair(router)
+        return pair
+
+    async def _connect_pipe_pair(self, router: Router) -> tuple[PipeTransport, PipeTransport]:
+        local = await self.create_pipe_transport({"pipeTo": router.id})
+        try:
+            remote = await router.create_pipe_transport({"pipeTo": self.id})
+        except Exception:
+            local.close()
+            raise
+        # Either end closing (its router or worker gone) takes the other with it.
+        local.on("@close", remote.close)
+        remote.on("@close", local.close)
+        await local.connect(remote.ip, remote.port)
+        await remote.connect(local.ip, local.port)
+        return local, remote
+
+    async def _pipe(self, producer_id: str, router: Router) -> Producer:
+        local, remote = await self._pipe_pair(router)
+        pipe_consumer = await local.consume(producer_id=producer_id, pipe=True)
+        try:
+            pipe_producer = await remote.produce(
+                kind=pipe_consumer.kind,
+                rtp_parameters=pipe_consumer.rtp_parameters,
+                paused=pipe_consumer.producer_paused,
+                app_data=self.producers[producer_id].app_data
+                if producer_id in self.producers
+                else {},
+                producer_id=producer_id,
+            )
+        except Exception:
+            pipe_consumer.close()
+            raise
+        # The pipe lives as long as both ends; pause and resume follow the original.
+        pipe_consumer.on("@close", pipe_producer.close)
+        pipe_producer.on("@close", pipe_consumer.close)
+        pipe_consumer.on("producerpause", lambda: self._spawn(pipe_producer.pause()))
+        pipe_consumer.on("producerresume", lambda: self._spawn(pipe_producer.resume()))
+        return pipe_producer
+
+    def _spawn(self, coroutine: Any) -> None:
+        async def quietly() -> None:
+            with contextlib.suppress(Exception):
+                await coroutine
+
+        task = asyncio.create_task(quietly())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- closing --------------------------------------------------------------------
+
+    def _close_children(self) -> None:
+        for transport in list(self.transports.values()):
+            transport.router_closed()
+        for observer in list(self.observers.values()):
+            observer.router_closed()
+        for task in [*self._pipes.values(), *self._pipe_pairs.values()]:
+            task.cancel()
+        self.transports.clear()
+        self.producers.clear()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        channel = self._channel
+        if not channel.closed:
+            self._spawn(channel.request("router.close", self.id))
+        self.closed = True
+        self._close_children()
+        self.emit("@close")
+
+    def worker_closed(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._close_children()
+        self.emit("workerclose")
+        self.emit("@close")

@@ -1,0 +1,201 @@
+"""Worker: one media worker process and its channel, seen from the signaling process.
+
+mediasoup runs a C++ worker per core; ours are Python processes running
+``sfu.workers.worker_process``. Each owns its routers, transports and sockets.
+The channel closing without our asking means the process died: its routers
+close (``workerclose``) and the pool starts a replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ..config import MediaConfig
+from ..errors import InvalidStateError
+from .channel import Channel
+from .request_handler import WorkerRequestHandler
+from .router import Router
+
+logger = logging.getLogger(__name__)
+
+
+def worker_settings(settings: MediaConfig, index: int) -> MediaConfig:
+    """Worker ``index``'s media settings: in single-port mode, its own port (udp_port + index)."""
+    if settings.udp_port:
+        return dataclasses.replace(settings, udp_port=settings.udp_port + index)
+    return settings
+
+
+class Worker(AsyncIOEventEmitter):
+    """Events: ``died(exit_code)`` (it ended without being closed), ``@close``."""
+
+    def __init__(
+        self,
+        index: int,
+        settings: MediaConfig,
+        *,
+        log_level: str = "info",
+        log_format: str = "text",
+        in_process: bool = False,
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self.settings = worker_settings(settings, index)
+        self.closed = False
+        self.pid = 0
+        self.id = ""
+        self.routers: dict[str, Router] = {}
+        self.last_stats: dict[str, Any] = {}
+        self._log_level = log_level
+        self._log_format = log_format
+        self._in_process = in_process
+        self._process: asyncio.subprocess.Process | None = None
+        self._channel: Channel | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        # In-process workers (tests): the worker side's handler, to reach its media objects.
+        self.local_handler: WorkerRequestHandler | None = None
+
+    @property
+    def channel(self) -> Channel:
+        if self._channel is None:
+            raise InvalidStateError(f"worker {self.index} is not started")
+        return self._channel
+
+    async def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if self._in_process:
+                from .worker_process import serve
+
+                def started(handler: WorkerRequestHandler) -> None:
+                    self.local_handler = handler
+
+                self._tasks.append(asyncio.create_task(serve(theirs, self.settings, started)))
+            else:
+                settings = json.dumps(dataclasses.asdict(self.settings))
+                entry = ["-m", "sfu.workers.worker_process"]
+                profile = os.environ.get("SFU_WORKER_PROFILE")
+                if profile:  # `sfu bench --profile`: cProfile in the worker, where media runs
+                    suffix = f".worker{self.index}" if self.index else ""
+                    entry = [
+                        "-m",
+                        "sfu.bench.profile_server",
+                        profile + suffix,
+                        "--module",
+                        entry[1],
+                    ]
+                self._process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *entry,
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--settings",
+                    settings,
+                    "--log-level",
+                    self._log_level,
+                    "--log-format",
+                    self._log_format,
+                    pass_fds=(theirs.fileno(),),
+                )
+                theirs.close()
+            self._channel = await Channel.over_socket(ours)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        self._tasks.append(asyncio.create_task(self._watch(self._channel)))
+        try:
+            info = await self._channel.request("worker.start", response_timeout=60)
+        except Exception:
+            await self.close()
+            raise
+        self.pid = int(info["pid"])
+        self.id = str(info["id"])
+        logger.info("worker %d started (pid %d)", self.index, self.pid)
+
+    async def _watch(self, channel: Channel) -> None:
+        await channel.run()
+        if self.closed:
+            return
+        exit_code: int | None = None
+        if self._process is not None:
+            with contextlib.suppress(TimeoutError):
+                exit_code = await asyncio.wait_for(self._process.wait(), 5)
+        logger.error(
+            "worker %d (pid %d) died (exit code %s); closing its %d routers",
+            self.index,
+            self.pid,
+            exit_code,
+            len(self.routers),
+        )
+        self._closed()
+        self.emit("died", exit_code)
+        self.emit("@close")
+
+    def _closed(self) -> None:
+        self.closed = True
+        for router in list(self.routers.values()):
+            router.worker_closed()
+        self.routers.clear()
+
+    async def create_router(
+        self, *, media_codecs: list[dict[str, Any]], app_data: dict[str, Any] | None = None
+    ) -> Router:
+        if self.closed:
+            raise InvalidStateError(f"worker {self.index} is closed")
+        app_data = app_data or {}
+        info = await self.channel.request(
+            "worker.createRouter", data={"mediaCodecs": media_codecs, "appData": app_data}
+        )
+        router = Router(self, info["id"], info["rtpCapabilities"], app_data)
+        if self.closed:
+            router.worker_closed()
+            raise InvalidStateError(f"worker {self.index} closed")
+        self.routers[router.id] = router
+        router.on("@close", lambda: self.routers.pop(router.id, None))
+        return router
+
+    async def get_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.channel.request("worker.getStats", response_timeout=5)
+        self.last_stats = stats
+        return stats
+
+    def load(self) -> tuple[int, int]:
+        """(open producers + consumers, routers): what placement compares."""
+        streams = sum(
+            len(t.producers) + len(t.consumers)
+            for r in self.routers.values()
+            for t in r.transports.values()
+        )
+        return streams, len(self.routers)
+
+    async def close(self) -> None:
+        """Close the channel; the process exits when it sees that."""
+        if self.closed:
+            return
+        self._closed()
+        if self._channel is not None:
+            self._channel.close()
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:
+                logger.warning("worker %d did not exit; killing it", self.index)
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+                await self._process.wait()
+        for task in self._tasks:
+            if not task.done():
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                    await asyncio.wait_for(task, 2)
+        self.emit("@close")

@@ -1,0 +1,77 @@
+"""The worker process: ``python -m sfu.workers.worker_process`` (started by the signaling process).
+
+It owns one media Worker (its routers, transports and sockets) and serves the
+channel on the inherited socket ``--fd``. It exits when the channel closes,
+so a signaling process that dies never leaves workers behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..config import MediaConfig
+from ..logs import configure_logging
+from ..media.worker import Worker
+from .channel import Channel
+from .request_handler import WorkerRequestHandler
+
+logger = logging.getLogger(__name__)
+
+
+async def serve(
+    sock: socket.socket,
+    settings: MediaConfig,
+    started: Callable[[WorkerRequestHandler], None] | None = None,
+) -> None:
+    """Serve the channel on ``sock`` until it closes. ``started`` gets the
+    handler (tests running a worker in their own process reach its objects)."""
+    channel = await Channel.over_socket(sock)
+    worker = Worker(settings)
+    handler = WorkerRequestHandler(worker, channel)
+    if started is not None:
+        started(handler)
+    try:
+        await channel.run(handler)
+    finally:
+        worker.close()
+
+
+def media_settings(encoded: str) -> MediaConfig:
+    fields: dict[str, Any] = json.loads(encoded)
+    return MediaConfig(**fields)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sfu-worker")
+    parser.add_argument("--fd", type=int, required=True, help="the channel's socket")
+    parser.add_argument("--settings", required=True, help="MediaConfig as JSON")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="text")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    # Ctrl-C in a terminal reaches the whole process group: the signaling
+    # process shuts down gracefully and then closes the channel, which ends us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=args.fd)
+    settings = media_settings(args.settings)
+    coroutine = serve(sock, settings)
+    if os.environ.get("SFU_EVENT_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        uvloop.run(coroutine)
+    else:
+        asyncio.run(coroutine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
