@@ -5,7 +5,8 @@ socket pair (mediasoup's first channel was netstrings of JSON; this is the
 same idea with a binary length). Three shapes:
 
 - request (signaling → worker): ``{"id": 7, "method": "transport.consume", "target": ID, "data": {}}``
-- response: ``{"id": 7, "data": ...}`` or ``{"id": 7, "error": "NotFoundError", "reason": "..."}``
+- response: ``{"id": 7, "data": ...}`` or
+  ``{"id": 7, "error": "NotFoundError", "code": 404, "reason": "..."}``
 - notification (worker → signaling): ``{"target": ID, "event": "producerclose", "data": ...}``
 
 Control messages are rare (a few per join); media never crosses the channel.
@@ -142,7 +143,12 @@ class Channel:
             )
             reply: dict[str, Any] = {"id": request_id, "data": data}
         except SfuError as error:
-            reply = {"id": request_id, "error": type(error).__name__, "reason": str(error)}
+            reply = {
+                "id": request_id,
+                "error": type(error).__name__,
+                "code": error.code,
+                "reason": str(error),
+            }
         except Exception as error:
             logger.exception("worker: request %s failed", message.get("method"))
             reply = {"id": request_id, "error": "SfuError", "reason": f"internal error: {error!r}"}
@@ -154,7 +160,12 @@ class Channel:
         if future is None or future.done():
             return
         if "error" in message:
-            future.set_exception(_error_class(message["error"])(message.get("reason", "")))
+            error_class = _error_class(message["error"])
+            error = error_class(message.get("reason", ""))
+            code = message.get("code")
+            if error_class is SfuError and isinstance(code, int):
+                error.code = code  # a worker-side error type without a twin here
+            future.set_exception(error)
         else:
             future.set_result(message.get("data"))
 

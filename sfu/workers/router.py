@@ -132,6 +132,15 @@ class Router(AsyncIOEventEmitter):
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             task = asyncio.create_task(self._connect_pipe_pair(router))
             self._pipe_pairs[router.id] = task
+
+            async def reversed_pair() -> tuple[PipeTransport, PipeTransport]:
+                local, remote = await task
+                return remote, local
+
+            # One pair serves both directions (as mediasoup's pipeToRouter).
+            mirror = asyncio.create_task(reversed_pair())
+            mirror.add_done_callback(lambda t: t.cancelled() or t.exception())
+            router._pipe_pairs[self.id] = mirror
         pair = await asyncio.shield(task)
         if pair[0].closed or pair[1].closed:
             self._pipe_pairs.pop(router.id, None)

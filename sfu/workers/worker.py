@@ -124,13 +124,20 @@ class Worker(AsyncIOEventEmitter):
         logger.info("worker %d started (pid %d)", self.index, self.pid)
 
     async def _watch(self, channel: Channel) -> None:
-        await channel.run()
+        try:
+            await channel.run()
+        except Exception:
+            logger.exception("worker %d: its channel broke", self.index)
         if self.closed:
             return
         exit_code: int | None = None
         if self._process is not None:
-            with contextlib.suppress(TimeoutError):
+            try:
                 exit_code = await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:  # alive but unreachable: it cannot be used any more
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+                exit_code = await self._process.wait()
         logger.error(
             "worker %d (pid %d) died (exit code %s); closing its %d routers",
             self.index,
