@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from aioice import stun
 
-from . import sendmmsg
 from .ice_lite import is_stun
 from .tcp import TcpListener
 from .udp import UdpEndpoint
@@ -33,15 +32,11 @@ class WebRtcServer:
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._by_address: dict[tuple, WebRtcTransport] = {}
         self.drops: Counter[str] = Counter()
-        # sendmmsg batching of what one incoming datagram makes us send.
-        self.batch: sendmmsg.BatchSender | None = None
 
     @classmethod
     async def create(cls, listen_ip: str, port: int, enable_tcp: bool = False) -> WebRtcServer:
         server = cls()
         server.endpoint = await UdpEndpoint.create(listen_ip, port, port, server.datagram_received)
-        if sendmmsg.available():
-            server.batch = sendmmsg.BatchSender(server.endpoint.socket)
         if enable_tcp:
             server.tcp_listener = TcpListener(server.datagram_received, server._tcp_closed)
             await server.tcp_listener.listen(listen_ip, [port])
@@ -85,16 +80,7 @@ class WebRtcServer:
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         transport = self._by_address.get(addr)
         if transport is not None:
-            batch = self.batch
-            if batch is None or batch.active:
-                transport.datagram_received(data, addr)
-                return
-            batch.active = True
-            try:
-                transport.datagram_received(data, addr)
-            finally:
-                batch.active = False
-                batch.flush()
+            transport.datagram_received(data, addr)
             return
         if not is_stun(data):
             self.drops["unknown-address"] += 1

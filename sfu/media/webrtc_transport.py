@@ -626,14 +626,6 @@ class WebRtcTransport(AsyncIOEventEmitter):
             # ICE-TCP frames it and may queue it: a copy, not a view of the buffer.
             self._sendto(bytes(protected), addr)
             return
-        server = self._webrtc_server
-        if server is not None:
-            # Single-port mode: queued while the server handles one incoming
-            # datagram, then every copy goes out in one sendmmsg.
-            batch = server.batch
-            if batch is not None and batch.active and batch.add(protected, addr, self):
-                self.bytes_sent += len(protected)
-                return
         try:
             self._endpoint.sendto(protected, addr)
         except OSError:  # a full buffer or an unreachable peer: drop, never block
