@@ -622,7 +622,7 @@ class WebRtcTransport(AsyncIOEventEmitter):
             self.drops["srtp-protect-failed"] += 1
             return
         self.rtp_packets_sent += 1
-        if len(addr) == 3 or self._endpoint is None:
+        if (self._tcp_send is not None and len(addr) == 3) or self._endpoint is None:
             # ICE-TCP frames it and may queue it: a copy, not a view of the buffer.
             self._sendto(bytes(protected), addr)
             return
