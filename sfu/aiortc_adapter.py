@@ -28,6 +28,11 @@ this module. Each touch says why it is needed:
   one reused length cell. ``Session.protect`` allocates a cffi ``int *`` and
   re-checks types on every call: 5.4 µs against 3.7 µs for a 1200-byte packet,
   measured side by side; this is the per-forwarded-packet hot path.
+  :meth:`SrtpCodec.protect_fields` goes one step further: it writes the
+  consumer's header and the shared tail straight into that session buffer,
+  protects in place and hands back a memoryview of it for ``sendto``, so
+  that a forwarded packet costs no ``bytes`` object at all (no header+tail
+  concatenation, no copy of the protected packet out of the buffer).
 - Benchmark load clients (``sfu.bench``) must be much cheaper than the server
   they load, and must timestamp packets where they enter and leave:
   :func:`intercept_incoming_srtp` replaces ``datagram_received`` of the
@@ -54,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -73,6 +79,9 @@ __all__ = [
 _DTLS_QUEUE_SIZE = 64
 
 
+_RTP_HEADER = struct.Struct("!BBHII")
+
+
 class SrtpCodec:
     """Fast SRTP protect/unprotect of RTP on a pylibsrtp ``Session`` (see above)."""
 
@@ -84,6 +93,10 @@ class SrtpCodec:
         self._srtp = session._srtp[0]
         self._cdata = session._cdata
         self._buffer = session._buffer
+        # Writable view of the session buffer: in-place header writes and
+        # zero-copy slices of the protected packet.
+        self._view = memoryview(session._buffer)
+        self._pack_header = _RTP_HEADER.pack_into
         self._length = ffi.new("int *")
         self._srtp_protect = lib.srtp_protect
         self._srtp_unprotect = lib.srtp_unprotect
@@ -99,6 +112,25 @@ class SrtpCodec:
         if self._srtp_protect(self._srtp, self._cdata, self._length):
             raise ValueError("SRTP protect failed")
         return self._buffer[0 : self._length[0]]
+
+    def protect_fields(
+        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
+    ) -> memoryview | None:
+        """Protect the RTP packet ``header(b0, b1, seq, timestamp, ssrc) + tail``
+        in the session buffer; its protected bytes as a view of that buffer
+        (valid until the next call on this codec or session), or None if it
+        is too long or libsrtp refused it."""
+        size = 12 + len(tail)
+        if size > self._max_protect:
+            return None
+        view = self._view
+        self._pack_header(view, 0, b0, b1, seq, timestamp, ssrc)
+        view[12:size] = tail
+        length = self._length
+        length[0] = size
+        if self._srtp_protect(self._srtp, self._cdata, length):
+            return None
+        return view[: length[0]]
 
     def unprotect(self, packet: bytes) -> bytes:
         size = len(packet)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
@@ -115,7 +116,14 @@ class Consumer(AsyncIOEventEmitter):
         self._last_keyframe_request = 0.0
         self._rtx_seq = 0
         self._active = False
-        self._history: list[bytes | None] = [None] * HISTORY_SIZE
+        # What was sent under each out seq, for NACKs: (out_seq, b0, b1, out_ts,
+        # tail), the tail shared with the other consumers of that packet.
+        self._history: list[tuple[int, int, int, int, bytes] | None] = [None] * HISTORY_SIZE
+        # The transport's fast path (header fields + tail, no packet built) if it
+        # has one, else send_rtp(packet) on a packet built here.
+        self._send_fields: Callable[[int, int, int, int, int, bytes], None] = (
+            getattr(transport, "send_rtp_fields", None) or self._send_built
+        )
 
         # counters for stats
         self.packets_sent = 0
@@ -152,15 +160,19 @@ class Consumer(AsyncIOEventEmitter):
             self.packets_dropped_late += 1
             return
         out_ts = (timestamp - self._ts_offset) & 0xFFFFFFFF
-        packet = _HEADER.pack(b0, b1, out_seq, out_ts, self.ssrc) + tail
-        self._history[out_seq & (HISTORY_SIZE - 1)] = packet
+        self._history[out_seq & (HISTORY_SIZE - 1)] = (out_seq, b0, b1, out_ts, tail)
         if ((out_seq - self._max_out_seq) & 0xFFFF) < 0x8000:
             self._max_out_seq = out_seq
             self._last_out_ts = out_ts
             self._last_send_time = now
         self.packets_sent += 1
-        self.bytes_sent += len(packet)
-        self.transport.send_rtp(packet)
+        self.bytes_sent += 12 + len(tail)
+        self._send_fields(b0, b1, out_seq, out_ts, self.ssrc, tail)
+
+    def _send_built(
+        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
+    ) -> None:
+        self.transport.send_rtp(_HEADER.pack(b0, b1, seq, timestamp, ssrc) + tail)
 
     def _sync(self, seq: int, timestamp: int, now: float) -> None:
         """Continue our numbering from where it stopped, whatever the input's numbering."""
@@ -195,9 +207,11 @@ class Consumer(AsyncIOEventEmitter):
         if not self.nack_enabled:
             return
         for seq in lost:
-            packet = self._history[seq & (HISTORY_SIZE - 1)]
-            if packet is None or ((packet[2] << 8) | packet[3]) != seq:
+            sent = self._history[seq & (HISTORY_SIZE - 1)]
+            if sent is None or sent[0] != seq:
                 continue
+            _, b0, b1, out_ts, tail = sent
+            packet = _HEADER.pack(b0, b1, seq, out_ts, self.ssrc) + tail
             if self.rtx_ssrc is not None and self.rtx_payload_type is not None:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
                 packet = rtx_wrap(

@@ -50,6 +50,8 @@ NACK_MAX_TRIES = 10
 
 AudioLevelSink = Callable[["Producer", int], None]
 
+_NO_ELEMENTS: list[tuple[int, bytes]] = []  # shared, never appended to
+
 
 def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> bool:
     return any(
@@ -111,6 +113,7 @@ class Producer(AsyncIOEventEmitter):
 
         # client extension id -> router extension id, for the ones forwarded
         self._ext_forward: dict[int, int] = {}
+        self._forwarded_router_ids: frozenset[int] = frozenset()
         self._abs_send_time_id = -1
         self._audio_level_id = -1
         self.mid_extension_id = -1
@@ -124,6 +127,7 @@ class Producer(AsyncIOEventEmitter):
                 self._audio_level_id = ext["id"]
             elif uri == URI_MID:
                 self.mid_extension_id = ext["id"]
+        self._forwarded_router_ids = frozenset(self._ext_forward.values())
 
         # SSRC -> stream, and RTX SSRC -> media SSRC
         self.streams: dict[int, RtpStreamRecv] = {}
@@ -238,8 +242,9 @@ class Producer(AsyncIOEventEmitter):
             self._send_nacks(stream, now)
 
         # header extensions: map ids, read audio level, refresh abs-send-time
-        elements: list[tuple[int, bytes]] = []
+        elements = _NO_ELEMENTS
         if ext_end > ext_start:
+            elements = []
             profile = (packet[csrc_end] << 8) | packet[csrc_end + 1]
             if profile == 0xBEDE:
                 found = iter_one_byte_extensions(packet, ext_start, ext_end)
@@ -261,11 +266,19 @@ class Producer(AsyncIOEventEmitter):
             return
         keyframe = self._is_keyframe(packet, ext_end, payload_end)
         b1 = (b1 & 0x80) | router_pt
-        csrcs_and_payload = packet[12:csrc_end], packet[ext_end:]
+        # The payload is copied once per layout, straight into that layout's tail.
+        payload = memoryview(packet)[ext_end:]
+        csrcs = packet[12:csrc_end]
+        full_block: bytes | None = None  # the block of a layout that takes every element
         for extension_ids, consumers in self._layouts.items():
-            block = build_extension_block([e for e in elements if e[0] in extension_ids])
+            if extension_ids >= self._forwarded_router_ids:
+                if full_block is None:
+                    full_block = build_extension_block(elements)
+                block = full_block
+            else:
+                block = build_extension_block([e for e in elements if e[0] in extension_ids])
             b0 = (packet[0] & 0xEF) | (0x10 if block else 0)
-            tail = csrcs_and_payload[0] + block + csrcs_and_payload[1]
+            tail = b"".join((csrcs, block, payload))
             for consumer in consumers:
                 try:
                     consumer.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)

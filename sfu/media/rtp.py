@@ -120,17 +120,37 @@ def iter_two_byte_extensions(
 
 
 def build_extension_block(elements: list[tuple[int, bytes]]) -> bytes:
-    """A padded header-extension block, one-byte form when every element fits it."""
+    """A padded header-extension block, one-byte form when every element fits it.
+
+    On the per-packet path (once per consumer layout): one bytearray, no
+    intermediate bytes per element."""
     if not elements:
         return b""
-    if all(0 < i < 15 and 0 < len(v) <= 16 for i, v in elements):
-        body = b"".join(bytes(((i << 4) | (len(v) - 1),)) + v for i, v in elements)
-        profile = 0xBEDE
-    else:
-        body = b"".join(bytes((i, len(v))) + v for i, v in elements)
-        profile = 0x1000
-    body += b"\x00" * (-len(body) % 4)
-    return struct.pack("!HH", profile, len(body) // 4) + body
+    block = bytearray(b"\xbe\xde\x00\x00")
+    for i, v in elements:
+        size = len(v)
+        if not (0 < i < 15 and 0 < size <= 16):
+            return _build_two_byte_block(elements)
+        block.append((i << 4) | (size - 1))
+        block += v
+    return _finish_block(block)
+
+
+def _build_two_byte_block(elements: list[tuple[int, bytes]]) -> bytes:
+    block = bytearray(b"\x10\x00\x00\x00")
+    for i, v in elements:
+        block.append(i)
+        block.append(len(v))
+        block += v
+    return _finish_block(block)
+
+
+def _finish_block(block: bytearray) -> bytes:
+    padding = -len(block) % 4
+    if padding:
+        block += b"\x00" * padding
+    _U16.pack_into(block, 2, (len(block) - 4) // 4)
+    return bytes(block)
 
 
 def abs_send_time_now(clock: Callable[[], float] = time.time) -> bytes:

@@ -445,6 +445,33 @@ class WebRtcTransport(Transport):
         self.rtp_packets_sent += 1
         self._sendto(protected, addr)
 
+    def send_rtp_fields(
+        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
+    ) -> None:
+        """``send_rtp(header(b0, b1, seq, timestamp, ssrc) + tail)`` without building
+        the packet: the header and ``tail`` go straight into the SRTP buffer, which
+        is protected in place and handed to the socket as is (the consumers' fast
+        path; ``send_rtp`` stays for everything else)."""
+        tx = self._rtp_out
+        addr = self.ice_selected_tuple
+        if tx is None or addr is None:
+            return
+        protected = tx.protect_fields(b0, b1, seq, timestamp, ssrc, tail)
+        if protected is None:
+            self.drops["srtp-protect-failed"] += 1
+            return
+        self.rtp_packets_sent += 1
+        if (self._tcp_send is not None and len(addr) == 3) or self._endpoint is None:
+            # ICE-TCP frames it and may queue it: a copy, not a view of the buffer.
+            self._sendto(bytes(protected), addr)
+            return
+        try:
+            self._endpoint.sendto(protected, addr)
+        except OSError:  # a full buffer or an unreachable peer: drop, never block
+            self.drops["send-failed"] += 1
+            return
+        self.bytes_sent += len(protected)
+
     def send_rtcp(self, packet: bytes) -> None:
         tx = self._tx_srtp
         addr = self.ice_selected_tuple
