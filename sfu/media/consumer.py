@@ -119,10 +119,9 @@ class Consumer(AsyncIOEventEmitter):
         # What was sent under each out seq, for NACKs: (out_seq, b0, b1, out_ts,
         # tail), the tail shared with the other consumers of that packet.
         self._history: list[tuple[int, int, int, int, bytes] | None] = [None] * HISTORY_SIZE
-        # The transport's fast path (header fields + tail, no packet built) if it
-        # has one, else send_rtp(packet) on a packet built here.
+        # Bound once: the transport's send of header fields + tail (the hot path).
         self._send_fields: Callable[[int, int, int, int, int, bytes], None] = (
-            getattr(transport, "send_rtp_fields", None) or self._send_built
+            transport.send_rtp_fields
         )
 
         # counters for stats
@@ -168,11 +167,6 @@ class Consumer(AsyncIOEventEmitter):
         self.packets_sent += 1
         self.bytes_sent += 12 + len(tail)
         self._send_fields(b0, b1, out_seq, out_ts, self.ssrc, tail)
-
-    def _send_built(
-        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
-    ) -> None:
-        self.transport.send_rtp(_HEADER.pack(b0, b1, seq, timestamp, ssrc) + tail)
 
     def _sync(self, seq: int, timestamp: int, now: float) -> None:
         """Continue our numbering from where it stopped, whatever the input's numbering."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 import uuid
 from collections import Counter
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 1.0
+_RTP_HEADER = struct.Struct("!BBHII")
 # REMB toward publishers: a loss-based estimate (we advertise goog-remb, so we send it).
 REMB_INITIAL_BITRATE = 1_000_000
 REMB_MIN_BITRATE = 100_000
@@ -81,6 +83,13 @@ class Transport(AsyncIOEventEmitter):
 
     def send_rtcp(self, packet: bytes) -> None:
         raise NotImplementedError
+
+    def send_rtp_fields(
+        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
+    ) -> None:
+        """``send_rtp`` of the packet made of these header fields and ``tail``
+        (WebRtcTransport writes them straight into its SRTP buffer instead)."""
+        self.send_rtp(_RTP_HEADER.pack(b0, b1, seq, timestamp, ssrc) + tail)
 
     def _rtcp_ready(self) -> bool:
         """Whether periodic RTCP can go out (keys and a remote address are known)."""
