@@ -23,6 +23,7 @@ from sfu.media.rtp import (
     header_bounds,
     iter_one_byte_extensions,
 )
+from sfu.media.transport import Transport
 
 ROUTER_CAPS = ortc.generate_router_rtp_capabilities([c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS])
 
@@ -40,6 +41,9 @@ class RecordingTransport:
 
     def send_rtcp(self, packet: bytes) -> None:
         self.rtcp.append(packet)
+
+    # Consumers send header fields + tail; the base class builds the packet for send_rtp.
+    send_rtp_fields = Transport.send_rtp_fields
 
     def count_drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
