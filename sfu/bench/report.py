@@ -140,7 +140,7 @@ def _row(r: dict[str, Any]) -> list[str]:
     rss = r.get("server_rss_per_peer_bytes")
     name = r["name"]
     if r.get("family") == "capacity":
-        name = f"capacity ({r.get('last_good_subscribers', 0)} subs)"
+        name = f"{name} ({r.get('last_good_subscribers', 0)} subs)"
     return [
         name,
         _fmt(r.get("peers"), "d"),
