@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 # A worker that keeps dying is restarted at most this often.
 RESTART_BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0)
+# Every worker is asked for its stats this often; one that has not answered for
+# HEARTBEAT_LIMIT seconds hangs (a deadlock, SIGSTOP, swapping) and is killed, so
+# that its peers rejoin on a working one instead of waiting forever.
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_LIMIT = 6.0
 
 
 class NoWorkerError(SfuError):
@@ -56,6 +61,7 @@ class WorkerPool(AsyncIOEventEmitter):
         self.retired_cpu_seconds = 0.0
         self._deaths: dict[int, list[float]] = {}
         self._restart_tasks: set[asyncio.Task[None]] = set()
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         started = await asyncio.gather(
@@ -65,6 +71,25 @@ class WorkerPool(AsyncIOEventEmitter):
         if failures:
             await self.close()
             raise failures[0]
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self._check_workers()
+            except Exception:
+                logger.exception("worker heartbeat failed")
+
+    async def _check_workers(self) -> None:
+        workers = self.live_workers()
+        results = await asyncio.gather(
+            *(w.get_stats(response_timeout=HEARTBEAT_LIMIT) for w in workers),
+            return_exceptions=True,
+        )
+        for worker, result in zip(workers, results, strict=True):
+            if isinstance(result, Exception) and not worker.closed:
+                worker.kill(f"no answer to a heartbeat in {HEARTBEAT_LIMIT:.0f} s ({result})")
 
     async def _start_worker(self, index: int) -> Worker:
         worker = Worker(index, self.settings, **self._worker_options)
@@ -125,10 +150,13 @@ class WorkerPool(AsyncIOEventEmitter):
 
     # ---- stats -------------------------------------------------------------------
 
-    async def refresh_stats(self) -> list[dict[str, Any]]:
-        """Fresh stats of every live worker (a worker that does not answer keeps its last)."""
+    async def refresh_stats(self, response_timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Fresh stats of every live worker (one that does not answer at once keeps its last:
+        /health and /metrics stay fast while a worker hangs)."""
         workers = self.live_workers()
-        results = await asyncio.gather(*(w.get_stats() for w in workers), return_exceptions=True)
+        results = await asyncio.gather(
+            *(w.get_stats(response_timeout) for w in workers), return_exceptions=True
+        )
         return [
             w.last_stats if isinstance(result, BaseException) else result
             for w, result in zip(workers, results, strict=True)
@@ -148,6 +176,8 @@ class WorkerPool(AsyncIOEventEmitter):
 
     async def close(self) -> None:
         self.closed = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         for task in self._restart_tasks:
             task.cancel()
         workers = list(self.workers.values())

@@ -172,10 +172,20 @@ class Worker(AsyncIOEventEmitter):
         router.on("@close", lambda: self.routers.pop(router.id, None))
         return router
 
-    async def get_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = await self.channel.request("worker.getStats", response_timeout=5)
+    async def get_stats(self, response_timeout: float = 5.0) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.channel.request(
+            "worker.getStats", response_timeout=response_timeout
+        )
         self.last_stats = stats
         return stats
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL a worker that cannot be used (it hangs); the death is handled as any other."""
+        if self._process is None or self._process.returncode is not None:
+            return
+        logger.error("worker %d (pid %d): %s; killing it", self.index, self.pid, reason)
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
 
     def load(self) -> tuple[int, int]:
         """(open producers + consumers, routers): what placement compares."""

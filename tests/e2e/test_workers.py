@@ -5,6 +5,7 @@ transports. Real server process, pymediasoup bots, decoded media, 127.0.0.1 only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
@@ -129,6 +130,38 @@ async def test_a_killed_worker_is_replaced_and_its_peers_rejoin(sfu_server: Serv
         assert sfu_server.process.poll() is None
     finally:
         await close_all(*everyone)
+
+
+async def test_a_hung_worker_is_killed_and_replaced(sfu_server: ServerProcess) -> None:
+    alice = await join(sfu_server, "stuck", "alice", 440)
+    bob = await join(sfu_server, "stuck", "bob", 550)
+    hung_pid: int | None = None
+    try:
+        assert await wait_until(lambda: _has(bob, "alice"), timeout=20)
+        assert await bob.sink_for("alice", "video").wait_frames(5, timeout=20)
+        workers = workers_of(sfu_server)
+        hung_pid = next(w["pid"] for w in workers if w["routers"] == 1)
+        before = bob.sink_for("alice", "video")
+
+        os.kill(hung_pid, signal.SIGSTOP)  # alive, but answers nothing
+
+        # /health stays quick meanwhile (the hung worker's last stats are shown).
+        assert len(workers_of(sfu_server)) == 2
+        # The heartbeat gives up on it, kills it, and a new worker replaces it;
+        # its peers are told and join again.
+        assert await wait_until(lambda: not is_alive(hung_pid), timeout=20)
+        assert await wait_until(lambda: sfu_server.health()["workerRestarts"] == 1, timeout=20)
+        assert await wait_until(
+            lambda: _has(bob, "alice") and bob.sink_for("alice", "video") is not before,
+            timeout=30,
+        )
+        assert await bob.sink_for("alice", "video").wait_frames(5, timeout=20)
+        assert hung_pid not in {w["pid"] for w in workers_of(sfu_server)}
+    finally:
+        if hung_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung_pid, signal.SIGCONT)
+        await close_all(alice, bob)
 
 
 @pytest.mark.parametrize(
