@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import Config
-from .errors import LimitError
+from .errors import LimitError, SfuError
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket
@@ -159,8 +159,9 @@ class SfuServer:
         except LimitError as error:
             await ws.close(code=4029, message=str(error).encode()[:120])
             return ws
-        except NoWorkerError as error:
-            # Transient (a worker is restarting): the client's reconnection retries.
+        except (NoWorkerError, SfuError) as error:
+            # Transient (a worker is restarting or just died): the client's reconnection retries.
+            logger.warning("room %s: cannot open it now: %s", room_id, error)
             await ws.close(code=1013, message=str(error).encode()[:120])
             return ws
         limits = self.config.limits

@@ -472,9 +472,9 @@ class Room(AsyncIOEventEmitter):
             force_tcp=force_tcp,
             app_data={"peerId": peer.id, "producing": producing, "consuming": consuming},
         )
-        if peer.closed:
+        if peer.closed or transport.closed:
             transport.close()
-            raise InvalidStateError("peer closed")
+            raise InvalidStateError("peer closed" if peer.closed else "the transport closed")
         peer.transports[transport.id] = transport
         transport.on("@close", lambda: peer.transports.pop(transport.id, None))
         transport.on(
@@ -525,6 +525,8 @@ class Room(AsyncIOEventEmitter):
         producer = await transport.produce(
             kind=kind, rtp_parameters=rtp_parameters, paused=paused, app_data=app_data
         )
+        if producer.closed:  # its transport closed meanwhile
+            raise InvalidStateError("the transport closed")
         peer.producers[producer.id] = producer
         producer.on("@close", lambda: peer.producers.pop(producer.id, None))
         producer.on(
@@ -637,8 +639,10 @@ class Room(AsyncIOEventEmitter):
         source = producer.transport.router
         try:
             consumable = await source.can_consume(producer.id, capabilities)
-        except SfuError:
-            consumable = False  # the producer or its router closed meanwhile
+        except SfuError as error:  # the producer or its worker went away: not a codec matter
+            logger.info("room %s: cannot check producer %s: %s", self.id, producer.id, error)
+            consumer_peer.consumed_producer_ids.discard(producer.id)
+            return
         if not consumable:
             logger.info(
                 "room %s: peer %s cannot consume producer %s (no common codec)",
@@ -659,6 +663,9 @@ class Room(AsyncIOEventEmitter):
             )
         except SfuError as error:
             logger.warning("room %s: consume for %s failed: %s", self.id, consumer_peer.id, error)
+            consumer_peer.consumed_producer_ids.discard(producer.id)
+            return
+        if consumer.closed:  # its producer closed while the worker answered
             consumer_peer.consumed_producer_ids.discard(producer.id)
             return
 
@@ -708,7 +715,10 @@ class Room(AsyncIOEventEmitter):
             return
         if not consumer.closed:
             # The client's consumer exists: start sending (a keyframe is requested).
-            await consumer.resume()
+            try:
+                await consumer.resume()
+            except SfuError as error:  # closed in the worker meanwhile; its close event follows
+                logger.info("room %s: resuming consumer %s: %s", self.id, consumer.id, error)
 
     # ---- active speaker -------------------------------------------------------
 

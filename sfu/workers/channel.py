@@ -19,6 +19,8 @@ import contextlib
 import json
 import logging
 import struct
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -28,6 +30,11 @@ from ..errors import SfuError
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Notifications for an id with no handle yet are kept this long (and at most this
+# many): a worker may notify about an object right after the response creating it,
+# before the requester has built its handle.
+ORPHAN_SECONDS = 10.0
+MAX_ORPHANS = 1000
 _LENGTH = struct.Struct("!I")
 
 RequestHandler = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
@@ -37,6 +44,10 @@ class ChannelClosedError(SfuError):
     """The worker process is gone (it crashed or was killed): the request cannot complete."""
 
     code = 503
+
+
+class ChannelTimeoutError(ChannelClosedError):
+    """The worker did not answer in time (it may hang)."""
 
 
 class NotificationTarget(Protocol):
@@ -60,6 +71,7 @@ class Channel:
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self.targets: dict[str, NotificationTarget] = {}
+        self._orphans: OrderedDict[str, tuple[float, list[tuple[str, Any]]]] = OrderedDict()
         self.closed = False
 
     @classmethod
@@ -91,7 +103,7 @@ class Channel:
             self._write({"id": request_id, "method": method, "target": target, "data": data or {}})
             return await asyncio.wait_for(future, response_timeout)
         except TimeoutError:
-            raise ChannelClosedError(
+            raise ChannelTimeoutError(
                 f"the worker did not answer {method} in {response_timeout:.0f} s"
             ) from None
         finally:
@@ -169,14 +181,35 @@ class Channel:
         else:
             future.set_result(message.get("data"))
 
+    def register(self, target_id: str, target: NotificationTarget) -> None:
+        """Route notifications for ``target_id`` to ``target``, those already here first."""
+        self.targets[target_id] = target
+        early = self._orphans.pop(target_id, None)
+        for event, data in early[1] if early else ():
+            self._notify_target(target, event, data)
+
     def _deliver(self, message: dict[str, Any]) -> None:
-        target = self.targets.get(message.get("target", ""))
-        if target is None:
-            return  # an object this end already closed
+        target_id = str(message.get("target", ""))
+        event, data = str(message.get("event")), message.get("data")
+        target = self.targets.get(target_id)
+        if target is not None:
+            self._notify_target(target, event, data)
+            return
+        # No handle (yet, or any more): keep it briefly, bounded.
+        now = time.monotonic()
+        while self._orphans and (
+            len(self._orphans) >= MAX_ORPHANS
+            or now - next(iter(self._orphans.values()))[0] > ORPHAN_SECONDS
+        ):
+            self._orphans.popitem(last=False)
+        self._orphans.setdefault(target_id, (now, []))[1].append((event, data))
+
+    @staticmethod
+    def _notify_target(target: NotificationTarget, event: str, data: Any) -> None:
         try:
-            target.on_notification(message["event"], message.get("data"))
+            target.on_notification(event, data)
         except Exception:
-            logger.exception("worker notification %s failed", message.get("event"))
+            logger.exception("worker notification %s failed", event)
 
     def close(self) -> None:
         if self.closed:

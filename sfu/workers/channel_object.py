@@ -18,7 +18,9 @@ _background: set[asyncio.Task[Any]] = set()
 
 class ChannelObject(AsyncIOEventEmitter):
     """Requests go to ``<prefix>.<method>`` with this object's id as the target;
-    notifications for that id come to :meth:`on_notification`."""
+    notifications for that id come to :meth:`on_notification` once :meth:`attach`
+    is called, when the creator has wired the handle up (those that came before
+    are delivered then)."""
 
     prefix = ""
 
@@ -27,7 +29,9 @@ class ChannelObject(AsyncIOEventEmitter):
         self.id = object_id
         self.closed = False
         self._channel = channel
-        channel.targets[object_id] = self
+
+    def attach(self) -> None:
+        self._channel.register(self.id, self)
 
     async def _request(self, method: str, data: dict[str, Any] | None = None) -> Any:
         return await self._channel.request(f"{self.prefix}.{method}", self.id, data)

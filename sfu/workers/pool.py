@@ -14,6 +14,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import MediaConfig
 from ..errors import SfuError
+from .channel import ChannelTimeoutError
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class WorkerPool(AsyncIOEventEmitter):
             return_exceptions=True,
         )
         for worker, result in zip(workers, results, strict=True):
-            if isinstance(result, Exception) and not worker.closed:
+            # Only silence means a hung worker: an error reply comes from a live one.
+            if isinstance(result, ChannelTimeoutError) and not worker.closed:
                 worker.kill(f"no answer to a heartbeat in {HEARTBEAT_LIMIT:.0f} s ({result})")
 
     async def _start_worker(self, index: int) -> Worker:

@@ -74,6 +74,7 @@ class Router(AsyncIOEventEmitter):
         )
         transport = WebRtcTransport(self._channel, info, self, app_data)
         self._adopt(transport)
+        transport.attach()
         return transport
 
     async def create_pipe_transport(self, app_data: dict[str, Any] | None = None) -> PipeTransport:
@@ -81,6 +82,7 @@ class Router(AsyncIOEventEmitter):
         info = await self._request("createPipeTransport", {"appData": app_data})
         transport = PipeTransport(self._channel, info, self, app_data)
         self._adopt(transport)
+        transport.attach()
         return transport
 
     async def create_active_speaker_observer(
@@ -90,6 +92,7 @@ class Router(AsyncIOEventEmitter):
         observer = ActiveSpeakerObserver(self._channel, info["id"])
         self.observers[observer.id] = observer
         observer.on("@close", lambda: self.observers.pop(observer.id, None))
+        observer.attach()
         return observer
 
     async def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
@@ -151,15 +154,25 @@ class Router(AsyncIOEventEmitter):
         local = await self.create_pipe_transport({"pipeTo": router.id})
         try:
             remote = await router.create_pipe_transport({"pipeTo": self.id})
-        except Exception:
+        except BaseException:
             local.close()
             raise
-        # Either end closing (its router or worker gone) takes the other with it.
+        # Either end closing (its router or worker gone) takes the other with it,
+        # and the pair is forgotten on both sides.
         local.on("@close", remote.close)
         remote.on("@close", local.close)
-        await local.connect(remote.ip, remote.port)
-        await remote.connect(local.ip, local.port)
+        local.on("@close", lambda: self._forget_pipe_pair(router))
+        try:
+            await local.connect(remote.ip, remote.port)
+            await remote.connect(local.ip, local.port)
+        except BaseException:
+            local.close()
+            raise
         return local, remote
+
+    def _forget_pipe_pair(self, router: Router) -> None:
+        self._pipe_pairs.pop(router.id, None)
+        router._pipe_pairs.pop(self.id, None)
 
     async def _pipe(self, producer_id: str, router: Router) -> Producer:
         local, remote = await self._pipe_pair(router)
@@ -174,7 +187,7 @@ class Router(AsyncIOEventEmitter):
                 else {},
                 producer_id=producer_id,
             )
-        except Exception:
+        except BaseException:
             pipe_consumer.close()
             raise
         # The pipe lives as long as both ends; pause and resume follow the original.
@@ -182,6 +195,14 @@ class Router(AsyncIOEventEmitter):
         pipe_producer.on("@close", pipe_consumer.close)
         pipe_consumer.on("producerpause", lambda: self._spawn(pipe_producer.pause()))
         pipe_consumer.on("producerresume", lambda: self._spawn(pipe_producer.resume()))
+        # What happened to the original while the other worker answered.
+        if pipe_consumer.closed:
+            pipe_producer.close()
+            raise NotFoundError(f"producer {producer_id} closed")
+        if pipe_consumer.producer_paused != pipe_producer.paused:
+            self._spawn(
+                pipe_producer.pause() if pipe_consumer.producer_paused else pipe_producer.resume()
+            )
         return pipe_producer
 
     def _spawn(self, coroutine: Any) -> None:

@@ -70,6 +70,7 @@ class Transport(ChannelObject):
         self.producers[producer.id] = producer
         producer.on("@close", lambda: self._forget(self.producers, producer))
         self.router.producer_added(producer)
+        producer.attach()
         return producer
 
     async def consume(
@@ -95,6 +96,7 @@ class Transport(ChannelObject):
             raise InvalidStateError(f"transport {self.id} closed")
         self.consumers[consumer.id] = consumer
         consumer.on("@close", lambda: self._forget(self.consumers, consumer))
+        consumer.attach()
         return consumer
 
     @staticmethod

@@ -116,7 +116,7 @@ class Worker(AsyncIOEventEmitter):
         self._tasks.append(asyncio.create_task(self._watch(self._channel)))
         try:
             info = await self._channel.request("worker.start", response_timeout=60)
-        except Exception:
+        except BaseException:  # cancelled too (the pool closing): leave no process behind
             await self.close()
             raise
         self.pid = int(info["pid"])
@@ -130,29 +130,38 @@ class Worker(AsyncIOEventEmitter):
             logger.exception("worker %d: its channel broke", self.index)
         if self.closed:
             return
+        routers = len(self.routers)
         exit_code: int | None = None
-        if self._process is not None:
-            try:
-                exit_code = await asyncio.wait_for(self._process.wait(), 5)
-            except TimeoutError:  # alive but unreachable: it cannot be used any more
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.kill()
-                exit_code = await self._process.wait()
-        logger.error(
-            "worker %d (pid %d) died (exit code %s); closing its %d routers",
-            self.index,
-            self.pid,
-            exit_code,
-            len(self.routers),
-        )
-        self._closed()
-        self.emit("died", exit_code)
-        self.emit("@close")
+        try:
+            # Unusable from now on: nothing is placed on it while it is reaped.
+            self._closed()
+        except Exception:
+            logger.exception("worker %d: closing its routers failed", self.index)
+        finally:
+            if self._process is not None:
+                try:
+                    exit_code = await asyncio.wait_for(self._process.wait(), 5)
+                except TimeoutError:  # alive but unreachable: it cannot be used any more
+                    with contextlib.suppress(ProcessLookupError):
+                        self._process.kill()
+                    exit_code = await self._process.wait()
+            logger.error(
+                "worker %d (pid %d) died (exit code %s); closed its %d routers",
+                self.index,
+                self.pid,
+                exit_code,
+                routers,
+            )
+            self.emit("died", exit_code)
+            self.emit("@close")
 
     def _closed(self) -> None:
         self.closed = True
         for router in list(self.routers.values()):
-            router.worker_closed()
+            try:
+                router.worker_closed()
+            except Exception:  # one room's failure must not keep the others open
+                logger.exception("worker %d: closing router %s failed", self.index, router.id)
         self.routers.clear()
 
     async def create_router(

@@ -48,7 +48,7 @@ async def test_requests_errors_and_notifications() -> None:
     serving = asyncio.create_task(worker.run(handle))
     reading = asyncio.create_task(control.run())
     recorder = Recorder()
-    control.targets["t1"] = recorder
+    control.register("t1", recorder)
     try:
         assert await control.request("echo", "t1", {"n": 1}) == {"target": "t1", "n": 1}
         # The notification was written before the response: it has arrived.
@@ -102,3 +102,36 @@ async def test_an_oversized_frame_closes_the_channel() -> None:
         await asyncio.wait_for(reading, 5)
     assert control.closed
     b.close()
+
+
+async def test_a_notification_before_the_handle_exists_is_delivered_on_attach() -> None:
+    # The worker may write a response and, right behind it, a notification about
+    # the object it created: both can be read before the requester builds its handle.
+    control, worker = await pair()
+
+    async def create_then_close(method: str, target: str, data: dict[str, Any]) -> Any:
+        asyncio.get_running_loop().call_soon(worker.notify, "c1", "producerclose", None)
+        return {"id": "c1"}
+
+    serving = asyncio.create_task(worker.run(create_then_close))
+    reading = asyncio.create_task(control.run())
+    try:
+        info = await control.request("create")
+        await asyncio.sleep(0.2)  # the notification has arrived, with nobody to take it
+        recorder = Recorder()
+        control.register(info["id"], recorder)
+        assert recorder.seen == [("producerclose", None)]
+        worker.notify("c1", "later", 1)
+        assert await _eventually(lambda: recorder.seen[-1] == ("later", 1))
+    finally:
+        control.close()
+        await asyncio.wait_for(asyncio.gather(serving, reading), 5)
+
+
+async def _eventually(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
