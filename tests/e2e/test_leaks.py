@@ -14,10 +14,15 @@ BATCH = 5  # bots joining and leaving at once
 def snapshot(server: ServerProcess) -> dict[str, int]:
     health = server.health()
     process = health["process"]
+    workers = health["workers"]
     return {
         "fds": process["fds"],
         "tasks": process["tasks"],
         "rssMB": process["rssBytes"] // (1 << 20),
+        # The media worker processes, where the sockets and media tasks live.
+        "workerFds": sum(w["fds"] for w in workers),
+        "workerTasks": sum(w["tasks"] for w in workers),
+        "workerRssMB": sum(w["rssBytes"] for w in workers) // (1 << 20),
         "peers": health["peers"],
         "transports": health["transports"],
         "producers": health["producers"],
@@ -58,6 +63,9 @@ async def test_join_leave_cycles_return_to_baseline(sfu_server: ServerProcess) -
             assert after[key] == baseline[key], f"{key}: {baseline[key]} -> {after[key]}"
         assert after["fds"] <= baseline["fds"] + 2, "file descriptors leak"
         assert after["tasks"] <= baseline["tasks"] + 2, "asyncio tasks leak"
+        assert after["workerFds"] <= baseline["workerFds"] + 2, "worker file descriptors leak"
+        assert after["workerTasks"] <= baseline["workerTasks"] + 2, "worker asyncio tasks leak"
         assert after["rssMB"] <= baseline["rssMB"] + 25, "memory grows with every cycle"
+        assert after["workerRssMB"] <= baseline["workerRssMB"] + 25, "worker memory grows"
     finally:
         await watcher.client.close()
