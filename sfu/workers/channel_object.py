@@ -59,5 +59,17 @@ class ChannelObject(AsyncIOEventEmitter):
             del self._channel.targets[self.id]
         return True
 
+    def close(self) -> None:
+        """Close it here and in the worker."""
+        if self._mark_closed():
+            self._request_close()
+            self.emit("@close")
+
+    def transport_closed(self) -> None:
+        """Its transport closed (which closed it in the worker too)."""
+        if self._mark_closed():
+            self.emit("transportclose")
+            self.emit("@close")
+
     def on_notification(self, event: str, data: Any) -> None:
         raise NotImplementedError

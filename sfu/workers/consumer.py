@@ -57,16 +57,6 @@ class Consumer(ChannelObject):
         self._check_open()
         return await self._request("getStats")
 
-    def close(self) -> None:
-        if self._mark_closed():
-            self._request_close()
-            self.emit("@close")
-
-    def transport_closed(self) -> None:
-        if self._mark_closed():
-            self.emit("transportclose")
-            self.emit("@close")
-
     def on_notification(self, event: str, data: Any) -> None:
         if event == "producerpause":
             self.producer_paused = True

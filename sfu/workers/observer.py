@@ -17,11 +17,6 @@ class ActiveSpeakerObserver(ChannelObject):
         if not self.closed:
             await self._request("addProducer", {"producerId": producer.id})
 
-    def close(self) -> None:
-        if self._mark_closed():
-            self._request_close()
-            self.emit("@close")
-
     def router_closed(self) -> None:
         if self._mark_closed():
             self.emit("@close")
