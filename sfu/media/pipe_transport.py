@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError, InvalidStateError
-from . import rtcp
 from .consumer import Consumer
 from .transport import Transport
 from .udp import UdpEndpoint
@@ -81,7 +80,8 @@ class PipeTransport(Transport):
     def _demux(self, data: bytes, addr: tuple) -> None:
         if self.closed:
             return
-        if self.remote_address is None or addr[:2] != self.remote_address:
+        # Pipes bind 127.0.0.1: the sender's address is an (ip, port) pair.
+        if addr != self.remote_address:
             self.drops["from-unknown-address"] += 1
             return
         if len(data) < 12 or not 127 < data[0] < 192:
@@ -90,13 +90,7 @@ class PipeTransport(Transport):
         self.bytes_received += len(data)
         now = time.monotonic()
         if 191 < data[1] < 224:
-            try:
-                reports = rtcp.parse_compound(data)
-            except rtcp.RtcpError:
-                self.drops["malformed-rtcp"] += 1
-                return
-            self.rtcp_packets_received += 1
-            self._dispatch_rtcp(reports, now)
+            self._receive_rtcp(data, now)
             return
         self.rtp_packets_received += 1
         producer = self._producers_by_ssrc.get(_U32.unpack_from(data, 8)[0])

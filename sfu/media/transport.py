@@ -206,6 +206,16 @@ class Transport(AsyncIOEventEmitter):
 
     # ---- RTCP in ------------------------------------------------------------------
 
+    def _receive_rtcp(self, packet: bytes, now: float) -> None:
+        """One plain (unprotected) compound RTCP packet: parse, count, dispatch."""
+        try:
+            reports = rtcp.parse_compound(packet)
+        except rtcp.RtcpError:
+            self.drops["malformed-rtcp"] += 1
+            return
+        self.rtcp_packets_received += 1
+        self._dispatch_rtcp(reports, now)
+
     def _dispatch_rtcp(self, reports: list[rtcp.RtcpPacket], now: float) -> None:
         """Hand each parsed RTCP packet to the producer or consumer it is about."""
         for report in reports:

@@ -21,7 +21,6 @@ import pylibsrtp
 
 from ..aiortc_adapter import DtlsSession, RTCCertificate, SrtpCodec, certificate_fingerprints
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
-from . import rtcp
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
 from .producer import Producer
 from .rtp import header_bounds, iter_one_byte_extensions
@@ -315,15 +314,9 @@ class WebRtcTransport(Transport):
         except (pylibsrtp.Error, ValueError):
             self.drops["srtcp-unprotect-failed"] += 1
             return
-        try:
-            reports = rtcp.parse_compound(packet)
-        except rtcp.RtcpError:
-            self.drops["malformed-rtcp"] += 1
-            return
-        self.rtcp_packets_received += 1
         now = time.monotonic()
         self.last_ice_activity = now
-        self._dispatch_rtcp(reports, now)
+        self._receive_rtcp(packet, now)
 
     def _receive_stun(self, data: bytes, addr: tuple) -> None:
         outcome = self.ice.handle(data, addr)
