@@ -119,9 +119,30 @@ async () => {
 """
 
 
-async def inbound(page: Page, peer_id: str, kind: str) -> dict[str, Any]:
-    stats = await page.evaluate(INBOUND_JS, [peer_id, kind])
-    assert stats, f"no {kind} inbound-rtp from {peer_id}"
+RECORD_SPEAKING_JS = """
+() => {
+  window.speakingLog = [];
+  const record = (item) => window.speakingLog.push([performance.now(), item.dataset.peerId]);
+  document.querySelectorAll('#members .member.speaking').forEach(record);
+  new MutationObserver((mutations) => {
+    for (const m of mutations) if (m.target.classList.contains('speaking')) record(m.target);
+  }).observe(document.querySelector('#members'), { attributes: true, attributeFilter: ['class'], subtree: true });
+}
+"""
+
+
+async def inbound(page: Page, peer_id: str, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The inbound-rtp stats of the consumer of that peer's track, once it exists.
+
+    A peer is listed as soon as it joins; its consumers follow when it produces.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await page.evaluate(INBOUND_JS, [peer_id, kind])
+        if stats or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert stats, f"no {kind} inbound-rtp from {peer_id} within {timeout:.0f} s"
     return dict(stats[0])
 
 
@@ -263,10 +284,20 @@ async def test_voice_channel(browser: Browser, sfu_server: ServerProcess) -> Non
     assert health["producersByKind"] == {"audio": 2, "video": 0}, health
 
     # Only alice's fake mic sends: bob mutes. Her member entry lights up on bob's page.
+    # Chromium's fake mic beeps 20 ms every 500 ms, so she is the speaker for one
+    # 300 ms interval at a time: record the highlights rather than poll for one,
+    # which a polling period locked to the beeps can miss every time.
+    await b.evaluate(RECORD_SPEAKING_JS)
     await b.click("#toggle-mic")
-    await b.wait_for_selector('#members .member[data-peer-id="alice"].speaking', timeout=10_000)
-    await asyncio.sleep(1.0)
-    assert await b.locator('#members .member[data-peer-id="bob"].speaking').count() == 0
+    muted_at = await b.evaluate("performance.now()")
+    await b.wait_for_function(
+        "() => window.speakingLog.some(([, peerId]) => peerId === 'alice')", timeout=10_000
+    )
+    await asyncio.sleep(2.0)
+    log = await b.evaluate("window.speakingLog")
+    # Bob's own last packets before the pause may still count for one interval.
+    bob_after_mute = [t for t, peer_id in log if peer_id == "bob" and t > muted_at + 1000]
+    assert not bob_after_mute, f"bob was shown speaking while muted: {log}"
     await b.screenshot(path=screenshot_path("voice-channel.png"))
     await assert_loopback_pairs(a)
 
