@@ -40,8 +40,11 @@ scenarios:
                      p50 > 250 ms (or a time/count bound); the last good count
   baseline-fanout-N  the fanout load against an aiortc MediaRelay relay that
                      decodes and re-encodes per subscriber (how it is done today)
+  floor-N            the fanout-N traffic through a minimal forwarder (one SRTP
+                     protect + one sendto per packet and subscriber, nothing
+                     else): what this machine charges for the traffic alone
   families for --scenarios: fanout (1,4,8,16,32), room (4,8), voice (50,200),
-  capacity, baseline (1,4,8)
+  capacity, baseline (1,4,8), floor (1,4,8,16,32)
 
 examples:
   sfu bench --quick                              fanout-1,4,8, room-4, baseline-fanout-4
@@ -208,6 +211,7 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
         Progress,
         baseline_ratios,
         fanout_fit,
+        floor_ratios,
         format_summary,
         format_table,
     )
@@ -280,10 +284,11 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
     # The fit is over one worker count (the first): a fanout is one room, on one worker.
     first = counts[0] or os.cpu_count() or 1
     fit = fanout_fit([r for r in results if r.get("workers") in (None, first)])
+    floor_fit = fanout_fit(results, family="floor")
     ratios = baseline_ratios(results)
     print(_header(clip_spec, settings, load_before), file=out)
     print(format_table(results), file=out)
-    summary = format_summary(results, fit, ratios)
+    summary = format_summary(results, fit, ratios, floor_fit)
     if summary:
         print(file=out)
         print(summary, file=out)
@@ -317,6 +322,8 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
         "clip": {**clip_spec.__dict__, "path": str(clip_path)},
         "scenarios": results,
         "fanout_fit": fit,
+        "floor_fit": floor_fit,
+        "floor_ratios": floor_ratios(results),
         "baseline_ratios": ratios,
         "profiles": profiles,
         "method": METHOD,
@@ -347,6 +354,12 @@ METHOD = {
     ),
     "us_per_packet": "(server CPU in the window - idle CPU rate x window) / packets the server sent",
     "marginal_us_per_packet": "slope of least squares of server CPU against sent packets/s over the fanout runs",
+    "floor": (
+        "floor-N: the fanout-N load through a minimal forwarder (uvloop; per packet and "
+        "subscriber one pylibsrtp protect and one sendto from that subscriber's socket; "
+        "nothing else) instead of the SFU; its CPU is what this machine charges for the "
+        "traffic alone"
+    ),
     "loss": "subscribers' media packets received / expected (extended sequence numbers), over the window",
     "latency": (
         "publisher: CLOCK_MONOTONIC when the first packet of a frame goes to SRTP, keyed by "

@@ -41,15 +41,16 @@ def distribution(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def fanout_fit(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Least squares of server CPU (cores) against forwarded packets/s over the fanout runs.
+def fanout_fit(results: Sequence[dict[str, Any]], family: str = "fanout") -> dict[str, Any] | None:
+    """Least squares of server CPU (cores) against forwarded packets/s over the
+    ``family`` runs (fanout-N, or the floor-N minimal forwarder).
 
     The slope is the marginal server CPU per extra forwarded packet.
     """
     points = [
         (r["packets_out_per_s"], r["server_cpu_percent"] / 100, r["name"])
         for r in results
-        if r.get("family") == "fanout"
+        if r.get("family") == family
         and not r.get("error")
         and r.get("packets_out_per_s")
         and r.get("server_cpu_percent") is not None
@@ -176,10 +177,33 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def floor_ratios(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each floor-N with a fanout-N in the same run: SFU CPU / minimal forwarder CPU."""
+    floors = {r["n"]: r for r in results if r.get("family") == "floor" and not r.get("error")}
+    ratios = []
+    for ours in results:
+        if ours.get("family") != "fanout" or ours.get("error"):
+            continue
+        floor = floors.get(ours["n"])
+        if floor is None or not floor.get("server_cpu_percent"):
+            continue
+        sfu_cpu = ours.get("server_cpu_percent")
+        ratios.append(
+            {
+                "n": ours["n"],
+                "sfu_cpu_percent": sfu_cpu,
+                "floor_cpu_percent": floor["server_cpu_percent"],
+                "ratio": round(sfu_cpu / floor["server_cpu_percent"], 2) if sfu_cpu else None,
+            }
+        )
+    return ratios
+
+
 def format_summary(
     results: Sequence[dict[str, Any]],
     fit: dict[str, Any] | None,
     ratios: Sequence[dict[str, Any]],
+    floor_fit: dict[str, Any] | None = None,
 ) -> str:
     lines = []
     if fit is not None:
@@ -187,6 +211,26 @@ def format_summary(
             f"marginal server CPU: {fit['marginal_us_per_packet']:.1f} µs per extra forwarded packet "
             f"(least squares over {', '.join(p['name'] for p in fit['points'])}; "
             f"r² {_fmt(fit['r2'], '.3f')})"
+        )
+    if floor_fit is not None:
+        versus = ""
+        if fit is not None and floor_fit["marginal_us_per_packet"] > 0:
+            times = fit["marginal_us_per_packet"] / floor_fit["marginal_us_per_packet"]
+            versus = f"; the SFU's is {times:.2f}x that"
+        lines.append(
+            f"floor (a minimal forwarder: one SRTP protect and one sendto per packet and "
+            f"subscriber, nothing else): {floor_fit['marginal_us_per_packet']:.1f} µs per extra "
+            f"packet (r² {_fmt(floor_fit['r2'], '.3f')}){versus}"
+        )
+    pairs = floor_ratios(results)
+    if pairs:
+        lines.append(
+            "SFU CPU / floor CPU: "
+            + ", ".join(
+                f"fanout-{p['n']} {_fmt(p['sfu_cpu_percent'], '.1f')} % / "
+                f"{_fmt(p['floor_cpu_percent'], '.1f')} % = {_fmt(p['ratio'], '.2f')}x"
+                for p in pairs
+            )
         )
     for ratio in ratios:
         cpu = ratio["cpu_ratio"]

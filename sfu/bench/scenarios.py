@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .floor import run_floor
 from .load import ClientSpec
 from .report import Progress, distribution
 from .target import Target, make_workdir, remote_sfu, start_baseline, start_sfu
@@ -56,12 +57,13 @@ FAMILIES: dict[str, list[str]] = {
     "voice": ["voice-50", "voice-200"],
     "capacity": ["capacity"],
     "baseline": [f"baseline-fanout-{n}" for n in (1, 4, 8)],
+    "floor": [f"floor-{n}" for n in (1, 4, 8, 16, 32)],
 }
 DEFAULT_SCENARIOS = [name for family in FAMILIES.values() for name in family]
 QUICK_SCENARIOS = ["fanout-1", "fanout-4", "fanout-8", "room-4", "baseline-fanout-4"]
 
-_NAME = re.compile(r"^(fanout|room|voice|baseline-fanout)-(\d+)$")
-MAX_N = {"fanout": 256, "room": 16, "voice": 400, "baseline-fanout": 16}
+_NAME = re.compile(r"^(fanout|room|voice|baseline-fanout|floor)-(\d+)$")
+MAX_N = {"fanout": 256, "room": 16, "voice": 400, "baseline-fanout": 16, "floor": 256}
 
 JOIN_TIMEOUT_PER_CLIENT = 45.0
 READY_TIMEOUT = 40.0
@@ -72,12 +74,12 @@ LATENCY_LIMIT_MS = 250.0
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    family: str  # fanout, room, voice, capacity, baseline-fanout
+    family: str  # fanout, room, voice, capacity, baseline-fanout, floor
     n: int
 
     @property
     def target_kind(self) -> str:
-        return "baseline" if self.family == "baseline-fanout" else "sfu"
+        return {"baseline-fanout": "baseline", "floor": "floor"}.get(self.family, "sfu")
 
 
 def parse_scenario(name: str) -> Scenario:
@@ -88,7 +90,7 @@ def parse_scenario(name: str) -> Scenario:
     if not match:
         raise ValueError(
             f"unknown scenario {name!r}: expected fanout-N, room-N, voice-N, "
-            "baseline-fanout-N or capacity"
+            "baseline-fanout-N, floor-N or capacity"
         )
     family, n = match.group(1), int(match.group(2))
     low = 2 if family == "room" else 1
@@ -98,7 +100,8 @@ def parse_scenario(name: str) -> Scenario:
 
 
 def expand_scenarios(items: Iterable[str]) -> list[Scenario]:
-    """Names and family names (``fanout``, ``room``, ``voice``, ``capacity``, ``baseline``)."""
+    """Names and family names (``fanout``, ``room``, ``voice``, ``capacity``, ``baseline``,
+    ``floor``)."""
     names: list[str] = []
     for item in items:
         for part in item.split(","):
@@ -348,6 +351,8 @@ class Runner:
         try:
             if scenario.family == "capacity":
                 result = self._run_capacity(scenario)
+            elif scenario.family == "floor":
+                result = self._run_floor(scenario)
             else:
                 result = self._run_plan(scenario)
         except Exception as exc:  # one scenario's failure must not lose the others' results
@@ -429,6 +434,24 @@ class Runner:
         if scenario.family == "baseline-fanout":
             result["latency_ms"] = distribution([])
             result["latency_note"] = "re-encoded: RTP timestamps do not map back to the publisher's"
+        return result
+
+    def _run_floor(self, scenario: Scenario) -> dict[str, Any]:
+        self.progress.phase(f"minimal forwarder to {scenario.n} subscribers")
+        result = _metrics_empty(None)
+        result.update(run_floor(scenario.n, self.settings.duration, self.settings.warmup))
+        result.update(
+            {
+                "name": scenario.name,
+                "family": scenario.family,
+                "n": scenario.n,
+                "target": scenario.target_kind,
+                "peers": scenario.n + 1,
+                "publishers": 1,
+                "subscribers": scenario.n,
+                "muted": 0,
+            }
+        )
         return result
 
     def _run_capacity(self, scenario: Scenario) -> dict[str, Any]:

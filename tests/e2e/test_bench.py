@@ -44,6 +44,8 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
             "sfu.bench",
             "--scenario",
             "fanout-2",
+            "--scenario",
+            "floor-2",
             "--duration",
             "5",
             "--json",
@@ -64,7 +66,7 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
     assert document["version"] == 1
     assert document["machine"]["cpus"] >= 1
     assert "latency" in document["method"]
-    [result] = document["scenarios"]
+    result, floor = document["scenarios"]
     assert not result.get("error"), result
     missing = SCENARIO_FIELDS - result.keys()
     assert not missing, f"missing fields: {missing}"
@@ -99,3 +101,13 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
     # Only one fanout point: no fit; no baseline in this run: no ratio.
     assert document["fanout_fit"] is None
     assert document["baseline_ratios"] == []
+
+    # The same traffic through the minimal forwarder, side by side.
+    assert floor["name"] == "floor-2" and not floor.get("error"), floor
+    assert 120 <= floor["packets_in_per_s"] <= 170, floor
+    assert 1.9 * floor["packets_in_per_s"] <= floor["packets_out_per_s"] <= 2.1 * floor["packets_in_per_s"]
+    assert floor["loss_percent"] is not None and floor["loss_percent"] < 1.0, floor
+    assert floor["server_cpu_percent"] > 0 and floor["us_per_packet"] > 0, floor
+    [pair] = document["floor_ratios"]
+    assert pair["n"] == 2 and pair["ratio"] > 0, pair
+    assert "floor-2" in completed.stdout and "SFU CPU / floor CPU: fanout-2" in completed.stdout

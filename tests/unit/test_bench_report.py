@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sfu.bench.load import Recorder, RtpCounter
-from sfu.bench.report import baseline_ratios, distribution, fanout_fit, format_table
+from sfu.bench.report import (
+    baseline_ratios,
+    distribution,
+    fanout_fit,
+    floor_ratios,
+    format_summary,
+    format_table,
+)
 from sfu.bench.scenarios import DEFAULT_SCENARIOS, QUICK_SCENARIOS, expand_scenarios, parse_scenario
 
 
@@ -26,6 +33,8 @@ def test_scenario_names_and_families() -> None:
         "capacity",
     ]
     assert parse_scenario("baseline-fanout-4").target_kind == "baseline"
+    assert parse_scenario("floor-16").target_kind == "floor"
+    assert [s.name for s in expand_scenarios(["floor"])][-1] == "floor-32"
     assert parse_scenario("voice-200").n == 200
     assert set(QUICK_SCENARIOS) <= set(DEFAULT_SCENARIOS)
     for bad in ("fanout", "fanout-0", "room-1", "voice-100000", "mesh-4"):
@@ -59,6 +68,25 @@ def test_fanout_fit_is_the_marginal_cost_per_packet() -> None:
     assert fit["intercept_cpu_percent"] == pytest.approx(2.0, abs=0.01)
     assert fit["r2"] == pytest.approx(1.0)
     assert fanout_fit(results[:1]) is None
+
+
+def test_floor_fit_and_ratios_pair_fanout_with_floor() -> None:
+    # The SFU: 2 % + 30 µs per packet; the minimal forwarder: 2 % + 20 µs per packet.
+    sfu = [_fanout(n, 140.0 * n, 2.0 + 140.0 * n * 30e-6 * 100) for n in (1, 8, 16)]
+    floor = [
+        {**_fanout(n, 140.0 * n, 2.0 + 140.0 * n * 20e-6 * 100), "name": f"floor-{n}", "family": "floor"}
+        for n in (1, 8)
+    ]
+    results = sfu + floor
+    assert fanout_fit(results)["marginal_us_per_packet"] == pytest.approx(30.0, abs=0.01)
+    floor_fit = fanout_fit(results, family="floor")
+    assert floor_fit["marginal_us_per_packet"] == pytest.approx(20.0, abs=0.01)
+    ratios = floor_ratios(results)
+    assert [r["n"] for r in ratios] == [1, 8]  # fanout-16 has no floor-16
+    assert ratios[1]["ratio"] == pytest.approx((2.0 + 3.36) / (2.0 + 2.24), abs=0.01)
+    summary = format_summary(results, fanout_fit(results), [], floor_fit)
+    assert "20.0 µs per extra packet" in summary and "the SFU's is 1.50x that" in summary
+    assert "fanout-8 5.4 % / 4.2 % = 1.26x" in summary
 
 
 def test_baseline_ratio_pairs_equal_n() -> None:
