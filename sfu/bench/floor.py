@@ -31,7 +31,9 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .target import proc_cpu_seconds
@@ -47,7 +49,7 @@ START_TIMEOUT = 20.0
 _SRTP_KEY_LENGTH = 30  # AES-128-CM key + salt
 
 
-def _subscriber_process(count: int, conn: Connection, deadline: float) -> None:
+def _subscriber_process(conn: Connection, count: int, deadline: float) -> None:
     """Own ``count`` UDP sockets; count every datagram; report the count when asked."""
     sockets = []
     for _ in range(count):
@@ -83,7 +85,7 @@ def _subscriber_process(count: int, conn: Connection, deadline: float) -> None:
     asyncio.run(main())
 
 
-def _forwarder_process(ports: list[int], conn: Connection, deadline: float) -> None:
+def _forwarder_process(conn: Connection, ports: list[int], deadline: float) -> None:
     """Receive the publisher's packets; protect and send each to every subscriber."""
     import uvloop
     from pylibsrtp import Policy, Session
@@ -135,12 +137,12 @@ def _forwarder_process(ports: list[int], conn: Connection, deadline: float) -> N
 _HEADER = struct.Struct("!BBHII")
 
 
-def _publisher_process(port: int, conn: Connection, stop_at: float) -> None:
-    """Send the clip's packet pattern until ``stop_at`` (monotonic); then report the count."""
+def _publisher_process(conn: Connection, port: int, stop_at: float) -> None:
+    """Send the clip's packet pattern until ``stop_at`` (monotonic); ``conn`` is unused."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     video = bytearray(os.urandom(VIDEO_SIZE))
     audio = bytearray(os.urandom(AUDIO_SIZE))
-    sent = seq_v = seq_a = 0
+    seq_v = seq_a = 0
     start = time.monotonic()
     next_video = next_audio = start
     while True:
@@ -151,16 +153,13 @@ def _publisher_process(port: int, conn: Connection, stop_at: float) -> None:
             _HEADER.pack_into(video, 0, 0x80, 96, seq_v & 0xFFFF, seq_v * 957, 1111)
             sock.sendto(video, ("127.0.0.1", port))
             seq_v += 1
-            sent += 1
             next_video += VIDEO_INTERVAL
         if next_audio <= now:
             _HEADER.pack_into(audio, 0, 0x80, 111, seq_a & 0xFFFF, seq_a * 960, 2222)
             sock.sendto(audio, ("127.0.0.1", port))
             seq_a += 1
-            sent += 1
             next_audio += AUDIO_INTERVAL
         time.sleep(max(0.0, min(next_video, next_audio) - time.monotonic()))
-    conn.send(sent)
 
 
 def run_floor(n: int, duration: float, warmup: float) -> dict[str, Any]:
@@ -168,41 +167,35 @@ def run_floor(n: int, duration: float, warmup: float) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     total = START_TIMEOUT + warmup + duration + 10
     deadline = time.monotonic() + total
-    processes = []
+    processes: list[BaseProcess] = []
     pipes: list[Connection] = []  # to the subscriber processes
     control: list[Connection] = []  # to every process that waits for "stop"
+
+    def start(target: Callable[..., None], *args: Any) -> tuple[BaseProcess, Connection]:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=target, args=(theirs, *args), daemon=True)
+        process.start()
+        processes.append(process)
+        return process, ours
+
+    def started(conn: Connection, what: str) -> Any:
+        if not conn.poll(START_TIMEOUT):
+            raise RuntimeError(f"the floor's {what} did not start")
+        return conn.recv()
+
     try:
         ports: list[int] = []
         for first in range(0, n, SUBSCRIBERS_PER_PROCESS):
             count = min(SUBSCRIBERS_PER_PROCESS, n - first)
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_subscriber_process, args=(count, theirs, deadline), daemon=True
-            )
-            process.start()
-            processes.append(process)
-            pipes.append(ours)
-            control.append(ours)
-            if not ours.poll(START_TIMEOUT):
-                raise RuntimeError("a floor subscriber process did not start")
-            ports.extend(ours.recv())
-        forwarder_pipe, theirs = context.Pipe()
-        forwarder = context.Process(
-            target=_forwarder_process, args=(ports, theirs, deadline), daemon=True
-        )
-        forwarder.start()
+            _, pipe = start(_subscriber_process, count, deadline)
+            pipes.append(pipe)
+            control.append(pipe)
+            ports.extend(started(pipe, "subscriber process"))
+        forwarder, forwarder_pipe = start(_forwarder_process, ports, deadline)
         control.append(forwarder_pipe)
-        processes.append(forwarder)
-        if not forwarder_pipe.poll(START_TIMEOUT):
-            raise RuntimeError("the floor forwarder did not start")
-        inbound_port = forwarder_pipe.recv()
-        publisher_pipe, theirs = context.Pipe()
+        inbound_port = started(forwarder_pipe, "forwarder")
         stop_at = time.monotonic() + warmup + duration + 1.0
-        publisher = context.Process(
-            target=_publisher_process, args=(inbound_port, theirs, stop_at), daemon=True
-        )
-        publisher.start()
-        processes.append(publisher)
+        publisher, _ = start(_publisher_process, inbound_port, stop_at)
 
         time.sleep(warmup)
 
