@@ -39,7 +39,8 @@ MAX_OUTGOING_QUEUE = 2000
 # (device, appData) without hitting Python's recursion limit.
 MAX_NESTING = 32
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_SCALAR = re.compile(r"-?\d{1,15}(?![\d.eE])|true|false|null")
+# Any integer json.loads reads (possessive: a long run of digits cannot backtrack).
+_SCALAR = re.compile(r"-?\d++(?![.eE])|true|false|null")
 
 
 def _valid_id(value: object) -> TypeGuard[int | str]:
