@@ -191,6 +191,7 @@ def floor_ratios(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         ratios.append(
             {
                 "n": ours["n"],
+                "name": ours["name"],  # fanout-N, or fanout-N@Kw with --workers 1,2
                 "sfu_cpu_percent": sfu_cpu,
                 "floor_cpu_percent": floor["server_cpu_percent"],
                 "ratio": round(sfu_cpu / floor["server_cpu_percent"], 2) if sfu_cpu else None,
@@ -227,7 +228,7 @@ def format_summary(
         lines.append(
             "SFU CPU / floor CPU: "
             + ", ".join(
-                f"fanout-{p['n']} {_fmt(p['sfu_cpu_percent'], '.1f')} % / "
+                f"{p['name']} {_fmt(p['sfu_cpu_percent'], '.1f')} % / "
                 f"{_fmt(p['floor_cpu_percent'], '.1f')} % = {_fmt(p['ratio'], '.2f')}x"
                 for p in pairs
             )
