@@ -43,6 +43,19 @@ FROM python AS requirements
 COPY pyproject.toml /tmp/
 RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt
 
+# ---------------------------------------------------------------- C extension
+# sfu.media._native (the consumers' send, see sfu/media/_native.c), compiled
+# here so that the runtime image carries no compiler.
+FROM python AS native
+ARG DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+COPY sfu/media/_native.c /build/
+RUN cd /build && gcc -O2 -shared -fPIC -Wall $(python3-config --includes) _native.c \
+        -o "_native$(python3-config --extension-suffix)"
+
 # ---------------------------------------------------------------- runtime
 FROM python
 ARG PIP_NO_CACHE_DIR=1
@@ -64,7 +77,9 @@ COPY pyproject.toml README.md config.example.toml ./
 COPY sfu/ sfu/
 COPY docker/ docker/
 COPY --from=client /src/client/dist/ client/dist/
+COPY --from=native /build/_native.*.so sfu/media/
 RUN /opt/sfu/bin/pip install --quiet --no-deps --no-build-isolation --editable /app \
+    && /opt/sfu/bin/python -c "import sfu.media._native" \
     && /opt/sfu/bin/python -m compileall -q /app/sfu \
     && chmod 0755 /app/docker/entrypoint.sh /app/docker/healthcheck.py
 

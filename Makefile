@@ -26,7 +26,7 @@ client: $(CLIENT_BUNDLE)
 test-deps:
 	scripts/ensure-test-deps
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml setup.py sfu/media/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,bench]"

@@ -194,7 +194,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else f"udp {config.media.rtc_min_port}-{config.media.rtc_max_port}",
     )
     # Imported here so that the CLI (and its tests) load without the server stack.
+    from sfu.aiortc_adapter import NATIVE_SEND
     from sfu.server import run_server
+
+    if not NATIVE_SEND and os.environ.get("SFU_NATIVE_SEND", "1") != "0":
+        log.warning(
+            "sfu.media._native is not built (no C compiler at install?): consumers send "
+            "in Python, which costs about twice the CPU per forwarded packet"
+        )
 
     try:
         # uvloop by default: measured side by side with `sfu bench --scenario

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .aiortc_adapter import NATIVE_SEND
 from .config import Config
 from .errors import LimitError, SfuError
 from .metrics import metrics_registry, render
@@ -193,6 +194,8 @@ class SfuServer:
             },
             "consumers": counts["consumers"],
             **self._packet_totals(),
+            # Whether consumers send through the C extension (sfu.media._native).
+            "nativeSend": NATIVE_SEND,
             "process": process_usage(),
             "workers": [
                 {

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..aiortc_adapter import NATIVE_SEND
+
 __all__ = ["build_parser", "main"]
 
 DESCRIPTION = """\
@@ -318,6 +320,9 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
             "idle_s": settings.idle_seconds,
             "url": settings.url,
             "quick": bool(args.quick),
+            # The consumers' send in C (sfu.media._native), in the servers and
+            # the floor this command starts; SFU_NATIVE_SEND=0 turns it off.
+            "native_send": NATIVE_SEND,
         },
         "clip": {**clip_spec.__dict__, "path": str(clip_path)},
         "scenarios": results,
@@ -356,9 +361,9 @@ METHOD = {
     "marginal_us_per_packet": "slope of least squares of server CPU against sent packets/s over the fanout runs",
     "floor": (
         "floor-N: the fanout-N load through a minimal forwarder (uvloop; per packet and "
-        "subscriber one pylibsrtp protect and one sendto from that subscriber's socket; "
-        "nothing else) instead of the SFU; its CPU is what this machine charges for the "
-        "traffic alone"
+        "subscriber one libsrtp protect and one sendto from that subscriber's socket, through "
+        "the consumers' own send: the C one when settings.native_send; nothing else) instead "
+        "of the SFU; its CPU is what this machine charges for the traffic alone"
     ),
     "loss": "subscribers' media packets received / expected (extended sequence numbers), over the window",
     "latency": (
@@ -383,7 +388,8 @@ def _header(clip: Any, settings: Any, load: list[float] | None) -> str:
     return (
         f"sfu bench: {os.cpu_count()} CPUs, load average {load[0] if load else '?'} at start; "
         f"window {settings.duration:.0f} s after {settings.warmup:.0f} s warm-up; clip "
-        f"{clip.width}x{clip.height} VP8 {clip.fps} fps ~{clip.video_bitrate // 1000} kbit/s + Opus 20 ms"
+        f"{clip.width}x{clip.height} VP8 {clip.fps} fps ~{clip.video_bitrate // 1000} kbit/s + Opus 20 ms; "
+        f"consumers send in {'C (sfu.media._native)' if NATIVE_SEND else 'Python (SFU_NATIVE_SEND=0 or not built)'}"
     )
 
 

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
 
-from ..aiortc_adapter import DtlsSession, RTCCertificate, SrtpCodec, certificate_fingerprints
+from ..aiortc_adapter import (
+    NATIVE_PROTECT_FAILED,
+    DtlsSession,
+    RTCCertificate,
+    SrtpCodec,
+    certificate_fingerprints,
+)
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
 from .producer import Producer
@@ -91,6 +97,10 @@ class WebRtcTransport(Transport):
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
         self._rtp_out: SrtpCodec | None = None
+        # The consumers' send in C (SrtpCodec.native_sender), for the selected
+        # tuple it was made for; rebuilt when that tuple changes.
+        self._native_send: Callable[[int, int, int, int, int, bytes], int] | None = None
+        self._native_for: tuple | None = None
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
         server = self._webrtc_server
@@ -449,6 +459,20 @@ class WebRtcTransport(Transport):
         addr = self.ice_selected_tuple
         if tx is None or addr is None:
             return
+        if addr is not self._native_for:
+            self._update_native_send(tx, addr)
+        native_send = self._native_send
+        if native_send is not None:
+            sent = native_send(b0, b1, seq, timestamp, ssrc, tail)
+            if sent >= 0:
+                self.rtp_packets_sent += 1
+                self.bytes_sent += sent
+            elif sent == NATIVE_PROTECT_FAILED:
+                self.drops["srtp-protect-failed"] += 1
+            else:
+                self.rtp_packets_sent += 1
+                self.drops["send-failed"] += 1
+            return
         protected = tx.protect_fields(b0, b1, seq, timestamp, ssrc, tail)
         if protected is None:
             self.drops["srtp-protect-failed"] += 1
@@ -464,6 +488,13 @@ class WebRtcTransport(Transport):
             self.drops["send-failed"] += 1
             return
         self.bytes_sent += len(protected)
+
+    def _update_native_send(self, tx: SrtpCodec, addr: tuple) -> None:
+        self._native_for = addr
+        self._native_send = None
+        if self.closed or self._endpoint is None or len(addr) == 3:  # ICE-TCP: Python path
+            return
+        self._native_send = tx.native_sender(self._endpoint.socket, addr)
 
     def send_rtcp(self, packet: bytes) -> None:
         tx = self._tx_srtp
@@ -511,6 +542,11 @@ class WebRtcTransport(Transport):
             return
         self.closed = True
         self.close_reason = reason
+        # Nothing more goes out: its socket is about to close, and the OS may
+        # give the descriptor number the C sender holds to another socket.
+        self._native_send = None
+        self._rtp_out = None
+        self._tx_srtp = None
         self._close_children()
         self._set_ice_state("closed")
         self._set_dtls_state("closed")

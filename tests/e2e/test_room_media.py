@@ -7,10 +7,11 @@ import logging
 import random
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
-from ..conftest import ServerProcess
+from ..conftest import ServerProcess, start_server, stop_server
 from .helpers import VIDEO_SIZE, Participant, dominant_frequency, join, wait_until
 
 TONES = {"p1": 330.0, "p2": 550.0, "p3": 770.0, "p4": 990.0}
@@ -56,6 +57,7 @@ async def test_three_peers_see_and_hear_each_other_and_a_late_joiner_gets_video_
         after_cpu, after = sfu_server.cpu_seconds(), sfu_server.health()
         forwarded = after["rtpPacketsSent"] - before["rtpPacketsSent"]
         assert forwarded > 0
+        assert after["nativeSend"], "the server's consumers do not send through sfu.media._native"
         per_packet_us = (after_cpu - before_cpu) / forwarded * 1e6
         print(
             f"\n3-peer room: {forwarded / 3.0:.0f} forwarded packets/s, "
@@ -80,6 +82,23 @@ async def test_three_peers_see_and_hear_each_other_and_a_late_joiner_gets_video_
         assert elapsed < 5
     finally:
         await close_all(*peers)
+
+
+async def test_the_python_send_path_forwards_media_too(tmp_path: Path) -> None:
+    # SFU_NATIVE_SEND=0 is what a server built without a C compiler runs:
+    # header, SRTP and sendto from Python instead of sfu.media._native.
+    server = start_server(tmp_path, env={"SFU_NATIVE_SEND": "0"})
+    peers: list[Participant] = []
+    try:
+        assert server.health()["nativeSend"] is False
+        peers = [await join(server, "python-send", pid, TONES[pid]) for pid in ("p1", "p2")]
+        for p in peers:
+            assert await p.client.wait_for_consumers(2, timeout=15), list(p.client.consumers)
+        await assert_decodes_from(peers[0], "p2")
+        await assert_decodes_from(peers[1], "p1")
+    finally:
+        await close_all(*peers)
+        stop_server(server)
 
 
 async def test_leaving_peer_is_closed_everywhere_and_others_keep_decoding(

@@ -2,9 +2,10 @@
 
 ``SrtpCodec.protect_fields`` writes header fields + tail into the session
 buffer and protects in place; ``WebRtcTransport.send_rtp_fields`` sends the
-view of it. What reaches a loopback receiver is unprotected with the peer's
-key and checked byte by byte; a full socket buffer must be dropped and
-counted, never raised.
+view of it, or (``native``) hands header fields and tail to the C extension's
+sender, which does the same in one call. What reaches a loopback receiver is
+unprotected with the peer's key and checked byte by byte, on both paths; a
+send that fails must be dropped and counted, never raised.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any
 import pytest
 from pylibsrtp import Policy, Session
 
-from sfu.aiortc_adapter import SrtpCodec, generate_certificate
+from sfu import aiortc_adapter
+from sfu.aiortc_adapter import (
+    NATIVE_PROTECT_FAILED,
+    NATIVE_SEND_FAILED,
+    SrtpCodec,
+    generate_certificate,
+)
 from sfu.media.rtp import build_extension_block, header_bounds, iter_one_byte_extensions
 from sfu.media.webrtc_transport import WebRtcTransport
 
@@ -62,6 +69,86 @@ def test_protect_fields_rejects_a_replayed_sequence_number() -> None:
     assert codec.protect_fields(0x80, 96, 7, 1, 1, b"x" * 100) is None
 
 
+def test_the_c_extension_is_built() -> None:
+    # make test installs the package with it; without it every other native
+    # test here would quietly test the Python path twice.
+    assert aiortc_adapter.NATIVE_SEND, "sfu.media._native is not built"
+
+
+@pytest.fixture(params=["native", "python"])
+def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a transport test through the C sender and through the Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(aiortc_adapter, "_native", None)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("profile, key_length", PROFILES)
+def test_native_sender_sends_what_protect_fields_makes(profile: int, key_length: int) -> None:
+    # Two outbound sessions with one key: the same packets protect to the
+    # same bytes, so the C path must send exactly what the Python path builds.
+    key = os.urandom(key_length)
+    python_tx, native_tx = (
+        Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+        for _ in range(2)
+    )
+    python_codec, native_codec = SrtpCodec(python_tx), SrtpCodec(native_tx)
+    with _receiver() as receiver, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind(("127.0.0.1", 0))
+        send = native_codec.native_sender(sender, receiver.getsockname())
+        assert send is not None
+        tail = b"\xbe\xde\x00\x01\x22\x01\x02\x03" + os.urandom(1100)
+        for seq in (65534, 65535, 0, 1):
+            expected = python_codec.protect_fields(0x90, 0xE5, seq, 0xFFFFFFFF, 0xCAFEBABE, tail)
+            assert expected is not None
+            assert send(0x90, 0xE5, seq, 0xFFFFFFFF, 0xCAFEBABE, tail) == len(expected)
+            assert receiver.recv(2048) == bytes(expected)
+        # any buffer will do as the tail, as for the Python path
+        for seq, view in ((2, memoryview(tail)[5:]), (3, bytearray(b"abc"))):
+            expected = python_codec.protect_fields(0x80, 96, seq, 1, 2, bytes(view))
+            assert expected is not None
+            assert send(0x80, 96, seq, 1, 2, view) == len(expected)
+            assert receiver.recv(2048) == bytes(expected)
+
+
+def test_native_sender_refuses_what_does_not_fit_or_libsrtp_refuses() -> None:
+    tx, rx = session_pair(*PROFILES[1])
+    codec = SrtpCodec(tx)
+    with _receiver() as receiver, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind(("127.0.0.1", 0))
+        send = codec.native_sender(sender, receiver.getsockname())
+        assert send is not None
+        assert send(0x80, 96, 1, 1, 1, b"x" * 2000) == NATIVE_PROTECT_FAILED
+        assert send(0x80, 96, 2, 1, 1, b"x" * 100) == 12 + 100 + 10
+        assert send(0x80, 96, 2, 1, 1, b"x" * 100) == NATIVE_PROTECT_FAILED  # a replay
+        assert rx.unprotect(receiver.recv(2048)).endswith(b"x" * 100)
+        with pytest.raises(TypeError):
+            send(0x80, 96, 3, 1, 1, "not bytes")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            send(0x80, 96, 3)  # type: ignore[call-arg]
+
+
+def test_native_sender_reports_a_failed_send() -> None:
+    tx, _ = session_pair(*PROFILES[1])
+    codec = SrtpCodec(tx)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind(("127.0.0.1", 0))
+        # an IPv6 destination from an IPv4 socket: sendto fails at once
+        send = codec.native_sender(sender, ("::1", 9, 0, 0))
+        assert send is not None
+        assert send(0x80, 96, 1, 1, 1, b"x" * 100) == NATIVE_SEND_FAILED
+
+
+def test_native_sender_only_for_plain_udp_addresses() -> None:
+    tx, _ = session_pair(*PROFILES[1])
+    codec = SrtpCodec(tx)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        assert codec.native_sender(sender, ("127.0.0.1", 5000, "tcp")) is None
+        assert codec.native_sender(sender, ("fe80::1", 5000, 0, 2)) is None  # scoped
+        with pytest.raises(ValueError):
+            codec.native_sender(sender, ("localhost", 5000))
+
+
 class _Router:
     app_data: dict[str, Any] = {"roomId": "room"}
 
@@ -88,7 +175,7 @@ def _receiver(buffer: int = 1 << 20) -> socket.socket:
     return sock
 
 
-async def test_send_rtp_fields_delivers_the_protected_packet() -> None:
+async def test_send_rtp_fields_delivers_the_protected_packet(send_path: str) -> None:
     tx, rx = session_pair(*PROFILES[0])
     with _receiver() as receiver:
         transport = await _transport_to(receiver, tx)
@@ -102,11 +189,35 @@ async def test_send_rtp_fields_delivers_the_protected_packet() -> None:
             assert transport.rtp_packets_sent == 10
             assert transport.bytes_sent == 10 * (12 + 900 + 16)  # GCM tag: 16 bytes
             assert not transport.drops
+            assert (transport._native_send is not None) == (send_path == "native")
         finally:
             transport.close()
 
 
-async def test_send_rtp_fields_before_srtp_or_ice_sends_nothing() -> None:
+async def test_send_rtp_fields_follows_the_selected_tuple_and_stops_at_close(
+    send_path: str,
+) -> None:
+    tx, rx = session_pair(*PROFILES[0])
+    with _receiver() as first, _receiver() as second:
+        transport = await _transport_to(first, tx)
+        try:
+            transport.send_rtp_fields(0x80, 96, 1, 0, 7, b"one")
+            assert rx.unprotect(first.recv(2048)).endswith(b"one")
+            # ICE moves to another address (a new nomination, an ICE restart)
+            transport.ice_selected_tuple = second.getsockname()
+            transport.send_rtp_fields(0x80, 96, 2, 0, 7, b"two")
+            assert rx.unprotect(second.recv(2048)).endswith(b"two")
+            transport.close()
+            transport.send_rtp_fields(0x80, 96, 3, 0, 7, b"three")
+            second.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                second.recv(2048)
+            assert transport.rtp_packets_sent == 2
+        finally:
+            transport.close()
+
+
+async def test_send_rtp_fields_before_srtp_or_ice_sends_nothing(send_path: str) -> None:
     tx, _ = session_pair(*PROFILES[0])
     with _receiver() as receiver:
         transport = await _transport_to(receiver, tx)
@@ -121,8 +232,34 @@ async def test_send_rtp_fields_before_srtp_or_ice_sends_nothing() -> None:
             transport.close()
 
 
+async def test_native_send_rtp_fields_drops_and_counts_send_errors() -> None:
+    tx, rx = session_pair(*PROFILES[0])
+    with _receiver() as receiver:
+        transport = await _transport_to(receiver, tx)
+        try:
+            # an IPv6 destination from the transport's IPv4 socket: every send fails
+            transport.ice_selected_tuple = ("::1", receiver.getsockname()[1], 0, 0)
+            for seq in range(5):
+                transport.send_rtp_fields(0x80, 96, seq, 0, 1, b"y" * 1200)
+            assert transport._native_send is not None
+            assert transport.drops["send-failed"] == 5
+            assert transport.bytes_sent == 0
+            transport.ice_selected_tuple = receiver.getsockname()
+            transport.send_rtp_fields(0x80, 96, 5, 0, 1, b"z")
+            assert rx.unprotect(receiver.recv(2048)).endswith(b"z")
+            assert transport.drops["send-failed"] == 5
+            # a packet libsrtp cannot take: counted as such, nothing sent
+            transport.send_rtp_fields(0x80, 96, 6, 0, 1, b"w" * 3000)
+            assert transport.drops["srtp-protect-failed"] == 1
+        finally:
+            transport.close()
+
+
 @pytest.mark.parametrize("error", [BlockingIOError, InterruptedError, ConnectionRefusedError])
-async def test_send_rtp_fields_drops_and_counts_send_errors(error: type[OSError]) -> None:
+async def test_send_rtp_fields_drops_and_counts_send_errors(
+    error: type[OSError], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aiortc_adapter, "_native", None)  # the Python path's socket.sendto
     # A loopback receiver with a full buffer drops silently: the sender sees
     # EAGAIN only with a full send buffer, so make the socket say so.
     tx, rx = session_pair(*PROFILES[0])
