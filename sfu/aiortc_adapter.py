@@ -68,7 +68,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioice.ice
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters
@@ -98,6 +98,8 @@ if os.environ.get("SFU_NATIVE_SEND", "1") == "0":
     _native = None  # type: ignore[assignment]
 
 NATIVE_SEND = _native is not None
+if TYPE_CHECKING:
+    from .media._native import SrtpSender as NativeSender
 # What a native send returns when the packet was not sent (see _native.c).
 NATIVE_PROTECT_FAILED = -1
 NATIVE_SEND_FAILED = -2
@@ -153,13 +155,12 @@ class SrtpCodec:
             return None
         return view[: length[0]]
 
-    def native_sender(
-        self, sock: socket.socket, address: tuple
-    ) -> Callable[[int, int, int, int, int, bytes], int] | None:
-        """A ``send_fields(b0, b1, seq, timestamp, ssrc, tail)`` that protects with
-        this session and sends from ``sock`` to ``address`` in C, returning the
-        bytes sent or NATIVE_PROTECT_FAILED / NATIVE_SEND_FAILED; None when the
-        extension is not there or the address is not a plain IPv4/IPv6 one.
+    def native_sender(self, sock: socket.socket, address: tuple) -> NativeSender | None:
+        """An ``SrtpSender`` (sfu/media/_native.c) whose ``send_fields(b0, b1, seq,
+        timestamp, ssrc, tail)`` protects with this session and sends from
+        ``sock`` to ``address`` in one C call, returning the bytes sent or
+        NATIVE_PROTECT_FAILED / NATIVE_SEND_FAILED and counting each; None when
+        the extension is not there or the address is not a plain IPv4/IPv6 one.
 
         The caller must drop it before ``sock`` closes: it holds the file
         descriptor number, which the OS may give to another socket."""
@@ -167,7 +168,7 @@ class SrtpCodec:
             return None
         from pylibsrtp._binding import ffi, lib
 
-        sender = _native.SrtpSender(
+        return _native.SrtpSender(
             int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
             int(ffi.cast("uintptr_t", self._srtp)),
             sock.fileno(),
@@ -175,8 +176,6 @@ class SrtpCodec:
             address[1],
             (self._session, sock),
         )
-        send: Callable[[int, int, int, int, int, bytes], int] = sender.send_fields
-        return send
 
     def unprotect(self, packet: bytes) -> bytes:
         size = len(packet)

@@ -114,7 +114,7 @@ def _forwarder_process(conn: Connection, ports: list[int], deadline: float) -> N
             address = ("127.0.0.1", port)
             native = codec.native_sender(sock, address)
             if native is not None:
-                native_targets.append(native)
+                native_targets.append(native.send_fields)
             else:
                 targets.append((codec.protect_fields, sock.sendto, address))
         counts = [0, 0]  # packets received, packets sent

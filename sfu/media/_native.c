@@ -19,6 +19,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,6 +46,11 @@ typedef struct {
     struct sockaddr_storage address;
     socklen_t address_length;
     PyObject *owner; /* keeps the pylibsrtp session and the socket alive */
+    /* Counters, read by the transport for its stats. */
+    unsigned long long packets;          /* protected (sent, or refused by the socket) */
+    unsigned long long bytes;            /* sent */
+    unsigned long long protect_failures; /* too long, or refused by libsrtp */
+    unsigned long long send_failures;    /* refused by the socket */
     unsigned char buffer[BUFFER_SIZE];
 } SrtpSender;
 
@@ -106,8 +112,8 @@ put32(unsigned char *p, unsigned long v)
  * Writes the 12-byte RTP header from its fields and ``tail`` (CSRCs, header
  * extensions, payload) into this sender's buffer, protects it in place and
  * sends it. Returns the bytes sent, PROTECT_FAILED (too long or refused by
- * libsrtp) or SEND_FAILED (a full socket buffer, an unreachable peer): the
- * caller counts those and drops the packet, as the Python path does. */
+ * libsrtp) or SEND_FAILED (a full socket buffer, an unreachable peer), and
+ * counts each in this sender's counters. */
 static PyObject *
 SrtpSender_send_fields(SrtpSender *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -145,6 +151,15 @@ SrtpSender_send_fields(SrtpSender *self, PyObject *const *args, Py_ssize_t nargs
             result = sent < 0 ? SEND_FAILED : (long)sent;
         }
     }
+    if (result >= 0) {
+        self->packets++;
+        self->bytes += (unsigned long long)result;
+    } else if (result == SEND_FAILED) {
+        self->packets++;
+        self->send_failures++;
+    } else {
+        self->protect_failures++;
+    }
     PyBuffer_Release(&tail);
     return PyLong_FromLong(result);
 }
@@ -153,6 +168,17 @@ static PyMethodDef SrtpSender_methods[] = {
     {"send_fields", (PyCFunction)(void (*)(void))SrtpSender_send_fields, METH_FASTCALL,
      "Protect header(b0, b1, seq, timestamp, ssrc) + tail and send it; bytes sent or < 0."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef SrtpSender_members[] = {
+    {"packets_sent", T_ULONGLONG, offsetof(SrtpSender, packets), READONLY,
+     "packets protected (sent, or refused by the socket)"},
+    {"bytes_sent", T_ULONGLONG, offsetof(SrtpSender, bytes), READONLY, "bytes sent"},
+    {"protect_failures", T_ULONGLONG, offsetof(SrtpSender, protect_failures), READONLY,
+     "packets too long or refused by libsrtp"},
+    {"send_failures", T_ULONGLONG, offsetof(SrtpSender, send_failures), READONLY,
+     "packets refused by the socket"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject SrtpSenderType = {
@@ -165,6 +191,7 @@ static PyTypeObject SrtpSenderType = {
     .tp_init = (initproc)SrtpSender_init,
     .tp_dealloc = (destructor)SrtpSender_dealloc,
     .tp_methods = SrtpSender_methods,
+    .tp_members = SrtpSender_members,
 };
 
 static struct PyModuleDef native_module = {

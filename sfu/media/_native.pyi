@@ -6,6 +6,10 @@ SEND_FAILED: int
 MAX_PACKET: int
 
 class SrtpSender:
+    packets_sent: int
+    bytes_sent: int
+    protect_failures: int
+    send_failures: int
     def __init__(
         self, protect: int, session: int, fd: int, host: str, port: int, owner: Any
     ) -> None: ...

@@ -119,9 +119,10 @@ class Consumer(AsyncIOEventEmitter):
         # What was sent under each out seq, for NACKs: (out_seq, b0, b1, out_ts,
         # tail), the tail shared with the other consumers of that packet.
         self._history: list[tuple[int, int, int, int, bytes] | None] = [None] * HISTORY_SIZE
-        # Bound once: the transport's send of header fields + tail (the hot path).
-        self._send_fields: Callable[[int, int, int, int, int, bytes], None] = (
-            transport.send_rtp_fields
+        # Bound here and by use_sender: the transport's send of header fields +
+        # tail (the hot path).
+        self._send_fields: Callable[[int, int, int, int, int, bytes], object] = (
+            transport.rtp_fields_sender
         )
 
         # counters for stats
@@ -167,6 +168,10 @@ class Consumer(AsyncIOEventEmitter):
         self.packets_sent += 1
         self.bytes_sent += 12 + len(tail)
         self._send_fields(b0, b1, out_seq, out_ts, self.ssrc, tail)
+
+    def use_sender(self, send: Callable[[int, int, int, int, int, bytes], object]) -> None:
+        """The transport's send changed (see Transport.rtp_fields_sender)."""
+        self._send_fields = send
 
     def _sync(self, seq: int, timestamp: int, now: float) -> None:
         """Continue our numbering from where it stopped, whatever the input's numbering."""

@@ -15,6 +15,7 @@ import struct
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
@@ -75,6 +76,11 @@ class Transport(AsyncIOEventEmitter):
         self.rtcp_packets_received = 0
         self.rtcp_packets_sent = 0
         self.final_counters: Counter[str] = Counter()
+        # What consumers call per packet: send_rtp_fields, or a faster
+        # equivalent a subclass binds them to (WebRtcTransport's C sender).
+        self.rtp_fields_sender: Callable[[int, int, int, int, int, bytes], object] = (
+            self.send_rtp_fields
+        )
 
     # ---- what subclasses provide ---------------------------------------------
 

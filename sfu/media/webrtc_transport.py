@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import pylibsrtp
 
 from ..aiortc_adapter import (
-    NATIVE_PROTECT_FAILED,
     DtlsSession,
     RTCCertificate,
     SrtpCodec,
@@ -35,6 +34,9 @@ from .transport import Transport
 from .udp import UdpEndpoint
 
 if TYPE_CHECKING:
+    from collections import Counter
+
+    from ._native import SrtpSender as NativeSender
     from .router import Router
     from .webrtc_server import WebRtcServer
 
@@ -84,7 +86,8 @@ class WebRtcTransport(Transport):
 
         self.ice = IceLiteResponder(IceCredentials.generate())
         self.ice_state = "new"
-        self.ice_selected_tuple: tuple | None = None
+        # Behind the ice_selected_tuple property: the C sender follows it.
+        self._ice_selected_tuple: tuple | None = None
         self._valid_addresses: set[tuple] = set()
         self.last_ice_activity = time.monotonic()
 
@@ -97,10 +100,12 @@ class WebRtcTransport(Transport):
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
         self._rtp_out: SrtpCodec | None = None
-        # The consumers' send in C (SrtpCodec.native_sender), for the selected
-        # tuple it was made for; rebuilt when that tuple changes.
-        self._native_send: Callable[[int, int, int, int, int, bytes], int] | None = None
+        # The consumers' send in C (SrtpCodec.native_sender), made for the
+        # selected tuple in _native_for; its counters up to _native_seen are
+        # already in ours.
+        self._native: NativeSender | None = None
         self._native_for: tuple | None = None
+        self._native_seen = (0, 0, 0, 0)
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
         server = self._webrtc_server
@@ -396,6 +401,7 @@ class WebRtcTransport(Transport):
         # RTP goes through the fast codec; RTCP (rare) through pylibsrtp's API.
         self._rtp_in = SrtpCodec(self._rx_srtp)
         self._rtp_out = SrtpCodec(self._tx_srtp)
+        self._refresh_native_sender()
         self._set_dtls_state("connected")
         self._dtls.on_state_change(self._on_dtls_state)
         # Ask every video producer already consumed here for a keyframe now
@@ -456,22 +462,14 @@ class WebRtcTransport(Transport):
         is protected in place and handed to the socket as is (the consumers' fast
         path; ``send_rtp`` stays for everything else)."""
         tx = self._rtp_out
-        addr = self.ice_selected_tuple
+        addr = self._ice_selected_tuple
         if tx is None or addr is None:
             return
         if addr is not self._native_for:
-            self._update_native_send(tx, addr)
-        native_send = self._native_send
-        if native_send is not None:
-            sent = native_send(b0, b1, seq, timestamp, ssrc, tail)
-            if sent >= 0:
-                self.rtp_packets_sent += 1
-                self.bytes_sent += sent
-            elif sent == NATIVE_PROTECT_FAILED:
-                self.drops["srtp-protect-failed"] += 1
-            else:
-                self.rtp_packets_sent += 1
-                self.drops["send-failed"] += 1
+            self._refresh_native_sender()
+        native = self._native
+        if native is not None:
+            native.send_fields(b0, b1, seq, timestamp, ssrc, tail)  # counted in C
             return
         protected = tx.protect_fields(b0, b1, seq, timestamp, ssrc, tail)
         if protected is None:
@@ -489,12 +487,63 @@ class WebRtcTransport(Transport):
             return
         self.bytes_sent += len(protected)
 
-    def _update_native_send(self, tx: SrtpCodec, addr: tuple) -> None:
+    @property
+    def ice_selected_tuple(self) -> tuple | None:
+        return self._ice_selected_tuple
+
+    @ice_selected_tuple.setter
+    def ice_selected_tuple(self, address: tuple | None) -> None:
+        self._ice_selected_tuple = address
+        self._refresh_native_sender()
+
+    def _refresh_native_sender(self) -> None:
+        """Make the C sender for the current keys and selected tuple (or none:
+        no keys yet, no tuple, ICE-TCP, closed, not built), and bind the
+        consumers to it, or to send_rtp_fields without it."""
+        self._harvest_native_counters()
+        tx, addr = self._rtp_out, self._ice_selected_tuple
         self._native_for = addr
-        self._native_send = None
-        if self.closed or self._endpoint is None or len(addr) == 3:  # ICE-TCP: Python path
+        native = None
+        if (
+            tx is not None
+            and addr is not None
+            and len(addr) != 3  # ICE-TCP frames and queues: the Python path
+            and self._endpoint is not None
+            and not self.closed
+        ):
+            native = tx.native_sender(self._endpoint.socket, addr)
+        self._native = native
+        self._native_seen = (0, 0, 0, 0)
+        send = native.send_fields if native is not None else self.send_rtp_fields
+        self.rtp_fields_sender = send
+        for consumer in self.consumers.values():
+            consumer.use_sender(send)
+
+    def _harvest_native_counters(self) -> None:
+        """Add what the C sender counted since the last harvest to our counters."""
+        native = self._native
+        if native is None:
             return
-        self._native_send = tx.native_sender(self._endpoint.socket, addr)
+        seen = self._native_seen
+        now = (
+            native.packets_sent,
+            native.bytes_sent,
+            native.protect_failures,
+            native.send_failures,
+        )
+        if now == seen:
+            return
+        self.rtp_packets_sent += now[0] - seen[0]
+        self.bytes_sent += now[1] - seen[1]
+        if now[2] != seen[2]:
+            self.drops["srtp-protect-failed"] += now[2] - seen[2]
+        if now[3] != seen[3]:
+            self.drops["send-failed"] += now[3] - seen[3]
+        self._native_seen = now
+
+    def counters(self) -> Counter[str]:
+        self._harvest_native_counters()
+        return super().counters()
 
     def send_rtcp(self, packet: bytes) -> None:
         tx = self._tx_srtp
@@ -544,9 +593,9 @@ class WebRtcTransport(Transport):
         self.close_reason = reason
         # Nothing more goes out: its socket is about to close, and the OS may
         # give the descriptor number the C sender holds to another socket.
-        self._native_send = None
         self._rtp_out = None
         self._tx_srtp = None
+        self._refresh_native_sender()
         self._close_children()
         self._set_ice_state("closed")
         self._set_dtls_state("closed")
@@ -584,6 +633,7 @@ class WebRtcTransport(Transport):
         return self._tx_srtp is not None
 
     def get_stats(self) -> list[dict[str, Any]]:
+        self._harvest_native_counters()
         return [
             {
                 "type": "webrtc-transport",

@@ -83,6 +83,10 @@ def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return str(request.param)
 
 
+def sender_counts(native: Any) -> tuple[int, int, int, int]:
+    return (native.packets_sent, native.bytes_sent, native.protect_failures, native.send_failures)
+
+
 @pytest.mark.parametrize("profile, key_length", PROFILES)
 def test_native_sender_sends_what_protect_fields_makes(profile: int, key_length: int) -> None:
     # Two outbound sessions with one key: the same packets protect to the
@@ -95,8 +99,9 @@ def test_native_sender_sends_what_protect_fields_makes(profile: int, key_length:
     python_codec, native_codec = SrtpCodec(python_tx), SrtpCodec(native_tx)
     with _receiver() as receiver, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind(("127.0.0.1", 0))
-        send = native_codec.native_sender(sender, receiver.getsockname())
-        assert send is not None
+        native = native_codec.native_sender(sender, receiver.getsockname())
+        assert native is not None
+        send = native.send_fields
         tail = b"\xbe\xde\x00\x01\x22\x01\x02\x03" + os.urandom(1100)
         for seq in (65534, 65535, 0, 1):
             expected = python_codec.protect_fields(0x90, 0xE5, seq, 0xFFFFFFFF, 0xCAFEBABE, tail)
@@ -116,11 +121,13 @@ def test_native_sender_refuses_what_does_not_fit_or_libsrtp_refuses() -> None:
     codec = SrtpCodec(tx)
     with _receiver() as receiver, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind(("127.0.0.1", 0))
-        send = codec.native_sender(sender, receiver.getsockname())
-        assert send is not None
+        native = codec.native_sender(sender, receiver.getsockname())
+        assert native is not None
+        send = native.send_fields
         assert send(0x80, 96, 1, 1, 1, b"x" * 2000) == NATIVE_PROTECT_FAILED
         assert send(0x80, 96, 2, 1, 1, b"x" * 100) == 12 + 100 + 10
         assert send(0x80, 96, 2, 1, 1, b"x" * 100) == NATIVE_PROTECT_FAILED  # a replay
+        assert (sender_counts(native)) == (1, 122, 2, 0)
         assert rx.unprotect(receiver.recv(2048)).endswith(b"x" * 100)
         with pytest.raises(TypeError):
             send(0x80, 96, 3, 1, 1, "not bytes")  # type: ignore[arg-type]
@@ -134,9 +141,10 @@ def test_native_sender_reports_a_failed_send() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind(("127.0.0.1", 0))
         # an IPv6 destination from an IPv4 socket: sendto fails at once
-        send = codec.native_sender(sender, ("::1", 9, 0, 0))
-        assert send is not None
-        assert send(0x80, 96, 1, 1, 1, b"x" * 100) == NATIVE_SEND_FAILED
+        native = codec.native_sender(sender, ("::1", 9, 0, 0))
+        assert native is not None
+        assert native.send_fields(0x80, 96, 1, 1, 1, b"x" * 100) == NATIVE_SEND_FAILED
+        assert sender_counts(native) == (1, 0, 0, 1)
 
 
 def test_native_sender_only_for_plain_udp_addresses() -> None:
@@ -186,10 +194,13 @@ async def test_send_rtp_fields_delivers_the_protected_packet(send_path: str) -> 
             for seq in range(10, 20):
                 clear = rx.unprotect(receiver.recv(2048))
                 assert clear == struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 4242) + tail
-            assert transport.rtp_packets_sent == 10
-            assert transport.bytes_sent == 10 * (12 + 900 + 16)  # GCM tag: 16 bytes
-            assert not transport.drops
-            assert (transport._native_send is not None) == (send_path == "native")
+            stats = transport.get_stats()[0]
+            assert stats["rtpPacketsSent"] == 10
+            assert stats["bytesSent"] == 10 * (12 + 900 + 16)  # GCM tag: 16 bytes
+            assert not stats["droppedPackets"]
+            assert (transport._native is not None) == (send_path == "native")
+            counters = transport.counters()
+            assert counters["rtp_packets_sent"] == 10 and not counters["dropped:send-failed"]
         finally:
             transport.close()
 
@@ -212,7 +223,7 @@ async def test_send_rtp_fields_follows_the_selected_tuple_and_stops_at_close(
             second.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 second.recv(2048)
-            assert transport.rtp_packets_sent == 2
+            assert transport.get_stats()[0]["rtpPacketsSent"] == 2
         finally:
             transport.close()
 
@@ -227,7 +238,8 @@ async def test_send_rtp_fields_before_srtp_or_ice_sends_nothing(send_path: str) 
             transport.ice_selected_tuple = receiver.getsockname()
             transport._rtp_out = None
             transport.send_rtp_fields(0x80, 96, 2, 1, 1, b"x")
-            assert transport.rtp_packets_sent == 0 and transport.bytes_sent == 0
+            stats = transport.get_stats()[0]
+            assert stats["rtpPacketsSent"] == 0 and stats["bytesSent"] == 0
         finally:
             transport.close()
 
@@ -241,16 +253,20 @@ async def test_native_send_rtp_fields_drops_and_counts_send_errors() -> None:
             transport.ice_selected_tuple = ("::1", receiver.getsockname()[1], 0, 0)
             for seq in range(5):
                 transport.send_rtp_fields(0x80, 96, seq, 0, 1, b"y" * 1200)
-            assert transport._native_send is not None
-            assert transport.drops["send-failed"] == 5
-            assert transport.bytes_sent == 0
+            assert transport._native is not None
+            stats = transport.get_stats()[0]
+            assert stats["droppedPackets"] == {"send-failed": 5}
+            assert stats["bytesSent"] == 0
+            # back to the receiver: the counters of the old sender are kept
             transport.ice_selected_tuple = receiver.getsockname()
             transport.send_rtp_fields(0x80, 96, 5, 0, 1, b"z")
             assert rx.unprotect(receiver.recv(2048)).endswith(b"z")
-            assert transport.drops["send-failed"] == 5
             # a packet libsrtp cannot take: counted as such, nothing sent
             transport.send_rtp_fields(0x80, 96, 6, 0, 1, b"w" * 3000)
-            assert transport.drops["srtp-protect-failed"] == 1
+            stats = transport.get_stats()[0]
+            assert stats["droppedPackets"] == {"send-failed": 5, "srtp-protect-failed": 1}
+            assert stats["rtpPacketsSent"] == 6
+            assert stats["bytesSent"] == 12 + 1 + 16
         finally:
             transport.close()
 

@@ -35,6 +35,7 @@ class RecordingTransport:
         self.drops: dict[str, int] = {}
         self.rtcp_ssrc = 1234
         self.fir_seq = 0
+        self.rtp_fields_sender = self.send_rtp_fields
 
     def send_rtp(self, packet: bytes) -> None:
         self.rtp.append(packet)
