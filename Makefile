@@ -24,7 +24,7 @@ lint: $(INSTALLED)
 client: $(CLIENT_BUNDLE)
 
 test-deps:
-	scripts/ensure-test-deps
+	VENV=$(VENV) scripts/ensure-test-deps
 
 $(INSTALLED): pyproject.toml setup.py sfu/media/_native.c
 	$(PYTHON) -m venv $(VENV)
