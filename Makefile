@@ -19,6 +19,7 @@ test: $(INSTALLED) $(CLIENT_BUNDLE) test-deps lint
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check sfu tests
+	$(PY) -m ruff format --check sfu tests
 	$(PY) -m mypy sfu
 
 client: $(CLIENT_BUNDLE)

@@ -91,7 +91,9 @@ class ServerProcess:
         import ssl
 
         context = ssl._create_unverified_context() if self.scheme == "https" else None
-        with urllib.request.urlopen(self.http_url + "/health", timeout=5, context=context) as response:
+        with urllib.request.urlopen(
+            self.http_url + "/health", timeout=5, context=context
+        ) as response:
             return json.loads(response.read())
 
     def cpu_seconds(self) -> float:
@@ -115,7 +117,11 @@ def start_server(
     media_min = random.randrange(20000, 59000, 200)
     sections: dict[str, dict[str, Any]] = {
         "http": {"listen_ip": "127.0.0.1", "port": port},
-        "media": {"listen_ip": "127.0.0.1", "rtc_min_port": media_min, "rtc_max_port": media_min + 199},
+        "media": {
+            "listen_ip": "127.0.0.1",
+            "rtc_min_port": media_min,
+            "rtc_max_port": media_min + 199,
+        },
         "log": {"level": "info"},
     }
     for name, values in (overrides or {}).items():
@@ -123,7 +129,8 @@ def start_server(
     config = tmp_path / "sfu-test.toml"
     config.write_text(
         "\n".join(
-            f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+            f"[{name}]\n"
+            + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
             for name, values in sections.items()
         )
         + extra_toml
@@ -169,7 +176,9 @@ def server_overrides() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def sfu_server(tmp_path: Path, server_overrides: dict[str, dict[str, Any]]) -> Iterator[ServerProcess]:
+def sfu_server(
+    tmp_path: Path, server_overrides: dict[str, dict[str, Any]]
+) -> Iterator[ServerProcess]:
     server = start_server(tmp_path, server_overrides)
     try:
         yield server

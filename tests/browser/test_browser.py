@@ -146,7 +146,9 @@ async def inbound(page: Page, peer_id: str, kind: str, timeout: float = 10.0) ->
     return dict(stats[0])
 
 
-async def assert_rising(page: Page, peer_id: str, kind: str, field: str, seconds: float = 2.0) -> int:
+async def assert_rising(
+    page: Page, peer_id: str, kind: str, field: str, seconds: float = 2.0
+) -> int:
     first = (await inbound(page, peer_id, kind))[field]
     await asyncio.sleep(seconds)
     second = (await inbound(page, peer_id, kind))[field]
@@ -255,7 +257,9 @@ async def test_leaving_browser_tile_disappears(browser: Browser, sfu_server: Ser
     assert await wait_until(lambda: sfu_server.health()["peers"] == 1, timeout=5)
 
 
-async def test_browser_and_python_bot_in_one_room(browser: Browser, sfu_server: ServerProcess) -> None:
+async def test_browser_and_python_bot_in_one_room(
+    browser: Browser, sfu_server: ServerProcess
+) -> None:
     page = await open_peer(browser, sfu_server, "mixed", "alice")
     bot = await join_bot(sfu_server, "mixed", "bot", 440)
     try:
@@ -302,7 +306,9 @@ async def test_voice_channel(browser: Browser, sfu_server: ServerProcess) -> Non
     await assert_loopback_pairs(a)
 
 
-async def test_python_bot_hears_a_voice_channel_member(browser: Browser, sfu_server: ServerProcess) -> None:
+async def test_python_bot_hears_a_voice_channel_member(
+    browser: Browser, sfu_server: ServerProcess
+) -> None:
     """A voice-only bot (no video producer) and a browser in voice mode."""
     page = await open_peer(browser, sfu_server, "voice-bot", "alice", mode="voice")
     bot = SfuClient(sfu_server.ws_url, "voice-bot", "bot", ice_addresses=LOOPBACK)

@@ -54,7 +54,13 @@ async def test_chromium_forced_onto_ice_tcp(browser: Browser, sfu_server: Server
     assert "over TCP" in sfu_server.log()
 
 
-async def open_peer_with(browser: Browser, server: ServerProcess, room: str, peer: str, extra: str) -> Page:  # noqa: F811
+async def open_peer_with(
+    browser: Browser,  # noqa: F811 (the fixture, imported above)
+    server: ServerProcess,
+    room: str,
+    peer: str,
+    extra: str,
+) -> Page:
     """open_peer with extra URL parameters."""
     context = await browser.new_context(viewport={"width": 1000, "height": 700})
     await context.grant_permissions(["camera", "microphone"])
@@ -78,7 +84,10 @@ def turn_server(tmp_path: Path, coturn: subprocess.Popen[bytes]) -> Iterator[Ser
     stop_server(server)
 
 
-async def test_chromium_relay_only_through_coturn(browser: Browser, turn_server: ServerProcess) -> None:  # noqa: F811
+async def test_chromium_relay_only_through_coturn(
+    browser: Browser,  # noqa: F811 (the fixture, imported above)
+    turn_server: ServerProcess,
+) -> None:
     alice = await open_peer_with(browser, turn_server, "relay", "alice", "relay=1")
     bob = await open_peer(browser, turn_server, "relay", "bob")
     await wait_tile_video(bob, "alice", timeout=30)

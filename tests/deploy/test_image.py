@@ -118,8 +118,13 @@ def run(
     output: Any = log.open("w") if log is not None else subprocess.PIPE
     try:
         result = subprocess.run(
-            command, stdout=output, stderr=subprocess.STDOUT if log else subprocess.PIPE,
-            text=True, timeout=timeout, check=False, **kwargs,
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT if log else subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,
         )
     except subprocess.TimeoutExpired:
         raise AssertionError(f"timed out after {timeout:.0f} s: {' '.join(command)}") from None
@@ -140,8 +145,11 @@ def run(
 
 def ensure_tools() -> str | None:
     """Install podman and debootstrap if missing; why not, if they cannot be."""
-    missing = [tool for tool in ("podman", "debootstrap", "nsenter", "unshare", "chroot")
-               if shutil.which(tool) is None]
+    missing = [
+        tool
+        for tool in ("podman", "debootstrap", "nsenter", "unshare", "chroot")
+        if shutil.which(tool) is None
+    ]
     if not missing:
         return None
     if os.geteuid() != 0:
@@ -247,7 +255,7 @@ def install_host_ca(rootfs: Path) -> None:
     end = "-----END CERTIFICATE-----"
     certificates = [part.strip() + f"\n{end}\n" for part in bundle.split(end) if "BEGIN" in part]
     for index, certificate in enumerate(certificates):
-        (local / f"host-{index:03d}.crt").write_text(certificate[certificate.index("-----BEGIN"):])
+        (local / f"host-{index:03d}.crt").write_text(certificate[certificate.index("-----BEGIN") :])
 
 
 def podman_import(rootfs: Path, name: str, *changes: str) -> None:
@@ -274,8 +282,11 @@ def ensure_base_images(workdir: Path) -> str:
     rootfs = workdir / "rootfs"
     mirror = debian_mirror()
     say(f"debootstrap --variant=minbase {SUITE} (the mirror apt uses here)")
-    run([*outside(), "debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror],
-        timeout=1200, log=workdir / "debootstrap.log")
+    run(
+        [*outside(), "debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror],
+        timeout=1200,
+        log=workdir / "debootstrap.log",
+    )
     slim(rootfs)
     install_host_ca(rootfs)
     label = f"LABEL {BASE_LABEL}={BASE_RECIPE}"
@@ -293,8 +304,12 @@ def ensure_base_images(workdir: Path) -> str:
     for name, target in (("npm", "npm-cli.js"), ("npx", "npx-cli.js")):
         (rootfs / "usr/local/bin" / name).symlink_to(f"../lib/node_modules/npm/bin/{target}")
     podman_import(
-        rootfs, NODE_BASE, f"ENV PATH={BASE_PATH}", f"ENV NODE_VERSION={version.lstrip('v')}",
-        'CMD ["node"]', label,
+        rootfs,
+        NODE_BASE,
+        f"ENV PATH={BASE_PATH}",
+        f"ENV NODE_VERSION={version.lstrip('v')}",
+        'CMD ["node"]',
+        label,
     )
     shutil.rmtree(rootfs)
     for image in stale:  # untagged now; kept while cached build layers still use them
@@ -311,9 +326,24 @@ def build_image(workdir: Path) -> dict[str, Any]:
     previous = inspect(IMAGE)["Id"] if image_exists(IMAGE) else None
     say("podman build (cached layers are reused)")
     run(
-        [*outside(), "podman", "build", "--isolation", "chroot", "--network", "host",
-         "--format", "docker", "--pull=never", "-t", IMAGE, str(REPO)],
-        timeout=1800, log=workdir / "build.log", cwd=REPO,
+        [
+            *outside(),
+            "podman",
+            "build",
+            "--isolation",
+            "chroot",
+            "--network",
+            "host",
+            "--format",
+            "docker",
+            "--pull=never",
+            "-t",
+            IMAGE,
+            str(REPO),
+        ],
+        timeout=1800,
+        log=workdir / "build.log",
+        cwd=REPO,
     )
     image = inspect(IMAGE)
     if previous is not None and previous != image["Id"]:
@@ -374,8 +404,9 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch(rootfs: Path, config: dict[str, Any], command: list[str], env: dict[str, str],
-           **kwargs: Any) -> subprocess.Popen[bytes]:
+def launch(
+    rootfs: Path, config: dict[str, Any], command: list[str], env: dict[str, str], **kwargs: Any
+) -> subprocess.Popen[bytes]:
     """``command`` inside the exported image, as the image's user, with the
     image's environment plus ``env``."""
     image_env = dict(item.split("=", 1) for item in config.get("Env") or [])
@@ -383,8 +414,23 @@ def launch(rootfs: Path, config: dict[str, Any], command: list[str], env: dict[s
     assert all(tools), tools
     unshare, sh, mount, chroot = (str(tool) for tool in tools)
     return subprocess.Popen(
-        [unshare, "--mount", "--propagation", "private", "--", sh, "-c", LAUNCH, "launch",
-         mount, chroot, str(rootfs), config["User"], config.get("WorkingDir") or "/", *command],
+        [
+            unshare,
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            sh,
+            "-c",
+            LAUNCH,
+            "launch",
+            mount,
+            chroot,
+            str(rootfs),
+            config["User"],
+            config.get("WorkingDir") or "/",
+            *command,
+        ],
         env={**image_env, **env},
         **kwargs,
     )
@@ -433,10 +479,13 @@ def built_image(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[BuiltIm
         rootfs = tmp_path / "rootfs"
         export_image(rootfs)
         size_mb = image["Size"] / 1e6
-        timings = (f"base images {base}, build {build_seconds:.0f} s, "
-                   f"export {time.monotonic() - built - build_seconds:.0f} s")
-        say(f"image {IMAGE}: {size_mb:.0f} MB; {timings}; "
-            f"{time.monotonic() - started:.0f} s so far")
+        timings = (
+            f"base images {base}, build {build_seconds:.0f} s, "
+            f"export {time.monotonic() - built - build_seconds:.0f} s"
+        )
+        say(
+            f"image {IMAGE}: {size_mb:.0f} MB; {timings}; {time.monotonic() - started:.0f} s so far"
+        )
         # Podman shows HEALTHCHECK beside Config; Docker inside it.
         healthcheck = image.get("Healthcheck") or image["Config"].get("Healthcheck") or {}
         yield BuiltImage(image["Config"], healthcheck, rootfs, size_mb, timings)
@@ -460,9 +509,14 @@ def image_server(built_image: BuiltImage, tmp_path: Path) -> Iterator[ImageServe
     }
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log_file:
-        process = launch(built_image.rootfs, config,
-                         [*config["Entrypoint"], *(config.get("Cmd") or [])],
-                         env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = launch(
+            built_image.rootfs,
+            config,
+            [*config["Entrypoint"], *(config.get("Cmd") or [])],
+            env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     server = ImageServer(process, http_port, udp_port, log_path, env)
     try:
         started = time.monotonic()
@@ -486,8 +540,14 @@ def run_healthcheck(built_image: BuiltImage, server: ImageServer) -> tuple[int, 
     """The image's HEALTHCHECK command, run in the image next to the server."""
     test = built_image.healthcheck["Test"]
     assert test[0] == "CMD", test
-    check = launch(built_image.rootfs, built_image.config, test[1:], server.env,
-                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    check = launch(
+        built_image.rootfs,
+        built_image.config,
+        test[1:],
+        server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         output = check.communicate(timeout=30)[0]
     finally:
@@ -549,7 +609,11 @@ async def test_image_builds_and_serves_client_and_media(
     finally:
         await close_all(*peers)
 
-    assert stop(server.process) == 0, f"exit {server.process.returncode} on SIGTERM:\n{server.log()}"
+    assert stop(server.process) == 0, (
+        f"exit {server.process.returncode} on SIGTERM:\n{server.log()}"
+    )
     assert "Traceback" not in server.log(), server.log()
-    say(f"image {IMAGE}, {built_image.size_mb:.0f} MB ({built_image.timings}): "
-        f"client and media checked in {time.monotonic() - started:.0f} s")
+    say(
+        f"image {IMAGE}, {built_image.size_mb:.0f} MB ({built_image.timings}): "
+        f"client and media checked in {time.monotonic() - started:.0f} s"
+    )

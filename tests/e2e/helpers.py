@@ -64,7 +64,9 @@ async def join(
     if audio:
         participant.producers["audio"] = await client.produce(ToneAudioTrack(frequency=tone))
     if video:
-        participant.producers["video"] = await client.produce(PatternVideoTrack(*VIDEO_SIZE, fps=15))
+        participant.producers["video"] = await client.produce(
+            PatternVideoTrack(*VIDEO_SIZE, fps=15)
+        )
     return participant
 
 
@@ -108,7 +110,9 @@ class RawPeer:
     notifications go to :attr:`notifications`, responses wait in a queue.
     """
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, *, accept_consumers: bool = False) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, *, accept_consumers: bool = False
+    ) -> None:
         self.ws = ws
         self.accept_consumers = accept_consumers
         self._ids = itertools.count(1)
@@ -131,8 +135,13 @@ class RawPeer:
                     self.consumer_ids.append(message["data"]["id"])
                     answer = {"response": True, "id": message["id"], "ok": True, "data": {}}
                 else:
-                    answer = {"response": True, "id": message["id"], "ok": False,
-                              "errorCode": 501, "errorReason": "raw test peer"}
+                    answer = {
+                        "response": True,
+                        "id": message["id"],
+                        "ok": False,
+                        "errorCode": 501,
+                        "errorReason": "raw test peer",
+                    }
                 with contextlib.suppress(ConnectionError):
                     await self.ws.send_str(json.dumps(answer))
             elif message.get("notification"):
@@ -156,9 +165,13 @@ class RawPeer:
         return request_id
 
     async def notify(self, method: str, data: Any = None) -> None:
-        await self.ws.send_str(json.dumps({"notification": True, "method": method, "data": data or {}}))
+        await self.ws.send_str(
+            json.dumps({"notification": True, "method": method, "data": data or {}})
+        )
 
-    async def request(self, method: Any, data: Any = None, *, request_id: Any = None) -> dict[str, Any]:
+    async def request(
+        self, method: Any, data: Any = None, *, request_id: Any = None
+    ) -> dict[str, Any]:
         request_id = await self.send_request(method, data, request_id=request_id)
         return await self.response(request_id)
 
@@ -220,7 +233,17 @@ async def start_bot_process(
 
     output = subprocess.PIPE if capture else subprocess.DEVNULL
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sfu.client", "--url", server.ws_url, "--room", room,
-        "--peer", peer_id, *args,
-        cwd=REPO, stdout=output, stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "sfu.client",
+        "--url",
+        server.ws_url,
+        "--room",
+        room,
+        "--peer",
+        peer_id,
+        *args,
+        cwd=REPO,
+        stdout=output,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
     )

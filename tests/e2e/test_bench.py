@@ -105,7 +105,11 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
     # The same traffic through the minimal forwarder, side by side.
     assert floor["name"] == "floor-2" and not floor.get("error"), floor
     assert 120 <= floor["packets_in_per_s"] <= 170, floor
-    assert 1.9 * floor["packets_in_per_s"] <= floor["packets_out_per_s"] <= 2.1 * floor["packets_in_per_s"]
+    assert (
+        1.9 * floor["packets_in_per_s"]
+        <= floor["packets_out_per_s"]
+        <= 2.1 * floor["packets_in_per_s"]
+    )
     assert floor["loss_percent"] is not None and floor["loss_percent"] < 1.0, floor
     assert floor["server_cpu_percent"] > 0 and floor["us_per_packet"] > 0, floor
     [pair] = document["floor_ratios"]

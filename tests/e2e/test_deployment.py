@@ -16,15 +16,22 @@ from sfu.certs import write_self_signed
 from ..conftest import REPO, ServerProcess, free_tcp_port, start_server, stop_server
 
 
-async def protoo_request(server: ServerProcess, peer: str, method: str, data: dict | None = None,
-                         ssl_context: ssl.SSLContext | None = None) -> dict:
+async def protoo_request(
+    server: ServerProcess,
+    peer: str,
+    method: str,
+    data: dict | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict:
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(
             f"{server.ws_url}/?roomId=deploy&peerId={peer}",
             protocols=("protoo",),
             ssl=ssl_context if ssl_context is not None else True,
         ) as ws:
-            await ws.send_str(json.dumps({"request": True, "id": 1, "method": method, "data": data or {}}))
+            await ws.send_str(
+                json.dumps({"request": True, "id": 1, "method": method, "data": data or {}})
+            )
             while True:
                 message = json.loads((await ws.receive(timeout=5)).data)
                 if message.get("response"):
@@ -48,14 +55,18 @@ def socket_addresses(pid: int) -> set[str]:
             if fields[9] in inodes:
                 hex_ip = fields[1].split(":")[0]
                 if len(hex_ip) == 8:
-                    addresses.add(".".join(str(int(hex_ip[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                    addresses.add(".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0)))
                 else:
                     addresses.add(f"ipv6:{hex_ip}")
     return addresses
 
 
-async def test_announced_ip_from_the_environment_and_listen_ip_binds_nothing_else(tmp_path: Path) -> None:
-    server = start_server(tmp_path, env={"SFU_ANNOUNCED_IP": "127.0.0.9", "SFU_LISTEN_IP": "127.0.0.1"})
+async def test_announced_ip_from_the_environment_and_listen_ip_binds_nothing_else(
+    tmp_path: Path,
+) -> None:
+    server = start_server(
+        tmp_path, env={"SFU_ANNOUNCED_IP": "127.0.0.9", "SFU_LISTEN_IP": "127.0.0.1"}
+    )
     try:
         reply = await protoo_request(server, "a", "createWebRtcTransport", {"producing": True})
         [candidate] = reply["data"]["iceCandidates"]
@@ -71,11 +82,21 @@ async def test_exhausted_port_range_is_a_clear_error_and_the_server_goes_on(tmp_
     server = start_server(tmp_path, {"media": {"rtc_min_port": base, "rtc_max_port": base + 1}})
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"{server.ws_url}/?roomId=ports&peerId=p", protocols=("protoo",)) as ws:
+            async with session.ws_connect(
+                f"{server.ws_url}/?roomId=ports&peerId=p", protocols=("protoo",)
+            ) as ws:
                 replies = []
                 for i in range(3):
-                    await ws.send_str(json.dumps({"request": True, "id": i, "method": "createWebRtcTransport",
-                                                  "data": {"producing": True}}))
+                    await ws.send_str(
+                        json.dumps(
+                            {
+                                "request": True,
+                                "id": i,
+                                "method": "createWebRtcTransport",
+                                "data": {"producing": True},
+                            }
+                        )
+                    )
                     replies.append(json.loads((await ws.receive(timeout=5)).data))
         assert [r["ok"] for r in replies] == [True, True, False], replies
         assert replies[2]["errorCode"] == 503
@@ -86,18 +107,36 @@ async def test_exhausted_port_range_is_a_clear_error_and_the_server_goes_on(tmp_
 
 
 def run_sfu(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sfu", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "sfu", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_bad_tls_settings_stop_start_up_naming_the_problem(tmp_path: Path) -> None:
     cert, key = write_self_signed("127.0.0.1", tmp_path / "a")
     other_cert, _ = write_self_signed("127.0.0.1", tmp_path / "b")
     cases = {
-        "missing cert": ({"SFU_TLS_CERT": str(tmp_path / "nope.pem"), "SFU_TLS_KEY": str(key)}, "tls.cert", "no such file"),
+        "missing cert": (
+            {"SFU_TLS_CERT": str(tmp_path / "nope.pem"), "SFU_TLS_KEY": str(key)},
+            "tls.cert",
+            "no such file",
+        ),
         "key without cert": ({"SFU_TLS_KEY": str(key)}, "tls.cert", "must be set too"),
-        "mismatched pair": ({"SFU_TLS_CERT": str(other_cert), "SFU_TLS_KEY": str(key)}, "tls.key", "is not the key of"),
-        "not PEM": ({"SFU_TLS_CERT": str(tmp_path / "junk.pem"), "SFU_TLS_KEY": str(key)}, "tls.cert", "cannot load"),
+        "mismatched pair": (
+            {"SFU_TLS_CERT": str(other_cert), "SFU_TLS_KEY": str(key)},
+            "tls.key",
+            "is not the key of",
+        ),
+        "not PEM": (
+            {"SFU_TLS_CERT": str(tmp_path / "junk.pem"), "SFU_TLS_KEY": str(key)},
+            "tls.cert",
+            "cannot load",
+        ),
     }
     (tmp_path / "junk.pem").write_text("not a certificate")
     for name, (env, key_name, words) in cases.items():
@@ -111,7 +150,9 @@ async def test_https_and_wss_with_sfu_certs(tmp_path: Path) -> None:
     result = run_sfu("certs", "--host", "127.0.0.1", "--out", str(tmp_path / "certs"))
     assert result.returncode == 0, result.stderr
     cert, key = tmp_path / "certs" / "cert.pem", tmp_path / "certs" / "key.pem"
-    server = start_server(tmp_path, env={"SFU_TLS_CERT": str(cert), "SFU_TLS_KEY": str(key)}, scheme="https")
+    server = start_server(
+        tmp_path, env={"SFU_TLS_CERT": str(cert), "SFU_TLS_KEY": str(key)}, scheme="https"
+    )
     try:
         context = ssl.create_default_context(cafile=str(cert))
         async with aiohttp.ClientSession() as session:
@@ -135,4 +176,6 @@ async def test_json_logs_carry_room_and_peer_ids(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     connected = [e for e in entries if "peer jsonpeer connected" in e["message"]]
-    assert connected and connected[0]["room_id"] == "deploy" and connected[0]["peer_id"] == "jsonpeer"
+    assert (
+        connected and connected[0]["room_id"] == "deploy" and connected[0]["peer_id"] == "jsonpeer"
+    )

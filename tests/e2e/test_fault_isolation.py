@@ -83,7 +83,9 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
     everyone = (alice, bob, carol, dave, erin)
     try:
         for p in everyone:
-            assert await p.client.wait_for_consumers(4 if p in (alice, bob, carol) else 2, timeout=20)
+            assert await p.client.wait_for_consumers(
+                4 if p in (alice, bob, carol) else 2, timeout=20
+            )
         for receiver, sender in ((bob, "alice"), (carol, "alice"), (erin, "dave")):
             assert await receiver.sink_for(sender, "video").wait_frames(5, timeout=20)
         bob_events = record(bob, "consumerclosed", "peerclosed")
@@ -116,12 +118,19 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         producer.receive_rtp = broken_receive
         assert await wait_until(lambda: producer.closed, timeout=5)
         assert await wait_until(
-            lambda: any(args and args[0] == "producerClosed" for args in alice_seen["notification"])
-            or bool(alice_seen["producerclosed"]),
+            lambda: (
+                any(args and args[0] == "producerClosed" for args in alice_seen["notification"])
+                or bool(alice_seen["producerclosed"])
+            ),
             timeout=5,
         ), alice_seen
         assert await wait_until(
-            lambda: not any(c.kind == "audio" and c.peer_id == "alice" for c in carol.client.consumers.values()),
+            lambda: (
+                not any(
+                    c.kind == "audio" and c.peer_id == "alice"
+                    for c in carol.client.consumers.values()
+                )
+            ),
             timeout=5,
         )
         assert await frames_keep_rising(carol, "alice")
@@ -139,8 +148,10 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         transport._demux = broken_demux
         assert await wait_until(lambda: transport.closed, timeout=10)
         assert await wait_until(
-            lambda: any(args and args[0] == "transportClosed" for args in carol_seen["notification"])
-            or bool(carol_seen["transportclosed"]),
+            lambda: (
+                any(args and args[0] == "transportClosed" for args in carol_seen["notification"])
+                or bool(carol_seen["transportclosed"])
+            ),
             timeout=5,
         ), carol_seen
         assert transport.close_reason == "error"

@@ -139,7 +139,9 @@ class Raw:
         return Raw('{"a":' * depth + "null" + "}" * depth)
 
     def __repr__(self) -> str:
-        return f"Raw({self.text[:40]!r}{'...' if len(self.text) > 40 else ''}, {len(self.text)} chars)"
+        return (
+            f"Raw({self.text[:40]!r}{'...' if len(self.text) > 40 else ''}, {len(self.text)} chars)"
+        )
 
 
 @dataclass(frozen=True)
@@ -229,27 +231,91 @@ def id_key(request_id: Any) -> tuple[str, Any]:
 
 
 KNOWN_METHODS = [
-    "getRouterRtpCapabilities", "createWebRtcTransport", "join", "connectWebRtcTransport",
-    "restartIce", "produce", "closeProducer", "pauseProducer", "resumeProducer",
-    "pauseConsumer", "resumeConsumer", "setConsumerPreferredLayers", "setConsumerPriority",
-    "requestConsumerKeyFrame", "changeDisplayName", "getTransportStats", "getProducerStats",
-    "getConsumerStats", "produceData", "resume",
+    "getRouterRtpCapabilities",
+    "createWebRtcTransport",
+    "join",
+    "connectWebRtcTransport",
+    "restartIce",
+    "produce",
+    "closeProducer",
+    "pauseProducer",
+    "resumeProducer",
+    "pauseConsumer",
+    "resumeConsumer",
+    "setConsumerPreferredLayers",
+    "setConsumerPriority",
+    "requestConsumerKeyFrame",
+    "changeDisplayName",
+    "getTransportStats",
+    "getProducerStats",
+    "getConsumerStats",
+    "produceData",
+    "resume",
 ]
 ODD_METHODS = [
-    "", " join", "JOIN", "__init__", "constructor", "__proto__", "toString", "_join",
-    "_handlers", "newConsumer", "peerClosed", "close", "consumeData", "\x00", "join\x00",
-    "é", "😀", "\ud800", "getRouterRtpCapabilities ", "a" * 5000,
+    "",
+    " join",
+    "JOIN",
+    "__init__",
+    "constructor",
+    "__proto__",
+    "toString",
+    "_join",
+    "_handlers",
+    "newConsumer",
+    "peerClosed",
+    "close",
+    "consumeData",
+    "\x00",
+    "join\x00",
+    "é",
+    "😀",
+    "\ud800",
+    "getRouterRtpCapabilities ",
+    "a" * 5000,
 ]
 NASTY_STRINGS = [
-    "NaN", "Infinity", "-Infinity", "1e999", "-0", "0x1F", "null", "true", "undefined", "", " ",
-    "\u202e\x00", "%s%s%n", "' OR 1=1 --", "../../../etc/passwd", "\ud800", "\udfff", "😀" * 10,
-    "a" * 129, "a" * 257, "{}", "[]", "__proto__", "audio", "video", "client", "server",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-0",
+    "0x1F",
+    "null",
+    "true",
+    "undefined",
+    "",
+    " ",
+    "\u202e\x00",
+    "%s%s%n",
+    "' OR 1=1 --",
+    "../../../etc/passwd",
+    "\ud800",
+    "\udfff",
+    "😀" * 10,
+    "a" * 129,
+    "a" * 257,
+    "{}",
+    "[]",
+    "__proto__",
+    "audio",
+    "video",
+    "client",
+    "server",
 ]
 
 AUDIO_PARAMS: dict[str, Any] = {
     "mid": "0",
-    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
-                "parameters": {"useinbandfec": 1}, "rtcpFeedback": [{"type": "transport-cc"}]}],
+    "codecs": [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 111,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1},
+            "rtcpFeedback": [{"type": "transport-cc"}],
+        }
+    ],
     "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1}],
     "encodings": [{"ssrc": 11111111}],
     "rtcp": {"cname": "fuzz", "reducedSize": True},
@@ -257,8 +323,16 @@ AUDIO_PARAMS: dict[str, Any] = {
 VIDEO_PARAMS: dict[str, Any] = {
     "mid": "1",
     "codecs": [
-        {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-         "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "ccm", "parameter": "fir"}]},
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 96,
+            "clockRate": 90000,
+            "rtcpFeedback": [
+                {"type": "nack"},
+                {"type": "nack", "parameter": "pli"},
+                {"type": "ccm", "parameter": "fir"},
+            ],
+        },
         {"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000, "parameters": {"apt": 96}},
     ],
     "encodings": [{"ssrc": 22222222, "rtx": {"ssrc": 22222223}, "maxBitrate": 500000}],
@@ -266,11 +340,21 @@ VIDEO_PARAMS: dict[str, Any] = {
 }
 SIMULCAST_PARAMS: dict[str, Any] = {
     **VIDEO_PARAMS,
-    "encodings": [{"rid": "r0", "scalabilityMode": "L1T3"}, {"rid": "r1"}, {"rid": "r2", "active": False}],
+    "encodings": [
+        {"rid": "r0", "scalabilityMode": "L1T3"},
+        {"rid": "r1"},
+        {"rid": "r2", "active": False},
+    ],
 }
 H264_PARAMS: dict[str, Any] = {
-    "codecs": [{"mimeType": "video/H264", "payloadType": 102, "clockRate": 90000,
-                "parameters": {"packetization-mode": 1, "profile-level-id": "42e01f"}}],
+    "codecs": [
+        {
+            "mimeType": "video/H264",
+            "payloadType": 102,
+            "clockRate": 90000,
+            "parameters": {"packetization-mode": 1, "profile-level-id": "42e01f"},
+        }
+    ],
     "encodings": [{"ssrc": 33333333}],
 }
 DTLS_PARAMS: dict[str, Any] = {
@@ -282,7 +366,11 @@ DTLS_PARAMS: dict[str, Any] = {
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     found: list[tuple[Any, ...]] = []
     children: Iterable[Any] = (
-        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
     )
     for key, child in children:
         found.append((*prefix, key))
@@ -308,26 +396,45 @@ def _mutate(template: Any, path: tuple[Any, ...], new: Any) -> Any:
 def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
     """One example: which connection, how to encode, and 1-4 frames."""
     scalars = (
-        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**70), 2**70)
+        | st.floats()
         | st.text(max_size=40)
     )
     json_values = st.recursive(
         scalars,
-        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
+        lambda kids: (
+            st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4)
+        ),
         max_leaves=12,
     )
-    refs = st.builds(Ref, st.sampled_from(["transport", "producer", "consumer"]), st.booleans(), st.integers(0, 31))
+    refs = st.builds(
+        Ref,
+        st.sampled_from(["transport", "producer", "consumer"]),
+        st.booleans(),
+        st.integers(0, 31),
+    )
     huge = st.builds(
         Huge,
         st.sampled_from(["x", "é", "😀", "\x00", '"', "\\", "\ud800"]),
         st.integers(50_000, 62_000),
     )
     deep = st.builds(Raw.deep, st.integers(1, FUZZ_MAX_DEPTH), st.sampled_from(["list", "object"]))
-    numbers = st.sampled_from(["1e400", "-1e400", "NaN", "-Infinity", "0.1e-400", "-0", "1E+2"]).map(Raw)
+    numbers = st.sampled_from(
+        ["1e400", "-1e400", "NaN", "-Infinity", "0.1e-400", "-0", "1E+2"]
+    ).map(Raw)
     numbers |= st.integers(1, 4200).map(lambda n: Raw("7" * n))  # Python parses up to 4300 digits
     anything = st.one_of(
-        json_values, json_values, json_values, st.sampled_from(NASTY_STRINGS), refs, refs,
-        huge, deep, numbers,
+        json_values,
+        json_values,
+        json_values,
+        st.sampled_from(NASTY_STRINGS),
+        refs,
+        refs,
+        huge,
+        deep,
+        numbers,
     )
 
     def mutated(template: Any) -> st.SearchStrategy[Any]:
@@ -355,16 +462,20 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
 
     # Valid values for each field, and the same mangled now and then.
     templates = st.sampled_from([AUDIO_PARAMS, VIDEO_PARAMS, SIMULCAST_PARAMS, H264_PARAMS])
-    small_caps = {"codecs": [c for c in router_caps["codecs"] if c["mimeType"] == "audio/opus"],
-                  "headerExtensions": []}
+    small_caps = {
+        "codecs": [c for c in router_caps["codecs"] if c["mimeType"] == "audio/opus"],
+        "headerExtensions": [],
+    }
     valid: dict[str, st.SearchStrategy[Any]] = {
         "transportId": ref("transport"),
         "producerId": ref("producer"),
         "consumerId": ref("consumer"),
         "kind": st.sampled_from(["audio", "video"]),
         "rtpParameters": st.builds(with_ssrc, templates, st.integers(0, 2**32 - 1)),
-        "dtlsParameters": st.builds(lambda role: {**DTLS_PARAMS, "role": role},
-                                    st.sampled_from(["client", "server", "auto"])),
+        "dtlsParameters": st.builds(
+            lambda role: {**DTLS_PARAMS, "role": role},
+            st.sampled_from(["client", "server", "auto"]),
+        ),
         "rtpCapabilities": st.sampled_from([router_caps, small_caps]),
         "sctpCapabilities": st.just({"numStreams": {"OS": 1024, "MIS": 1024}}),
         "displayName": st.text(max_size=50),
@@ -401,10 +512,14 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
         "connectWebRtcTransport": ["transportId", "dtlsParameters"],
         "restartIce": ["transportId"],
         "produce": ["transportId", "kind", "rtpParameters", "appData"],
-        "closeProducer": ["producerId"], "pauseProducer": ["producerId"],
-        "resumeProducer": ["producerId"], "getProducerStats": ["producerId"],
-        "pauseConsumer": ["consumerId"], "resumeConsumer": ["consumerId"],
-        "requestConsumerKeyFrame": ["consumerId"], "getConsumerStats": ["consumerId"],
+        "closeProducer": ["producerId"],
+        "pauseProducer": ["producerId"],
+        "resumeProducer": ["producerId"],
+        "getProducerStats": ["producerId"],
+        "pauseConsumer": ["consumerId"],
+        "resumeConsumer": ["consumerId"],
+        "requestConsumerKeyFrame": ["consumerId"],
+        "getConsumerStats": ["consumerId"],
         "setConsumerPreferredLayers": ["consumerId", "spatialLayer", "temporalLayer"],
         "setConsumerPriority": ["consumerId", "priority"],
         "changeDisplayName": ["displayName"],
@@ -414,14 +529,20 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
     random_data = st.one_of(
         st.fixed_dictionaries({}, optional=fields),
         st.fixed_dictionaries({}, optional=fields),
-        json_values, st.none(), deep,
+        json_values,
+        st.none(),
+        deep,
     )
     methods = st.one_of(
-        st.sampled_from(KNOWN_METHODS), st.sampled_from(KNOWN_METHODS), st.sampled_from(ODD_METHODS),
-        st.text(max_size=30), json_values,
+        st.sampled_from(KNOWN_METHODS),
+        st.sampled_from(KNOWN_METHODS),
+        st.sampled_from(ODD_METHODS),
+        st.text(max_size=30),
+        json_values,
     )
     ids = st.one_of(
-        st.integers(0, 2**31), st.integers(-(2**70), 2**70),
+        st.integers(0, 2**31),
+        st.integers(-(2**70), 2**70),
         st.text(max_size=20).filter(lambda s: not s.startswith("probe-")),
         st.sampled_from([0, 1, "1", "", "dup"]),  # duplicates within an example
         st.sampled_from([None, True, False, 1.5, 1.0, [], {}]),  # ids that cannot be echoed
@@ -443,22 +564,39 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
             optional={k: v for k, v in fields.items() if k not in names},
         )
         return st.fixed_dictionaries(
-            {"request": st.sampled_from([True, True, True, True, True, False]),
-             "id": st.integers(0, 2**53), "method": st.just(method),
-             "data": st.one_of(well_formed, well_formed, one_wrong, one_wrong, any_wrong)},
+            {
+                "request": st.sampled_from([True, True, True, True, True, False]),
+                "id": st.integers(0, 2**53),
+                "method": st.just(method),
+                "data": st.one_of(well_formed, well_formed, one_wrong, one_wrong, any_wrong),
+            },
         )
 
     # The methods that create state more often than the others.
-    weighted = sorted(method_fields) + ["produce"] * 5 + [
-        "createWebRtcTransport", "connectWebRtcTransport", "join", "closeProducer",
-        "pauseProducer", "resumeProducer", "pauseConsumer", "resumeConsumer",
-    ]
+    weighted = (
+        sorted(method_fields)
+        + ["produce"] * 5
+        + [
+            "createWebRtcTransport",
+            "connectWebRtcTransport",
+            "join",
+            "closeProducer",
+            "pauseProducer",
+            "resumeProducer",
+            "pauseConsumer",
+            "resumeConsumer",
+        ]
+    )
     typed_by_method = {method: typed_envelope(method) for method in method_fields}  # built once
     typed = st.sampled_from(weighted).flatmap(typed_by_method.__getitem__)
     envelope = st.fixed_dictionaries(
         {"request": request_flag, "id": ids, "method": methods},
-        optional={"data": random_data, "notification": st.booleans(), "response": st.booleans(),
-                  "extra": json_values},
+        optional={
+            "data": random_data,
+            "notification": st.booleans(),
+            "response": st.booleans(),
+            "extra": json_values,
+        },
     )
     notification = st.fixed_dictionaries(
         {"notification": st.just(True), "method": methods}, optional={"data": random_data}
@@ -468,9 +606,12 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
         optional={"data": json_values, "errorCode": json_values, "errorReason": json_values},
     )
     frame = st.one_of(
-        typed.map(lambda m: ("json", m)), typed.map(lambda m: ("json", m)),
-        typed.map(lambda m: ("json", m)), typed.map(lambda m: ("json", m)),
-        envelope.map(lambda m: ("json", m)), envelope.map(lambda m: ("json", m)),
+        typed.map(lambda m: ("json", m)),
+        typed.map(lambda m: ("json", m)),
+        typed.map(lambda m: ("json", m)),
+        typed.map(lambda m: ("json", m)),
+        envelope.map(lambda m: ("json", m)),
+        envelope.map(lambda m: ("json", m)),
         notification.map(lambda m: ("json", m)),
         stray.map(lambda m: ("json", m)),
         json_values.map(lambda m: ("json", m)),  # random JSON as a whole frame
@@ -493,7 +634,11 @@ class Fuzzer:
     back before the probe's (the server handles a connection's requests in order)."""
 
     def __init__(
-        self, connect: Callable[..., Awaitable[RawPeer]], main: RawPeer, victim: RawPeer, registry: Registry
+        self,
+        connect: Callable[..., Awaitable[RawPeer]],
+        main: RawPeer,
+        victim: RawPeer,
+        registry: Registry,
     ) -> None:
         self.connect = connect
         self.main = main
@@ -509,7 +654,9 @@ class Fuzzer:
         self.ok_methods: Counter[str] = Counter()
         self.errors: Counter[tuple[str, int, str]] = Counter()
 
-    async def run_example(self, connection: str, ensure_ascii: bool, frames: list[tuple[str, Any]]) -> None:
+    async def run_example(
+        self, connection: str, ensure_ascii: bool, frames: list[tuple[str, Any]]
+    ) -> None:
         for consumer_id in self.victim.consumer_ids:
             self.registry.add("consumer", consumer_id, own=False)
         for consumer_id in self.main.consumer_ids:
@@ -577,7 +724,9 @@ class Fuzzer:
             if response["ok"]:
                 self.ok_methods[str(method)] += 1
             else:
-                self.errors[(str(method)[:30], response["errorCode"], response["errorReason"][:70])] += 1
+                self.errors[
+                    (str(method)[:30], response["errorCode"], response["errorReason"][:70])
+                ] += 1
             if response["ok"] and method == "createWebRtcTransport":
                 self.registry.add("transport", response["data"].get("id"), own=peer is self.main)
             if response["ok"] and method == "produce":
@@ -601,14 +750,18 @@ async def run_scripted_cases(connect: Callable[..., Awaitable[RawPeer]]) -> int:
         if code is None:
             assert reply["ok"] is True, f"{method} {data!r}: {reply}"
         else:
-            assert reply["ok"] is False and reply["errorCode"] == code, f"{method} {data!r}: {reply}"
+            assert reply["ok"] is False and reply["errorCode"] == code, (
+                f"{method} {data!r}: {reply}"
+            )
         cases += 1
         return reply
 
     unknown = str(uuid.uuid4())
     peer = await connect("fuzz", "order-1")
     # Before anything: the objects named do not exist.
-    await expect(peer, "connectWebRtcTransport", {"transportId": unknown, "dtlsParameters": DTLS_PARAMS}, 404)
+    await expect(
+        peer, "connectWebRtcTransport", {"transportId": unknown, "dtlsParameters": DTLS_PARAMS}, 404
+    )
     await expect(peer, "restartIce", {"transportId": unknown}, 404)
     await expect(peer, "getTransportStats", {"transportId": unknown}, 404)
     await expect(peer, "closeProducer", {"producerId": unknown}, 404)
@@ -616,12 +769,24 @@ async def run_scripted_cases(connect: Callable[..., Awaitable[RawPeer]]) -> int:
     await expect(peer, "changeDisplayName", {"displayName": "early"}, 409)
     # resume in the middle of a session
     await expect(peer, "resume", {"sessionToken": "whatever"}, 409)
-    created = await expect(peer, "createWebRtcTransport", {"producing": True, "consuming": False}, None)
+    created = await expect(
+        peer, "createWebRtcTransport", {"producing": True, "consuming": False}, None
+    )
     transport = created["data"]["id"]
     produce = {"transportId": transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS}
     await expect(peer, "produce", produce, 409)  # before join
-    await expect(peer, "connectWebRtcTransport", {"transportId": transport, "dtlsParameters": DTLS_PARAMS}, None)
-    await expect(peer, "connectWebRtcTransport", {"transportId": transport, "dtlsParameters": DTLS_PARAMS}, 409)
+    await expect(
+        peer,
+        "connectWebRtcTransport",
+        {"transportId": transport, "dtlsParameters": DTLS_PARAMS},
+        None,
+    )
+    await expect(
+        peer,
+        "connectWebRtcTransport",
+        {"transportId": transport, "dtlsParameters": DTLS_PARAMS},
+        409,
+    )
     await expect(peer, "join", {"displayName": "order", "device": {}}, None)
     await expect(peer, "join", {"displayName": "order", "device": {}}, 409)  # join twice
     await expect(peer, "resume", {"sessionToken": "whatever"}, 409)
@@ -639,12 +804,22 @@ async def run_scripted_cases(connect: Callable[..., Awaitable[RawPeer]]) -> int:
 
     # Duplicate request ids: one reply per request, in order.
     peer = await connect("fuzz", "order-2")
-    for method in ("getRouterRtpCapabilities", "noSuchMethod", "join", "join", "getRouterRtpCapabilities"):
+    for method in (
+        "getRouterRtpCapabilities",
+        "noSuchMethod",
+        "join",
+        "join",
+        "getRouterRtpCapabilities",
+    ):
         await peer.send_request(method, {"displayName": "dup"}, request_id=7)
     await peer.send_request("getRouterRtpCapabilities", request_id="end")
     replies = await peer.responses_until("end")
     assert [(r["id"], r["ok"], r.get("errorCode")) for r in replies] == [
-        (7, True, None), (7, False, 404), (7, True, None), (7, False, 409), (7, True, None),
+        (7, True, None),
+        (7, False, 404),
+        (7, True, None),
+        (7, False, 409),
+        (7, True, None),
         ("end", True, None),
     ], replies
     for reply in replies:
@@ -657,8 +832,11 @@ async def flood(peer: RawPeer, count: int) -> float:
     """``count`` requests as fast as possible, then every reply (bounded); returns seconds."""
     started = time.monotonic()
     requests = [
-        ("getRouterRtpCapabilities", None), ("noSuchMethod", {}), ("join", {"displayName": 5}),
-        ("getTransportStats", {"transportId": "nope"}), ("createWebRtcTransport", {"producing": "x"}),
+        ("getRouterRtpCapabilities", None),
+        ("noSuchMethod", {}),
+        ("join", {"displayName": 5}),
+        ("getTransportStats", {"transportId": "nope"}),
+        ("createWebRtcTransport", {"producing": "x"}),
     ]
     ids = []
     for n in range(count):
@@ -699,7 +877,10 @@ async def test_fuzzed_signaling_gets_answers_and_media_next_door_keeps_flowing(
     try:
         assert await bob.client.wait_for_consumers(1, timeout=15)
         assert await alice.client.wait_for_consumers(1, timeout=15)
-        sinks = {"alice->bob": bob.sink_for("alice", "video"), "bob->alice": alice.sink_for("bob", "video")}
+        sinks = {
+            "alice->bob": bob.sink_for("alice", "video"),
+            "bob->alice": alice.sink_for("bob", "video"),
+        }
         for sink in sinks.values():
             assert await sink.wait_frames(5, timeout=20), "media never started"
 
@@ -709,11 +890,20 @@ async def test_fuzzed_signaling_gets_answers_and_media_next_door_keeps_flowing(
             caps = (await victim.request("getRouterRtpCapabilities"))["data"]
             registry = Registry()
             for producing in (True, False):
-                created = await victim.request("createWebRtcTransport", {"producing": producing, "consuming": not producing})
+                created = await victim.request(
+                    "createWebRtcTransport", {"producing": producing, "consuming": not producing}
+                )
                 registry.add("transport", created["data"]["id"], own=False)
             victim_transport = registry.others["transport"][2]
-            assert (await victim.request("join", {"displayName": "victim", "device": {}, "rtpCapabilities": caps}))["ok"]
-            produced = await victim.request("produce", {"transportId": victim_transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS})
+            assert (
+                await victim.request(
+                    "join", {"displayName": "victim", "device": {}, "rtpCapabilities": caps}
+                )
+            )["ok"]
+            produced = await victim.request(
+                "produce",
+                {"transportId": victim_transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS},
+            )
             assert produced["ok"], produced
             registry.add("producer", produced["data"]["id"], own=False)
 
@@ -721,9 +911,15 @@ async def test_fuzzed_signaling_gets_answers_and_media_next_door_keeps_flowing(
             # that well-formed calls get far); fresh connections start from nothing.
             main = await connect("fuzz", "fuzzer", accept_consumers=True)
             for producing in (True, False):
-                created = await main.request("createWebRtcTransport", {"producing": producing, "consuming": not producing})
+                created = await main.request(
+                    "createWebRtcTransport", {"producing": producing, "consuming": not producing}
+                )
                 registry.add("transport", created["data"]["id"], own=True)
-            assert (await main.request("join", {"displayName": "fuzzer", "device": {}, "rtpCapabilities": caps}))["ok"]
+            assert (
+                await main.request(
+                    "join", {"displayName": "fuzzer", "device": {}, "rtpCapabilities": caps}
+                )
+            )["ok"]
             fuzzer = Fuzzer(connect, main, victim, registry)
             deadline = time.monotonic() + FUZZ_TIME_BUDGET
             budget_hit = False
@@ -763,15 +959,23 @@ async def test_fuzzed_signaling_gets_answers_and_media_next_door_keeps_flowing(
             for peer in (main, victim, flood_peer):
                 reply = await wait_for_bucket(peer)
                 assert reply["ok"] is True, reply
-            assert (await victim.request("getProducerStats", {"producerId": registry.others["producer"][2]}))["ok"]
+            assert (
+                await victim.request(
+                    "getProducerStats", {"producerId": registry.others["producer"][2]}
+                )
+            )["ok"]
             # No peer left behind by the hundreds of fresh connections: alice, bob, victim,
             # fuzzer, order-1, order-2, flooder.
-            assert await wait_until(lambda: sfu_server.health()["peers"] == 7, timeout=5), sfu_server.health()
+            assert await wait_until(lambda: sfu_server.health()["peers"] == 7, timeout=5), (
+                sfu_server.health()
+            )
 
         gaps = {name: frame_gaps(sink, fuzz_start, fuzz_end) for name, sink in sinks.items()}
         counts = {name: sink.frames for name, sink in sinks.items()}
         for name, sink in sinks.items():
-            assert await sink.wait_frames(counts[name] + 15, timeout=10), f"{name}: media stopped after the fuzzing"
+            assert await sink.wait_frames(counts[name] + 15, timeout=10), (
+                f"{name}: media stopped after the fuzzing"
+            )
         print(
             f"\nfuzz: {fuzzer.cases} hypothesis cases in {fuzz_seconds:.1f} s"
             f"{' (stopped by the time budget)' if budget_hit else ''}: {fuzzer.frames} frames,"
@@ -811,7 +1015,13 @@ async def test_requests_the_json_parser_chokes_on_are_answered(sfu_server: Serve
     async with raw_peers(sfu_server) as connect:
         peer = await connect("parser", "p")
         for n, value in enumerate(frames.values()):
-            await peer.send_raw('{"request":true,"id":' + str(n) + ',"method":"join","data":{"displayName":"d","device":{"x":' + value + "}}}")
+            await peer.send_raw(
+                '{"request":true,"id":'
+                + str(n)
+                + ',"method":"join","data":{"displayName":"d","device":{"x":'
+                + value
+                + "}}}"
+            )
         await peer.send_request("getRouterRtpCapabilities", request_id="probe")
         replies = {r["id"]: r for r in await peer.responses_until("probe")}
         assert replies.pop("probe")["ok"], "the connection is still usable"
@@ -835,7 +1045,11 @@ async def test_a_deeply_nested_device_does_not_break_the_room(sfu_server: Server
             assert (await first.request("join", {"displayName": "first", "device": {}}))["ok"]
             deep = await connect(room, "deep")
             nested = Raw.deep(depth, "list").text
-            await deep.send_raw('{"request":true,"id":"j","method":"join","data":{"displayName":"d","device":{"d":' + nested + "}}}")
+            await deep.send_raw(
+                '{"request":true,"id":"j","method":"join","data":{"displayName":"d","device":{"d":'
+                + nested
+                + "}}}"
+            )
             await deep.send_request("getRouterRtpCapabilities", request_id="probe")
             replies = {r["id"]: r for r in await deep.responses_until("probe")}
             reply = replies.get("j")
@@ -848,7 +1062,10 @@ async def test_a_deeply_nested_device_does_not_break_the_room(sfu_server: Server
             except AssertionError as error:  # the connection died
                 later_outcome = f"connection dropped ({error})"
             first_alive = (await first.request("getRouterRtpCapabilities"))["ok"]
-            outcomes[depth] = (reply.get("errorCode", "ok"), f"{later_outcome}; first peer alive: {first_alive}")
+            outcomes[depth] = (
+                reply.get("errorCode", "ok"),
+                f"{later_outcome}; first peer alive: {first_alive}",
+            )
             for peer in (first, deep, later):
                 await peer.close()
     assert outcomes, "no depth was parsed at all"
@@ -867,8 +1084,15 @@ async def test_the_request_size_limit_counts_bytes(sfu_server: ServerProcess) ->
     async with raw_peers(sfu_server) as connect:
         peer = await connect("bytes", "p")
         for n, pad in enumerate(["é" * 40_000, "😀" * 62_000]):
-            text = json.dumps({"request": True, "id": n, "method": "getRouterRtpCapabilities",
-                               "data": {"pad": pad}}, ensure_ascii=False)
+            text = json.dumps(
+                {
+                    "request": True,
+                    "id": n,
+                    "method": "getRouterRtpCapabilities",
+                    "data": {"pad": pad},
+                },
+                ensure_ascii=False,
+            )
             assert len(text) < MAX_REQUEST_BYTES < len(text.encode())
             await peer.send_raw(text)
             reply = await peer.response(n)
@@ -878,14 +1102,20 @@ async def test_the_request_size_limit_counts_bytes(sfu_server: ServerProcess) ->
             )
 
 
-async def test_a_frame_over_the_websocket_cap_does_not_hurt_the_room(sfu_server: ServerProcess) -> None:
+async def test_a_frame_over_the_websocket_cap_does_not_hurt_the_room(
+    sfu_server: ServerProcess,
+) -> None:
     """Over 1 MB (8 x max_request_bytes, the WebSocket's own cap) the server closes the
     socket (1009) instead of answering 413: the other peers and the server live on."""
     async with raw_peers(sfu_server) as connect:
         other = await connect("huge", "other")
         assert (await other.request("join", {"displayName": "o", "device": {}}))["ok"]
         peer = await connect("huge", "p")
-        await peer.send_raw('{"request":true,"id":1,"method":"getRouterRtpCapabilities","data":{"x":"' + "x" * 2_000_000 + '"}}')
+        await peer.send_raw(
+            '{"request":true,"id":1,"method":"getRouterRtpCapabilities","data":{"x":"'
+            + "x" * 2_000_000
+            + '"}}'
+        )
         try:
             reply = await peer.response(1, timeout=5.0)
         except AssertionError:  # closed
@@ -933,7 +1163,9 @@ async def test_a_stray_response_with_an_unhashable_id_is_ignored(sfu_server: Ser
         peer = await connect("stray", "p")
         assert (await peer.request("join", {"displayName": "p", "device": {}}))["ok"]
         for stray_id in ([], {}, [1], {"a": 1}):
-            await peer.send_raw(json.dumps({"response": True, "id": stray_id, "ok": True, "data": {}}))
+            await peer.send_raw(
+                json.dumps({"response": True, "id": stray_id, "ok": True, "data": {}})
+            )
             reply = await peer.request("getRouterRtpCapabilities")
             assert reply["ok"], f"after a stray response with id {stray_id!r}: {reply}"
         assert other.notifications == [] or all(
@@ -976,18 +1208,26 @@ async def test_request_rate_limit(sfu_server: ServerProcess) -> None:
 async def test_producers_per_peer_limit(sfu_server: ServerProcess) -> None:
     async with raw_peers(sfu_server) as connect:
         peer = await connect("producers", "p")
-        created = await peer.request("createWebRtcTransport", {"producing": True, "consuming": False})
+        created = await peer.request(
+            "createWebRtcTransport", {"producing": True, "consuming": False}
+        )
         transport = created["data"]["id"]
         assert (await peer.request("join", {"displayName": "p", "device": {}}))["ok"]
-        first = await peer.request("produce", {"transportId": transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS})
+        first = await peer.request(
+            "produce", {"transportId": transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS}
+        )
         assert first["ok"], first
         reason = await peer.expect_error(
-            "produce", {"transportId": transport, "kind": "video", "rtpParameters": VIDEO_PARAMS}, 429
+            "produce",
+            {"transportId": transport, "kind": "video", "rtpParameters": VIDEO_PARAMS},
+            429,
         )
         assert "at most 1 producer" in reason, reason
         # Closing one frees the slot.
         assert (await peer.request("closeProducer", {"producerId": first["data"]["id"]}))["ok"]
-        again = await peer.request("produce", {"transportId": transport, "kind": "video", "rtpParameters": VIDEO_PARAMS})
+        again = await peer.request(
+            "produce", {"transportId": transport, "kind": "video", "rtpParameters": VIDEO_PARAMS}
+        )
         assert again["ok"], again
     assert sfu_server.health()["producers"] == 0
 
@@ -1046,7 +1286,8 @@ async def test_rooms_per_server_limit(sfu_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize(
-    "server_overrides", [{**FUZZ_LIMITS, "media": {"rtc_min_port": 45000, "rtc_max_port": 45009}}],
+    "server_overrides",
+    [{**FUZZ_LIMITS, "media": {"rtc_min_port": 45000, "rtc_max_port": 45009}}],
     ids=["10-ports"],
 )
 async def test_out_of_udp_ports_is_503_and_recovers(sfu_server: ServerProcess) -> None:
@@ -1055,7 +1296,11 @@ async def test_out_of_udp_ports_is_503_and_recovers(sfu_server: ServerProcess) -
     503, and the ports come back when they leave."""
     async with raw_peers(sfu_server) as connect:
         hogs = [await connect("ports", f"hog-{n}") for n in range(3)]
-        replies = [await hog.request("createWebRtcTransport", {"producing": True}) for hog in hogs for _ in range(4)]
+        replies = [
+            await hog.request("createWebRtcTransport", {"producing": True})
+            for hog in hogs
+            for _ in range(4)
+        ]
         for reply in replies:
             check_reply(reply, "createWebRtcTransport")
         created = sum(r["ok"] for r in replies)
@@ -1098,7 +1343,11 @@ async def test_a_peer_cannot_touch_another_peers_objects(sfu_server: ServerProce
             eve = await connect("identity", "eve")
             caps = (await eve.request("getRouterRtpCapabilities"))["data"]
             own = (await eve.request("createWebRtcTransport", {"producing": True}))["data"]["id"]
-            assert (await eve.request("join", {"displayName": "eve", "device": {}, "rtpCapabilities": caps}))["ok"]
+            assert (
+                await eve.request(
+                    "join", {"displayName": "eve", "device": {}, "rtpCapabilities": caps}
+                )
+            )["ok"]
             attempts = 0
 
             async def forbidden(method: str, data: dict[str, Any]) -> None:
@@ -1108,20 +1357,42 @@ async def test_a_peer_cannot_touch_another_peers_objects(sfu_server: ServerProce
                 attempts += 1
 
             for transport in alice_transports + bob_transports:
-                await forbidden("connectWebRtcTransport", {"transportId": transport, "dtlsParameters": DTLS_PARAMS})
+                await forbidden(
+                    "connectWebRtcTransport",
+                    {"transportId": transport, "dtlsParameters": DTLS_PARAMS},
+                )
                 await forbidden("restartIce", {"transportId": transport})
                 await forbidden("getTransportStats", {"transportId": transport})
-                await forbidden("produce", {"transportId": transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS})
+                await forbidden(
+                    "produce",
+                    {"transportId": transport, "kind": "audio", "rtpParameters": AUDIO_PARAMS},
+                )
             for producer in alice_producers:
-                for method in ("pauseProducer", "closeProducer", "resumeProducer", "getProducerStats"):
+                for method in (
+                    "pauseProducer",
+                    "closeProducer",
+                    "resumeProducer",
+                    "getProducerStats",
+                ):
                     await forbidden(method, {"producerId": producer})
             for consumer in bob_consumers + alice_consumers:
-                for method in ("pauseConsumer", "resumeConsumer", "requestConsumerKeyFrame", "getConsumerStats"):
+                for method in (
+                    "pauseConsumer",
+                    "resumeConsumer",
+                    "requestConsumerKeyFrame",
+                    "getConsumerStats",
+                ):
                     await forbidden(method, {"consumerId": consumer})
                 await forbidden("setConsumerPriority", {"consumerId": consumer, "priority": 1})
-                await forbidden("setConsumerPreferredLayers", {"consumerId": consumer, "spatialLayer": 0})
+                await forbidden(
+                    "setConsumerPreferredLayers", {"consumerId": consumer, "spatialLayer": 0}
+                )
             # Guessed ids are just unknown.
-            for method, key in (("pauseProducer", "producerId"), ("restartIce", "transportId"), ("pauseConsumer", "consumerId")):
+            for method, key in (
+                ("pauseProducer", "producerId"),
+                ("restartIce", "transportId"),
+                ("pauseConsumer", "consumerId"),
+            ):
                 await eve.expect_error(method, {key: str(uuid.uuid4())}, 404)
             # The same as notifications (no reply possible): silently refused.
             for producer in alice_producers:
@@ -1129,7 +1400,9 @@ async def test_a_peer_cannot_touch_another_peers_objects(sfu_server: ServerProce
                 await eve.notify("closeProducer", {"producerId": producer})
             for consumer in bob_consumers:
                 await eve.notify("pauseConsumer", {"consumerId": consumer})
-            assert (await eve.request("getTransportStats", {"transportId": own}))["ok"]  # all handled
+            assert (await eve.request("getTransportStats", {"transportId": own}))[
+                "ok"
+            ]  # all handled
 
             # An impostor with alice's peerId and a wrong token.
             impostor = await connect("identity", "alice")
@@ -1145,12 +1418,18 @@ async def test_a_peer_cannot_touch_another_peers_objects(sfu_server: ServerProce
                 assert not bob.consumer_for("alice", kind).paused
             count = sink.frames
             assert await sink.wait_frames(count + 15, timeout=10), "alice's video stopped"
-            assert await alice.sink_for("bob", "video").wait_frames(alice.sink_for("bob", "video").frames + 15, timeout=10)
-            stats = await alice.client.request("getProducerStats", {"producerId": alice.producers["video"]})
+            assert await alice.sink_for("bob", "video").wait_frames(
+                alice.sink_for("bob", "video").frames + 15, timeout=10
+            )
+            stats = await alice.client.request(
+                "getProducerStats", {"producerId": alice.producers["video"]}
+            )
             assert stats[0]["packetCount"] > 0
             health = sfu_server.health()
             assert health["producers"] == 4 and health["peers"] == 3, health
-            print(f"\nidentity: {attempts} forbidden attempts, all 403; the victims' media kept flowing")
+            print(
+                f"\nidentity: {attempts} forbidden attempts, all 403; the victims' media kept flowing"
+            )
         assert "Traceback" not in sfu_server.log()
     finally:
         await alice.client.close()

@@ -51,7 +51,9 @@ def opus_packets(seconds: float) -> list[bytes]:
     for n in range(int(seconds / 0.02)):
         t = (np.arange(960) + n * 960) / 48000
         tone = (0.4 * 32767 * np.sin(2 * np.pi * TONE * t)).astype(np.int16)
-        frame_ = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame_ = av.AudioFrame.from_ndarray(
+            np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo"
+        )
         frame_.sample_rate, frame_.pts = 48000, n * 960
         packets += [bytes(p) for p in encoder.encode(frame_)]
     return packets
@@ -63,7 +65,9 @@ class RawProtoo:
 
     async def request(self, method: str, data: dict[str, Any]) -> Any:
         self.next_id += 1
-        await self.ws.send_str(json.dumps({"request": True, "id": self.next_id, "method": method, "data": data}))
+        await self.ws.send_str(
+            json.dumps({"request": True, "id": self.next_id, "method": method, "data": data})
+        )
         while True:
             message = json.loads((await self.ws.receive(timeout=10)).data)
             if message.get("response") and message["id"] == self.next_id:
@@ -76,7 +80,9 @@ async def test_publishing_over_ice_tcp(sfu_server: ServerProcess) -> None:
     session = aiohttp.ClientSession()
     writer = None
     try:
-        ws = await session.ws_connect(f"{sfu_server.ws_url}/?roomId=tcp&peerId=tcppub", protocols=("protoo",))
+        ws = await session.ws_connect(
+            f"{sfu_server.ws_url}/?roomId=tcp&peerId=tcppub", protocols=("protoo",)
+        )
         protoo = RawProtoo(ws)
         caps = await protoo.request("getRouterRtpCapabilities", {})
         info = await protoo.request("createWebRtcTransport", {"forceTcp": True, "producing": True})
@@ -89,8 +95,14 @@ async def test_publishing_over_ice_tcp(sfu_server: ServerProcess) -> None:
         reader, writer = await asyncio.open_connection(candidate["address"], candidate["port"])
         ice = info["iceParameters"]
         check = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-        check.attributes.update({"USERNAME": f"{ice['usernameFragment']}:tcpc", "PRIORITY": 1,
-                                 "ICE-CONTROLLING": 1, "USE-CANDIDATE": None})
+        check.attributes.update(
+            {
+                "USERNAME": f"{ice['usernameFragment']}:tcpc",
+                "PRIORITY": 1,
+                "ICE-CONTROLLING": 1,
+                "USE-CANDIDATE": None,
+            }
+        )
         check.add_message_integrity(ice["password"].encode())
         writer.write(frame(bytes(check)))
         decoder = FrameDecoder()
@@ -119,22 +131,42 @@ async def test_publishing_over_ice_tcp(sfu_server: ServerProcess) -> None:
                     dtls.feed(packet)
 
         feeding = asyncio.create_task(feed_dtls())
-        await protoo.request("connectWebRtcTransport", {
-            "transportId": info["id"],
-            "dtlsParameters": {"role": "client", "fingerprints": certificate_fingerprints(certificate)},
-        })
+        await protoo.request(
+            "connectWebRtcTransport",
+            {
+                "transportId": info["id"],
+                "dtlsParameters": {
+                    "role": "client",
+                    "fingerprints": certificate_fingerprints(certificate),
+                },
+            },
+        )
         assert await asyncio.wait_for(
             dtls.start("client", info["dtlsParameters"]["fingerprints"]), 10
         ), "DTLS over ICE-TCP failed"
         assert dtls.tx_srtp is not None
 
         ssrc, payload_type = random.getrandbits(32), 111
-        produced = await protoo.request("produce", {
-            "transportId": info["id"], "kind": "audio",
-            "rtpParameters": {"mid": "0", "codecs": [{"mimeType": "audio/opus", "payloadType": payload_type,
-                                                      "clockRate": 48000, "channels": 2}],
-                              "encodings": [{"ssrc": ssrc}], "rtcp": {"cname": "tcp"}},
-        })
+        produced = await protoo.request(
+            "produce",
+            {
+                "transportId": info["id"],
+                "kind": "audio",
+                "rtpParameters": {
+                    "mid": "0",
+                    "codecs": [
+                        {
+                            "mimeType": "audio/opus",
+                            "payloadType": payload_type,
+                            "clockRate": 48000,
+                            "channels": 2,
+                        }
+                    ],
+                    "encodings": [{"ssrc": ssrc}],
+                    "rtcp": {"cname": "tcp"},
+                },
+            },
+        )
         assert await listener.client.wait_for_consumers(1, timeout=10)
 
         seq, timestamp = random.getrandbits(16), random.getrandbits(32)
@@ -149,7 +181,9 @@ async def test_publishing_over_ice_tcp(sfu_server: ServerProcess) -> None:
         sink = listener.sink_for("tcppub", "audio")
         assert await sink.wait_frames(50, timeout=5)
         frequency = dominant_frequency(sink.audio(1.0)[::2])
-        print(f"\nICE-TCP publisher: {stats[0]['packetCount']} packets in; the UDP listener hears {frequency:.0f} Hz")
+        print(
+            f"\nICE-TCP publisher: {stats[0]['packetCount']} packets in; the UDP listener hears {frequency:.0f} Hz"
+        )
         assert abs(frequency - TONE) < 10
         reading.cancel()
         feeding.cancel()

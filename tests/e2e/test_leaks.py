@@ -33,7 +33,10 @@ def snapshot(server: ServerProcess) -> dict[str, int]:
 async def run_batch(server: ServerProcess, watcher, start: int) -> None:  # type: ignore[no-untyped-def]
     bots = await asyncio.gather(
         # Bots only publish: decoding each other's video would load the test, not the server.
-        *(join(server, "leaks", f"bot{start + i}", 300 + 10 * i, consume=False) for i in range(BATCH))
+        *(
+            join(server, "leaks", f"bot{start + i}", 300 + 10 * i, consume=False)
+            for i in range(BATCH)
+        )
     )
     closed_ids: list[str] = []
     watcher.client.on("consumerclosed", closed_ids.append)

@@ -20,13 +20,18 @@ def garbage(rng: random.Random) -> list[bytes]:
     signed = bytes(request)
     packets += [signed, signed[:25], signed[:-4] + b"\x00\x00\x00\x00"]
     # RTP/RTCP-looking with impossible lengths, and DTLS-looking records
-    packets += [bytes([0x80 | rng.randrange(16), rng.randrange(256)]) + rng.randbytes(rng.randrange(0, 40)) for _ in range(100)]
+    packets += [
+        bytes([0x80 | rng.randrange(16), rng.randrange(256)]) + rng.randbytes(rng.randrange(0, 40))
+        for _ in range(100)
+    ]
     packets += [bytes([0x9F, 0x60, 0, 1]) + bytes(8) + b"\xbe\xde\xff\xff"]
     packets += [bytes([22, 254, 253]) + rng.randbytes(50) for _ in range(20)]
     return packets
 
 
-async def test_garbage_at_a_live_media_port_is_dropped_and_counted(sfu_server: ServerProcess) -> None:
+async def test_garbage_at_a_live_media_port_is_dropped_and_counted(
+    sfu_server: ServerProcess,
+) -> None:
     alice = await join(sfu_server, "garbage", "alice", 440)
     bob = await join(sfu_server, "garbage", "bob", 660)
     try:

@@ -37,8 +37,12 @@ async def test_metrics_parse_and_counters_rise_with_media(sfu_server: ServerProc
         second = scrape(sfu_server)
         assert first["sfu_rooms"] == 1 and first["sfu_peers"] == 2
         assert first["sfu_producers"] == 4 and first["sfu_consumers"] == 4
-        for name in ("sfu_rtp_packets_received_total", "sfu_rtp_packets_sent_total",
-                     "sfu_bytes_received_total", "sfu_bytes_sent_total"):
+        for name in (
+            "sfu_rtp_packets_received_total",
+            "sfu_rtp_packets_sent_total",
+            "sfu_bytes_received_total",
+            "sfu_bytes_sent_total",
+        ):
             assert second[name] > first[name] > 0, name
         assert second["sfu_keyframe_requests_sent_total"] >= 1
     finally:

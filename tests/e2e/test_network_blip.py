@@ -83,11 +83,15 @@ class _Side(asyncio.DatagramProtocol):
         self.relay.forward(data, addr, self.toward_server)
 
 
-async def join_through_relays(server: ServerProcess, room: str, peer_id: str, relays: list[UdpRelay]) -> Participant:
+async def join_through_relays(
+    server: ServerProcess, room: str, peer_id: str, relays: list[UdpRelay]
+) -> Participant:
     """``join`` with every transport's server candidate pointed at a new relay."""
     original_request = SfuClient.request
 
-    async def request(self: SfuClient, method: str, data: Any = None, *args: Any, **kwargs: Any) -> Any:
+    async def request(
+        self: SfuClient, method: str, data: Any = None, *args: Any, **kwargs: Any
+    ) -> Any:
         reply = await original_request(self, method, data, *args, **kwargs)
         if method == "createWebRtcTransport" and self.peer_id == peer_id:
             [candidate] = reply["iceCandidates"]

@@ -34,8 +34,16 @@ class Recorder:
         self.times: list[float] = []
         self._changed = asyncio.Event()
         for name in (
-            "disconnected", "reconnecting", "reconnected", "fatal", "producersreplaced",
-            "peerclosed", "newpeer", "consumerclosed", "transportclosed", "producerclosed",
+            "disconnected",
+            "reconnecting",
+            "reconnected",
+            "fatal",
+            "producersreplaced",
+            "peerclosed",
+            "newpeer",
+            "consumerclosed",
+            "transportclosed",
+            "producerclosed",
         ):
             client.on(name, lambda *args, name=name: self._add(name, *args))
 
@@ -76,7 +84,9 @@ async def joined_pair(server: ServerProcess, room: str) -> tuple[Participant, Pa
         assert await p.client.wait_for_consumers(2, timeout=15), list(p.client.consumers)
     for receiver, sender in ((alice, "bob"), (bob, "alice")):
         sink = receiver.sink_for(sender, "video")
-        assert await sink.wait_frames(10, timeout=20), f"{receiver.client.peer_id}: no video from {sender}"
+        assert await sink.wait_frames(10, timeout=20), (
+            f"{receiver.client.peer_id}: no video from {sender}"
+        )
     return alice, bob
 
 
@@ -90,7 +100,9 @@ async def keeps_decoding(sink: TrackSink, frames: int = 15, timeout: float = 10)
     return await sink.wait_frames(sink.frames + frames, timeout=timeout)
 
 
-async def test_dropped_websocket_resumes_without_the_others_noticing(sfu_server: ServerProcess) -> None:
+async def test_dropped_websocket_resumes_without_the_others_noticing(
+    sfu_server: ServerProcess,
+) -> None:
     alice, bob = await joined_pair(sfu_server, "drop")
     try:
         alice_log, bob_log = Recorder(alice.client), Recorder(bob.client)
@@ -126,12 +138,16 @@ async def test_dropped_websocket_resumes_without_the_others_noticing(sfu_server:
         assert set(bob.client.consumers) == bob_consumers
         assert set(alice.client.consumers) == alice_consumers
         assert set(alice.client.producers) == set(alice_producers.values())
-        assert not {"consumerclosed", "peerclosed", "newpeer", "producersreplaced"} & set(alice_log.names())
+        assert not {"consumerclosed", "peerclosed", "newpeer", "producersreplaced"} & set(
+            alice_log.names()
+        )
         assert set(alice.client.peers) == {"bob"}
         health = sfu_server.health()
         assert (health["peers"], health["producers"], health["consumers"]) == (2, 4, 4)
         # The new connection carries requests.
-        stats = await alice.client.request("getProducerStats", {"producerId": alice_producers["video"]})
+        stats = await alice.client.request(
+            "getProducerStats", {"producerId": alice_producers["video"]}
+        )
         assert stats[0]["packetCount"] > 0
     finally:
         await close_all(alice, bob)
@@ -162,8 +178,10 @@ async def test_resume_reconciles_what_changed_while_away(sfu_server: ServerProce
         assert alice_log.values("newpeer") == ["carol"]
         assert set(alice.client.peers) == {"carol"}
         assert await wait_until(
-            lambda: {(c.peer_id, c.kind) for c in alice.client.consumers.values()}
-            == {("carol", "audio"), ("carol", "video")},
+            lambda: (
+                {(c.peer_id, c.kind) for c in alice.client.consumers.values()}
+                == {("carol", "audio"), ("carol", "video")}
+            ),
             timeout=10,
         ), [(c.peer_id, c.kind) for c in alice.client.consumers.values()]
         assert await alice.sink_for("carol", "video").wait_frames(10, timeout=20)
@@ -205,7 +223,9 @@ async def test_expired_session_joins_afresh_and_produces_again(sfu_server: Serve
 
         dropped_at = time.monotonic()
         alice.client._drop_connection_for_test()
-        assert await wait_until(lambda: ("peerclosed", "alice") in bob_log.events, timeout=5), bob_log.events
+        assert await wait_until(lambda: ("peerclosed", "alice") in bob_log.events, timeout=5), (
+            bob_log.events
+        )
         await asyncio.sleep(max(0.0, dropped_at + 2.0 - time.monotonic()))
         assert alice.client.reconnecting
         assert "reconnected" not in alice_log.names()
@@ -231,15 +251,25 @@ async def test_expired_session_joins_afresh_and_produces_again(sfu_server: Serve
         assert not old_alice_consumers & set(alice.client.consumers)
 
         # Bob saw alice go and come back, and decodes her new video.
-        assert await wait_until(lambda: ("newpeer", "alice") in bob_log.events, timeout=5), bob_log.events
-        assert bob_log.events.index(("peerclosed", "alice")) < bob_log.events.index(("newpeer", "alice"))
+        assert await wait_until(lambda: ("newpeer", "alice") in bob_log.events, timeout=5), (
+            bob_log.events
+        )
+        assert bob_log.events.index(("peerclosed", "alice")) < bob_log.events.index(
+            ("newpeer", "alice")
+        )
         assert await wait_until(
-            lambda: {c.producer_id for c in bob.client.consumers.values() if c.peer_id == "alice"}
-            == set(mapping.values()),
+            lambda: (
+                {c.producer_id for c in bob.client.consumers.values() if c.peer_id == "alice"}
+                == set(mapping.values())
+            ),
             timeout=10,
         ), [(c.peer_id, c.producer_id) for c in bob.client.consumers.values()]
-        assert await bob.sink_for("alice", "video").wait_frames(10, timeout=20), "bob: no new video from alice"
-        assert await alice.sink_for("bob", "video").wait_frames(10, timeout=20), "alice: no video from bob"
+        assert await bob.sink_for("alice", "video").wait_frames(10, timeout=20), (
+            "bob: no new video from alice"
+        )
+        assert await alice.sink_for("bob", "video").wait_frames(10, timeout=20), (
+            "alice: no video from bob"
+        )
         health = sfu_server.health()
         assert (health["peers"], health["producers"], health["consumers"]) == (2, 4, 4)
     finally:
@@ -279,7 +309,10 @@ async def test_server_shutdown_is_fatal_and_not_retried(sfu_server: ServerProces
         reasons = {
             peer_id: await log.wait_for("fatal", timeout=10) for peer_id, log in logs.items()
         }
-        assert reasons == {"alice": "the server is shutting down", "bob": "the server is shutting down"}
+        assert reasons == {
+            "alice": "the server is shutting down",
+            "bob": "the server is shutting down",
+        }
         code = await asyncio.to_thread(sfu_server.process.wait, 10)
         assert code == 0, sfu_server.log()[-2000:]
         # Give a retry every chance to show up.

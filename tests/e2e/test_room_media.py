@@ -31,7 +31,9 @@ async def assert_decodes_from(receiver: Participant, sender_id: str, frames: int
     assert await audio.wait_frames(50, timeout=15)
     left = audio.audio(1.0)[::2]  # interleaved stereo: left channel
     rms = float((left**2).mean() ** 0.5)
-    assert rms > 0.1, f"{receiver.client.peer_id} hears near-silence from {sender_id}: rms={rms:.3f}"
+    assert rms > 0.1, (
+        f"{receiver.client.peer_id} hears near-silence from {sender_id}: rms={rms:.3f}"
+    )
     frequency = dominant_frequency(left)
     assert abs(frequency - TONES[sender_id]) < 10, (
         f"{receiver.client.peer_id} hears {frequency:.0f} Hz from {sender_id}, "
@@ -121,7 +123,9 @@ async def test_leaving_peer_is_closed_everywhere_and_others_keep_decoding(
         await peers["p3"].client.close()
         for pid in ("p1", "p2"):
             assert await wait_until(
-                lambda pid=pid: closed_peers[pid] == ["p3"] and set(closed_consumers[pid]) >= doomed[pid],
+                lambda pid=pid: (
+                    closed_peers[pid] == ["p3"] and set(closed_consumers[pid]) >= doomed[pid]
+                ),
                 timeout=5,
             ), f"{pid}: peerClosed={closed_peers[pid]} consumerClosed={closed_consumers[pid]}"
             assert "p3" not in peers[pid].client.peers
@@ -178,7 +182,9 @@ async def test_pause_and_resume_of_producer_and_consumer(sfu_server: ServerProce
         await close_all(a, b)
 
 
-def drop_incoming_rtp(participant: Participant, ssrc: int, fraction: float, seed: int = 7) -> list[int]:
+def drop_incoming_rtp(
+    participant: Participant, ssrc: int, fraction: float, seed: int = 7
+) -> list[int]:
     """Drop a fraction of one SSRC's RTP at the subscriber, after SRTP, before aiortc sees it.
 
     Test-only use of aiortc internals: the recv transport's RTCDtlsTransport.

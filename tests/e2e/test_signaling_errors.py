@@ -19,7 +19,9 @@ async def raw_peer_factory(sfu_server: ServerProcess):  # type: ignore[no-untype
     sockets: list[aiohttp.ClientWebSocketResponse] = []
 
     async def connect(room: str, peer_id: str) -> RawPeer:
-        ws = await session.ws_connect(f"{sfu_server.ws_url}/?roomId={room}&peerId={peer_id}", protocols=("protoo",))
+        ws = await session.ws_connect(
+            f"{sfu_server.ws_url}/?roomId={room}&peerId={peer_id}", protocols=("protoo",)
+        )
         sockets.append(ws)
         return RawPeer(ws)
 
@@ -48,8 +50,14 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         bob_consumer = bob.consumer_for("alice", "video").id
 
         # Frames that cannot be answered are ignored; the connection stays open.
-        for frame in ["not json", "[1,2,3]", "42", json.dumps({"request": True, "method": "join"}),
-                      json.dumps({"response": True, "id": 999, "ok": True}), b"\x00\x01binary"]:
+        for frame in [
+            "not json",
+            "[1,2,3]",
+            "42",
+            json.dumps({"request": True, "method": "join"}),
+            json.dumps({"response": True, "id": 999, "ok": True}),
+            b"\x00\x01binary",
+        ]:
             await evil.send_raw(frame)
         caps = await evil.request("getRouterRtpCapabilities")
         assert caps["ok"] and caps["data"]["codecs"]
@@ -61,22 +69,41 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         await evil.expect_error("getRouterRtpCapabilities", {"pad": "x" * 70_000}, 413)
 
         # Out of state: produce before join.
-        created = await evil.request("createWebRtcTransport", {"producing": True, "consuming": False})
+        created = await evil.request(
+            "createWebRtcTransport", {"producing": True, "consuming": False}
+        )
         assert created["ok"], created
         evil_transport = created["data"]["id"]
-        send_params = {"transportId": evil_transport, "kind": "audio",
-                       "rtpParameters": {"codecs": [{"mimeType": "audio/opus", "payloadType": 111,
-                                                     "clockRate": 48000, "channels": 2}],
-                                         "encodings": [{"ssrc": 1}]}}
+        send_params = {
+            "transportId": evil_transport,
+            "kind": "audio",
+            "rtpParameters": {
+                "codecs": [
+                    {
+                        "mimeType": "audio/opus",
+                        "payloadType": 111,
+                        "clockRate": 48000,
+                        "channels": 2,
+                    }
+                ],
+                "encodings": [{"ssrc": 1}],
+            },
+        }
         await evil.expect_error("produce", send_params, 409)
 
         # join
         await evil.expect_error("join", {"displayName": 5, "rtpCapabilities": caps["data"]}, 400)
         await evil.expect_error("join", {"displayName": "e", "rtpCapabilities": "all"}, 400)
-        await evil.expect_error("join", {"displayName": "e", "rtpCapabilities": {"codecs": "x"}}, 400)
-        joined = await evil.request("join", {"displayName": "evil", "device": {}, "rtpCapabilities": caps["data"]})
+        await evil.expect_error(
+            "join", {"displayName": "e", "rtpCapabilities": {"codecs": "x"}}, 400
+        )
+        joined = await evil.request(
+            "join", {"displayName": "evil", "device": {}, "rtpCapabilities": caps["data"]}
+        )
         assert joined["ok"] and {p["id"] for p in joined["data"]["peers"]} == {"alice", "bob"}
-        await evil.expect_error("join", {"displayName": "evil", "rtpCapabilities": caps["data"]}, 409)
+        await evil.expect_error(
+            "join", {"displayName": "evil", "rtpCapabilities": caps["data"]}, 409
+        )
 
         # createWebRtcTransport
         await evil.expect_error("createWebRtcTransport", {"producing": "yes"}, 400)
@@ -85,12 +112,28 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
 
         # connectWebRtcTransport
         await evil.expect_error("connectWebRtcTransport", {}, 400)
-        await evil.expect_error("connectWebRtcTransport", {"transportId": "nope", "dtlsParameters": DTLS}, 404)
-        await evil.expect_error("connectWebRtcTransport", {"transportId": alice_transport, "dtlsParameters": DTLS}, 403)
-        await evil.expect_error("connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": {"role": "boss", "fingerprints": []}}, 400)
-        await evil.expect_error("connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": "x"}, 400)
-        assert (await evil.request("connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": DTLS}))["ok"]
-        await evil.expect_error("connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": DTLS}, 409)
+        await evil.expect_error(
+            "connectWebRtcTransport", {"transportId": "nope", "dtlsParameters": DTLS}, 404
+        )
+        await evil.expect_error(
+            "connectWebRtcTransport", {"transportId": alice_transport, "dtlsParameters": DTLS}, 403
+        )
+        await evil.expect_error(
+            "connectWebRtcTransport",
+            {"transportId": evil_transport, "dtlsParameters": {"role": "boss", "fingerprints": []}},
+            400,
+        )
+        await evil.expect_error(
+            "connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": "x"}, 400
+        )
+        assert (
+            await evil.request(
+                "connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": DTLS}
+            )
+        )["ok"]
+        await evil.expect_error(
+            "connectWebRtcTransport", {"transportId": evil_transport, "dtlsParameters": DTLS}, 409
+        )
 
         # restartIce
         await evil.expect_error("restartIce", {"transportId": 5}, 400)
@@ -99,8 +142,13 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         # produce
         await evil.expect_error("produce", {**send_params, "kind": "smell"}, 400)
         await evil.expect_error("produce", {**send_params, "rtpParameters": {"codecs": 1}}, 400)
-        h265 = {"codecs": [{"mimeType": "video/H265", "payloadType": 100, "clockRate": 90000}], "encodings": [{"ssrc": 2}]}
-        await evil.expect_error("produce", {**send_params, "kind": "video", "rtpParameters": h265}, 406)
+        h265 = {
+            "codecs": [{"mimeType": "video/H265", "payloadType": 100, "clockRate": 90000}],
+            "encodings": [{"ssrc": 2}],
+        }
+        await evil.expect_error(
+            "produce", {**send_params, "kind": "video", "rtpParameters": h265}, 406
+        )
         await evil.expect_error("produce", {**send_params, "transportId": alice_transport}, 403)
 
         # producers
@@ -110,14 +158,25 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
             await evil.expect_error(method, {"producerId": alice_producer}, 403)
 
         # consumers
-        for method in ("pauseConsumer", "resumeConsumer", "requestConsumerKeyFrame", "getConsumerStats"):
+        for method in (
+            "pauseConsumer",
+            "resumeConsumer",
+            "requestConsumerKeyFrame",
+            "getConsumerStats",
+        ):
             await evil.expect_error(method, {}, 400)
             await evil.expect_error(method, {"consumerId": ["x"]}, 400)
             await evil.expect_error(method, {"consumerId": "nope"}, 404)
             await evil.expect_error(method, {"consumerId": bob_consumer}, 403)
-        await evil.expect_error("setConsumerPriority", {"consumerId": bob_consumer, "priority": 2}, 403)
-        await evil.expect_error("setConsumerPriority", {"consumerId": "nope", "priority": "high"}, 404)
-        await evil.expect_error("setConsumerPreferredLayers", {"consumerId": bob_consumer, "spatialLayer": 0}, 403)
+        await evil.expect_error(
+            "setConsumerPriority", {"consumerId": bob_consumer, "priority": 2}, 403
+        )
+        await evil.expect_error(
+            "setConsumerPriority", {"consumerId": "nope", "priority": "high"}, 404
+        )
+        await evil.expect_error(
+            "setConsumerPreferredLayers", {"consumerId": bob_consumer, "spatialLayer": 0}, 403
+        )
         await evil.expect_error("setConsumerPreferredLayers", {"consumerId": "nope"}, 404)
 
         # the rest

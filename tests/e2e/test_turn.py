@@ -42,12 +42,27 @@ def coturn(tmp_path: Any) -> Iterator[subprocess.Popen[bytes]]:
         pytest.fail("coturn is not installed (make test installs it: scripts/ensure-test-deps)")
     log = (tmp_path / "coturn.log").open("wb")
     process = subprocess.Popen(
-        [binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
-         f"--listening-port={TURN_PORT}", f"--min-port={RELAY_MIN}", f"--max-port={RELAY_MAX}",
-         "--use-auth-secret", f"--static-auth-secret={SECRET}", "--realm=sfu.test",
-         "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
-         "--log-file=stdout", "--simple-log"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={TURN_PORT}",
+            f"--min-port={RELAY_MIN}",
+            f"--max-port={RELAY_MAX}",
+            "--use-auth-secret",
+            f"--static-auth-secret={SECRET}",
+            "--realm=sfu.test",
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--fingerprint",
+            "--log-file=stdout",
+            "--simple-log",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     yield process
     process.terminate()
@@ -72,16 +87,24 @@ async def test_relay_only_client_gets_media_through_coturn(sfu_server: ServerPro
         sfu_server, "turn", "relayed", "--tone", "660", "--duration", "12", capture=True
     )
     try:
-        assert await bob.client.wait_for_consumers(2, timeout=30), "the relayed bot's media never arrived"
+        assert await bob.client.wait_for_consumers(2, timeout=30), (
+            "the relayed bot's media never arrived"
+        )
         video = bob.sink_for("relayed", "video")
-        assert await video.wait_frames(20, timeout=30), f"bob decoded {video.frames} frames via TURN"
+        assert await video.wait_frames(20, timeout=30), (
+            f"bob decoded {video.frames} frames via TURN"
+        )
         output = (await asyncio.wait_for(bot.communicate(), 40))[0].decode(errors="replace")
         received = dict(re.findall(r"received bob (\w+) frames (\d+)", output))
-        print(f"\nvia coturn: bob decoded {video.frames} frames from the relayed bot; it received {received}")
+        print(
+            f"\nvia coturn: bob decoded {video.frames} frames from the relayed bot; it received {received}"
+        )
         assert int(received.get("video", 0)) >= 20, output[-2000:]
         # Both of the bot's transports were selected on coturn's relay ports.
         selected = re.findall(r"peer relayed\): ICE selected 127\.0\.0\.1:(\d+)", sfu_server.log())
-        assert len(selected) >= 2 and all(RELAY_MIN <= int(p) <= RELAY_MAX for p in selected), selected
+        assert len(selected) >= 2 and all(RELAY_MIN <= int(p) <= RELAY_MAX for p in selected), (
+            selected
+        )
     finally:
         if bot.returncode is None:
             bot.kill()

@@ -74,7 +74,11 @@ def test_floor_fit_and_ratios_pair_fanout_with_floor() -> None:
     # The SFU: 2 % + 30 µs per packet; the minimal forwarder: 2 % + 20 µs per packet.
     sfu = [_fanout(n, 140.0 * n, 2.0 + 140.0 * n * 30e-6 * 100) for n in (1, 8, 16)]
     floor = [
-        {**_fanout(n, 140.0 * n, 2.0 + 140.0 * n * 20e-6 * 100), "name": f"floor-{n}", "family": "floor"}
+        {
+            **_fanout(n, 140.0 * n, 2.0 + 140.0 * n * 20e-6 * 100),
+            "name": f"floor-{n}",
+            "family": "floor",
+        }
         for n in (1, 8)
     ]
     results = sfu + floor

@@ -45,7 +45,9 @@ def test_use_candidate_nominates() -> None:
 
 def test_bad_message_integrity_is_rejected_with_401() -> None:
     responder, _ = make()
-    outcome = responder.handle(binding_request("serverufrag:client", "wrong-password-xxxxxxxxx"), ADDR)
+    outcome = responder.handle(
+        binding_request("serverufrag:client", "wrong-password-xxxxxxxxx"), ADDR
+    )
     assert outcome.verdict is StunVerdict.UNAUTHORIZED
     assert outcome.response is not None
     assert stun.parse_message(outcome.response).error_code == 401
@@ -70,7 +72,11 @@ def test_truncated_and_garbage_inputs_are_malformed() -> None:
     good = binding_request("serverufrag:client", credentials.password)
     for data in (good[:19], good[:30], b"\x00\x01" + b"\xff" * 40, bytes(20)):
         outcome = responder.handle(data, ADDR)
-        assert outcome.verdict in (StunVerdict.MALFORMED, StunVerdict.IGNORED, StunVerdict.BAD_REQUEST)
+        assert outcome.verdict in (
+            StunVerdict.MALFORMED,
+            StunVerdict.IGNORED,
+            StunVerdict.BAD_REQUEST,
+        )
         assert outcome.verdict is not StunVerdict.VALID
 
 
@@ -87,8 +93,17 @@ def test_ice_restart_keeps_previous_credentials_valid() -> None:
     new = IceCredentials("newufrag0000", "newpassword0123456789012")
     responder.add_credentials(new)
     assert responder.credentials == new
-    assert responder.handle(binding_request("newufrag0000:c", new.password), ADDR).verdict is StunVerdict.VALID
-    assert responder.handle(binding_request("serverufrag:c", old.password), ADDR).verdict is StunVerdict.VALID
+    assert (
+        responder.handle(binding_request("newufrag0000:c", new.password), ADDR).verdict
+        is StunVerdict.VALID
+    )
+    assert (
+        responder.handle(binding_request("serverufrag:c", old.password), ADDR).verdict
+        is StunVerdict.VALID
+    )
     # Only one previous generation is kept.
     responder.add_credentials(IceCredentials("third0000000", "thirdpassword01234567890"))
-    assert responder.handle(binding_request("serverufrag:c", old.password), ADDR).verdict is StunVerdict.UNAUTHORIZED
+    assert (
+        responder.handle(binding_request("serverufrag:c", old.password), ADDR).verdict
+        is StunVerdict.UNAUTHORIZED
+    )

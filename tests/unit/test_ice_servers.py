@@ -14,19 +14,29 @@ from sfu.signaling.ice_servers import ice_servers_for, turn_rest_credentials
 def test_turn_rest_credentials_match_coturns_scheme() -> None:
     username, credential = turn_rest_credentials("s3cret", "alice", ttl=600, now=1_000_000)
     assert username == "1000600:alice"
-    expected = base64.b64encode(hmac.new(b"s3cret", b"1000600:alice", hashlib.sha1).digest()).decode()
+    expected = base64.b64encode(
+        hmac.new(b"s3cret", b"1000600:alice", hashlib.sha1).digest()
+    ).decode()
     assert credential == expected
 
 
 def test_ice_servers_from_config() -> None:
-    config = config_from_dict({"ice_servers": [
-        {"urls": "stun:127.0.0.1:3478"},
-        {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "u", "credential": "p"},
-        {"urls": ["turn:127.0.0.1:3478"], "shared_secret": "s", "ttl": 120},
-    ]})
+    config = config_from_dict(
+        {
+            "ice_servers": [
+                {"urls": "stun:127.0.0.1:3478"},
+                {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "u", "credential": "p"},
+                {"urls": ["turn:127.0.0.1:3478"], "shared_secret": "s", "ttl": 120},
+            ]
+        }
+    )
     servers = ice_servers_for(config.ice_servers, "bob")
     assert servers[0] == {"urls": ["stun:127.0.0.1:3478"]}
-    assert servers[1] == {"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "u", "credential": "p"}
+    assert servers[1] == {
+        "urls": ["turn:127.0.0.1:3478?transport=udp"],
+        "username": "u",
+        "credential": "p",
+    }
     assert servers[2]["username"].endswith(":bob") and servers[2]["credential"]
 
 

@@ -36,12 +36,26 @@ MEDIA_CODECS: list[Json] = [
     {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2},
     {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
     {"kind": "video", "mimeType": "video/VP9", "clockRate": 90000, "parameters": {"profile-id": 2}},
-    {"kind": "video", "mimeType": "video/H264", "clockRate": 90000,
-     "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032",
-                    "level-asymmetry-allowed": 1}},
-    {"kind": "video", "mimeType": "video/H264", "clockRate": 90000,
-     "parameters": {"packetization-mode": 1, "profile-level-id": "42e01f",
-                    "level-asymmetry-allowed": 1}},
+    {
+        "kind": "video",
+        "mimeType": "video/H264",
+        "clockRate": 90000,
+        "parameters": {
+            "packetization-mode": 1,
+            "profile-level-id": "4d0032",
+            "level-asymmetry-allowed": 1,
+        },
+    },
+    {
+        "kind": "video",
+        "mimeType": "video/H264",
+        "clockRate": 90000,
+        "parameters": {
+            "packetization-mode": 1,
+            "profile-level-id": "42e01f",
+            "level-asymmetry-allowed": 1,
+        },
+    },
 ]
 
 # Router PTs that generate_router_rtp_capabilities(MEDIA_CODECS) hands out.
@@ -72,10 +86,20 @@ async def _aiortc_client(router_caps: Json) -> Json:
     transport = device.createSendTransport(
         id="t1",
         iceParameters={"usernameFragment": "ufrag123", "password": "p" * 24, "iceLite": True},
-        iceCandidates=[{"foundation": "udpcandidate", "priority": 1076302079, "ip": "127.0.0.1",
-                        "protocol": "udp", "port": 9, "type": "host"}],
-        dtlsParameters={"role": "auto",
-                        "fingerprints": [{"algorithm": "sha-256", "value": ":".join(["AB"] * 32)}]},
+        iceCandidates=[
+            {
+                "foundation": "udpcandidate",
+                "priority": 1076302079,
+                "ip": "127.0.0.1",
+                "protocol": "udp",
+                "port": 9,
+                "type": "host",
+            }
+        ],
+        dtlsParameters={
+            "role": "auto",
+            "fingerprints": [{"algorithm": "sha-256", "value": ":".join(["AB"] * 32)}],
+        },
         sctpParameters=None,
         iceServers=[],
     )
@@ -124,52 +148,109 @@ CHROME_VIDEO_FB = [
 
 
 def _chrome_video(mime: str, pt: int, parameters: Json) -> Json:
-    return {"mimeType": mime, "kind": "video", "preferredPayloadType": pt, "clockRate": 90000,
-            "parameters": parameters, "rtcpFeedback": copy.deepcopy(CHROME_VIDEO_FB)}
+    return {
+        "mimeType": mime,
+        "kind": "video",
+        "preferredPayloadType": pt,
+        "clockRate": 90000,
+        "parameters": parameters,
+        "rtcpFeedback": copy.deepcopy(CHROME_VIDEO_FB),
+    }
 
 
 def _chrome_rtx(pt: int, apt: int) -> Json:
-    return {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": pt,
-            "clockRate": 90000, "parameters": {"apt": apt}, "rtcpFeedback": []}
+    return {
+        "mimeType": "video/rtx",
+        "kind": "video",
+        "preferredPayloadType": pt,
+        "clockRate": 90000,
+        "parameters": {"apt": apt},
+        "rtcpFeedback": [],
+    }
 
 
 # device.rtpCapabilities (what the browser sends in "join"): the router's PTs and
 # ext ids, Chrome's codec parameters, and the feedback both sides support.
 CHROME_RTP_CAPABILITIES: Json = {
     "codecs": [
-        {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": OPUS,
-         "clockRate": 48000, "channels": 2, "parameters": {"minptime": 10, "useinbandfec": 1},
-         "rtcpFeedback": []},
+        {
+            "mimeType": "audio/opus",
+            "kind": "audio",
+            "preferredPayloadType": OPUS,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"minptime": 10, "useinbandfec": 1},
+            "rtcpFeedback": [],
+        },
         _chrome_video("video/VP8", VP8, {}),
         _chrome_rtx(VP8_RTX, VP8),
         _chrome_video("video/VP9", VP9, {"profile-id": 2}),
         _chrome_rtx(VP9_RTX, VP9),
         # Chrome's Main profile level 3.1; mediasoup-client settles on it.
-        _chrome_video("video/H264", H264_MAIN, {"level-asymmetry-allowed": 1,
-                                                "packetization-mode": 1,
-                                                "profile-level-id": "4d001f"}),
+        _chrome_video(
+            "video/H264",
+            H264_MAIN,
+            {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d001f"},
+        ),
         _chrome_rtx(H264_MAIN_RTX, H264_MAIN),
-        _chrome_video("video/H264", H264_CB, {"level-asymmetry-allowed": 1,
-                                              "packetization-mode": 1,
-                                              "profile-level-id": "42e01f"}),
+        _chrome_video(
+            "video/H264",
+            H264_CB,
+            {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"},
+        ),
         _chrome_rtx(H264_CB_RTX, H264_CB),
     ],
     # rid/rrid are recvonly on the router, so they are not receivable here.
     "headerExtensions": [
-        {"kind": "audio", "uri": MID, "preferredId": 1, "preferredEncrypt": False,
-         "direction": "sendrecv"},
-        {"kind": "video", "uri": MID, "preferredId": 1, "preferredEncrypt": False,
-         "direction": "sendrecv"},
-        {"kind": "audio", "uri": ABS_SEND_TIME, "preferredId": 4, "preferredEncrypt": False,
-         "direction": "sendrecv"},
-        {"kind": "video", "uri": ABS_SEND_TIME, "preferredId": 4, "preferredEncrypt": False,
-         "direction": "sendrecv"},
-        {"kind": "audio", "uri": AUDIO_LEVEL, "preferredId": 10, "preferredEncrypt": False,
-         "direction": "sendrecv"},
-        {"kind": "video", "uri": ORIENTATION, "preferredId": 11, "preferredEncrypt": False,
-         "direction": "sendrecv"},
-        {"kind": "video", "uri": TOFFSET, "preferredId": 12, "preferredEncrypt": False,
-         "direction": "sendrecv"},
+        {
+            "kind": "audio",
+            "uri": MID,
+            "preferredId": 1,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "video",
+            "uri": MID,
+            "preferredId": 1,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "audio",
+            "uri": ABS_SEND_TIME,
+            "preferredId": 4,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "video",
+            "uri": ABS_SEND_TIME,
+            "preferredId": 4,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "audio",
+            "uri": AUDIO_LEVEL,
+            "preferredId": 10,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "video",
+            "uri": ORIENTATION,
+            "preferredId": 11,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "video",
+            "uri": TOFFSET,
+            "preferredId": 12,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
     ],
 }
 
@@ -181,8 +262,16 @@ def _ext(uri: str, ext_id: int) -> Json:
 # transport.produce() data from Chrome: Chrome's own PTs and ext ids.
 CHROME_AUDIO_PRODUCE: Json = {
     "mid": "0",
-    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
-                "parameters": {"minptime": 10, "useinbandfec": 1}, "rtcpFeedback": []}],
+    "codecs": [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 111,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"minptime": 10, "useinbandfec": 1},
+            "rtcpFeedback": [],
+        }
+    ],
     "headerExtensions": [_ext(MID, 4), _ext(ABS_SEND_TIME, 2), _ext(AUDIO_LEVEL, 1)],
     "encodings": [{"ssrc": 2875413712, "dtx": False}],
     "rtcp": {"cname": "kQ2mM3ec8fRkx+Ad", "reducedSize": True},
@@ -191,32 +280,62 @@ CHROME_AUDIO_PRODUCE: Json = {
 CHROME_VIDEO_PRODUCE: Json = {
     "mid": "1",
     "codecs": [
-        {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000, "parameters": {},
-         "rtcpFeedback": copy.deepcopy(CHROME_VIDEO_FB)},
-        {"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000,
-         "parameters": {"apt": 96}, "rtcpFeedback": []},
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 96,
+            "clockRate": 90000,
+            "parameters": {},
+            "rtcpFeedback": copy.deepcopy(CHROME_VIDEO_FB),
+        },
+        {
+            "mimeType": "video/rtx",
+            "payloadType": 97,
+            "clockRate": 90000,
+            "parameters": {"apt": 96},
+            "rtcpFeedback": [],
+        },
     ],
-    "headerExtensions": [_ext(MID, 4), _ext(RID, 10), _ext(RRID, 11), _ext(ABS_SEND_TIME, 2),
-                         _ext(ORIENTATION, 13), _ext(TOFFSET, 14)],
+    "headerExtensions": [
+        _ext(MID, 4),
+        _ext(RID, 10),
+        _ext(RRID, 11),
+        _ext(ABS_SEND_TIME, 2),
+        _ext(ORIENTATION, 13),
+        _ext(TOFFSET, 14),
+    ],
     "encodings": [{"ssrc": 1737421312, "rtx": {"ssrc": 3913184271}, "dtx": False}],
     "rtcp": {"cname": "kQ2mM3ec8fRkx+Ad", "reducedSize": True},
 }
 
 # mediasoup-demo's webcam simulcast: rids, no SSRCs, the same L1T3 everywhere.
 CHROME_SIMULCAST_ENCODINGS: list[Json] = [
-    {"rid": f"r{i}", "scaleResolutionDownBy": scale, "maxBitrate": bitrate,
-     "scalabilityMode": "L1T3", "dtx": False}
+    {
+        "rid": f"r{i}",
+        "scaleResolutionDownBy": scale,
+        "maxBitrate": bitrate,
+        "scalabilityMode": "L1T3",
+        "dtx": False,
+    }
     for i, (scale, bitrate) in enumerate([(4, 500000), (2, 1000000), (1, 5000000)])
 ]
 
 # A client that can only receive H264 Constrained Baseline (no VP8, no Main).
 H264_ONLY_CAPABILITIES: Json = {
     "codecs": [
-        {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": OPUS,
-         "clockRate": 48000, "channels": 2, "parameters": {}, "rtcpFeedback": []},
-        _chrome_video("video/H264", H264_CB, {"level-asymmetry-allowed": 1,
-                                              "packetization-mode": 1,
-                                              "profile-level-id": "42e01f"}),
+        {
+            "mimeType": "audio/opus",
+            "kind": "audio",
+            "preferredPayloadType": OPUS,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {},
+            "rtcpFeedback": [],
+        },
+        _chrome_video(
+            "video/H264",
+            H264_CB,
+            {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"},
+        ),
         _chrome_rtx(H264_CB_RTX, H264_CB),
     ],
     "headerExtensions": copy.deepcopy(CHROME_RTP_CAPABILITIES["headerExtensions"]),
@@ -251,19 +370,39 @@ def _fb(codec: Json) -> list[tuple[str, str]]:
 def test_router_capabilities_codecs(router_caps: Json) -> None:
     codecs = router_caps["codecs"]
     assert [(c["mimeType"], c["preferredPayloadType"]) for c in codecs] == [
-        ("audio/opus", OPUS), ("video/VP8", VP8), ("video/rtx", VP8_RTX),
-        ("video/VP9", VP9), ("video/rtx", VP9_RTX), ("video/H264", H264_MAIN),
-        ("video/rtx", H264_MAIN_RTX), ("video/H264", H264_CB), ("video/rtx", H264_CB_RTX),
+        ("audio/opus", OPUS),
+        ("video/VP8", VP8),
+        ("video/rtx", VP8_RTX),
+        ("video/VP9", VP9),
+        ("video/rtx", VP9_RTX),
+        ("video/H264", H264_MAIN),
+        ("video/rtx", H264_MAIN_RTX),
+        ("video/H264", H264_CB),
+        ("video/rtx", H264_CB_RTX),
     ]
-    assert codecs[0] == {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000,
-                         "channels": 2, "preferredPayloadType": OPUS, "parameters": {},
-                         "rtcpFeedback": []}
-    assert codecs[2] == {"kind": "video", "mimeType": "video/rtx",
-                         "preferredPayloadType": VP8_RTX, "clockRate": 90000,
-                         "parameters": {"apt": VP8}, "rtcpFeedback": []}
+    assert codecs[0] == {
+        "kind": "audio",
+        "mimeType": "audio/opus",
+        "clockRate": 48000,
+        "channels": 2,
+        "preferredPayloadType": OPUS,
+        "parameters": {},
+        "rtcpFeedback": [],
+    }
+    assert codecs[2] == {
+        "kind": "video",
+        "mimeType": "video/rtx",
+        "preferredPayloadType": VP8_RTX,
+        "clockRate": 90000,
+        "parameters": {"apt": VP8},
+        "rtcpFeedback": [],
+    }
     assert codecs[3]["parameters"] == {"profile-id": 2}
-    assert codecs[5]["parameters"] == {"packetization-mode": 1, "profile-level-id": "4d0032",
-                                       "level-asymmetry-allowed": 1}
+    assert codecs[5]["parameters"] == {
+        "packetization-mode": 1,
+        "profile-level-id": "4d0032",
+        "level-asymmetry-allowed": 1,
+    }
     # Only the feedback the server implements: no transport-cc.
     for codec in codecs:
         if codec["kind"] == "video" and codec["mimeType"] != "video/rtx":
@@ -272,14 +411,20 @@ def test_router_capabilities_codecs(router_caps: Json) -> None:
 
 
 def test_router_capabilities_header_extensions(router_caps: Json) -> None:
-    exts = [(e["kind"], e["uri"], e["preferredId"], e["direction"])
-            for e in router_caps["headerExtensions"]]
+    exts = [
+        (e["kind"], e["uri"], e["preferredId"], e["direction"])
+        for e in router_caps["headerExtensions"]
+    ]
     assert exts == [
-        ("audio", MID, 1, "sendrecv"), ("video", MID, 1, "sendrecv"),
-        ("video", RID, 2, "recvonly"), ("video", RRID, 3, "recvonly"),
-        ("audio", ABS_SEND_TIME, 4, "sendrecv"), ("video", ABS_SEND_TIME, 4, "sendrecv"),
+        ("audio", MID, 1, "sendrecv"),
+        ("video", MID, 1, "sendrecv"),
+        ("video", RID, 2, "recvonly"),
+        ("video", RRID, 3, "recvonly"),
+        ("audio", ABS_SEND_TIME, 4, "sendrecv"),
+        ("video", ABS_SEND_TIME, 4, "sendrecv"),
         ("audio", AUDIO_LEVEL, 10, "sendrecv"),
-        ("video", ORIENTATION, 11, "sendrecv"), ("video", TOFFSET, 12, "sendrecv"),
+        ("video", ORIENTATION, 11, "sendrecv"),
+        ("video", TOFFSET, 12, "sendrecv"),
     ]
     assert all(e["preferredEncrypt"] is False for e in router_caps["headerExtensions"])
     # The router's own output is valid capabilities.
@@ -287,41 +432,73 @@ def test_router_capabilities_header_extensions(router_caps: Json) -> None:
 
 
 def test_router_capabilities_payload_types() -> None:
-    caps = generate_router_rtp_capabilities([
-        {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
-        {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2,
-         "preferredPayloadType": 101},
-        {"kind": "audio", "mimeType": "audio/PCMU", "clockRate": 8000},
-        {"kind": "audio", "mimeType": "audio/pcma", "clockRate": 8000},
-    ])
+    caps = generate_router_rtp_capabilities(
+        [
+            {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
+            {
+                "kind": "audio",
+                "mimeType": "audio/opus",
+                "clockRate": 48000,
+                "channels": 2,
+                "preferredPayloadType": 101,
+            },
+            {"kind": "audio", "mimeType": "audio/PCMU", "clockRate": 8000},
+            {"kind": "audio", "mimeType": "audio/pcma", "clockRate": 8000},
+        ]
+    )
     # 101 is reserved for opus, so VP8's RTX skips it; PCMU/PCMA keep static PTs.
     assert [(c["mimeType"], c["preferredPayloadType"]) for c in caps["codecs"]] == [
-        ("video/VP8", 100), ("video/rtx", 102), ("audio/opus", 101),
-        ("audio/PCMU", 0), ("audio/PCMA", 8),
+        ("video/VP8", 100),
+        ("video/rtx", 102),
+        ("audio/opus", 101),
+        ("audio/PCMU", 0),
+        ("audio/PCMA", 8),
     ]
 
 
-@pytest.mark.parametrize("codec, field", [
-    ({"kind": "audio", "mimeType": "audio/G722", "clockRate": 8000}, "audio/G722"),
-    ({"kind": "video", "mimeType": "video/AV1", "clockRate": 90000}, "video/AV1"),
-    ({"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000}, "audio/opus"),  # mono
-])
+@pytest.mark.parametrize(
+    "codec, field",
+    [
+        ({"kind": "audio", "mimeType": "audio/G722", "clockRate": 8000}, "audio/G722"),
+        ({"kind": "video", "mimeType": "video/AV1", "clockRate": 90000}, "video/AV1"),
+        ({"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000}, "audio/opus"),  # mono
+    ],
+)
 def test_router_capabilities_unsupported_codec(codec: Json, field: str) -> None:
     with pytest.raises(UnsupportedError, match=field):
         generate_router_rtp_capabilities([codec])
 
 
-@pytest.mark.parametrize("media_codecs, field", [
-    ({"kind": "audio"}, "mediaCodecs"),
-    (["audio/opus"], r"mediaCodecs\[0\]"),
-    ([{"kind": "audio", "mimeType": "opus", "clockRate": 48000}], "mimeType"),
-    ([{"kind": "audio", "mimeType": "audio/opus", "clockRate": "48000", "channels": 2}],
-     "clockRate"),
-    ([{"kind": "video", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2}], "kind"),
-    ([{"kind": "video", "mimeType": "video/VP8", "clockRate": 90000, "preferredPayloadType": 96},
-      {"kind": "video", "mimeType": "video/VP9", "clockRate": 90000,
-       "preferredPayloadType": 96}], "preferredPayloadType"),
-])
+@pytest.mark.parametrize(
+    "media_codecs, field",
+    [
+        ({"kind": "audio"}, "mediaCodecs"),
+        (["audio/opus"], r"mediaCodecs\[0\]"),
+        ([{"kind": "audio", "mimeType": "opus", "clockRate": 48000}], "mimeType"),
+        (
+            [{"kind": "audio", "mimeType": "audio/opus", "clockRate": "48000", "channels": 2}],
+            "clockRate",
+        ),
+        ([{"kind": "video", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2}], "kind"),
+        (
+            [
+                {
+                    "kind": "video",
+                    "mimeType": "video/VP8",
+                    "clockRate": 90000,
+                    "preferredPayloadType": 96,
+                },
+                {
+                    "kind": "video",
+                    "mimeType": "video/VP9",
+                    "clockRate": 90000,
+                    "preferredPayloadType": 96,
+                },
+            ],
+            "preferredPayloadType",
+        ),
+    ],
+)
 def test_router_capabilities_bad_input(media_codecs: Any, field: str) -> None:
     with pytest.raises(InvalidRequestError, match=field):
         generate_router_rtp_capabilities(media_codecs)
@@ -336,11 +513,18 @@ def test_aiortc_device_capabilities(aiortc: Json) -> None:
     caps = validate_rtp_capabilities(aiortc["rtpCapabilities"])
     # pymediasoup reports the router's PTs and ext ids for receiving.
     assert [(c["mimeType"], c["preferredPayloadType"]) for c in caps["codecs"]] == [
-        ("audio/opus", OPUS), ("video/VP8", VP8), ("video/rtx", VP8_RTX),
-        ("video/H264", H264_CB), ("video/rtx", H264_CB_RTX),
+        ("audio/opus", OPUS),
+        ("video/VP8", VP8),
+        ("video/rtx", VP8_RTX),
+        ("video/H264", H264_CB),
+        ("video/rtx", H264_CB_RTX),
     ]
     assert {(e["kind"], e["uri"], e["preferredId"]) for e in caps["headerExtensions"]} == {
-        ("audio", MID, 1), ("video", MID, 1), ("video", ABS_SEND_TIME, 4), ("audio", AUDIO_LEVEL, 10)}
+        ("audio", MID, 1),
+        ("video", MID, 1),
+        ("video", ABS_SEND_TIME, 4),
+        ("audio", AUDIO_LEVEL, 10),
+    }
 
 
 def test_validation_normalizes_without_mutating() -> None:
@@ -354,8 +538,9 @@ def test_validation_normalizes_without_mutating() -> None:
     assert normalized["codecs"][1]["rtcpFeedback"] == [{"type": "nack", "parameter": ""}]
     assert "channels" not in caps["codecs"][0] and "direction" not in caps["headerExtensions"][0]
 
-    params = validate_rtp_parameters({"codecs": CHROME_AUDIO_PRODUCE["codecs"],
-                                      "encodings": [{"ssrc": 1, "rid": None}]})
+    params = validate_rtp_parameters(
+        {"codecs": CHROME_AUDIO_PRODUCE["codecs"], "encodings": [{"ssrc": 1, "rid": None}]}
+    )
     assert params["headerExtensions"] == []
     assert params["encodings"] == [{"ssrc": 1, "dtx": False}]
     assert params["rtcp"] == {"reducedSize": True}
@@ -394,8 +579,14 @@ def test_chrome_produce_mapping(router_caps: Json) -> None:
 
     _, mapping, _ = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
     assert _pts(mapping) == {96: VP8, 97: VP8_RTX}
-    assert _ext_ids(mapping) == {MID: (4, 1), RID: (10, 2), RRID: (11, 3),
-                                 ABS_SEND_TIME: (2, 4), ORIENTATION: (13, 11), TOFFSET: (14, 12)}
+    assert _ext_ids(mapping) == {
+        MID: (4, 1),
+        RID: (10, 2),
+        RRID: (11, 3),
+        ABS_SEND_TIME: (2, 4),
+        ORIENTATION: (13, 11),
+        TOFFSET: (14, 12),
+    }
 
 
 def test_mapping_ignores_extensions_the_router_does_not_know(router_caps: Json) -> None:
@@ -408,22 +599,39 @@ def test_mapping_ignores_extensions_the_router_does_not_know(router_caps: Json) 
 def test_chrome_consumable_parameters(router_caps: Json) -> None:
     _, mapping, consumable = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
     assert [(c["mimeType"], c["payloadType"]) for c in consumable["codecs"]] == [
-        ("video/VP8", VP8), ("video/rtx", VP8_RTX)]
+        ("video/VP8", VP8),
+        ("video/rtx", VP8_RTX),
+    ]
     assert consumable["codecs"][1]["parameters"] == {"apt": VP8}
     # The router's feedback and extensions it can send; mid/rid/rrid are receive-only.
-    assert _fb(consumable["codecs"][0]) == [("nack", ""), ("nack", "pli"), ("ccm", "fir"),
-                                            ("goog-remb", "")]
+    assert _fb(consumable["codecs"][0]) == [
+        ("nack", ""),
+        ("nack", "pli"),
+        ("ccm", "fir"),
+        ("goog-remb", ""),
+    ]
     assert [(e["uri"], e["id"]) for e in consumable["headerExtensions"]] == [
-        (MID, 1), (ABS_SEND_TIME, 4), (ORIENTATION, 11), (TOFFSET, 12)]
-    assert consumable["encodings"] == [{"ssrc": mapping["encodings"][0]["mappedSsrc"],
-                                        "dtx": False}]
+        (MID, 1),
+        (ABS_SEND_TIME, 4),
+        (ORIENTATION, 11),
+        (TOFFSET, 12),
+    ]
+    assert consumable["encodings"] == [
+        {"ssrc": mapping["encodings"][0]["mappedSsrc"], "dtx": False}
+    ]
     assert consumable["rtcp"] == {"cname": "kQ2mM3ec8fRkx+Ad", "reducedSize": True}
 
     _, _, consumable = _produce(router_caps, "audio", CHROME_AUDIO_PRODUCE)
-    assert consumable["codecs"] == [{"mimeType": "audio/opus", "payloadType": OPUS,
-                                     "clockRate": 48000, "channels": 2,
-                                     "parameters": {"minptime": 10, "useinbandfec": 1},
-                                     "rtcpFeedback": []}]
+    assert consumable["codecs"] == [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": OPUS,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"minptime": 10, "useinbandfec": 1},
+            "rtcpFeedback": [],
+        }
+    ]
     assert [e["uri"] for e in consumable["headerExtensions"]] == [MID, ABS_SEND_TIME, AUDIO_LEVEL]
 
 
@@ -455,8 +663,9 @@ def _client(name: str, aiortc: Json) -> tuple[Json, Json, Json]:
 
 @pytest.mark.parametrize("producer", ["aiortc", "chrome"])
 @pytest.mark.parametrize("consumer", ["aiortc", "chrome"])
-def test_consumer_parameters_video(router_caps: Json, aiortc: Json, producer: str,
-                                   consumer: str) -> None:
+def test_consumer_parameters_video(
+    router_caps: Json, aiortc: Json, producer: str, consumer: str
+) -> None:
     _, _, produce_video = _client(producer, aiortc)
     remote_caps, _, _ = _client(consumer, aiortc)
     _, _, consumable = _produce(router_caps, "video", produce_video)
@@ -465,7 +674,9 @@ def test_consumer_parameters_video(router_caps: Json, aiortc: Json, producer: st
     params = get_consumer_rtp_parameters(consumable, remote_caps)
     assert "mid" not in params  # the transport assigns it
     assert [(c["mimeType"], c["payloadType"]) for c in params["codecs"]] == [
-        ("video/VP8", VP8), ("video/rtx", VP8_RTX)]
+        ("video/VP8", VP8),
+        ("video/rtx", VP8_RTX),
+    ]
     assert params["codecs"][1]["parameters"] == {"apt": VP8}
     feedback = _fb(params["codecs"][0])
     assert ("goog-remb", "") in feedback and ("nack", "pli") in feedback
@@ -475,8 +686,10 @@ def test_consumer_parameters_video(router_caps: Json, aiortc: Json, producer: st
     uris = [e["uri"] for e in params["headerExtensions"]]
     # The consumer's own MID goes on its RTX packets; rid is receive-only.
     assert MID in uris and RID not in uris and ABS_SEND_TIME in uris
-    assert all(e["id"] == {MID: 1, ABS_SEND_TIME: 4, ORIENTATION: 11, TOFFSET: 12}[e["uri"]]
-               for e in params["headerExtensions"])
+    assert all(
+        e["id"] == {MID: 1, ABS_SEND_TIME: 4, ORIENTATION: 11, TOFFSET: 12}[e["uri"]]
+        for e in params["headerExtensions"]
+    )
     [encoding] = params["encodings"]
     assert set(encoding) == {"ssrc", "rtx"}
     assert encoding["ssrc"] != encoding["rtx"]["ssrc"]
@@ -486,8 +699,9 @@ def test_consumer_parameters_video(router_caps: Json, aiortc: Json, producer: st
 
 @pytest.mark.parametrize("producer", ["aiortc", "chrome"])
 @pytest.mark.parametrize("consumer", ["aiortc", "chrome"])
-def test_consumer_parameters_audio(router_caps: Json, aiortc: Json, producer: str,
-                                   consumer: str) -> None:
+def test_consumer_parameters_audio(
+    router_caps: Json, aiortc: Json, producer: str, consumer: str
+) -> None:
     _, produce_audio, _ = _client(producer, aiortc)
     remote_caps, _, _ = _client(consumer, aiortc)
     _, _, consumable = _produce(router_caps, "audio", produce_audio)
@@ -518,18 +732,24 @@ def test_rtx_dropped_without_its_media_codec(router_caps: Json) -> None:
     assert can_consume(consumable, H264_ONLY_CAPABILITIES)
     consumer = get_consumer_rtp_parameters(consumable, H264_ONLY_CAPABILITIES)
     assert [(c["mimeType"], c["payloadType"]) for c in consumer["codecs"]] == [
-        ("video/H264", H264_CB), ("video/rtx", H264_CB_RTX)]
+        ("video/H264", H264_CB),
+        ("video/rtx", H264_CB_RTX),
+    ]
     assert consumer["codecs"][1]["parameters"] == {"apt": H264_CB}
 
 
-@pytest.mark.parametrize("uris, kept", [
-    ([ABS_SEND_TIME, ORIENTATION, TOFFSET], {"goog-remb"}),  # REMB with abs-send-time
-    ([ORIENTATION, TOFFSET], set()),  # neither without it
-])
+@pytest.mark.parametrize(
+    "uris, kept",
+    [
+        ([ABS_SEND_TIME, ORIENTATION, TOFFSET], {"goog-remb"}),  # REMB with abs-send-time
+        ([ORIENTATION, TOFFSET], set()),  # neither without it
+    ],
+)
 def test_rtcp_feedback_reduction(router_caps: Json, uris: list[str], kept: set[str]) -> None:
     caps = copy.deepcopy(CHROME_RTP_CAPABILITIES)
-    caps["headerExtensions"] = [e for e in caps["headerExtensions"]
-                                if e["kind"] == "audio" or e["uri"] in uris]
+    caps["headerExtensions"] = [
+        e for e in caps["headerExtensions"] if e["kind"] == "audio" or e["uri"] in uris
+    ]
     caps["codecs"][1]["rtcpFeedback"].append({"type": "transport-cc", "parameter": ""})
     _, _, consumable = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
     params = get_consumer_rtp_parameters(consumable, caps)
@@ -567,12 +787,24 @@ def test_client_without_vp8_cannot_consume_vp8(router_caps: Json, aiortc: Json) 
 def _h264_produce(profile_level_id: str, packetization_mode: int = 1) -> Json:
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
     params["codecs"] = [
-        {"mimeType": "video/H264", "payloadType": 127, "clockRate": 90000,
-         "parameters": {"level-asymmetry-allowed": 1, "packetization-mode": packetization_mode,
-                        "profile-level-id": profile_level_id},
-         "rtcpFeedback": copy.deepcopy(CHROME_VIDEO_FB)},
-        {"mimeType": "video/rtx", "payloadType": 125, "clockRate": 90000,
-         "parameters": {"apt": 127}, "rtcpFeedback": []},
+        {
+            "mimeType": "video/H264",
+            "payloadType": 127,
+            "clockRate": 90000,
+            "parameters": {
+                "level-asymmetry-allowed": 1,
+                "packetization-mode": packetization_mode,
+                "profile-level-id": profile_level_id,
+            },
+            "rtcpFeedback": copy.deepcopy(CHROME_VIDEO_FB),
+        },
+        {
+            "mimeType": "video/rtx",
+            "payloadType": 125,
+            "clockRate": 90000,
+            "parameters": {"apt": 127},
+            "rtcpFeedback": [],
+        },
     ]
     return params
 
@@ -593,11 +825,14 @@ def test_h264_profile_matching(router_caps: Json) -> None:
     assert [c["payloadType"] for c in params["codecs"]] == [H264_MAIN, H264_MAIN_RTX]
 
 
-@pytest.mark.parametrize("params", [
-    _h264_produce("64001f"),  # High: the router has no High profile
-    _h264_produce("42e01f", packetization_mode=0),  # the router has packetization-mode 1 only
-    _h264_produce("zzzzzz"),  # not a profile-level-id
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        _h264_produce("64001f"),  # High: the router has no High profile
+        _h264_produce("42e01f", packetization_mode=0),  # the router has packetization-mode 1 only
+        _h264_produce("zzzzzz"),  # not a profile-level-id
+    ],
+)
 def test_h264_mismatch_is_unsupported(router_caps: Json, params: Json) -> None:
     with pytest.raises(UnsupportedError, match="video/H264"):
         _produce(router_caps, "video", params)
@@ -605,8 +840,15 @@ def test_h264_mismatch_is_unsupported(router_caps: Json, params: Json) -> None:
 
 def test_vp9_profile_mismatch_is_unsupported(router_caps: Json) -> None:
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
-    params["codecs"] = [{"mimeType": "video/VP9", "payloadType": 98, "clockRate": 90000,
-                         "parameters": {"profile-id": 0}, "rtcpFeedback": []}]
+    params["codecs"] = [
+        {
+            "mimeType": "video/VP9",
+            "payloadType": 98,
+            "clockRate": 90000,
+            "parameters": {"profile-id": 0},
+            "rtcpFeedback": [],
+        }
+    ]
     with pytest.raises(UnsupportedError, match="video/VP9"):
         _produce(router_caps, "video", params)
     params["codecs"][0]["parameters"] = {"profile-id": 2}
@@ -635,24 +877,36 @@ def _with(base: Json, path: list[Any], value: Any) -> Json:
     return out
 
 
-@pytest.mark.parametrize("caps, field", [
-    ([], "rtpCapabilities"),
-    ({"codecs": {}}, "codecs"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0], "opus"), r"codecs\[0\]"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0, "mimeType"], None), "mimeType"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0, "clockRate"], "48000"), "clockRate"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0, "preferredPayloadType"], 300),
-     "preferredPayloadType"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 2, "parameters", "apt"], "101"), "apt"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 1, "parameters"], {"x": [1]}), "parameters"),
-    (_with(CHROME_RTP_CAPABILITIES, ["codecs", 1, "rtcpFeedback"], [{"parameter": "pli"}]),
-     "type"),
-    (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "kind"], "data"), "kind"),
-    (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "preferredId"], "4"), "preferredId"),
-    (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "preferredEncrypt"], "false"),
-     "preferredEncrypt"),
-    (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "direction"], "both"), "direction"),
-])
+@pytest.mark.parametrize(
+    "caps, field",
+    [
+        ([], "rtpCapabilities"),
+        ({"codecs": {}}, "codecs"),
+        (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0], "opus"), r"codecs\[0\]"),
+        (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0, "mimeType"], None), "mimeType"),
+        (_with(CHROME_RTP_CAPABILITIES, ["codecs", 0, "clockRate"], "48000"), "clockRate"),
+        (
+            _with(CHROME_RTP_CAPABILITIES, ["codecs", 0, "preferredPayloadType"], 300),
+            "preferredPayloadType",
+        ),
+        (_with(CHROME_RTP_CAPABILITIES, ["codecs", 2, "parameters", "apt"], "101"), "apt"),
+        (_with(CHROME_RTP_CAPABILITIES, ["codecs", 1, "parameters"], {"x": [1]}), "parameters"),
+        (
+            _with(CHROME_RTP_CAPABILITIES, ["codecs", 1, "rtcpFeedback"], [{"parameter": "pli"}]),
+            "type",
+        ),
+        (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "kind"], "data"), "kind"),
+        (
+            _with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "preferredId"], "4"),
+            "preferredId",
+        ),
+        (
+            _with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "preferredEncrypt"], "false"),
+            "preferredEncrypt",
+        ),
+        (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "direction"], "both"), "direction"),
+    ],
+)
 def test_bad_capabilities(router_caps: Json, caps: Any, field: str) -> None:
     with pytest.raises(InvalidRequestError, match=field) as info:
         validate_rtp_capabilities(caps)
@@ -664,26 +918,32 @@ def test_bad_capabilities(router_caps: Json, caps: Any, field: str) -> None:
         get_consumer_rtp_parameters(consumable, caps)
 
 
-@pytest.mark.parametrize("params, field", [
-    ("rtp", "rtpParameters"),
-    (_with(CHROME_VIDEO_PRODUCE, ["mid"], 1), "mid"),
-    (_with(CHROME_VIDEO_PRODUCE, ["codecs"], []), "codecs"),
-    (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "payloadType"], True), "payloadType"),
-    (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "payloadType"], 128), "payloadType"),
-    (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "mimeType"], "VP8"), "mimeType"),
-    (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "mimeType"], "audio/opus"), "mix"),
-    (_with(CHROME_VIDEO_PRODUCE, ["headerExtensions"], {}), "headerExtensions"),
-    (_with(CHROME_VIDEO_PRODUCE, ["headerExtensions", 0, "id"], "4"), r"headerExtensions\[0\].id"),
-    (_with(CHROME_VIDEO_PRODUCE, ["headerExtensions", 0, "uri"], ""), "uri"),
-    (_with(CHROME_VIDEO_PRODUCE, ["encodings"], []), "encodings"),
-    (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "ssrc"], "1737421312"), "ssrc"),
-    (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "rtx"], {"ssrc": None}), r"rtx.ssrc"),
-    (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "dtx"], "false"), "dtx"),
-    (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "rid"], 0), "rid"),
-    (_with(CHROME_VIDEO_PRODUCE, ["encodings"], [{"ssrc": 1}, {"maxBitrate": 1}]), "rid"),
-    (_with(CHROME_VIDEO_PRODUCE, ["rtcp"], []), "rtcp"),
-    (_with(CHROME_VIDEO_PRODUCE, ["rtcp", "reducedSize"], "yes"), "reducedSize"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ("rtp", "rtpParameters"),
+        (_with(CHROME_VIDEO_PRODUCE, ["mid"], 1), "mid"),
+        (_with(CHROME_VIDEO_PRODUCE, ["codecs"], []), "codecs"),
+        (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "payloadType"], True), "payloadType"),
+        (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "payloadType"], 128), "payloadType"),
+        (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "mimeType"], "VP8"), "mimeType"),
+        (_with(CHROME_VIDEO_PRODUCE, ["codecs", 0, "mimeType"], "audio/opus"), "mix"),
+        (_with(CHROME_VIDEO_PRODUCE, ["headerExtensions"], {}), "headerExtensions"),
+        (
+            _with(CHROME_VIDEO_PRODUCE, ["headerExtensions", 0, "id"], "4"),
+            r"headerExtensions\[0\].id",
+        ),
+        (_with(CHROME_VIDEO_PRODUCE, ["headerExtensions", 0, "uri"], ""), "uri"),
+        (_with(CHROME_VIDEO_PRODUCE, ["encodings"], []), "encodings"),
+        (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "ssrc"], "1737421312"), "ssrc"),
+        (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "rtx"], {"ssrc": None}), r"rtx.ssrc"),
+        (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "dtx"], "false"), "dtx"),
+        (_with(CHROME_VIDEO_PRODUCE, ["encodings", 0, "rid"], 0), "rid"),
+        (_with(CHROME_VIDEO_PRODUCE, ["encodings"], [{"ssrc": 1}, {"maxBitrate": 1}]), "rid"),
+        (_with(CHROME_VIDEO_PRODUCE, ["rtcp"], []), "rtcp"),
+        (_with(CHROME_VIDEO_PRODUCE, ["rtcp", "reducedSize"], "yes"), "reducedSize"),
+    ],
+)
 def test_bad_rtp_parameters(params: Any, field: str) -> None:
     with pytest.raises(InvalidRequestError, match=field):
         validate_rtp_parameters(params)

@@ -25,7 +25,9 @@ from sfu.media.rtp import (
 )
 from sfu.media.transport import Transport
 
-ROUTER_CAPS = ortc.generate_router_rtp_capabilities([c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS])
+ROUTER_CAPS = ortc.generate_router_rtp_capabilities(
+    [c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS]
+)
 
 
 class RecordingTransport:
@@ -51,15 +53,27 @@ class RecordingTransport:
 
 
 def router_ext_id(uri: str, kind: str) -> int:
-    return next(e["preferredId"] for e in ROUTER_CAPS["headerExtensions"] if e["uri"] == uri and e["kind"] == kind)
+    return next(
+        e["preferredId"]
+        for e in ROUTER_CAPS["headerExtensions"]
+        if e["uri"] == uri and e["kind"] == kind
+    )
 
 
 def audio_params() -> dict[str, Any]:
     # aiortc's real audio produce parameters: opus 96, mid=1, audio-level=2
     return {
         "mid": "0",
-        "codecs": [{"mimeType": "audio/opus", "payloadType": 96, "clockRate": 48000, "channels": 2,
-                    "parameters": {}, "rtcpFeedback": []}],
+        "codecs": [
+            {
+                "mimeType": "audio/opus",
+                "payloadType": 96,
+                "clockRate": 48000,
+                "channels": 2,
+                "parameters": {},
+                "rtcpFeedback": [],
+            }
+        ],
         "headerExtensions": [{"uri": URI_MID, "id": 1}, {"uri": URI_AUDIO_LEVEL, "id": 2}],
         "encodings": [{"ssrc": 1111}],
         "rtcp": {"cname": "cname-a", "reducedSize": True},
@@ -67,13 +81,29 @@ def audio_params() -> dict[str, Any]:
 
 
 def video_params() -> dict[str, Any]:
-    fb = [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
-          {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb", "parameter": ""}]
+    fb = [
+        {"type": "nack", "parameter": ""},
+        {"type": "nack", "parameter": "pli"},
+        {"type": "ccm", "parameter": "fir"},
+        {"type": "goog-remb", "parameter": ""},
+    ]
     return {
         "mid": "1",
         "codecs": [
-            {"mimeType": "video/VP8", "payloadType": 97, "clockRate": 90000, "parameters": {}, "rtcpFeedback": fb},
-            {"mimeType": "video/rtx", "payloadType": 98, "clockRate": 90000, "parameters": {"apt": 97}, "rtcpFeedback": []},
+            {
+                "mimeType": "video/VP8",
+                "payloadType": 97,
+                "clockRate": 90000,
+                "parameters": {},
+                "rtcpFeedback": fb,
+            },
+            {
+                "mimeType": "video/rtx",
+                "payloadType": 98,
+                "clockRate": 90000,
+                "parameters": {"apt": 97},
+                "rtcpFeedback": [],
+            },
         ],
         "headerExtensions": [{"uri": URI_MID, "id": 1}, {"uri": URI_ABS_SEND_TIME, "id": 3}],
         "encodings": [{"ssrc": 2222, "rtx": {"ssrc": 3333}}],
@@ -85,8 +115,11 @@ def consumer_caps() -> dict[str, Any]:
     """What a mediasoup-client device sends: the router's codecs and extensions."""
     return {
         "codecs": [dict(c) for c in ROUTER_CAPS["codecs"]],
-        "headerExtensions": [dict(e, direction="sendrecv") for e in ROUTER_CAPS["headerExtensions"]
-                             if e["direction"] == "sendrecv"],
+        "headerExtensions": [
+            dict(e, direction="sendrecv")
+            for e in ROUTER_CAPS["headerExtensions"]
+            if e["direction"] == "sendrecv"
+        ],
     }
 
 
@@ -95,19 +128,39 @@ def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, Record
     mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_CAPS)
     consumable = ortc.get_consumable_rtp_parameters(kind, params, ROUTER_CAPS, mapping)
     producer_transport, consumer_transport = RecordingTransport(), RecordingTransport()
-    producer = Producer(producer_id="p", kind=kind, rtp_parameters=params, rtp_mapping=mapping,
-                        consumable_rtp_parameters=consumable, transport=producer_transport,  # type: ignore[arg-type]
-                        paused=False, app_data={})
+    producer = Producer(
+        producer_id="p",
+        kind=kind,
+        rtp_parameters=params,
+        rtp_mapping=mapping,
+        consumable_rtp_parameters=consumable,
+        transport=producer_transport,  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+    )
     consumer_params = ortc.get_consumer_rtp_parameters(consumable, consumer_caps())
     consumer_params["mid"] = "0"
-    consumer = Consumer(consumer_id="c", producer=producer, rtp_parameters=consumer_params,
-                        transport=consumer_transport, paused=False, app_data={})  # type: ignore[arg-type]
+    consumer = Consumer(
+        consumer_id="c",
+        producer=producer,
+        rtp_parameters=consumer_params,
+        transport=consumer_transport,
+        paused=False,
+        app_data={},
+    )  # type: ignore[arg-type]
     producer.add_consumer(consumer)
     return producer, consumer, producer_transport, consumer_transport
 
 
-def rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, extensions: list[tuple[int, bytes]] = (),
-        marker: bool = False) -> bytes:
+def rtp(
+    pt: int,
+    seq: int,
+    ts: int,
+    ssrc: int,
+    payload: bytes,
+    extensions: list[tuple[int, bytes]] = (),
+    marker: bool = False,
+) -> bytes:
     block = build_extension_block(list(extensions))
     b0 = 0x80 | (0x10 if block else 0)
     return struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq, ts, ssrc) + block + payload
@@ -185,7 +238,9 @@ async def test_video_waits_for_keyframe_and_requests_one() -> None:
 async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     producer, consumer, _, out = make_pair("video")
     for i in range(5):
-        producer.receive_rtp(rtp(97, 500 + i, 9000, 2222, VP8_KEY if i == 0 else VP8_DELTA), 1.0 + i / 100)
+        producer.receive_rtp(
+            rtp(97, 500 + i, 9000, 2222, VP8_KEY if i == 0 else VP8_DELTA), 1.0 + i / 100
+        )
     original = out.rtp[2]
     consumer.receive_nack((fields(original)[1],))
     rtx = out.rtp[-1]
@@ -200,16 +255,23 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     # The RTX packet carries the consumer's MID, which aiortc routes RTX by.
     csrc_end, ext_start, ext_end, _ = header_bounds(rtx)
     mid_id = router_ext_id(URI_MID, "video")
-    assert [(i, rtx[s:e]) for i, s, e in iter_one_byte_extensions(rtx, ext_start, ext_end) if i == mid_id] == [
-        (mid_id, b"0")
-    ]
+    assert [
+        (i, rtx[s:e])
+        for i, s, e in iter_one_byte_extensions(rtx, ext_start, ext_end)
+        if i == mid_id
+    ] == [(mid_id, b"0")]
 
 
 async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped() -> None:
     producer, consumer, producer_transport, out = make_pair("video")
     producer.receive_rtp(rtp(97, 100, 9000, 2222, VP8_KEY), 1.0)
     producer.receive_rtp(rtp(97, 102, 9000, 2222, VP8_DELTA), 1.01)  # 101 lost
-    nacks = [p for pkt in producer_transport.rtcp for p in rtcp.parse_compound(pkt) if isinstance(p, rtcp.Nack)]
+    nacks = [
+        p
+        for pkt in producer_transport.rtcp
+        for p in rtcp.parse_compound(pkt)
+        if isinstance(p, rtcp.Nack)
+    ]
     assert nacks and 101 in nacks[-1].lost, "the gap is NACKed upstream"
     # Chrome repairs 101 on its RTX SSRC: OSN + payload
     producer.receive_rtp(rtp(98, 7, 9000, 3333, struct.pack("!H", 101) + VP8_DELTA), 1.05)
@@ -234,7 +296,9 @@ async def test_sender_report_maps_publisher_media_time() -> None:
     assert abs(report.rtp_timestamp - expected) < 48  # within 1 ms
 
 
-@pytest.mark.parametrize("bad", [b"\x80", b"\x8f" + b"\x00" * 20, b"\x90\x60" + b"\x00" * 10 + b"\xbe\xde\xff\xff"])
+@pytest.mark.parametrize(
+    "bad", [b"\x80", b"\x8f" + b"\x00" * 20, b"\x90\x60" + b"\x00" * 10 + b"\xbe\xde\xff\xff"]
+)
 async def test_malformed_packets_are_dropped_and_counted(bad: bytes) -> None:
     producer, _, producer_transport, out = make_pair("audio")
     producer.receive_rtp(bad, 1.0)
