@@ -107,6 +107,45 @@ put32(unsigned char *p, unsigned long v)
     p[3] = (unsigned char)v;
 }
 
+/* Write header + tail into the sender's buffer, protect, send, count.
+ * Returns the bytes sent, PROTECT_FAILED or SEND_FAILED. */
+static long
+srtp_sender_send(SrtpSender *self, unsigned long b0, unsigned long b1, unsigned long seq,
+                 unsigned long timestamp, unsigned long ssrc, const void *tail, Py_ssize_t tail_length)
+{
+    long result;
+    if (tail_length > MAX_PACKET - 12) {
+        result = PROTECT_FAILED;
+    } else {
+        unsigned char *p = self->buffer;
+        p[0] = (unsigned char)b0;
+        p[1] = (unsigned char)b1;
+        p[2] = (unsigned char)(seq >> 8);
+        p[3] = (unsigned char)seq;
+        put32(p + 4, timestamp);
+        put32(p + 8, ssrc);
+        memcpy(p + 12, tail, (size_t)tail_length);
+        int length = 12 + (int)tail_length;
+        if (self->protect(self->session, p, &length) != 0) {
+            result = PROTECT_FAILED;
+        } else {
+            ssize_t sent = sendto(self->fd, p, (size_t)length, MSG_DONTWAIT,
+                                  (struct sockaddr *)&self->address, self->address_length);
+            result = sent < 0 ? SEND_FAILED : (long)sent;
+        }
+    }
+    if (result >= 0) {
+        self->packets++;
+        self->bytes += (unsigned long long)result;
+    } else if (result == SEND_FAILED) {
+        self->packets++;
+        self->send_failures++;
+    } else {
+        self->protect_failures++;
+    }
+    return result;
+}
+
 /* send_fields(b0, b1, seq, timestamp, ssrc, tail) -> int
  *
  * Writes the 12-byte RTP header from its fields and ``tail`` (CSRCs, header
@@ -130,36 +169,8 @@ SrtpSender_send_fields(SrtpSender *self, PyObject *const *args, Py_ssize_t nargs
     Py_buffer tail;
     if (PyObject_GetBuffer(args[5], &tail, PyBUF_SIMPLE) < 0)
         return NULL;
-    long result;
-    if (tail.len > MAX_PACKET - 12) {
-        result = PROTECT_FAILED;
-    } else {
-        unsigned char *p = self->buffer;
-        p[0] = (unsigned char)fields[0];
-        p[1] = (unsigned char)fields[1];
-        p[2] = (unsigned char)(fields[2] >> 8);
-        p[3] = (unsigned char)fields[2];
-        put32(p + 4, fields[3]);
-        put32(p + 8, fields[4]);
-        memcpy(p + 12, tail.buf, (size_t)tail.len);
-        int length = 12 + (int)tail.len;
-        if (self->protect(self->session, p, &length) != 0) {
-            result = PROTECT_FAILED;
-        } else {
-            ssize_t sent = sendto(self->fd, p, (size_t)length, MSG_DONTWAIT,
-                                  (struct sockaddr *)&self->address, self->address_length);
-            result = sent < 0 ? SEND_FAILED : (long)sent;
-        }
-    }
-    if (result >= 0) {
-        self->packets++;
-        self->bytes += (unsigned long long)result;
-    } else if (result == SEND_FAILED) {
-        self->packets++;
-        self->send_failures++;
-    } else {
-        self->protect_failures++;
-    }
+    long result = srtp_sender_send(self, fields[0], fields[1], fields[2], fields[3], fields[4],
+                                   tail.buf, tail.len);
     PyBuffer_Release(&tail);
     return PyLong_FromLong(result);
 }
@@ -194,6 +205,244 @@ static PyTypeObject SrtpSenderType = {
     .tp_members = SrtpSender_members,
 };
 
+
+/* ------------------------------------------------------------------------
+ * RtpRewriter: a consumer's per-packet rewrite (sfu/media/rtp_rewriter.py
+ * has the same in Python, and says what each field means). The consumer
+ * keeps everything that is not per packet: keyframe waits, where numbering
+ * continues after a sync, pause and resume.
+ */
+
+#define HISTORY_SIZE 1024 /* a power of two, as consumer.HISTORY_SIZE */
+#define MAX_LATE_PACKETS 64
+
+typedef struct {
+    PyObject_HEAD
+    char active;
+    char needs_sync;
+    int sync_seq;
+    int seq_offset;
+    unsigned int ts_offset;
+    int max_out_seq;
+    unsigned int last_out_ts;
+    double last_send_time;
+    unsigned int ssrc;
+    unsigned long long packets_sent;
+    unsigned long long bytes_sent;
+    unsigned long long packets_dropped_late;
+    PyObject *send;          /* a callable send_fields(b0, b1, seq, ts, ssrc, tail) */
+    SrtpSender *srtp_sender; /* or the C sender itself, called directly */
+    /* What went out under each out seq, for NACKs; the tails are shared. */
+    int history_seq[HISTORY_SIZE];
+    unsigned char history_b0[HISTORY_SIZE];
+    unsigned char history_b1[HISTORY_SIZE];
+    unsigned int history_ts[HISTORY_SIZE];
+    PyObject *history_tail[HISTORY_SIZE];
+} RtpRewriter;
+
+static int
+RtpRewriter_init(RtpRewriter *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"ssrc", NULL};
+    unsigned int ssrc;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "I", keywords, &ssrc))
+        return -1;
+    self->ssrc = ssrc;
+    self->needs_sync = 1;
+    for (int i = 0; i < HISTORY_SIZE; i++) {
+        self->history_seq[i] = -1;
+        Py_CLEAR(self->history_tail[i]);
+    }
+    return 0;
+}
+
+static int
+RtpRewriter_traverse(RtpRewriter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->send);
+    Py_VISIT(self->srtp_sender);
+    return 0; /* the history holds bytes-like tails only: no cycles through them */
+}
+
+static int
+RtpRewriter_clear(RtpRewriter *self)
+{
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->srtp_sender);
+    for (int i = 0; i < HISTORY_SIZE; i++) {
+        self->history_seq[i] = -1;
+        Py_CLEAR(self->history_tail[i]);
+    }
+    return 0;
+}
+
+static void
+RtpRewriter_dealloc(RtpRewriter *self)
+{
+    PyObject_GC_UnTrack(self);
+    RtpRewriter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* use_sender(send): send_fields of the transport's C sender (called
+ * directly), or any callable with its signature. None: send nothing. */
+static PyObject *
+RtpRewriter_use_sender(RtpRewriter *self, PyObject *send)
+{
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->srtp_sender);
+    if (send == Py_None)
+        Py_RETURN_NONE;
+    if (!PyCallable_Check(send)) {
+        PyErr_SetString(PyExc_TypeError, "the sender must be callable");
+        return NULL;
+    }
+    PyObject *bound_to = PyCFunction_Check(send) ? PyCFunction_GET_SELF(send) : NULL;
+    if (bound_to != NULL && Py_IS_TYPE(bound_to, &SrtpSenderType))
+        self->srtp_sender = (SrtpSender *)Py_NewRef(bound_to);
+    else
+        self->send = Py_NewRef(send);
+    Py_RETURN_NONE;
+}
+
+/* send(b0, b1, tail, seq, timestamp, now) -> bool
+ *
+ * Rewrite and send one packet (consumer.Consumer.send_rtp). True when the
+ * consumer must sync first: nothing was done, and it calls again after. */
+static PyObject *
+RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "send takes 6 arguments");
+        return NULL;
+    }
+    if (!self->active)
+        Py_RETURN_FALSE;
+    if (self->needs_sync)
+        Py_RETURN_TRUE;
+    unsigned long b0 = PyLong_AsUnsignedLongMask(args[0]);
+    unsigned long b1 = PyLong_AsUnsignedLongMask(args[1]);
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[3]);
+    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[4]);
+    double now = PyFloat_AsDouble(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) >= 0x8000)
+        Py_RETURN_FALSE; /* older than the sync point: its number would collide */
+    int out_seq = (int)((seq - (unsigned long)self->seq_offset) & 0xFFFF);
+    int behind = (self->max_out_seq - out_seq) & 0xFFFF;
+    if (MAX_LATE_PACKETS < behind && behind < 0x8000) {
+        self->packets_dropped_late++;
+        Py_RETURN_FALSE;
+    }
+    Py_buffer tail;
+    if (PyObject_GetBuffer(args[2], &tail, PyBUF_SIMPLE) < 0)
+        return NULL;
+    unsigned int out_ts = (unsigned int)((timestamp - self->ts_offset) & 0xFFFFFFFFUL);
+    int slot = out_seq & (HISTORY_SIZE - 1);
+    self->history_seq[slot] = out_seq;
+    self->history_b0[slot] = (unsigned char)b0;
+    self->history_b1[slot] = (unsigned char)b1;
+    self->history_ts[slot] = out_ts;
+    Py_XSETREF(self->history_tail[slot], Py_NewRef(args[2]));
+    if (((out_seq - self->max_out_seq) & 0xFFFF) < 0x8000) {
+        self->max_out_seq = out_seq;
+        self->last_out_ts = out_ts;
+        self->last_send_time = now;
+    }
+    self->packets_sent++;
+    self->bytes_sent += 12 + (unsigned long long)tail.len;
+    if (self->srtp_sender != NULL) {
+        srtp_sender_send(self->srtp_sender, b0, b1, (unsigned long)out_seq, out_ts, self->ssrc,
+                         tail.buf, tail.len);
+        PyBuffer_Release(&tail);
+        Py_RETURN_FALSE;
+    }
+    PyBuffer_Release(&tail);
+    if (self->send == NULL)
+        Py_RETURN_FALSE;
+    PyObject *call_args[6] = {args[0], args[1], NULL, NULL, NULL, args[2]};
+    call_args[2] = PyLong_FromLong(out_seq);
+    call_args[3] = PyLong_FromUnsignedLong(out_ts);
+    call_args[4] = PyLong_FromUnsignedLong(self->ssrc);
+    PyObject *result = NULL;
+    if (call_args[2] && call_args[3] && call_args[4])
+        result = PyObject_Vectorcall(self->send, call_args, 6, NULL);
+    Py_XDECREF(call_args[2]);
+    Py_XDECREF(call_args[3]);
+    Py_XDECREF(call_args[4]);
+    if (result == NULL)
+        return NULL;
+    Py_DECREF(result);
+    Py_RETURN_FALSE;
+}
+
+/* sent(out_seq) -> (b0, b1, out_ts, tail) | None: what went out under out_seq. */
+static PyObject *
+RtpRewriter_sent(RtpRewriter *self, PyObject *arg)
+{
+    long out_seq = PyLong_AsLong(arg);
+    if (out_seq == -1 && PyErr_Occurred())
+        return NULL;
+    if (out_seq < 0 || out_seq > 0xFFFF)
+        Py_RETURN_NONE;
+    int slot = (int)out_seq & (HISTORY_SIZE - 1);
+    if (self->history_seq[slot] != out_seq || self->history_tail[slot] == NULL)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(iiIO)", self->history_b0[slot], self->history_b1[slot],
+                         self->history_ts[slot], self->history_tail[slot]);
+}
+
+/* close(): drop the sender and the history (the consumer closed). */
+static PyObject *
+RtpRewriter_close(RtpRewriter *self, PyObject *Py_UNUSED(ignored))
+{
+    self->active = 0;
+    RtpRewriter_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef RtpRewriter_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))RtpRewriter_send, METH_FASTCALL,
+     "Rewrite and send one packet; True when the consumer must sync first."},
+    {"use_sender", (PyCFunction)RtpRewriter_use_sender, METH_O, "Send through this."},
+    {"sent", (PyCFunction)RtpRewriter_sent, METH_O, "(b0, b1, out_ts, tail) sent as out_seq."},
+    {"close", (PyCFunction)RtpRewriter_close, METH_NOARGS, "Drop the sender and the history."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef RtpRewriter_members[] = {
+    {"active", T_BOOL, offsetof(RtpRewriter, active), 0, NULL},
+    {"needs_sync", T_BOOL, offsetof(RtpRewriter, needs_sync), 0, NULL},
+    {"sync_seq", T_INT, offsetof(RtpRewriter, sync_seq), 0, NULL},
+    {"seq_offset", T_INT, offsetof(RtpRewriter, seq_offset), 0, NULL},
+    {"ts_offset", T_UINT, offsetof(RtpRewriter, ts_offset), 0, NULL},
+    {"max_out_seq", T_INT, offsetof(RtpRewriter, max_out_seq), 0, NULL},
+    {"last_out_ts", T_UINT, offsetof(RtpRewriter, last_out_ts), 0, NULL},
+    {"last_send_time", T_DOUBLE, offsetof(RtpRewriter, last_send_time), 0, NULL},
+    {"ssrc", T_UINT, offsetof(RtpRewriter, ssrc), READONLY, NULL},
+    {"packets_sent", T_ULONGLONG, offsetof(RtpRewriter, packets_sent), READONLY, NULL},
+    {"bytes_sent", T_ULONGLONG, offsetof(RtpRewriter, bytes_sent), READONLY, NULL},
+    {"packets_dropped_late", T_ULONGLONG, offsetof(RtpRewriter, packets_dropped_late), READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject RtpRewriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sfu.media._native.RtpRewriter",
+    .tp_basicsize = sizeof(RtpRewriter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A consumer's per-packet RTP rewrite, history and send.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RtpRewriter_init,
+    .tp_dealloc = (destructor)RtpRewriter_dealloc,
+    .tp_traverse = (traverseproc)RtpRewriter_traverse,
+    .tp_clear = (inquiry)RtpRewriter_clear,
+    .tp_methods = RtpRewriter_methods,
+    .tp_members = RtpRewriter_members,
+};
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sfu.media._native",
@@ -204,12 +453,13 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&SrtpSenderType) < 0)
+    if (PyType_Ready(&SrtpSenderType) < 0 || PyType_Ready(&RtpRewriterType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "SrtpSender", (PyObject *)&SrtpSenderType) < 0 ||
+        PyModule_AddObjectRef(module, "RtpRewriter", (PyObject *)&RtpRewriterType) < 0 ||
         PyModule_AddIntConstant(module, "PROTECT_FAILED", PROTECT_FAILED) < 0 ||
         PyModule_AddIntConstant(module, "SEND_FAILED", SEND_FAILED) < 0 ||
         PyModule_AddIntConstant(module, "MAX_PACKET", MAX_PACKET) < 0) {

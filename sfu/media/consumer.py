@@ -21,6 +21,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from ..errors import InvalidStateError
 from . import rtcp
 from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
+from .rtp_rewriter import new_rewriter
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
-# A late packet further behind the newest one sent is useless to receivers
-# (aiortc's jitter buffer even resets on one 100 behind): drop it.
-MAX_LATE_PACKETS = 64
 # While waiting for a keyframe, ask again this often.
 KEYFRAME_RETRY_INTERVAL = 1.0
 
@@ -103,33 +100,24 @@ class Consumer(AsyncIOEventEmitter):
             if ext["uri"] in FORWARDED_EXTENSIONS
         )
 
-        # rewriting state
+        # The per-packet rewrite, its history and the send (rtp_rewriter.py; in
+        # C when built). What is not per packet stays here: keyframe waits and
+        # where the numbering continues after a sync.
+        self._rewriter = new_rewriter(self.ssrc)
+        self._rewriter.use_sender(transport.rtp_fields_sender)
+        # The producer calls this per packet; True: call send_after_sync.
+        self.rewrite_and_send: Callable[[int, int, bytes, int, int, float], bool] = (
+            self._rewriter.send
+        )
         self._needs_keyframe = self.kind == "video"
-        self._needs_sync = True
         self._ever_sent = False
-        self._sync_seq = 0  # incoming seq at the last sync point
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._max_out_seq = 0
-        self._last_out_ts = 0
-        self._last_send_time = 0.0
         self._last_keyframe_request = 0.0
         self._rtx_seq = 0
         self._active = False
-        # What was sent under each out seq, for NACKs: (out_seq, b0, b1, out_ts,
-        # tail), the tail shared with the other consumers of that packet.
-        self._history: list[tuple[int, int, int, int, bytes] | None] = [None] * HISTORY_SIZE
-        # Bound here and by use_sender: the transport's send of header fields +
-        # tail (the hot path).
-        self._send_fields: Callable[[int, int, int, int, int, bytes], object] = (
-            transport.rtp_fields_sender
-        )
 
-        # counters for stats
-        self.packets_sent = 0
-        self.bytes_sent = 0
+        # counters for stats (and the rewriter's: packets_sent, bytes_sent,
+        # packets_dropped_late)
         self.packets_retransmitted = 0
-        self.packets_dropped_late = 0
         self.nacks_received = 0
         self.keyframe_requests_received = 0
         self.fraction_lost = 0
@@ -141,60 +129,66 @@ class Consumer(AsyncIOEventEmitter):
     def send_rtp(
         self, b0: int, b1: int, tail: bytes, seq: int, timestamp: int, keyframe: bool, now: float
     ) -> None:
-        """Rewrite and send one packet. ``tail`` is everything after the fixed header."""
-        if not self._active:
-            return
-        if self._needs_sync:
-            if self._needs_keyframe:
-                if not keyframe:
-                    if now - self._last_keyframe_request > KEYFRAME_RETRY_INTERVAL:
-                        self._last_keyframe_request = now
-                        self.producer.request_key_frame()
-                    return
-                self._needs_keyframe = False
-            self._sync(seq, timestamp, now)
-        elif ((seq - self._sync_seq) & 0xFFFF) >= 0x8000:
-            return  # older than the sync point: its number would collide
-        out_seq = (seq - self._seq_offset) & 0xFFFF
-        if MAX_LATE_PACKETS < ((self._max_out_seq - out_seq) & 0xFFFF) < 0x8000:
-            self.packets_dropped_late += 1
-            return
-        out_ts = (timestamp - self._ts_offset) & 0xFFFFFFFF
-        self._history[out_seq & (HISTORY_SIZE - 1)] = (out_seq, b0, b1, out_ts, tail)
-        if ((out_seq - self._max_out_seq) & 0xFFFF) < 0x8000:
-            self._max_out_seq = out_seq
-            self._last_out_ts = out_ts
-            self._last_send_time = now
-        self.packets_sent += 1
-        self.bytes_sent += 12 + len(tail)
-        self._send_fields(b0, b1, out_seq, out_ts, self.ssrc, tail)
+        """Rewrite and send one packet. ``tail`` is everything after the fixed header.
+
+        (The producer calls ``rewrite_and_send`` and ``send_after_sync`` itself.)"""
+        if self.rewrite_and_send(b0, b1, tail, seq, timestamp, now):
+            self.send_after_sync(b0, b1, tail, seq, timestamp, keyframe, now)
+
+    def send_after_sync(
+        self, b0: int, b1: int, tail: bytes, seq: int, timestamp: int, keyframe: bool, now: float
+    ) -> None:
+        """The rewriter needs a sync before this packet: sync here (video only
+        on a keyframe, asking for one meanwhile), then send it."""
+        if self._needs_keyframe:
+            if not keyframe:
+                if now - self._last_keyframe_request > KEYFRAME_RETRY_INTERVAL:
+                    self._last_keyframe_request = now
+                    self.producer.request_key_frame()
+                return
+            self._needs_keyframe = False
+        self._sync(seq, timestamp, now)
+        self._rewriter.send(b0, b1, tail, seq, timestamp, now)
 
     def use_sender(self, send: Callable[[int, int, int, int, int, bytes], object]) -> None:
         """The transport's send changed (see Transport.rtp_fields_sender)."""
-        self._send_fields = send
+        self._rewriter.use_sender(send)
+
+    @property
+    def packets_sent(self) -> int:
+        return int(self._rewriter.packets_sent)
+
+    @property
+    def bytes_sent(self) -> int:
+        return int(self._rewriter.bytes_sent)
+
+    @property
+    def packets_dropped_late(self) -> int:
+        return int(self._rewriter.packets_dropped_late)
 
     def _sync(self, seq: int, timestamp: int, now: float) -> None:
         """Continue our numbering from where it stopped, whatever the input's numbering."""
-        self._needs_sync = False
-        self._sync_seq = seq
+        rewriter = self._rewriter
+        rewriter.needs_sync = False
+        rewriter.sync_seq = seq
         if not self._ever_sent:
             self._ever_sent = True
-            self._seq_offset = 0
-            self._ts_offset = 0
-            self._max_out_seq = (seq - 1) & 0xFFFF
+            rewriter.seq_offset = 0
+            rewriter.ts_offset = 0
+            rewriter.max_out_seq = (seq - 1) & 0xFFFF
             return
-        next_seq = (self._max_out_seq + 1) & 0xFFFF
-        elapsed = max(now - self._last_send_time, 0.0)
-        next_ts = (self._last_out_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
-        self._seq_offset = (seq - next_seq) & 0xFFFF
-        self._ts_offset = (timestamp - next_ts) & 0xFFFFFFFF
+        next_seq = (rewriter.max_out_seq + 1) & 0xFFFF
+        elapsed = max(now - rewriter.last_send_time, 0.0)
+        next_ts = (rewriter.last_out_ts + max(1, int(elapsed * self.clock_rate))) & 0xFFFFFFFF
+        rewriter.seq_offset = (seq - next_seq) & 0xFFFF
+        rewriter.ts_offset = (timestamp - next_ts) & 0xFFFFFFFF
 
     def resync(self, wait_for_keyframe: bool = False) -> None:
         """The input's numbering changed or lost a stretch: continue ours without
         a hole, from the next packet (or, for video, the next keyframe)."""
         if not self._active:
             return
-        self._needs_sync = True
+        self._rewriter.needs_sync = True
         if wait_for_keyframe and self.kind == "video":
             self._needs_keyframe = True
             self._last_keyframe_request = time.monotonic()
@@ -206,10 +200,10 @@ class Consumer(AsyncIOEventEmitter):
         if not self.nack_enabled:
             return
         for seq in lost:
-            sent = self._history[seq & (HISTORY_SIZE - 1)]
-            if sent is None or sent[0] != seq:
+            sent = self._rewriter.sent(seq)
+            if sent is None:
                 continue
-            _, b0, b1, out_ts, tail = sent
+            b0, b1, out_ts, tail = sent
             packet = _HEADER.pack(b0, b1, seq, out_ts, self.ssrc) + tail
             if self.rtx_ssrc is not None and self.rtx_payload_type is not None:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -243,10 +237,12 @@ class Consumer(AsyncIOEventEmitter):
         if mapping is not None:
             sr_ntp, sr_rtp, _ = mapping
             elapsed = wall - rtcp.ntp_to_seconds(sr_ntp)
-            rtp_now = (sr_rtp + int(elapsed * self.clock_rate) - self._ts_offset) & 0xFFFFFFFF
+            rtp_now = (
+                sr_rtp + int(elapsed * self.clock_rate) - self._rewriter.ts_offset
+            ) & 0xFFFFFFFF
         else:
-            elapsed = time.monotonic() - self._last_send_time
-            rtp_now = (self._last_out_ts + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+            elapsed = time.monotonic() - self._rewriter.last_send_time
+            rtp_now = (self._rewriter.last_out_ts + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
         return rtcp.build_sr(
             self.ssrc, ntp, rtp_now, self.packets_sent & 0xFFFFFFFF, self.bytes_sent & 0xFFFFFFFF
         ) + rtcp.build_sdes_cname(self.ssrc, self.cname)
@@ -256,9 +252,10 @@ class Consumer(AsyncIOEventEmitter):
     def _update_active(self) -> None:
         was_active = self._active
         self._active = not (self.paused or self.producer_paused or self.closed)
+        self._rewriter.active = self._active
         if self._active and not was_active:
             # Restart numbering from here; video waits for a keyframe.
-            self._needs_sync = True
+            self._rewriter.needs_sync = True
             if self.kind == "video":
                 self._needs_keyframe = True
                 self._last_keyframe_request = time.monotonic()
@@ -303,6 +300,7 @@ class Consumer(AsyncIOEventEmitter):
         if self.closed:
             return
         self._active = False
+        self._rewriter.active = False
         logger.error(
             "consumer %s (%s, peer %s) failed; closing it",
             self.id,
@@ -336,7 +334,7 @@ class Consumer(AsyncIOEventEmitter):
     def _close(self) -> None:
         self.closed = True
         self._active = False
-        self._history = [None] * 0
+        self._rewriter.close()
         self.producer.remove_consumer(self)
         self.emit("@close")
 

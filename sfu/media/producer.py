@@ -281,7 +281,9 @@ class Producer(AsyncIOEventEmitter):
             tail = b"".join((csrcs, block, payload))
             for consumer in consumers:
                 try:
-                    consumer.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+                    # Consumer.send_rtp, without its Python frame on the common path.
+                    if consumer.rewrite_and_send(b0, b1, tail, seq, timestamp, now):
+                        consumer.send_after_sync(b0, b1, tail, seq, timestamp, keyframe, now)
                 except Exception as error:
                     # Contained to that consumer: the others still get this packet.
                     consumer.fail(error)

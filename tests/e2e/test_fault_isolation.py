@@ -98,7 +98,7 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         def broken_send(*args: Any) -> None:
             raise RuntimeError("injected consumer fault")
 
-        consumer.send_rtp = broken_send
+        consumer.rewrite_and_send = broken_send  # what the producer calls per packet
         assert await wait_until(lambda: (faulty_id,) in bob_events["consumerclosed"], timeout=5)
         assert consumer.closed
         assert await frames_keep_rising(carol, "alice"), "carol lost alice's video"

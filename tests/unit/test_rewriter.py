@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sfu.config import DEFAULT_MEDIA_CODECS
-from sfu.media import ortc, rtcp
+from sfu.media import ortc, rtcp, rtp_rewriter
 from sfu.media.consumer import Consumer
 from sfu.media.producer import Producer
 from sfu.media.rtp import (
@@ -28,6 +28,16 @@ from sfu.media.transport import Transport
 ROUTER_CAPS = ortc.generate_router_rtp_capabilities(
     [c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS]
 )
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def rewriter_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the C rewriter and with the Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(rtp_rewriter, "NATIVE_SEND", False)
+    else:
+        assert rtp_rewriter.NATIVE_SEND, "sfu.media._native is not built"
+    return str(request.param)
 
 
 class RecordingTransport:

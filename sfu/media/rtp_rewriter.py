@@ -1,0 +1,100 @@
+"""A consumer's per-packet rewrite: sequence number, timestamp, history, send.
+
+:class:`RtpRewriter` is the Python version of ``sfu.media._native.RtpRewriter``
+(the same fields and methods, in C, used when the extension is built and not
+turned off with ``SFU_NATIVE_SEND=0``). Per packet, the consumer's only work
+is a call to ``send``; it comes back (``send`` returns True) only when the
+numbering must be synced first, which the consumer decides (keyframe waits,
+continuing after a pause).
+
+Fields:
+- ``active``: false while paused, closed or the producer is paused;
+- ``needs_sync``: the next packet restarts the mapping (``send`` returns True);
+- ``sync_seq``: the incoming seq at the last sync; older packets are dropped,
+  their out seq would collide with ones sent before the sync;
+- ``seq_offset``/``ts_offset``: out = incoming - offset (mod 2^16 / 2^32);
+- ``max_out_seq``, ``last_out_ts``, ``last_send_time``: the newest packet sent;
+  packets more than MAX_LATE_PACKETS behind it are dropped (late);
+- ``packets_sent``, ``bytes_sent``, ``packets_dropped_late``: counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..aiortc_adapter import NATIVE_SEND
+
+__all__ = ["HISTORY_SIZE", "MAX_LATE_PACKETS", "RtpRewriter", "new_rewriter"]
+
+HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
+# A late packet further behind the newest one sent is useless to receivers
+# (aiortc's jitter buffer even resets on one 100 behind): drop it.
+MAX_LATE_PACKETS = 64
+
+SendFields = Callable[[int, int, int, int, int, bytes], object]
+
+
+class RtpRewriter:
+    def __init__(self, ssrc: int) -> None:
+        self.ssrc = ssrc
+        self.active = False
+        self.needs_sync = True
+        self.sync_seq = 0
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.max_out_seq = 0
+        self.last_out_ts = 0
+        self.last_send_time = 0.0
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.packets_dropped_late = 0
+        self._send: SendFields | None = None
+        # (out_seq, b0, b1, out_ts, tail) by out_seq & (HISTORY_SIZE - 1)
+        self._history: list[tuple[int, int, int, int, bytes] | None] = [None] * HISTORY_SIZE
+
+    def use_sender(self, send: SendFields | None) -> None:
+        self._send = send
+
+    def send(self, b0: int, b1: int, tail: bytes, seq: int, timestamp: int, now: float) -> bool:
+        if not self.active:
+            return False
+        if self.needs_sync:
+            return True
+        if ((seq - self.sync_seq) & 0xFFFF) >= 0x8000:
+            return False  # older than the sync point: its number would collide
+        out_seq = (seq - self.seq_offset) & 0xFFFF
+        if MAX_LATE_PACKETS < ((self.max_out_seq - out_seq) & 0xFFFF) < 0x8000:
+            self.packets_dropped_late += 1
+            return False
+        out_ts = (timestamp - self.ts_offset) & 0xFFFFFFFF
+        self._history[out_seq & (HISTORY_SIZE - 1)] = (out_seq, b0, b1, out_ts, tail)
+        if ((out_seq - self.max_out_seq) & 0xFFFF) < 0x8000:
+            self.max_out_seq = out_seq
+            self.last_out_ts = out_ts
+            self.last_send_time = now
+        self.packets_sent += 1
+        self.bytes_sent += 12 + len(tail)
+        if self._send is not None:
+            self._send(b0, b1, out_seq, out_ts, self.ssrc, tail)
+        return False
+
+    def sent(self, out_seq: int) -> tuple[int, int, int, bytes] | None:
+        entry = self._history[out_seq & (HISTORY_SIZE - 1)]
+        if entry is None or entry[0] != out_seq:
+            return None
+        return entry[1:]
+
+    def close(self) -> None:
+        self.active = False
+        self._send = None
+        self._history = [None] * HISTORY_SIZE
+
+
+def new_rewriter(ssrc: int) -> Any:
+    """The C rewriter when the extension is there, else the Python one."""
+    if NATIVE_SEND:
+        from . import _native
+
+        return _native.RtpRewriter(ssrc)
+    return RtpRewriter(ssrc)

@@ -1,0 +1,191 @@
+"""The consumer's per-packet rewrite, in C and in Python, side by side.
+
+``sfu.media._native.RtpRewriter`` must behave exactly as
+``sfu.media.rtp_rewriter.RtpRewriter``: the same operations, fed to both,
+must send the same packets and leave the same state. Hypothesis drives them
+through wrap-arounds, late and reordered packets, syncs and pauses.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sfu.media import rtp_rewriter
+from sfu.media.rtp_rewriter import HISTORY_SIZE, MAX_LATE_PACKETS, RtpRewriter
+
+native = pytest.importorskip("sfu.media._native")
+
+FIELDS = (
+    "active",
+    "needs_sync",
+    "sync_seq",
+    "seq_offset",
+    "ts_offset",
+    "max_out_seq",
+    "last_out_ts",
+    "last_send_time",
+    "packets_sent",
+    "bytes_sent",
+    "packets_dropped_late",
+)
+
+
+def pair(ssrc: int = 0xDEADBEEF) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """A C and a Python rewriter, each recording what it sends."""
+    sent: list[tuple[Any, ...]] = [[], []]  # type: ignore[list-item]
+    rewriters = [native.RtpRewriter(ssrc), RtpRewriter(ssrc)]
+    for record, rewriter in zip(sent, rewriters, strict=True):
+
+        def send(*fields: Any, record: list[Any] = record) -> None:  # type: ignore[assignment]
+            record.append((*fields[:5], bytes(fields[5])))
+
+        rewriter.use_sender(send)
+        rewriter.active = True
+    return sent, rewriters  # type: ignore[return-value]
+
+
+def start(rewriter: Any, seq: int, offset_seq: int = 0, offset_ts: int = 0) -> None:
+    rewriter.needs_sync = False
+    rewriter.sync_seq = seq
+    rewriter.seq_offset = offset_seq
+    rewriter.ts_offset = offset_ts
+    rewriter.max_out_seq = (seq - offset_seq - 1) & 0xFFFF
+
+
+def state(rewriter: Any) -> dict[str, Any]:
+    return {name: getattr(rewriter, name) for name in FIELDS}
+
+
+operation = st.one_of(
+    st.tuples(
+        st.just("send"),
+        st.integers(-150, 150),  # seq step: forward, reordered, late, far
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 40),
+    ),
+    st.tuples(st.just("sync"), st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.just(0)),
+    st.tuples(st.just("resync"), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("active"), st.integers(0, 1), st.just(0), st.just(0)),
+    st.tuples(st.just("sent"), st.integers(-2, 0x10001), st.just(0), st.just(0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first_seq=st.integers(0, 0xFFFF),
+    operations=st.lists(operation, max_size=120),
+)
+def test_c_and_python_rewriters_agree(first_seq: int, operations: list[tuple[Any, ...]]) -> None:
+    sent, rewriters = pair()
+    for rewriter in rewriters:
+        start(rewriter, first_seq)
+    seq = first_seq
+    now = 1000.0
+    for kind, a, b, c in operations:
+        now += 0.01
+        if kind == "send":
+            seq = (seq + a) & 0xFFFF
+            tail = bytes([c]) * c
+            results = [r.send(0x80 | (c & 1) << 4, 96, tail, seq, b, now) for r in rewriters]
+            assert results[0] == results[1]
+        elif kind == "sync":
+            for rewriter in rewriters:
+                start(rewriter, a, offset_seq=(a * 7) & 0xFFFF, offset_ts=b)
+        elif kind == "resync":
+            for rewriter in rewriters:
+                rewriter.needs_sync = True
+        elif kind == "active":
+            for rewriter in rewriters:
+                rewriter.active = bool(a)
+        else:
+            if 0 <= a <= 0xFFFF:
+                assert rewriters[0].sent(a) == rewriters[1].sent(a)
+        assert state(rewriters[0]) == state(rewriters[1])
+    assert sent[0] == sent[1]
+
+
+def test_rewrites_seq_and_timestamp_and_keeps_the_tail() -> None:
+    sent, rewriters = pair(ssrc=0x01020304)
+    for rewriter in rewriters:
+        start(rewriter, 100, offset_seq=90, offset_ts=1000)
+        assert rewriter.send(0x90, 0xE5, b"tail", 100, 500, 1.0) is False
+        assert rewriter.send(0x80, 0x65, b"more", 101, 1500, 2.0) is False
+    expected = [
+        (0x90, 0xE5, 10, (500 - 1000) & 0xFFFFFFFF, 0x01020304, b"tail"),
+        (0x80, 0x65, 11, 500, 0x01020304, b"more"),
+    ]
+    assert sent[0] == sent[1] == expected
+    for rewriter in rewriters:
+        assert rewriter.sent(10) == (0x90, 0xE5, (500 - 1000) & 0xFFFFFFFF, b"tail")
+        assert rewriter.sent(10 + HISTORY_SIZE) is None  # another packet's slot number
+        assert (rewriter.packets_sent, rewriter.bytes_sent) == (2, 32)
+        assert (rewriter.max_out_seq, rewriter.last_out_ts, rewriter.last_send_time) == (
+            11,
+            500,
+            2.0,
+        )
+
+
+def test_late_and_pre_sync_packets_are_dropped() -> None:
+    sent, rewriters = pair()
+    for rewriter in rewriters:
+        start(rewriter, 1000)
+        for seq in range(1000, 1000 + MAX_LATE_PACKETS + 10):
+            rewriter.send(0x80, 96, b"x", seq, seq, 0.0)
+        # older than the sync point: dropped without counting as late
+        rewriter.send(0x80, 96, b"x", 999, 0, 0.0)
+        newest = 1000 + MAX_LATE_PACKETS + 9
+        rewriter.send(0x80, 96, b"x", newest - MAX_LATE_PACKETS, 0, 0.0)  # just in time
+        rewriter.send(0x80, 96, b"x", newest - MAX_LATE_PACKETS - 1, 0, 0.0)  # too late
+        assert rewriter.packets_dropped_late == 1
+        assert rewriter.packets_sent == MAX_LATE_PACKETS + 11
+    assert sent[0] == sent[1]
+
+
+def test_inactive_or_unsynced_sends_nothing_and_asks_for_a_sync() -> None:
+    sent, rewriters = pair()
+    for rewriter in rewriters:
+        assert rewriter.send(0x80, 96, b"x", 1, 1, 0.0) is True  # new: needs a sync
+        rewriter.active = False
+        assert rewriter.send(0x80, 96, b"x", 1, 1, 0.0) is False
+    assert sent == [[], []]
+
+
+def test_no_sender_sends_nothing_and_close_drops_the_history() -> None:
+    for rewriter in pair()[1]:
+        start(rewriter, 5)
+        rewriter.use_sender(None)
+        tail = bytes(bytearray(b"a shared tail"))
+        references = sys.getrefcount(tail)
+        assert rewriter.send(0x80, 96, tail, 5, 0, 0.0) is False
+        assert rewriter.packets_sent == 1 and rewriter.sent(5) is not None
+        rewriter.close()
+        assert rewriter.sent(5) is None and not rewriter.active
+        assert sys.getrefcount(tail) == references
+
+
+def test_bad_arguments_raise_type_errors() -> None:
+    rewriter = native.RtpRewriter(1)
+    start(rewriter, 1)
+    rewriter.active = True
+    with pytest.raises(TypeError):
+        rewriter.send(0x80, 96, "not bytes", 1, 1, 0.0)
+    with pytest.raises(TypeError):
+        rewriter.send(0x80, 96, b"x", 1)
+    with pytest.raises(TypeError):
+        rewriter.use_sender(42)
+    # a failing Python sender's error reaches the caller (the consumer then fails)
+    rewriter.use_sender(lambda *fields: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        rewriter.send(0x80, 96, b"x", 2, 1, 0.0)
+
+
+def test_new_rewriter_follows_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(rtp_rewriter.new_rewriter(1), native.RtpRewriter)
+    monkeypatch.setattr(rtp_rewriter, "NATIVE_SEND", False)
+    assert isinstance(rtp_rewriter.new_rewriter(1), RtpRewriter)
