@@ -199,8 +199,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if not NATIVE_SEND and os.environ.get("SFU_NATIVE_SEND", "1") != "0":
         log.warning(
-            "sfu.media._native is not built (no C compiler at install?): consumers send "
-            "in Python, which costs about twice the CPU per forwarded packet"
+            "sfu.media._native is not built (no C compiler at install?): consumers rewrite "
+            "and send in Python, which costs 2-2.5x the CPU per forwarded packet"
         )
 
     try:

@@ -1,12 +1,18 @@
 /*
- * sfu.media._native: the last step of forwarding one RTP packet to one
- * consumer, in C.
+ * sfu.media._native: the per-consumer part of forwarding one RTP packet, in C.
+ *
+ * - RtpRewriter: a consumer's sequence number and timestamp rewrite, its NACK
+ *   history and counters (the same as sfu/media/rtp_rewriter.py, which runs
+ *   when this extension is not built);
+ * - SrtpSender: writes the header and the tail into its buffer, protects it
+ *   and sendto()s it, for one transport.
  *
  * Why: measured side by side on loopback (see README, "Benchmark"), a C loop
- * of srtp_protect + sendto costs about 10 us per forwarded packet, and the same
- * two calls made from Python (struct.pack_into, a memoryview copy, a cffi call,
- * socket.sendto) cost 20-25 us. Everything around them (which consumer, which
- * sequence number) stays in Python.
+ * of srtp_protect + sendto costs 10-13 us per forwarded packet; the same two
+ * calls made from Python (struct.pack_into, a memoryview copy, a cffi call,
+ * socket.sendto) cost 20-25 us, and the rewrite before them 8-10 us more.
+ * What is not per packet stays in Python: which consumers get a packet,
+ * keyframe waits, where numbering continues after a pause, RTCP.
  *
  * What it does not do: crypto. It calls libsrtp's srtp_protect, the copy inside
  * pylibsrtp, through a function pointer and a session pointer that
