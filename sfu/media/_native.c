@@ -372,8 +372,11 @@ RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
     call_args[3] = PyLong_FromUnsignedLong(out_ts);
     call_args[4] = PyLong_FromUnsignedLong(self->ssrc);
     PyObject *result = NULL;
+    /* Our own reference for the call: the callee may replace the sender. */
+    PyObject *send = Py_NewRef(self->send);
     if (call_args[2] && call_args[3] && call_args[4])
-        result = PyObject_Vectorcall(self->send, call_args, 6, NULL);
+        result = PyObject_Vectorcall(send, call_args, 6, NULL);
+    Py_DECREF(send);
     Py_XDECREF(call_args[2]);
     Py_XDECREF(call_args[3]);
     Py_XDECREF(call_args[4]);

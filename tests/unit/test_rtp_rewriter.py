@@ -189,3 +189,21 @@ def test_new_rewriter_follows_the_switch(monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(rtp_rewriter.new_rewriter(1), native.RtpRewriter)
     monkeypatch.setattr(rtp_rewriter, "NATIVE_SEND", False)
     assert isinstance(rtp_rewriter.new_rewriter(1), RtpRewriter)
+
+
+def test_a_sender_may_replace_itself_during_the_call() -> None:
+    # A Python sender that drops itself (as a transport's close does) while the
+    # C rewriter is calling it: no crash, the call completes, later packets go nowhere.
+    for rewriter in pair()[1]:
+        start(rewriter, 1)
+        calls: list[int] = []
+
+        def send(*fields: Any, rewriter: Any = rewriter, calls: list[int] = calls) -> None:
+            rewriter.use_sender(None)
+            calls.append(fields[2])
+
+        rewriter.use_sender(send)
+        del send
+        assert rewriter.send(0x80, 96, b"x", 1, 0, 0.0) is False
+        assert rewriter.send(0x80, 96, b"x", 2, 0, 0.0) is False
+        assert calls == [1] and rewriter.packets_sent == 2
