@@ -36,7 +36,8 @@
 /* libsrtp: srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr) */
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
 
-#define BUFFER_SIZE 2048
+/* As pylibsrtp's session buffer, so that both paths take the same packets. */
+#define BUFFER_SIZE 1500
 #define MAX_TRAILER 144 /* SRTP_MAX_TRAILER_LEN: tag + MKI */
 #define MAX_PACKET (BUFFER_SIZE - MAX_TRAILER)
 
@@ -166,6 +167,10 @@ SrtpSender_send_fields(SrtpSender *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "send_fields takes 6 arguments");
         return NULL;
     }
+    if (self->protect == NULL) {
+        PyErr_SetString(PyExc_ValueError, "SrtpSender was not initialised");
+        return NULL;
+    }
     unsigned long fields[5];
     for (int i = 0; i < 5; i++) {
         fields[i] = PyLong_AsUnsignedLongMask(args[i]);
@@ -219,7 +224,7 @@ static PyTypeObject SrtpSenderType = {
  * continues after a sync, pause and resume.
  */
 
-#define HISTORY_SIZE 1024 /* a power of two, as consumer.HISTORY_SIZE */
+#define HISTORY_SIZE 1024 /* a power of two, as rtp_rewriter.HISTORY_SIZE */
 #define MAX_LATE_PACKETS 64
 
 typedef struct {
@@ -267,7 +272,10 @@ RtpRewriter_traverse(RtpRewriter *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->send);
     Py_VISIT(self->srtp_sender);
-    return 0; /* the history holds bytes-like tails only: no cycles through them */
+    /* Tails are bytes in practice, but any buffer is accepted. */
+    for (int i = 0; i < HISTORY_SIZE; i++)
+        Py_VISIT(self->history_tail[i]);
+    return 0;
 }
 
 static int
@@ -304,8 +312,13 @@ RtpRewriter_use_sender(RtpRewriter *self, PyObject *send)
         return NULL;
     }
     PyObject *bound_to = PyCFunction_Check(send) ? PyCFunction_GET_SELF(send) : NULL;
-    if (bound_to != NULL && Py_IS_TYPE(bound_to, &SrtpSenderType))
+    if (bound_to != NULL && Py_IS_TYPE(bound_to, &SrtpSenderType)) {
+        if (((SrtpSender *)bound_to)->protect == NULL) {
+            PyErr_SetString(PyExc_ValueError, "SrtpSender was not initialised");
+            return NULL;
+        }
         self->srtp_sender = (SrtpSender *)Py_NewRef(bound_to);
+    }
     else
         self->send = Py_NewRef(send);
     Py_RETURN_NONE;
@@ -326,17 +339,23 @@ RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     if (self->needs_sync)
         Py_RETURN_TRUE;
-    unsigned long b0 = PyLong_AsUnsignedLongMask(args[0]);
-    unsigned long b1 = PyLong_AsUnsignedLongMask(args[1]);
-    unsigned long seq = PyLong_AsUnsignedLongMask(args[3]);
-    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[4]);
-    double now = PyFloat_AsDouble(args[5]);
-    if (PyErr_Occurred())
+    unsigned long b0, b1, seq, timestamp;
+    double now;
+    /* One conversion at a time: none may run with an exception set. */
+    if ((b0 = PyLong_AsUnsignedLongMask(args[0])) == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((b1 = PyLong_AsUnsignedLongMask(args[1])) == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((seq = PyLong_AsUnsignedLongMask(args[3])) == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((timestamp = PyLong_AsUnsignedLongMask(args[4])) == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((now = PyFloat_AsDouble(args[5])) == -1.0 && PyErr_Occurred())
         return NULL;
     if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) >= 0x8000)
         Py_RETURN_FALSE; /* older than the sync point: its number would collide */
     int out_seq = (int)((seq - (unsigned long)self->seq_offset) & 0xFFFF);
-    int behind = (self->max_out_seq - out_seq) & 0xFFFF;
+    int behind = (int)(((unsigned int)self->max_out_seq - (unsigned int)out_seq) & 0xFFFF);
     if (MAX_LATE_PACKETS < behind && behind < 0x8000) {
         self->packets_dropped_late++;
         Py_RETURN_FALSE;
@@ -351,7 +370,7 @@ RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
     self->history_b1[slot] = (unsigned char)b1;
     self->history_ts[slot] = out_ts;
     Py_XSETREF(self->history_tail[slot], Py_NewRef(args[2]));
-    if (((out_seq - self->max_out_seq) & 0xFFFF) < 0x8000) {
+    if ((((unsigned int)out_seq - (unsigned int)self->max_out_seq) & 0xFFFF) < 0x8000) {
         self->max_out_seq = out_seq;
         self->last_out_ts = out_ts;
         self->last_send_time = now;

@@ -135,6 +135,22 @@ def test_native_sender_refuses_what_does_not_fit_or_libsrtp_refuses() -> None:
             send(0x80, 96, 3)  # type: ignore[call-arg]
 
 
+def test_both_paths_take_the_same_largest_packet() -> None:
+    # pylibsrtp's session buffer (1500 bytes) less the largest SRTP trailer:
+    # a packet one of them sends, the other must send too (and RTX it).
+    tx, _ = session_pair(*PROFILES[1])
+    codec = SrtpCodec(tx)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind(("127.0.0.1", 0))
+        native = codec.native_sender(sender, sender.getsockname())
+        assert native is not None
+        largest = 1500 - 144 - 12
+        assert codec.protect_fields(0x80, 96, 1, 1, 1, b"x" * largest) is not None
+        assert codec.protect_fields(0x80, 96, 2, 1, 1, b"x" * (largest + 1)) is None
+        assert native.send_fields(0x80, 96, 3, 1, 1, b"x" * largest) > 0
+        assert native.send_fields(0x80, 96, 4, 1, 1, b"x" * (largest + 1)) == NATIVE_PROTECT_FAILED
+
+
 def test_native_sender_reports_a_failed_send() -> None:
     tx, _ = session_pair(*PROFILES[1])
     codec = SrtpCodec(tx)

@@ -207,3 +207,30 @@ def test_a_sender_may_replace_itself_during_the_call() -> None:
         assert rewriter.send(0x80, 96, b"x", 1, 0, 0.0) is False
         assert rewriter.send(0x80, 96, b"x", 2, 0, 0.0) is False
         assert calls == [1] and rewriter.packets_sent == 2
+
+
+def test_a_cycle_through_a_history_tail_is_collected() -> None:
+    import gc
+    import weakref
+
+    class Tail(bytearray):
+        rewriter: Any = None
+
+    rewriter = native.RtpRewriter(1)
+    start(rewriter, 5)
+    rewriter.active = True
+    tail = Tail(b"abc")
+    tail.rewriter = rewriter
+    rewriter.send(0x80, 96, tail, 5, 5, 1.0)
+    alive = weakref.ref(tail)
+    del tail, rewriter
+    gc.collect()
+    assert alive() is None
+
+
+def test_an_uninitialised_sender_is_refused() -> None:
+    blank = native.SrtpSender.__new__(native.SrtpSender)
+    with pytest.raises(ValueError):
+        blank.send_fields(0x80, 96, 1, 1, 1, b"x")
+    with pytest.raises(ValueError):
+        native.RtpRewriter(1).use_sender(blank.send_fields)
