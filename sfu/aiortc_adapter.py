@@ -100,9 +100,10 @@ if os.environ.get("SFU_NATIVE_SEND", "1") == "0":
 NATIVE_SEND = _native is not None
 if TYPE_CHECKING:
     from .media._native import SrtpSender as NativeSender
-# What a native send returns when the packet was not sent (see _native.c).
-NATIVE_PROTECT_FAILED = -1
-NATIVE_SEND_FAILED = -2
+# What a native send returns when the packet was not sent (see _native.c);
+# the same values when the extension is not there, for callers that compare.
+NATIVE_PROTECT_FAILED = _native.PROTECT_FAILED if _native is not None else -1
+NATIVE_SEND_FAILED = _native.SEND_FAILED if _native is not None else -2
 
 
 class SrtpCodec:

@@ -100,11 +100,10 @@ class WebRtcTransport(Transport):
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
         self._rtp_out: SrtpCodec | None = None
-        # The consumers' send in C (SrtpCodec.native_sender), made for the
-        # selected tuple in _native_for; its counters up to _native_seen are
-        # already in ours.
+        # The consumers' send in C (SrtpCodec.native_sender), remade whenever
+        # the keys or the selected tuple change; its counters up to
+        # _native_seen are already in ours.
         self._native: NativeSender | None = None
-        self._native_for: tuple | None = None
         self._native_seen = (0, 0, 0, 0)
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
@@ -465,8 +464,6 @@ class WebRtcTransport(Transport):
         addr = self._ice_selected_tuple
         if tx is None or addr is None:
             return
-        if addr is not self._native_for:
-            self._refresh_native_sender()
         native = self._native
         if native is not None:
             native.send_fields(b0, b1, seq, timestamp, ssrc, tail)  # counted in C
@@ -502,7 +499,6 @@ class WebRtcTransport(Transport):
         consumers to it, or to send_rtp_fields without it."""
         self._harvest_native_counters()
         tx, addr = self._rtp_out, self._ice_selected_tuple
-        self._native_for = addr
         native = None
         if (
             tx is not None
