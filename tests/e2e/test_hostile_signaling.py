@@ -1271,7 +1271,10 @@ async def test_peers_per_room_limit(sfu_server: ServerProcess) -> None:
 async def test_rooms_per_server_limit(sfu_server: ServerProcess) -> None:
     async with raw_peers(sfu_server) as connect:
         one = await connect("room-1", "p")
-        await connect("room-2", "p")
+        two = await connect("room-2", "p")
+        # A reply means the room exists; health counts only rooms whose router is made.
+        for peer in (one, two):
+            assert (await peer.request("getRouterRtpCapabilities"))["ok"]
         third = await connect("room-3", "p")
         msg = await third.wait_closed(5.0)
         assert msg.type == aiohttp.WSMsgType.CLOSE, msg
