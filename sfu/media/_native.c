@@ -226,6 +226,7 @@ static PyTypeObject SrtpSenderType = {
 
 #define HISTORY_SIZE 1024 /* a power of two, as rtp_rewriter.HISTORY_SIZE */
 #define MAX_LATE_PACKETS 64
+#define SYNC_TRAIL 0x1000 /* as rtp_rewriter.SYNC_TRAIL: how far sync_seq trails */
 
 typedef struct {
     PyObject_HEAD
@@ -374,6 +375,9 @@ RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
         self->max_out_seq = out_seq;
         self->last_out_ts = out_ts;
         self->last_send_time = now;
+        /* Else, half the sequence space on, every packet looks older than it. */
+        if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) > SYNC_TRAIL)
+            self->sync_seq = (int)((seq - SYNC_TRAIL) & 0xFFFF);
     }
     self->packets_sent++;
     self->bytes_sent += 12 + (unsigned long long)tail.len;

@@ -11,7 +11,10 @@ Fields:
 - ``active``: false while paused, closed or the producer is paused;
 - ``needs_sync``: the next packet restarts the mapping (``send`` returns True);
 - ``sync_seq``: the incoming seq at the last sync; older packets are dropped,
-  their out seq would collide with ones sent before the sync;
+  their out seq would collide with ones sent before the sync. It trails the
+  newest packet by at most SYNC_TRAIL: "older" is modulo 2^16, and a fixed
+  sync point would make every packet look older than it once the stream is
+  half the sequence space past it;
 - ``seq_offset``/``ts_offset``: out = incoming - offset (mod 2^16 / 2^32);
 - ``max_out_seq``, ``last_out_ts``, ``last_send_time``: the newest packet sent;
   packets more than MAX_LATE_PACKETS behind it are dropped (late);
@@ -25,12 +28,16 @@ from typing import Any
 
 from ..aiortc_adapter import NATIVE_SEND
 
-__all__ = ["HISTORY_SIZE", "MAX_LATE_PACKETS", "RtpRewriter", "new_rewriter"]
+__all__ = ["HISTORY_SIZE", "MAX_LATE_PACKETS", "SYNC_TRAIL", "RtpRewriter", "new_rewriter"]
 
 HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
 # A late packet further behind the newest one sent is useless to receivers
 # (aiortc's jitter buffer even resets on one 100 behind): drop it.
 MAX_LATE_PACKETS = 64
+# How far sync_seq trails the newest packet. Any packet further behind is
+# already dropped as late; any further ahead, the producer's stream takes for
+# a restart and resyncs.
+SYNC_TRAIL = 0x1000
 
 SendFields = Callable[[int, int, int, int, int, bytes], object]
 
@@ -73,6 +80,8 @@ class RtpRewriter:
             self.max_out_seq = out_seq
             self.last_out_ts = out_ts
             self.last_send_time = now
+            if ((seq - self.sync_seq) & 0xFFFF) > SYNC_TRAIL:
+                self.sync_seq = (seq - SYNC_TRAIL) & 0xFFFF
         self.packets_sent += 1
         self.bytes_sent += 12 + len(tail)
         if self._send is not None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sfu.media import rtp_rewriter
-from sfu.media.rtp_rewriter import HISTORY_SIZE, MAX_LATE_PACKETS, RtpRewriter
+from sfu.media.rtp_rewriter import HISTORY_SIZE, MAX_LATE_PACKETS, SYNC_TRAIL, RtpRewriter
 
 native = pytest.importorskip("sfu.media._native")
 
@@ -64,7 +64,9 @@ def state(rewriter: Any) -> dict[str, Any]:
 operation = st.one_of(
     st.tuples(
         st.just("send"),
-        st.integers(-150, 150),  # seq step: forward, reordered, late, far
+        # seq step: forward, reordered, late, far; and jumps that cross the
+        # sequence space in a few steps
+        st.integers(-150, 150) | st.integers(1000, 3000),
         st.integers(0, 2**32 - 1),
         st.integers(0, 40),
     ),
@@ -145,6 +147,30 @@ def test_late_and_pre_sync_packets_are_dropped() -> None:
         assert rewriter.packets_dropped_late == 1
         assert rewriter.packets_sent == MAX_LATE_PACKETS + 11
     assert sent[0] == sent[1]
+
+
+def test_a_long_stream_is_never_taken_for_packets_before_the_sync() -> None:
+    # "Older than the sync point" is modulo 2^16: with a fixed sync point,
+    # every packet from half the sequence space on looked older, and a
+    # consumer that never resynced dropped everything for 32768 packets
+    # (minutes of video) at a time. Here: three wraps, every packet sent.
+    sent, rewriters = pair()
+    first = 65000
+    count = 3 * 0x10000 + 1000
+    for rewriter in rewriters:
+        start(rewriter, first, offset_seq=first)
+        for n in range(count):
+            rewriter.send(0x80, 96, b"x", (first + n) & 0xFFFF, n * 960, float(n))
+        assert rewriter.packets_sent == count
+        assert rewriter.packets_dropped_late == 0
+        assert rewriter.sync_seq == (first + count - 1 - SYNC_TRAIL) & 0xFFFF
+        # still dropped: just before the (trailing) sync point, and late
+        for seq in (rewriter.sync_seq - 1, first + count - MAX_LATE_PACKETS - 2):
+            rewriter.send(0x80, 96, b"x", seq & 0xFFFF, 0, 0.0)
+        assert rewriter.packets_sent == count
+    assert sent[0] == sent[1]
+    assert [fields[2] for fields in sent[0][:3]] == [0, 1, 2]
+    assert len({fields[2] for fields in sent[0]}) == 0x10000
 
 
 def test_inactive_or_unsynced_sends_nothing_and_asks_for_a_sync() -> None:
