@@ -325,6 +325,84 @@ RtpRewriter_use_sender(RtpRewriter *self, PyObject *send)
     Py_RETURN_NONE;
 }
 
+/* The part of send() after the active and sync checks: drop late packets,
+ * record the history, count, send. ``args`` are send()'s arguments (the
+ * Python sender gets b0, b1 and tail as they came); ``tail`` is the buffer of
+ * args[2]. Returns 0, or -1 with an exception set (the Python sender raised). */
+static int
+rewriter_forward(RtpRewriter *self, PyObject *const *args, unsigned long b0, unsigned long b1,
+                 const Py_buffer *tail, unsigned long seq, unsigned long timestamp, double now)
+{
+    if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) >= 0x8000)
+        return 0; /* older than the sync point: its number would collide */
+    int out_seq = (int)((seq - (unsigned long)self->seq_offset) & 0xFFFF);
+    int behind = (int)(((unsigned int)self->max_out_seq - (unsigned int)out_seq) & 0xFFFF);
+    if (MAX_LATE_PACKETS < behind && behind < 0x8000) {
+        self->packets_dropped_late++;
+        return 0;
+    }
+    unsigned int out_ts = (unsigned int)((timestamp - self->ts_offset) & 0xFFFFFFFFUL);
+    int slot = out_seq & (HISTORY_SIZE - 1);
+    self->history_seq[slot] = out_seq;
+    self->history_b0[slot] = (unsigned char)b0;
+    self->history_b1[slot] = (unsigned char)b1;
+    self->history_ts[slot] = out_ts;
+    Py_XSETREF(self->history_tail[slot], Py_NewRef(args[2]));
+    if ((((unsigned int)out_seq - (unsigned int)self->max_out_seq) & 0xFFFF) < 0x8000) {
+        self->max_out_seq = out_seq;
+        self->last_out_ts = out_ts;
+        self->last_send_time = now;
+        /* Else, half the sequence space on, every packet looks older than it. */
+        if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) > SYNC_TRAIL)
+            self->sync_seq = (int)((seq - SYNC_TRAIL) & 0xFFFF);
+    }
+    self->packets_sent++;
+    self->bytes_sent += 12 + (unsigned long long)tail->len;
+    if (self->srtp_sender != NULL) {
+        srtp_sender_send(self->srtp_sender, b0, b1, (unsigned long)out_seq, out_ts, self->ssrc,
+                         tail->buf, tail->len);
+        return 0;
+    }
+    if (self->send == NULL)
+        return 0;
+    PyObject *call_args[6] = {args[0], args[1], NULL, NULL, NULL, args[2]};
+    call_args[2] = PyLong_FromLong(out_seq);
+    call_args[3] = PyLong_FromUnsignedLong(out_ts);
+    call_args[4] = PyLong_FromUnsignedLong(self->ssrc);
+    PyObject *result = NULL;
+    /* Our own reference for the call: the callee may replace the sender. */
+    PyObject *send = Py_NewRef(self->send);
+    if (call_args[2] && call_args[3] && call_args[4])
+        result = PyObject_Vectorcall(send, call_args, 6, NULL);
+    Py_DECREF(send);
+    Py_XDECREF(call_args[2]);
+    Py_XDECREF(call_args[3]);
+    Py_XDECREF(call_args[4]);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+/* The number arguments of send(): b0, b1, seq, timestamp (masked) and now.
+ * One conversion at a time: none may run with an exception set. */
+static int
+parse_send_numbers(PyObject *const *args, unsigned long *b0, unsigned long *b1,
+                   unsigned long *seq, unsigned long *timestamp, double *now)
+{
+    if ((*b0 = PyLong_AsUnsignedLongMask(args[0])) == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if ((*b1 = PyLong_AsUnsignedLongMask(args[1])) == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if ((*seq = PyLong_AsUnsignedLongMask(args[3])) == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if ((*timestamp = PyLong_AsUnsignedLongMask(args[4])) == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if ((*now = PyFloat_AsDouble(args[5])) == -1.0 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
 /* send(b0, b1, tail, seq, timestamp, now) -> bool
  *
  * Rewrite and send one packet (consumer.Consumer.send_rtp). True when the
@@ -342,70 +420,15 @@ RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_TRUE;
     unsigned long b0, b1, seq, timestamp;
     double now;
-    /* One conversion at a time: none may run with an exception set. */
-    if ((b0 = PyLong_AsUnsignedLongMask(args[0])) == (unsigned long)-1 && PyErr_Occurred())
+    if (parse_send_numbers(args, &b0, &b1, &seq, &timestamp, &now) < 0)
         return NULL;
-    if ((b1 = PyLong_AsUnsignedLongMask(args[1])) == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    if ((seq = PyLong_AsUnsignedLongMask(args[3])) == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    if ((timestamp = PyLong_AsUnsignedLongMask(args[4])) == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    if ((now = PyFloat_AsDouble(args[5])) == -1.0 && PyErr_Occurred())
-        return NULL;
-    if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) >= 0x8000)
-        Py_RETURN_FALSE; /* older than the sync point: its number would collide */
-    int out_seq = (int)((seq - (unsigned long)self->seq_offset) & 0xFFFF);
-    int behind = (int)(((unsigned int)self->max_out_seq - (unsigned int)out_seq) & 0xFFFF);
-    if (MAX_LATE_PACKETS < behind && behind < 0x8000) {
-        self->packets_dropped_late++;
-        Py_RETURN_FALSE;
-    }
     Py_buffer tail;
     if (PyObject_GetBuffer(args[2], &tail, PyBUF_SIMPLE) < 0)
         return NULL;
-    unsigned int out_ts = (unsigned int)((timestamp - self->ts_offset) & 0xFFFFFFFFUL);
-    int slot = out_seq & (HISTORY_SIZE - 1);
-    self->history_seq[slot] = out_seq;
-    self->history_b0[slot] = (unsigned char)b0;
-    self->history_b1[slot] = (unsigned char)b1;
-    self->history_ts[slot] = out_ts;
-    Py_XSETREF(self->history_tail[slot], Py_NewRef(args[2]));
-    if ((((unsigned int)out_seq - (unsigned int)self->max_out_seq) & 0xFFFF) < 0x8000) {
-        self->max_out_seq = out_seq;
-        self->last_out_ts = out_ts;
-        self->last_send_time = now;
-        /* Else, half the sequence space on, every packet looks older than it. */
-        if (((seq - (unsigned long)self->sync_seq) & 0xFFFF) > SYNC_TRAIL)
-            self->sync_seq = (int)((seq - SYNC_TRAIL) & 0xFFFF);
-    }
-    self->packets_sent++;
-    self->bytes_sent += 12 + (unsigned long long)tail.len;
-    if (self->srtp_sender != NULL) {
-        srtp_sender_send(self->srtp_sender, b0, b1, (unsigned long)out_seq, out_ts, self->ssrc,
-                         tail.buf, tail.len);
-        PyBuffer_Release(&tail);
-        Py_RETURN_FALSE;
-    }
+    int status = rewriter_forward(self, args, b0, b1, &tail, seq, timestamp, now);
     PyBuffer_Release(&tail);
-    if (self->send == NULL)
-        Py_RETURN_FALSE;
-    PyObject *call_args[6] = {args[0], args[1], NULL, NULL, NULL, args[2]};
-    call_args[2] = PyLong_FromLong(out_seq);
-    call_args[3] = PyLong_FromUnsignedLong(out_ts);
-    call_args[4] = PyLong_FromUnsignedLong(self->ssrc);
-    PyObject *result = NULL;
-    /* Our own reference for the call: the callee may replace the sender. */
-    PyObject *send = Py_NewRef(self->send);
-    if (call_args[2] && call_args[3] && call_args[4])
-        result = PyObject_Vectorcall(send, call_args, 6, NULL);
-    Py_DECREF(send);
-    Py_XDECREF(call_args[2]);
-    Py_XDECREF(call_args[3]);
-    Py_XDECREF(call_args[4]);
-    if (result == NULL)
+    if (status < 0)
         return NULL;
-    Py_DECREF(result);
     Py_RETURN_FALSE;
 }
 
@@ -475,17 +498,125 @@ static PyTypeObject RtpRewriterType = {
     .tp_members = RtpRewriter_members,
 };
 
+static PyObject *send_name; /* "send", interned at import */
+
+/* The exception now set, taken out as a value with its traceback. */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
+/* send_all(rewriters, b0, b1, tail, seq, timestamp, now)
+ *     -> list[tuple[int, BaseException | None]] | None
+ *
+ * rewriter.send(b0, b1, tail, seq, timestamp, now) for every rewriter of a
+ * tuple (one consumer layout), without a Python call per consumer.
+ * Returns None when every call returned False (the common case), else the
+ * (index, None) of those that returned True (must sync) and the
+ * (index, exception) of those that raised an Exception: one consumer's
+ * failure does not stop the others. Items that are not this module's RtpRewriter are called
+ * through their own send method. Bad arguments raise before any send. */
+static PyObject *
+native_send_all(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "send_all takes 7 arguments");
+        return NULL;
+    }
+    PyObject *rewriters = args[0];
+    if (!PyTuple_Check(rewriters)) {
+        PyErr_SetString(PyExc_TypeError, "send_all takes a tuple of rewriters");
+        return NULL;
+    }
+    PyObject *const *send_args = args + 1; /* b0, b1, tail, seq, timestamp, now */
+    unsigned long b0, b1, seq, timestamp;
+    double now;
+    if (parse_send_numbers(send_args, &b0, &b1, &seq, &timestamp, &now) < 0)
+        return NULL;
+    Py_buffer tail;
+    if (PyObject_GetBuffer(send_args[2], &tail, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *pending = NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(rewriters);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        PyObject *item = PyTuple_GET_ITEM(rewriters, index);
+        int status; /* 0: done, 1: must sync, -1: raised */
+        if (Py_IS_TYPE(item, &RtpRewriterType)) {
+            RtpRewriter *rewriter = (RtpRewriter *)item;
+            if (!rewriter->active)
+                continue;
+            if (rewriter->needs_sync)
+                status = 1;
+            else
+                status = rewriter_forward(rewriter, send_args, b0, b1, &tail, seq, timestamp, now);
+        }
+        else {
+            /* The Python twin, or anything with its send. */
+            PyObject *call_args[7] = {item,         send_args[0], send_args[1], send_args[2],
+                                      send_args[3], send_args[4], send_args[5]};
+            PyObject *result = PyObject_VectorcallMethod(send_name, call_args, 7, NULL);
+            status = result == NULL ? -1 : PyObject_IsTrue(result);
+            Py_XDECREF(result);
+        }
+        if (status == 0)
+            continue;
+        if (status < 0 && !PyErr_ExceptionMatches(PyExc_Exception))
+            goto fail; /* KeyboardInterrupt, SystemExit: not one consumer's failure */
+        PyObject *error = status < 0 ? take_exception() : Py_NewRef(Py_None);
+        PyObject *entry = Py_BuildValue("(nN)", index, error);
+        if (entry == NULL)
+            goto fail;
+        if (pending == NULL && (pending = PyList_New(0)) == NULL) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        int appended = PyList_Append(pending, entry);
+        Py_DECREF(entry);
+        if (appended < 0)
+            goto fail;
+    }
+    PyBuffer_Release(&tail);
+    if (pending == NULL)
+        Py_RETURN_NONE;
+    return pending;
+fail:
+    PyBuffer_Release(&tail);
+    Py_XDECREF(pending);
+    return NULL;
+}
+
+static PyMethodDef native_functions[] = {
+    {"send_all", (PyCFunction)(void (*)(void))native_send_all, METH_FASTCALL,
+     "rewriter.send(...) for each rewriter of a tuple; None, or the (index, error) to follow up."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sfu.media._native",
     .m_doc = "The per-consumer send of the forwarding path, in C (optional).",
     .m_size = -1,
+    .m_methods = native_functions,
 };
 
 PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (PyType_Ready(&SrtpSenderType) < 0 || PyType_Ready(&RtpRewriterType) < 0)
+        return NULL;
+    if (send_name == NULL && (send_name = PyUnicode_InternFromString("send")) == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)

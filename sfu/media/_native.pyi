@@ -37,3 +37,14 @@ class RtpRewriter:
     ) -> bool: ...
     def sent(self, out_seq: int, /) -> tuple[int, int, int, bytes] | None: ...
     def close(self) -> None: ...
+
+def send_all(
+    rewriters: tuple[Any, ...],
+    b0: int,
+    b1: int,
+    tail: bytes,
+    seq: int,
+    timestamp: int,
+    now: float,
+    /,
+) -> list[tuple[int, BaseException | None]] | None: ...

@@ -105,10 +105,6 @@ class Consumer(AsyncIOEventEmitter):
         # where the numbering continues after a sync.
         self._rewriter = new_rewriter(self.ssrc)
         self._rewriter.use_sender(transport.rtp_fields_sender)
-        # The producer calls this per packet; True: call send_after_sync.
-        self.rewrite_and_send: Callable[[int, int, bytes, int, int, float], bool] = (
-            self._rewriter.send
-        )
         self._needs_keyframe = self.kind == "video"
         self._ever_sent = False
         self._last_keyframe_request = 0.0
@@ -131,8 +127,9 @@ class Consumer(AsyncIOEventEmitter):
     ) -> None:
         """Rewrite and send one packet. ``tail`` is everything after the fixed header.
 
-        (The producer calls ``rewrite_and_send`` and ``send_after_sync`` itself.)"""
-        if self.rewrite_and_send(b0, b1, tail, seq, timestamp, now):
+        (The producer calls ``rewriter.send``, through send_all for all the
+        consumers of a layout at once, and ``send_after_sync`` itself.)"""
+        if self._rewriter.send(b0, b1, tail, seq, timestamp, now):
             self.send_after_sync(b0, b1, tail, seq, timestamp, keyframe, now)
 
     def send_after_sync(
@@ -149,6 +146,11 @@ class Consumer(AsyncIOEventEmitter):
             self._needs_keyframe = False
         self._sync(seq, timestamp, now)
         self._rewriter.send(b0, b1, tail, seq, timestamp, now)
+
+    @property
+    def rewriter(self) -> Any:
+        """The per-packet rewrite (``rtp_rewriter.RtpRewriter`` or its C twin)."""
+        return self._rewriter
 
     def use_sender(self, send: Callable[[int, int, int, int, int, bytes], object]) -> None:
         """The transport's send changed (see Transport.rtp_fields_sender)."""

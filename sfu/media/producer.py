@@ -34,6 +34,7 @@ from .rtp import (
     parse_fixed_header,
     rtx_unwrap,
 )
+from .rtp_rewriter import send_all_function
 from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, RtpStreamRecv
 
 if TYPE_CHECKING:
@@ -142,6 +143,11 @@ class Producer(AsyncIOEventEmitter):
 
         # consumers grouped by the set of router extension ids they accept
         self._layouts: dict[frozenset[int], list[Consumer]] = {}
+        # The same, as the hot path reads it: (extension ids, consumers, their
+        # rewriters), remade when a consumer comes or goes.
+        self._send_groups: tuple[tuple[frozenset[int], tuple[Consumer, ...], tuple[Any, ...]], ...]
+        self._send_groups = ()
+        self._send_all = send_all_function()
         self.consumers: dict[str, Consumer] = {}
         self.audio_level_sink: AudioLevelSink | None = None
 
@@ -163,6 +169,7 @@ class Producer(AsyncIOEventEmitter):
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers[consumer.id] = consumer
         self._layouts.setdefault(consumer.extension_ids, []).append(consumer)
+        self._update_send_groups()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         if self.consumers.pop(consumer.id, None) is None:
@@ -172,6 +179,13 @@ class Producer(AsyncIOEventEmitter):
             group.remove(consumer)
             if not group:
                 del self._layouts[consumer.extension_ids]
+        self._update_send_groups()
+
+    def _update_send_groups(self) -> None:
+        self._send_groups = tuple(
+            (extension_ids, tuple(consumers), tuple(c.rewriter for c in consumers))
+            for extension_ids, consumers in self._layouts.items()
+        )
 
     # ---- the hot path ----------------------------------------------------
 
@@ -262,7 +276,7 @@ class Producer(AsyncIOEventEmitter):
                     else:
                         elements.append((router_id, packet[start:end]))
 
-        if self.paused or not self._layouts:
+        if self.paused or not self._send_groups:
             return
         keyframe = self._is_keyframe(packet, ext_end, payload_end)
         b1 = (b1 & 0x80) | router_pt
@@ -270,7 +284,7 @@ class Producer(AsyncIOEventEmitter):
         payload = memoryview(packet)[ext_end:]
         csrcs = packet[12:csrc_end]
         full_block: bytes | None = None  # the block of a layout that takes every element
-        for extension_ids, consumers in self._layouts.items():
+        for extension_ids, consumers, rewriters in self._send_groups:
             if extension_ids >= self._forwarded_router_ids:
                 if full_block is None:
                     full_block = build_extension_block(elements)
@@ -279,14 +293,20 @@ class Producer(AsyncIOEventEmitter):
                 block = build_extension_block([e for e in elements if e[0] in extension_ids])
             b0 = (packet[0] & 0xEF) | (0x10 if block else 0)
             tail = b"".join((csrcs, block, payload))
-            for consumer in consumers:
-                try:
-                    # Consumer.send_rtp, without its Python frame on the common path.
-                    if consumer.rewrite_and_send(b0, b1, tail, seq, timestamp, now):
+            # Consumer.send_rtp for the whole layout, in one call (in C when built).
+            pending = self._send_all(rewriters, b0, b1, tail, seq, timestamp, now)
+            if pending is not None:
+                # Must sync first (error None), or failed: contained to that
+                # consumer, the others got this packet.
+                for index, error in pending:
+                    consumer = consumers[index]
+                    if error is not None:
+                        consumer.fail(error)
+                        continue
+                    try:
                         consumer.send_after_sync(b0, b1, tail, seq, timestamp, keyframe, now)
-                except Exception as error:
-                    # Contained to that consumer: the others still get this packet.
-                    consumer.fail(error)
+                    except Exception as failure:
+                        consumer.fail(failure)
 
     # ---- RTCP toward the publisher -------------------------------------
 
@@ -388,6 +408,7 @@ class Producer(AsyncIOEventEmitter):
             consumer.on_producer_closed()
         self.consumers.clear()
         self._layouts.clear()
+        self._send_groups = ()
         self.emit("@close")
 
     def fail(self, error: BaseException) -> None:

@@ -19,6 +19,9 @@ Fields:
 - ``max_out_seq``, ``last_out_ts``, ``last_send_time``: the newest packet sent;
   packets more than MAX_LATE_PACKETS behind it are dropped (late);
 - ``packets_sent``, ``bytes_sent``, ``packets_dropped_late``: counters.
+
+:func:`send_all` calls ``send`` for every rewriter of one consumer layout (in
+C: one call from the producer per layout instead of one per consumer).
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from typing import Any
 
 from ..aiortc_adapter import NATIVE_SEND
 
-__all__ = ["HISTORY_SIZE", "MAX_LATE_PACKETS", "SYNC_TRAIL", "RtpRewriter", "new_rewriter"]
+__all__ = [
+    "HISTORY_SIZE",
+    "MAX_LATE_PACKETS",
+    "SYNC_TRAIL",
+    "RtpRewriter",
+    "SendAll",
+    "new_rewriter",
+    "send_all",
+    "send_all_function",
+]
 
 HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
 # A late packet further behind the newest one sent is useless to receivers
@@ -40,6 +52,11 @@ MAX_LATE_PACKETS = 64
 SYNC_TRAIL = 0x1000
 
 SendFields = Callable[[int, int, int, int, int, bytes], object]
+# (rewriters, b0, b1, tail, seq, timestamp, now) -> None | [(index, error or None)]
+SendAll = Callable[
+    [tuple[Any, ...], int, int, bytes, int, int, float],
+    list[tuple[int, BaseException | None]] | None,
+]
 
 
 class RtpRewriter:
@@ -98,6 +115,35 @@ class RtpRewriter:
         self.active = False
         self._send = None
         self._history = [None] * HISTORY_SIZE
+
+
+def send_all(
+    rewriters: tuple[Any, ...], b0: int, b1: int, tail: bytes, seq: int, timestamp: int, now: float
+) -> list[tuple[int, BaseException | None]] | None:
+    """``send`` of every rewriter: None when each returned False, else the
+    (index, None) of those that must sync and the (index, error) of those that
+    raised; a failure does not stop the others (as ``_native.send_all``)."""
+    pending: list[tuple[int, BaseException | None]] | None = None
+    for index, rewriter in enumerate(rewriters):
+        try:
+            if not rewriter.send(b0, b1, tail, seq, timestamp, now):
+                continue
+            error: BaseException | None = None
+        except Exception as raised:
+            error = raised
+        if pending is None:
+            pending = []
+        pending.append((index, error))
+    return pending
+
+
+def send_all_function() -> SendAll:
+    """The C send_all with the C rewriters, else the Python one."""
+    if NATIVE_SEND:
+        from . import _native
+
+        return _native.send_all
+    return send_all
 
 
 def new_rewriter(ssrc: int) -> Any:

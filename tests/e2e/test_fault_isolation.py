@@ -98,7 +98,8 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         def broken_send(*args: Any) -> None:
             raise RuntimeError("injected consumer fault")
 
-        consumer.rewrite_and_send = broken_send  # what the producer calls per packet
+        # The send at the end of the rewrite, which the producer reaches per packet.
+        consumer.use_sender(broken_send)
         assert await wait_until(lambda: (faulty_id,) in bob_events["consumerclosed"], timeout=5)
         assert consumer.closed
         assert await frames_keep_rising(carol, "alice"), "carol lost alice's video"

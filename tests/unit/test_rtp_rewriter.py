@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sfu.media import rtp_rewriter
-from sfu.media.rtp_rewriter import HISTORY_SIZE, MAX_LATE_PACKETS, SYNC_TRAIL, RtpRewriter
+from sfu.media.rtp_rewriter import HISTORY_SIZE, MAX_LATE_PACKETS, SYNC_TRAIL, RtpRewriter, send_all
 
 native = pytest.importorskip("sfu.media._native")
 
@@ -260,3 +260,98 @@ def test_an_uninitialised_sender_is_refused() -> None:
         blank.send_fields(0x80, 96, 1, 1, 1, b"x")
     with pytest.raises(ValueError):
         native.RtpRewriter(1).use_sender(blank.send_fields)
+
+
+class Boom(Exception):
+    pass
+
+
+def layout(kind: str, sent: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Five rewriters of one kind: sending, paused, needing a sync, failing, sending."""
+    make = native.RtpRewriter if kind == "c" else RtpRewriter
+    rewriters = tuple(make(ssrc) for ssrc in range(1, 6))
+
+    def record(*fields: Any) -> None:
+        sent.append((*fields[:5], bytes(fields[5])))
+
+    def fail(*fields: Any) -> None:
+        raise Boom(f"ssrc {fields[4]}")
+
+    for rewriter in rewriters:
+        rewriter.use_sender(record)
+        rewriter.active = True
+        start(rewriter, 100)
+    rewriters[1].active = False
+    rewriters[2].needs_sync = True
+    rewriters[3].use_sender(fail)
+    return rewriters
+
+
+@pytest.mark.parametrize("rewriter_kind", ["c", "python"])
+@pytest.mark.parametrize("function", [native.send_all, send_all], ids=["c", "python"])
+def test_send_all_is_send_of_each_rewriter_and_contains_failures(
+    function: Any, rewriter_kind: str
+) -> None:
+    sent: list[tuple[Any, ...]] = []
+    rewriters = layout(rewriter_kind, sent)
+    pending = function(rewriters, 0x80, 96, b"tail", 100, 5000, 1.0)
+    # the others were sent to, in order, after the failure too
+    assert sent == [(0x80, 96, 100, 5000, ssrc, b"tail") for ssrc in (1, 5)]
+    assert pending is not None and [index for index, _ in pending] == [2, 3]
+    assert pending[0][1] is None  # must sync
+    error = pending[1][1]
+    assert isinstance(error, Boom) and str(error) == "ssrc 4"
+    assert error.__traceback__ is not None
+    # nothing to follow up: None, not an empty list
+    for rewriter in rewriters:
+        rewriter.needs_sync = False
+        rewriter.use_sender(None)
+    assert function(rewriters, 0x80, 96, b"tail", 101, 5960, 1.02) is None
+    assert [r.packets_sent for r in rewriters] == [2, 0, 1, 2, 2]
+
+
+def test_send_all_in_c_and_python_agree_on_random_layouts() -> None:
+    sent: list[list[tuple[Any, ...]]] = [[], []]
+    layouts = [layout("c", sent[0]), layout("python", sent[1])]
+    functions = [native.send_all, send_all]
+    for n in range(300):
+        seq = (100 + n * 37) & 0xFFFF  # forward, then late, and wrapping
+        results = [
+            function(rewriters, 0x90, 97, bytes([n & 0xFF]) * 3, seq, n * 3000, float(n))
+            for function, rewriters in zip(functions, layouts, strict=True)
+        ]
+        c, python = ([(i, type(e)) for i, e in result or []] for result in results)
+        assert c == python
+        for c_rewriter, python_rewriter in zip(*layouts, strict=True):
+            assert state(c_rewriter) == state(python_rewriter)
+    assert sent[0] == sent[1] and sent[0]
+
+
+def test_send_all_lets_interrupts_through_and_refuses_bad_arguments() -> None:
+    rewriter = native.RtpRewriter(1)
+    rewriter.active = True
+    start(rewriter, 1)
+
+    def interrupt(*fields: Any) -> None:
+        raise KeyboardInterrupt
+
+    rewriter.use_sender(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        native.send_all((rewriter,), 0x80, 96, b"x", 1, 1, 0.0)
+    rewriter.use_sender(None)
+    with pytest.raises(TypeError):
+        native.send_all([rewriter], 0x80, 96, b"x", 1, 1, 0.0)  # a tuple, not a list
+    with pytest.raises(TypeError):
+        native.send_all((rewriter,), 0x80, 96, "not bytes", 2, 1, 0.0)
+    with pytest.raises(TypeError):
+        native.send_all((rewriter,), 0x80, 96, b"x", None, 1, 0.0)
+    with pytest.raises(TypeError):
+        native.send_all((rewriter,), 0x80, 96, b"x", 2)
+    assert rewriter.packets_sent == 1  # only the interrupted one counted before the send
+    # anything else in the tuple is called through its own send
+    other = RtpRewriter(2)
+    other.active = True  # and new: it asks for a sync
+    pending = native.send_all((object(), other), 0x80, 96, b"x", 2, 1, 0.0)
+    assert pending is not None and len(pending) == 2
+    assert pending[0][0] == 0 and isinstance(pending[0][1], AttributeError)
+    assert pending[1] == (1, None)
