@@ -384,11 +384,12 @@ rewriter_forward(RtpRewriter *self, PyObject *const *args, unsigned long b0, uns
     return 0;
 }
 
-/* The number arguments of send(): b0, b1, seq, timestamp (masked) and now.
- * One conversion at a time: none may run with an exception set. */
+/* send()'s arguments: b0, b1, seq, timestamp (masked), now, and the buffer of
+ * the tail (release it after). One conversion at a time: none may run with an
+ * exception set. */
 static int
-parse_send_numbers(PyObject *const *args, unsigned long *b0, unsigned long *b1,
-                   unsigned long *seq, unsigned long *timestamp, double *now)
+parse_send_args(PyObject *const *args, unsigned long *b0, unsigned long *b1, Py_buffer *tail,
+                unsigned long *seq, unsigned long *timestamp, double *now)
 {
     if ((*b0 = PyLong_AsUnsignedLongMask(args[0])) == (unsigned long)-1 && PyErr_Occurred())
         return -1;
@@ -400,7 +401,7 @@ parse_send_numbers(PyObject *const *args, unsigned long *b0, unsigned long *b1,
         return -1;
     if ((*now = PyFloat_AsDouble(args[5])) == -1.0 && PyErr_Occurred())
         return -1;
-    return 0;
+    return PyObject_GetBuffer(args[2], tail, PyBUF_SIMPLE);
 }
 
 /* send(b0, b1, tail, seq, timestamp, now) -> bool
@@ -420,10 +421,8 @@ RtpRewriter_send(RtpRewriter *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_TRUE;
     unsigned long b0, b1, seq, timestamp;
     double now;
-    if (parse_send_numbers(args, &b0, &b1, &seq, &timestamp, &now) < 0)
-        return NULL;
     Py_buffer tail;
-    if (PyObject_GetBuffer(args[2], &tail, PyBUF_SIMPLE) < 0)
+    if (parse_send_args(args, &b0, &b1, &tail, &seq, &timestamp, &now) < 0)
         return NULL;
     int status = rewriter_forward(self, args, b0, b1, &tail, seq, timestamp, now);
     PyBuffer_Release(&tail);
@@ -543,10 +542,8 @@ native_send_all(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     PyObject *const *send_args = args + 1; /* b0, b1, tail, seq, timestamp, now */
     unsigned long b0, b1, seq, timestamp;
     double now;
-    if (parse_send_numbers(send_args, &b0, &b1, &seq, &timestamp, &now) < 0)
-        return NULL;
     Py_buffer tail;
-    if (PyObject_GetBuffer(send_args[2], &tail, PyBUF_SIMPLE) < 0)
+    if (parse_send_args(send_args, &b0, &b1, &tail, &seq, &timestamp, &now) < 0)
         return NULL;
     PyObject *pending = NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(rewriters);
