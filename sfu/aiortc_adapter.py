@@ -39,6 +39,9 @@ this module. Each touch says why it is needed:
   packet in one call: about 13 µs per forwarded packet against 25 µs for the
   same loop through cffi and ``socket.sendto``, measured side by side on
   loopback. libsrtp still does the crypto, on pylibsrtp's own session.
+  :meth:`SrtpCodec.native_session` and :func:`native_unprotect_function` do
+  the same for ``srtp_unprotect``: the C receive path (``RtpReceiver``)
+  unprotects in-order packets with the incoming session.
 - Benchmark load clients (``sfu.bench``) must be much cheaper than the server
   they load, and must timestamp packets where they enter and leave:
   :func:`intercept_incoming_srtp` replaces ``datagram_received`` of the
@@ -98,6 +101,9 @@ if os.environ.get("SFU_NATIVE_SEND", "1") == "0":
     _native = None  # type: ignore[assignment]
 
 NATIVE_SEND = _native is not None
+# The C receive path (RtpReceiver, ProducerPath): on with the C send unless
+# SFU_NATIVE_RECEIVE=0, for a side-by-side measure of what it buys.
+NATIVE_RECEIVE = NATIVE_SEND and os.environ.get("SFU_NATIVE_RECEIVE", "1") != "0"
 if TYPE_CHECKING:
     from .media._native import SrtpSender as NativeSender
 # What a native send returns when the packet was not sent (see _native.c);
@@ -178,6 +184,13 @@ class SrtpCodec:
             (self._session, sock),
         )
 
+    def native_session(self) -> tuple[int, Session]:
+        """The address of the session's ``srtp_t``, and the object that keeps it
+        alive, for the C receive path (``RtpReceiver.set_session``)."""
+        from pylibsrtp._binding import ffi
+
+        return int(ffi.cast("uintptr_t", self._srtp)), self._session
+
     def unprotect(self, packet: bytes) -> bytes:
         size = len(packet)
         if size > self._max_unprotect:
@@ -187,6 +200,13 @@ class SrtpCodec:
         if self._srtp_unprotect(self._srtp, self._cdata, self._length):
             raise ValueError("SRTP unprotect failed (authentication, replay or format)")
         return self._buffer[0 : self._length[0]]
+
+
+def native_unprotect_function() -> int:
+    """The address of pylibsrtp's ``srtp_unprotect``, for ``RtpReceiver``."""
+    from pylibsrtp._binding import ffi, lib
+
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
 
 
 def generate_certificate() -> RTCCertificate:

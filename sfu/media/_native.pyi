@@ -48,3 +48,58 @@ def send_all(
     now: float,
     /,
 ) -> list[tuple[int, BaseException | None]] | None: ...
+
+class RtpStreamState:
+    ssrc: int
+    clock_rate: int
+    started: bool
+    base_seq: int
+    max_seq: int
+    cycles: int
+    received: int
+    bytes_received: int
+    expected_prior: int
+    received_prior: int
+    transit: float
+    jitter: float
+    missing: dict[int, list[float]]
+    last_sr_ntp: int
+    last_sr_rtp: int
+    last_sr_arrival: float
+    last_packet_time: float
+    fraction_lost: int
+
+class ProducerPath:
+    paused: bool
+    enabled: bool
+    audio_level_sink: Any
+    packets_received: int
+    bytes_received: int
+    def __init__(
+        self,
+        producer: Any,
+        pt_map: dict[int, int],
+        ext_forward: dict[int, int],
+        abs_send_time_id: int,
+        audio_level_id: int,
+        follow_up: Any,
+        fail: Any,
+    ) -> None: ...
+    def set_layouts(
+        self, layouts: tuple[tuple[int, tuple[Any, ...], tuple[Any, ...]], ...], /
+    ) -> None: ...
+    def receive(self, stream: Any, packet: bytes, now: float, /) -> bool: ...
+    def close(self) -> None: ...
+
+class RtpReceiver:
+    bytes_received: int
+    rtp_packets_received: int
+    unprotect_failures: int
+    last_activity: float
+    def __init__(self, fd: int, unprotect: int, on_datagram: Any, on_rtp: Any) -> None: ...
+    def set_session(self, session: int, owner: Any, /) -> None: ...
+    def set_address(self, address: tuple[Any, ...] | None, /) -> None: ...
+    def add_stream(self, ssrc: int, path: ProducerPath, stream: Any, /) -> None: ...
+    def remove_stream(self, ssrc: int, /) -> None: ...
+    def drain(self) -> None: ...
+    def close(self) -> None: ...
