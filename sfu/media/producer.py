@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..aiortc_adapter import NATIVE_RECEIVE
 from ..errors import InvalidStateError
 from . import rtcp
 from .rtp import (
@@ -37,6 +38,8 @@ from .rtp import (
 from .rtp_rewriter import send_all_function
 from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, RtpStreamRecv
 
+if TYPE_CHECKING or NATIVE_RECEIVE:
+    from ._native import ProducerPath
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .transport import Transport
@@ -52,6 +55,21 @@ NACK_MAX_TRIES = 10
 AudioLevelSink = Callable[["Producer", int], None]
 
 _NO_ELEMENTS: list[tuple[int, bytes]] = []  # shared, never appended to
+
+
+class _Counts:
+    """The per-packet counters, when there is no C path to keep them."""
+
+    __slots__ = ("packets_received", "bytes_received")
+
+    def __init__(self) -> None:
+        self.packets_received = 0
+        self.bytes_received = 0
+
+
+def _extension_mask(extension_ids: frozenset[int]) -> int:
+    """The router extension ids a layout takes, as ProducerPath's bit mask."""
+    return sum(1 << i for i in extension_ids if 0 < i < 15)
 
 
 def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> bool:
@@ -78,6 +96,11 @@ class Producer(AsyncIOEventEmitter):
         app_data: dict[str, Any],
     ) -> None:
         super().__init__()
+        # The C receive path's view of this producer (sfu/media/_native.c),
+        # made once the mappings are known; paused and the sink follow it.
+        self._path: ProducerPath | None = None
+        self._paused = paused
+        self._audio_level_sink: AudioLevelSink | None = None
         self.id = producer_id
         self.kind = kind
         self.type = "simple"
@@ -85,7 +108,6 @@ class Producer(AsyncIOEventEmitter):
         self.rtp_mapping = rtp_mapping
         self.consumable_rtp_parameters = consumable_rtp_parameters
         self.app_data = app_data
-        self.paused = paused
         self.closed = False
         self.transport = transport
 
@@ -149,20 +171,63 @@ class Producer(AsyncIOEventEmitter):
         self._send_groups = ()
         self._send_all = send_all_function()
         self.consumers: dict[str, Consumer] = {}
-        self.audio_level_sink: AudioLevelSink | None = None
 
         self._last_keyframe_request = 0.0
         self._keyframe_request_pending = False
         self._nack_timer: asyncio.TimerHandle | None = None
 
-        # counters for stats
-        self.packets_received = 0
-        self.bytes_received = 0
+        if NATIVE_RECEIVE:
+            self._path = ProducerPath(
+                self,
+                self._pt_map,
+                self._ext_forward,
+                self._abs_send_time_id,
+                self._audio_level_id,
+                self._follow_up,
+                self.fail,
+            )
+            self._path.paused = paused
+        # counters for stats; per packet, in the C path's struct when there is one
+        self._counts: _Counts | ProducerPath = self._path if self._path is not None else _Counts()
         self.packets_discarded = 0
         self.packets_repaired = 0
         self.nacks_sent = 0
         self.keyframe_requests_sent = 0
         self.score = 10
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        self._paused = paused
+        if self._path is not None:
+            self._path.paused = paused
+
+    @property
+    def audio_level_sink(self) -> AudioLevelSink | None:
+        """Called with (producer, level) for each packet's RFC 6464 audio level."""
+        return self._audio_level_sink
+
+    @audio_level_sink.setter
+    def audio_level_sink(self, sink: AudioLevelSink | None) -> None:
+        self._audio_level_sink = sink
+        if self._path is not None:
+            self._path.audio_level_sink = sink
+
+    @property
+    def native_path(self) -> ProducerPath | None:
+        """For the transport's C receiver: this producer's mappings and layouts."""
+        return self._path
+
+    @property
+    def packets_received(self) -> int:
+        return self._counts.packets_received
+
+    @property
+    def bytes_received(self) -> int:
+        return self._counts.bytes_received
 
     # ---- consumers -------------------------------------------------------
 
@@ -186,6 +251,13 @@ class Producer(AsyncIOEventEmitter):
             (extension_ids, tuple(consumers), tuple(c.rewriter for c in consumers))
             for extension_ids, consumers in self._layouts.items()
         )
+        if self._path is not None:
+            self._path.set_layouts(
+                tuple(
+                    (_extension_mask(extension_ids), rewriters, consumers)
+                    for extension_ids, consumers, rewriters in self._send_groups
+                )
+            )
 
     # ---- the hot path ----------------------------------------------------
 
@@ -232,8 +304,9 @@ class Producer(AsyncIOEventEmitter):
         if router_pt is None:
             self.transport.count_drop("unknown-payload-type")
             return
-        self.packets_received += 1
-        self.bytes_received += len(packet)
+        counts = self._counts
+        counts.packets_received += 1
+        counts.bytes_received += len(packet)
         newly_missing = stream.receive(seq, timestamp, now, len(packet))
         if newly_missing < 0:
             if newly_missing == DUPLICATE:
@@ -296,17 +369,50 @@ class Producer(AsyncIOEventEmitter):
             # Consumer.send_rtp for the whole layout, in one call (in C when built).
             pending = self._send_all(rewriters, b0, b1, tail, seq, timestamp, now)
             if pending is not None:
-                # Must sync first (error None), or failed: contained to that
-                # consumer, the others got this packet.
-                for index, error in pending:
-                    consumer = consumers[index]
-                    if error is not None:
-                        consumer.fail(error)
-                        continue
-                    try:
-                        consumer.send_after_sync(b0, b1, tail, seq, timestamp, keyframe, now)
-                    except Exception as failure:
-                        consumer.fail(failure)
+                self._finish_sends(pending, consumers, b0, b1, tail, seq, timestamp, keyframe, now)
+
+    def _finish_sends(
+        self,
+        pending: list[tuple[int, BaseException | None]],
+        consumers: tuple[Consumer, ...],
+        b0: int,
+        b1: int,
+        tail: bytes,
+        seq: int,
+        timestamp: int,
+        keyframe: bool,
+        now: float,
+    ) -> None:
+        """The consumers of one layout that send_all left to us: to sync first
+        (error None), or failed, which is contained to that consumer (the
+        others got the packet)."""
+        for index, error in pending:
+            consumer = consumers[index]
+            if error is not None:
+                consumer.fail(error)
+                continue
+            try:
+                consumer.send_after_sync(b0, b1, tail, seq, timestamp, keyframe, now)
+            except Exception as failure:
+                consumer.fail(failure)
+
+    def _follow_up(
+        self,
+        consumers: tuple[Consumer, ...],
+        pending: list[tuple[int, BaseException | None]],
+        b0: int,
+        b1: int,
+        tail: bytes,
+        seq: int,
+        timestamp: int,
+        packet: bytes,
+        ext_end: int,
+        payload_end: int,
+        now: float,
+    ) -> None:
+        """The C path's call for the pending consumers of one layout."""
+        keyframe = self._is_keyframe(packet, ext_end, payload_end)
+        self._finish_sends(pending, consumers, b0, b1, tail, seq, timestamp, keyframe, now)
 
     # ---- RTCP toward the publisher -------------------------------------
 
@@ -409,6 +515,8 @@ class Producer(AsyncIOEventEmitter):
         self.consumers.clear()
         self._layouts.clear()
         self._send_groups = ()
+        if self._path is not None:
+            self._path.close()  # also its reference back to us
         self.emit("@close")
 
     def fail(self, error: BaseException) -> None:

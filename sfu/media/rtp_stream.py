@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..aiortc_adapter import NATIVE_RECEIVE
 from .rtcp import ReportBlock, ntp_middle32
 
 # A jump further than this (either way) is a stream restart, not loss or reordering.
@@ -16,29 +19,63 @@ MAX_NACK_GAP = 100
 _MAX_MISSING = 1000
 
 
-class RtpStreamRecv:
+_FIELDS = (
+    "ssrc",
+    "clock_rate",
+    "started",
+    "base_seq",
+    "max_seq",
+    "cycles",
+    "received",
+    "bytes_received",
+    "expected_prior",
+    "received_prior",
+    "transit",
+    "jitter",
+    "missing",
+    "last_sr_ntp",
+    "last_sr_rtp",
+    "last_sr_arrival",
+    "last_packet_time",
+    "fraction_lost",
+)
+
+
+class _PythonStreamFields:
+    __slots__ = _FIELDS
+
+
+# With the C receive path, the fields live in a C struct that both paths
+# update (sfu/media/_native.c takes in-order packets itself).
+if TYPE_CHECKING or not NATIVE_RECEIVE:
+    _StreamFields = _PythonStreamFields
+else:
+    from ._native import RtpStreamState as _StreamFields  # noqa: F401
+
+
+class RtpStreamRecv(_StreamFields):
     """Sequence tracking, loss, jitter and the missing-packet set of one SSRC."""
 
-    __slots__ = (
-        "ssrc",
-        "clock_rate",
-        "started",
-        "base_seq",
-        "max_seq",
-        "cycles",
-        "received",
-        "bytes_received",
-        "expected_prior",
-        "received_prior",
-        "transit",
-        "jitter",
-        "missing",
-        "last_sr_ntp",
-        "last_sr_rtp",
-        "last_sr_arrival",
-        "last_packet_time",
-        "fraction_lost",
-    )
+    __slots__ = ()
+
+    ssrc: int
+    clock_rate: int
+    started: bool
+    base_seq: int
+    max_seq: int
+    cycles: int
+    received: int
+    bytes_received: int
+    expected_prior: int
+    received_prior: int
+    transit: float
+    jitter: float
+    missing: dict[int, list[float]]
+    last_sr_ntp: int
+    last_sr_rtp: int
+    last_sr_arrival: float
+    last_packet_time: float
+    fraction_lost: int
 
     def __init__(self, ssrc: int, clock_rate: int) -> None:
         self.ssrc = ssrc

@@ -146,6 +146,7 @@ class Transport(AsyncIOEventEmitter):
             raise InvalidStateError(f"SSRC {taken[0]} is already used by another producer")
         for ssrc in ssrcs:
             self._producers_by_ssrc[ssrc] = producer
+        self._route_streams(producer)
         self.producers[producer.id] = producer
         producer.on("@close", lambda: self._forget_producer(producer))
         self.router.add_producer(producer)
@@ -195,7 +196,15 @@ class Transport(AsyncIOEventEmitter):
         self.producers.pop(producer.id, None)
         for ssrc in [s for s, p in self._producers_by_ssrc.items() if p is producer]:
             del self._producers_by_ssrc[ssrc]
+        self._unroute_streams(producer)
         self.router.remove_producer(producer)
+
+    def _route_streams(self, producer: Producer) -> None:
+        """The producer's media SSRCs are known (all, or one more): a transport
+        with a C receive path routes them to it."""
+
+    def _unroute_streams(self, producer: Producer) -> None:
+        """The producer is gone: its SSRCs no longer go to it."""
 
     def _forget_consumer(self, consumer: Consumer) -> None:
         self.consumers.pop(consumer.id, None)

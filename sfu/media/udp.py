@@ -7,6 +7,7 @@ import ipaddress
 import random
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import SfuError
 
@@ -59,13 +60,23 @@ class _Protocol(asyncio.DatagramProtocol):
         pass
 
 
-class UdpEndpoint:
-    """A bound socket plus its asyncio reader. Sends go straight to the socket:
-    a full send buffer drops the datagram instead of queueing or blocking."""
+class SocketReader(Protocol):
+    """What reads a socket itself: sfu.media._native.RtpReceiver."""
 
-    def __init__(self, sock: socket.socket, transport: asyncio.DatagramTransport) -> None:
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class UdpEndpoint:
+    """A bound socket plus its reader: an asyncio datagram transport, or a
+    reader of its own (the C receive path) that the event loop calls when
+    the socket is readable. Sends go straight to the socket: a full send
+    buffer drops the datagram instead of queueing or blocking."""
+
+    def __init__(self, sock: socket.socket, close: Callable[[], None]) -> None:
         self.socket = sock
-        self._transport = transport
+        self._close = close
         self.local_address: tuple = sock.getsockname()
         self.sendto = sock.sendto
 
@@ -76,11 +87,40 @@ class UdpEndpoint:
         sock = bind_udp_socket(listen_ip, min_port, max_port)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(handler), sock=sock)
-        return cls(sock, transport)
+        return cls(sock, transport.close)
+
+    @classmethod
+    async def create_with_reader(
+        cls,
+        listen_ip: str,
+        min_port: int,
+        max_port: int,
+        make_reader: Callable[[socket.socket], SocketReader],
+    ) -> UdpEndpoint:
+        """A socket whose datagrams ``make_reader(socket).drain()`` reads itself."""
+        sock = bind_udp_socket(listen_ip, min_port, max_port)
+        loop = asyncio.get_running_loop()
+        try:
+            reader = make_reader(sock)
+            loop.add_reader(sock.fileno(), reader.drain)
+        except BaseException:
+            sock.close()
+            raise
+
+        def close() -> None:
+            if sock.fileno() < 0:
+                return
+            # The reader first: it holds the descriptor number, which the OS
+            # may give to another socket once this one closes.
+            loop.remove_reader(sock.fileno())
+            reader.close()
+            sock.close()
+
+        return cls(sock, close)
 
     @property
     def port(self) -> int:
         return int(self.local_address[1])
 
     def close(self) -> None:
-        self._transport.close()
+        self._close()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -20,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 import pylibsrtp
 
 from ..aiortc_adapter import (
+    NATIVE_RECEIVE,
     DtlsSession,
     RTCCertificate,
     SrtpCodec,
     certificate_fingerprints,
+    native_unprotect_function,
 )
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
@@ -33,6 +36,8 @@ from .tcp import TcpListener
 from .transport import Transport
 from .udp import UdpEndpoint
 
+if TYPE_CHECKING or NATIVE_RECEIVE:
+    from ._native import RtpReceiver
 if TYPE_CHECKING:
     from collections import Counter
 
@@ -105,6 +110,10 @@ class WebRtcTransport(Transport):
         # _native_seen are already in ours.
         self._native: NativeSender | None = None
         self._native_seen = (0, 0, 0, 0)
+        # The C receive path: the socket's reader (own socket only, not the
+        # single-port one); its counters up to _receiver_seen are in ours.
+        self._receiver: RtpReceiver | None = None
+        self._receiver_seen = (0, 0, 0)
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
         server = self._webrtc_server
@@ -117,9 +126,14 @@ class WebRtcTransport(Transport):
                 self._tcp_send = server.tcp_listener.send
                 self._tcp_port = server.tcp_listener.port
         else:
-            self._endpoint = await UdpEndpoint.create(
-                listen_ip, min_port, max_port, self.datagram_received
-            )
+            if NATIVE_RECEIVE:
+                self._endpoint = await UdpEndpoint.create_with_reader(
+                    listen_ip, min_port, max_port, self._make_receiver
+                )
+            else:
+                self._endpoint = await UdpEndpoint.create(
+                    listen_ip, min_port, max_port, self.datagram_received
+                )
             if self.enable_tcp:
                 try:
                     await self._listen_tcp(listen_ip, min_port, max_port)
@@ -233,22 +247,41 @@ class WebRtcTransport(Transport):
 
     # ---- datagrams in -----------------------------------------------------
 
+    def _make_receiver(self, sock: socket.socket) -> RtpReceiver:
+        self._receiver = RtpReceiver(
+            sock.fileno(),
+            native_unprotect_function(),
+            self.datagram_received,
+            self._receive_rtp_from_receiver,
+        )
+        return self._receiver
+
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             self._demux(data, addr)
         except Exception:
-            # A bug here is contained to this transport: it is closed cleanly
-            # and its peer told; the room and the other transports go on.
-            self.drops["internal-error"] += 1
-            logger.exception(
-                "transport %s (peer %s): error handling a %d-byte datagram from %s; closing it",
-                self.id,
-                self.app_data.get("peerId"),
-                len(data),
-                addr,
-                extra=self.log_extra,
-            )
-            self.close(reason="error")
+            self._contain_error(len(data), addr)
+
+    def _receive_rtp_from_receiver(self, packet: bytes) -> None:
+        """An unprotected RTP packet the C receiver left to Python."""
+        try:
+            self._receive_rtp(packet)
+        except Exception:
+            self._contain_error(len(packet), self.ice_selected_tuple)
+
+    def _contain_error(self, size: int, addr: tuple | None) -> None:
+        # A bug here is contained to this transport: it is closed cleanly
+        # and its peer told; the room and the other transports go on.
+        self.drops["internal-error"] += 1
+        logger.exception(
+            "transport %s (peer %s): error handling a %d-byte datagram from %s; closing it",
+            self.id,
+            self.app_data.get("peerId"),
+            size,
+            addr,
+            extra=self.log_extra,
+        )
+        self.close(reason="error")
 
     def _demux(self, data: bytes, addr: tuple) -> None:
         if self.closed or not data:
@@ -283,6 +316,9 @@ class WebRtcTransport(Transport):
         except (pylibsrtp.Error, ValueError):
             self.drops["srtp-unprotect-failed"] += 1
             return
+        self._receive_rtp(packet)
+
+    def _receive_rtp(self, packet: bytes) -> None:
         if len(packet) < 12:
             self.drops["malformed-rtp"] += 1
             return
@@ -301,6 +337,18 @@ class WebRtcTransport(Transport):
         except Exception as error:
             producer.fail(error)
 
+    def _route_streams(self, producer: Producer) -> None:
+        receiver, path = self._receiver, producer.native_path
+        if receiver is None or path is None:
+            return
+        for ssrc, stream in producer.streams.items():
+            receiver.add_stream(ssrc, path, stream)
+
+    def _unroute_streams(self, producer: Producer) -> None:
+        if self._receiver is not None:
+            for ssrc in producer.streams:
+                self._receiver.remove_stream(ssrc)
+
     def _learn_ssrc(self, packet: bytes, ssrc: int) -> Producer | None:
         """Map an unsignaled SSRC to a producer through its MID header extension."""
         try:
@@ -318,6 +366,7 @@ class WebRtcTransport(Transport):
                 if ext_id == producer.mid_extension_id and packet[start:end] == mid.encode():
                     if producer.learn_ssrc(ssrc, packet[1] & 0x7F):
                         self._producers_by_ssrc[ssrc] = producer
+                        self._route_streams(producer)
                         return producer
         return None
 
@@ -496,8 +545,18 @@ class WebRtcTransport(Transport):
     def _refresh_native_sender(self) -> None:
         """Make the C sender for the current keys and selected tuple (or none:
         no keys yet, no tuple, ICE-TCP, closed, not built), and bind the
-        consumers to it, or to send_rtp_fields without it."""
+        consumers to it, or to send_rtp_fields without it. The C receiver
+        follows the same keys and tuple."""
         self._harvest_native_counters()
+        receiver = self._receiver
+        if receiver is not None:
+            rx, selected = self._rtp_in, self._ice_selected_tuple
+            if rx is not None and selected is not None and not self.closed:
+                receiver.set_session(*rx.native_session())
+                receiver.set_address(selected if len(selected) != 3 else None)
+            else:
+                receiver.set_session(0, None)
+                receiver.set_address(None)
         tx, addr = self._rtp_out, self._ice_selected_tuple
         native = None
         if (
@@ -516,7 +575,22 @@ class WebRtcTransport(Transport):
             consumer.use_sender(send)
 
     def _harvest_native_counters(self) -> None:
-        """Add what the C sender counted since the last harvest to our counters."""
+        """Add what the C sender and receiver counted since the last harvest to
+        our counters."""
+        receiver = self._receiver
+        if receiver is not None:
+            before = self._receiver_seen
+            counted = (
+                receiver.bytes_received,
+                receiver.rtp_packets_received,
+                receiver.unprotect_failures,
+            )
+            if counted != before:
+                self.bytes_received += counted[0] - before[0]
+                self.rtp_packets_received += counted[1] - before[1]
+                if counted[2] != before[2]:
+                    self.drops["srtp-unprotect-failed"] += counted[2] - before[2]
+                self._receiver_seen = counted
         native = self._native
         if native is None:
             return
@@ -560,7 +634,10 @@ class WebRtcTransport(Transport):
         """ICE consent: mark a silent transport disconnected, and close it after ice_timeout."""
         if self.ice_state not in ("connected", "completed", "disconnected"):
             return False  # never connected: a transport may wait unused (no producer yet)
-        silence = time.monotonic() - self.last_ice_activity
+        last_activity = self.last_ice_activity
+        if self._receiver is not None:
+            last_activity = max(last_activity, self._receiver.last_activity)
+        silence = time.monotonic() - last_activity
         if silence > self.ice_timeout:
             logger.info(
                 "transport %s (peer %s): no ICE or media for %.0f s; closing it",

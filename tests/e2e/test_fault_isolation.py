@@ -113,10 +113,12 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         assert audio_id in server_peer(srv, "faulty", "alice").producers
         producer = media_object(srv, "faulty", "producer", audio_id)
 
-        def broken_receive(*args: Any) -> None:
+        def broken_sink(*args: Any) -> None:
             raise RuntimeError("injected producer fault")
 
-        producer.receive_rtp = broken_receive
+        # The audio-level sink, which the producer calls for every packet on
+        # either receive path (in C for in-order packets, else in Python).
+        producer.audio_level_sink = broken_sink
         assert await wait_until(lambda: producer.closed, timeout=5)
         assert await wait_until(
             lambda: (
