@@ -17,6 +17,11 @@ GAP_TOO_WIDE = -3
 # with packets too old to use.
 MAX_NACK_GAP = 100
 _MAX_MISSING = 1000
+# Missing packets older than this are forgotten at the next report block (one
+# per RTCP interval). NACKed streams forget theirs sooner (nack_list); the
+# others (audio) have no timer, and a stale entry would let a duplicate
+# through after the numbering wraps, or hide a restart landing on it.
+MISSING_MAX_AGE = 2.0
 
 
 _FIELDS = (
@@ -186,6 +191,10 @@ class RtpStreamRecv(_StreamFields):
 
     def report_block(self, now: float) -> ReportBlock:
         """An RR report block, and the interval's fraction lost (RFC 3550 A.3)."""
+        if self.missing:
+            oldest = now - MISSING_MAX_AGE
+            for seq in [s for s, state in self.missing.items() if state[0] < oldest]:
+                del self.missing[seq]
         expected = self.extended_max_seq - self.base_seq + 1
         lost = max(-0x800000, min(expected - self.received, 0x7FFFFF))
         expected_interval = expected - self.expected_prior
