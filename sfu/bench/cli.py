@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..aiortc_adapter import NATIVE_SEND
+from ..aiortc_adapter import NATIVE_RECEIVE, NATIVE_SEND
 
 __all__ = ["build_parser", "main"]
 
@@ -323,6 +323,8 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
             # The consumers' send in C (sfu.media._native), in the servers and
             # the floor this command starts; SFU_NATIVE_SEND=0 turns it off.
             "native_send": NATIVE_SEND,
+            # The servers' receive path in C; SFU_NATIVE_RECEIVE=0 turns it off.
+            "native_receive": NATIVE_RECEIVE,
         },
         "clip": {**clip_spec.__dict__, "path": str(clip_path)},
         "scenarios": results,
@@ -389,8 +391,16 @@ def _header(clip: Any, settings: Any, load: list[float] | None) -> str:
         f"sfu bench: {os.cpu_count()} CPUs, load average {load[0] if load else '?'} at start; "
         f"window {settings.duration:.0f} s after {settings.warmup:.0f} s warm-up; clip "
         f"{clip.width}x{clip.height} VP8 {clip.fps} fps ~{clip.video_bitrate // 1000} kbit/s + Opus 20 ms; "
-        f"consumers send in {'C (sfu.media._native)' if NATIVE_SEND else 'Python (SFU_NATIVE_SEND=0 or not built)'}"
+        f"{_native_paths()}"
     )
+
+
+def _native_paths() -> str:
+    if not NATIVE_SEND:
+        return "packets go through Python (SFU_NATIVE_SEND=0 or not built)"
+    if not NATIVE_RECEIVE:
+        return "consumers send in C (sfu.media._native), packets are received in Python (SFU_NATIVE_RECEIVE=0)"
+    return "packets are received and sent in C (sfu.media._native)"
 
 
 def _short(result: dict[str, Any]) -> str:
