@@ -103,7 +103,12 @@ if os.environ.get("SFU_NATIVE_SEND", "1") == "0":
 NATIVE_SEND = _native is not None
 # The C receive path (RtpReceiver, ProducerPath): on with the C send unless
 # SFU_NATIVE_RECEIVE=0, for a side-by-side measure of what it buys.
-NATIVE_RECEIVE = NATIVE_SEND and os.environ.get("SFU_NATIVE_RECEIVE", "1") != "0"
+# (An older build without it, left by an editable install, falls back too.)
+NATIVE_RECEIVE = (
+    NATIVE_SEND
+    and hasattr(_native, "RtpReceiver")
+    and os.environ.get("SFU_NATIVE_RECEIVE", "1") != "0"
+)
 if TYPE_CHECKING:
     from .media._native import SrtpSender as NativeSender
 # What a native send returns when the packet was not sent (see _native.c);

@@ -905,7 +905,7 @@ ProducerPath_receive(ProducerPath *self, PyObject *const *args, Py_ssize_t nargs
 
 static PyMethodDef ProducerPath_methods[] = {
     {"set_layouts", (PyCFunction)ProducerPath_set_layouts, METH_O,
-     "The send groups: ((extension id mask, rewriters), ...)."},
+     "The send groups: ((extension id mask, rewriters, consumers), ...)."},
     {"receive", (PyCFunction)(void (*)(void))ProducerPath_receive, METH_FASTCALL,
      "Take one unprotected packet on the C path; False: left to Python."},
     {"close", (PyCFunction)ProducerPath_close, METH_NOARGS, "Drop every reference."},
@@ -1069,13 +1069,15 @@ path_receive(ProducerPath *path, RtpStreamState *stream, unsigned char *p, int l
         if (id == path->audio_level_id && path->audio_level_sink != NULL &&
             path->audio_level_sink != Py_None) {
             PyObject *sink = Py_NewRef(path->audio_level_sink);
+            PyObject *producer = Py_NewRef(path->producer);
             PyObject *level = PyLong_FromLong(p[found[i].start] & 0x7F);
             PyObject *result = NULL;
             if (level != NULL) {
-                PyObject *call_args[2] = {path->producer, level};
+                PyObject *call_args[2] = {producer, level};
                 result = PyObject_Vectorcall(sink, call_args, 2, NULL);
                 Py_DECREF(level);
             }
+            Py_DECREF(producer);
             Py_DECREF(sink);
             if (result == NULL)
                 return path_failed(path) < 0 ? -1 : 1;
@@ -1109,8 +1111,12 @@ path_receive(ProducerPath *path, RtpStreamState *stream, unsigned char *p, int l
     if (path->paused || path->layout_count == 0 || path->layouts == NULL)
         return 1;
     int status = 1;
-    PyObject *layouts = Py_NewRef(path->layouts); /* a follow-up may replace it */
+    /* Our own copy of the layouts and their masks: a callback (a Python
+     * sender, a follow-up) may replace them while we go through them. */
+    PyObject *layouts = Py_NewRef(path->layouts);
     int layout_count = path->layout_count;
+    unsigned int layout_masks[MAX_LAYOUTS];
+    memcpy(layout_masks, path->layout_masks, sizeof(unsigned int) * (size_t)layout_count);
     PyObject *b1 = PyLong_FromLong((long)((p[1] & 0x80) | router_pt));
     PyObject *seq_object = PyLong_FromLong(seq);
     PyObject *timestamp_object = PyLong_FromUnsignedLong(timestamp);
@@ -1123,7 +1129,7 @@ path_receive(ProducerPath *path, RtpStreamState *stream, unsigned char *p, int l
         /* rtp.build_extension_block of the elements this layout takes */
         unsigned char block[4 + MAX_ELEMENTS * 17 + 3];
         int block_length = 0;
-        unsigned int mask = path->layout_masks[index];
+        unsigned int mask = layout_masks[index];
         for (int i = 0; i < element_count; i++) {
             if (!(mask & (1u << elements[i].router_id)))
                 continue;
@@ -1244,6 +1250,7 @@ typedef struct {
     unsigned long long bytes_received;
     unsigned long long rtp_packets_received;
     unsigned long long unprotect_failures;
+    unsigned long long oversized;
     double last_activity;
     unsigned char buffer[RECEIVE_BUFFER];
 } RtpReceiver;
@@ -1251,11 +1258,16 @@ typedef struct {
 static void
 receiver_clear_entries(RtpReceiver *self)
 {
-    for (Py_ssize_t i = 0; i < self->entry_count; i++) {
-        Py_DECREF(self->entries[i].path);
-        Py_DECREF(self->entries[i].stream);
+    /* Detached first: a finalizer run by a decref may call back into us. */
+    SsrcEntry *entries = self->entries;
+    Py_ssize_t count = self->entry_count;
+    self->entries = NULL;
+    self->entry_count = self->entry_capacity = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_DECREF(entries[i].path);
+        Py_DECREF(entries[i].stream);
     }
-    self->entry_count = 0;
+    PyMem_Free(entries);
 }
 
 static int
@@ -1289,7 +1301,6 @@ RtpReceiver_dealloc(RtpReceiver *self)
 {
     PyObject_GC_UnTrack(self);
     RtpReceiver_clear(self);
-    PyMem_Free(self->entries);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1465,26 +1476,24 @@ is_fast_address(const RtpReceiver *self, const struct sockaddr_storage *address)
 static int
 receiver_call(PyObject *handler, PyObject *packet, PyObject *address)
 {
-    if (packet == NULL || (address == NULL && PyErr_Occurred()))
-        goto failed;
-    PyObject *call_args[2] = {packet, address};
+    /* Our own reference: the call may close the receiver, which drops its own. */
     PyObject *callee = Py_NewRef(handler);
-    PyObject *result = PyObject_Vectorcall(callee, call_args, address ? 2 : 1, NULL);
-    Py_DECREF(callee);
-    Py_DECREF(packet);
-    Py_XDECREF(address);
-    if (result == NULL)
-        goto failed_released;
-    Py_DECREF(result);
-    return 0;
-failed:
+    PyObject *result = NULL;
+    if (packet != NULL && !(address == NULL && PyErr_Occurred())) {
+        PyObject *call_args[2] = {packet, address};
+        result = PyObject_Vectorcall(callee, call_args, address ? 2 : 1, NULL);
+    }
     Py_XDECREF(packet);
     Py_XDECREF(address);
-failed_released:
-    if (!PyErr_ExceptionMatches(PyExc_Exception))
-        return -1;
-    PyErr_WriteUnraisable(handler);
-    return 0;
+    int status = 0;
+    if (result != NULL)
+        Py_DECREF(result);
+    else if (!PyErr_ExceptionMatches(PyExc_Exception))
+        status = -1;
+    else
+        PyErr_WriteUnraisable(callee);
+    Py_DECREF(callee);
+    return status;
 }
 
 /* drain(): read every datagram waiting (up to DRAIN_LIMIT) and handle each. */
@@ -1502,8 +1511,10 @@ RtpReceiver_drain(RtpReceiver *self, PyObject *Py_UNUSED(ignored))
                 continue;
             break; /* EAGAIN; or an ICMP error (ECONNREFUSED...), which the consent check handles */
         }
-        if (received > RECEIVE_BUFFER)
-            continue; /* longer than any packet we take: dropped, as an oversized datagram */
+        if (received > RECEIVE_BUFFER) {
+            self->oversized++; /* longer than any packet of ours: dropped */
+            continue;
+        }
         int length = (int)received;
         int first = length ? p[0] : 0;
         int fast = self->session != NULL && length > 0 && first > 127 && first < 192 &&
@@ -1591,6 +1602,8 @@ static PyMemberDef RtpReceiver_members[] = {
      "RTP packets the C path forwarded"},
     {"unprotect_failures", T_ULONGLONG, offsetof(RtpReceiver, unprotect_failures), READONLY,
      "SRTP packets libsrtp refused on the C path"},
+    {"oversized", T_ULONGLONG, offsetof(RtpReceiver, oversized), READONLY,
+     "datagrams longer than RECEIVE_BUFFER, dropped"},
     {"last_activity", T_DOUBLE, offsetof(RtpReceiver, last_activity), READONLY,
      "time.monotonic() of the newest packet the C path took"},
     {NULL, 0, 0, 0, NULL},

@@ -95,6 +95,7 @@ class RtpReceiver:
     bytes_received: int
     rtp_packets_received: int
     unprotect_failures: int
+    oversized: int
     last_activity: float
     def __init__(self, fd: int, unprotect: int, on_datagram: Any, on_rtp: Any) -> None: ...
     def set_session(self, session: int, owner: Any, /) -> None: ...

@@ -186,7 +186,7 @@ class Producer(AsyncIOEventEmitter):
                 self._follow_up,
                 self.fail,
             )
-            self._path.paused = paused
+            self._path.paused = bool(paused)
         # counters for stats; per packet, in the C path's struct when there is one
         self._counts: _Counts | ProducerPath = self._path if self._path is not None else _Counts()
         self.packets_discarded = 0
@@ -203,7 +203,7 @@ class Producer(AsyncIOEventEmitter):
     def paused(self, paused: bool) -> None:
         self._paused = paused
         if self._path is not None:
-            self._path.paused = paused
+            self._path.paused = bool(paused)
 
     @property
     def audio_level_sink(self) -> AudioLevelSink | None:

@@ -113,7 +113,7 @@ class WebRtcTransport(Transport):
         # The C receive path: the socket's reader (own socket only, not the
         # single-port one); its counters up to _receiver_seen are in ours.
         self._receiver: RtpReceiver | None = None
-        self._receiver_seen = (0, 0, 0)
+        self._receiver_seen = (0, 0, 0, 0)
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
         server = self._webrtc_server
@@ -584,12 +584,15 @@ class WebRtcTransport(Transport):
                 receiver.bytes_received,
                 receiver.rtp_packets_received,
                 receiver.unprotect_failures,
+                receiver.oversized,
             )
             if counted != before:
                 self.bytes_received += counted[0] - before[0]
                 self.rtp_packets_received += counted[1] - before[1]
                 if counted[2] != before[2]:
                     self.drops["srtp-unprotect-failed"] += counted[2] - before[2]
+                if counted[3] != before[3]:
+                    self.drops["oversized-datagram"] += counted[3] - before[3]
                 self._receiver_seen = counted
         native = self._native
         if native is None:
