@@ -1234,7 +1234,7 @@ typedef struct {
     RtpStreamState *stream;
 } SsrcEntry;
 
-typedef struct {
+typedef struct RtpReceiver {
     PyObject_HEAD
     int fd;
     srtp_unprotect_fn unprotect;
@@ -1247,6 +1247,11 @@ typedef struct {
     SsrcEntry *entries;
     Py_ssize_t entry_count;
     Py_ssize_t entry_capacity;
+    /* Single-port mode: the shared socket's receiver reads for the
+     * transports' receivers (made without a socket), found by their address. */
+    struct RtpReceiver **children;
+    Py_ssize_t child_count;
+    Py_ssize_t child_capacity;
     unsigned long long bytes_received;
     unsigned long long rtp_packets_received;
     unsigned long long unprotect_failures;
@@ -1270,9 +1275,23 @@ receiver_clear_entries(RtpReceiver *self)
     PyMem_Free(entries);
 }
 
+static void
+receiver_clear_children(RtpReceiver *self)
+{
+    struct RtpReceiver **children = self->children;
+    Py_ssize_t count = self->child_count;
+    self->children = NULL;
+    self->child_count = self->child_capacity = 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        Py_DECREF(children[i]);
+    PyMem_Free(children);
+}
+
 static int
 RtpReceiver_traverse(RtpReceiver *self, visitproc visit, void *arg)
 {
+    for (Py_ssize_t i = 0; i < self->child_count; i++)
+        Py_VISIT(self->children[i]);
     Py_VISIT(self->session_owner);
     Py_VISIT(self->on_datagram);
     Py_VISIT(self->on_rtp);
@@ -1293,6 +1312,7 @@ RtpReceiver_clear(RtpReceiver *self)
     Py_CLEAR(self->on_datagram);
     Py_CLEAR(self->on_rtp);
     receiver_clear_entries(self);
+    receiver_clear_children(self);
     return 0;
 }
 
@@ -1304,7 +1324,8 @@ RtpReceiver_dealloc(RtpReceiver *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* RtpReceiver(fd, unprotect, on_datagram, on_rtp) */
+/* RtpReceiver(fd, unprotect, on_datagram, on_rtp); fd -1: a transport's
+ * receiver on a shared socket, which the socket's receiver reads for. */
 static int
 RtpReceiver_init(RtpReceiver *self, PyObject *args, PyObject *kwargs)
 {
@@ -1315,7 +1336,7 @@ RtpReceiver_init(RtpReceiver *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iKOO", keywords, &fd, &unprotect,
                                      &on_datagram, &on_rtp))
         return -1;
-    if (fd < 0 || !unprotect || !PyCallable_Check(on_datagram) || !PyCallable_Check(on_rtp)) {
+    if (fd < -1 || !unprotect || !PyCallable_Check(on_datagram) || !PyCallable_Check(on_rtp)) {
         PyErr_SetString(PyExc_ValueError, "invalid socket, unprotect function or callbacks");
         return -1;
     }
@@ -1432,6 +1453,45 @@ RtpReceiver_remove_stream(RtpReceiver *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyTypeObject RtpReceiverType;
+
+/* add_child(receiver): read for a transport's receiver on this shared socket. */
+static PyObject *
+RtpReceiver_add_child(RtpReceiver *self, PyObject *child)
+{
+    if (!Py_IS_TYPE(child, &RtpReceiverType) || child == (PyObject *)self) {
+        PyErr_SetString(PyExc_TypeError, "add_child takes another RtpReceiver");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < self->child_count; i++)
+        if (self->children[i] == (RtpReceiver *)child)
+            Py_RETURN_NONE;
+    if (self->child_count == self->child_capacity) {
+        Py_ssize_t capacity = self->child_capacity ? self->child_capacity * 2 : 16;
+        struct RtpReceiver **children =
+            PyMem_Realloc(self->children, sizeof(*children) * (size_t)capacity);
+        if (children == NULL)
+            return PyErr_NoMemory();
+        self->children = children;
+        self->child_capacity = capacity;
+    }
+    self->children[self->child_count++] = (RtpReceiver *)Py_NewRef(child);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RtpReceiver_remove_child(RtpReceiver *self, PyObject *child)
+{
+    for (Py_ssize_t i = 0; i < self->child_count; i++) {
+        if (self->children[i] == (RtpReceiver *)child) {
+            self->children[i] = self->children[--self->child_count];
+            Py_DECREF(child);
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 address_tuple(const struct sockaddr_storage *address)
 {
@@ -1496,6 +1556,55 @@ receiver_call(PyObject *handler, PyObject *packet, PyObject *address)
     return status;
 }
 
+/* One SRTP packet from ``target``'s selected tuple (its session is set):
+ * unprotect it, and take it on the C path or hand it to target's on_rtp.
+ * Returns -1 to stop draining (an exception that is not an Exception). */
+static int
+receiver_take(RtpReceiver *target, unsigned char *p, int length)
+{
+    target->bytes_received += (unsigned long long)length;
+    if (length > BUFFER_SIZE || target->unprotect(target->session, p, &length) != 0) {
+        /* as SrtpCodec.unprotect: longer than its buffer, or refused */
+        target->unprotect_failures++;
+        return 0;
+    }
+    ProducerPath *path = NULL;
+    RtpStreamState *stream = NULL;
+    if (length >= 12) {
+        unsigned int ssrc = ((unsigned int)p[8] << 24) | ((unsigned int)p[9] << 16) |
+                            ((unsigned int)p[10] << 8) | (unsigned int)p[11];
+        for (Py_ssize_t i = 0; i < target->entry_count; i++) {
+            if (target->entries[i].ssrc == ssrc) {
+                path = target->entries[i].path;
+                stream = target->entries[i].stream;
+                break;
+            }
+        }
+    }
+    int taken = 0;
+    if (path != NULL) {
+        struct timespec monotonic;
+        clock_gettime(CLOCK_MONOTONIC, &monotonic);
+        double now = (double)monotonic.tv_sec + (double)monotonic.tv_nsec / 1e9;
+        /* Our references: a callback may remove the entry. */
+        Py_INCREF(path);
+        Py_INCREF(stream);
+        taken = path_receive(path, stream, p, length, now);
+        Py_DECREF(path);
+        Py_DECREF(stream);
+        if (taken < 0)
+            return -1;
+        if (taken) {
+            target->rtp_packets_received++;
+            target->last_activity = now;
+        }
+    }
+    if (!taken && target->on_rtp != NULL)
+        return receiver_call(target->on_rtp, PyBytes_FromStringAndSize((const char *)p, length),
+                             NULL);
+    return 0;
+}
+
 /* drain(): read every datagram waiting (up to DRAIN_LIMIT) and handle each. */
 static PyObject *
 RtpReceiver_drain(RtpReceiver *self, PyObject *Py_UNUSED(ignored))
@@ -1517,9 +1626,18 @@ RtpReceiver_drain(RtpReceiver *self, PyObject *Py_UNUSED(ignored))
         }
         int length = (int)received;
         int first = length ? p[0] : 0;
-        int fast = self->session != NULL && length > 0 && first > 127 && first < 192 &&
-                   !(length > 1 && p[1] > 191 && p[1] < 224) && is_fast_address(self, &address);
-        if (!fast) {
+        RtpReceiver *target = NULL;
+        if (length > 0 && first > 127 && first < 192 && !(length > 1 && p[1] > 191 && p[1] < 224)) {
+            if (is_fast_address(self, &address))
+                target = self;
+            else
+                for (Py_ssize_t i = 0; i < self->child_count; i++)
+                    if (is_fast_address(self->children[i], &address)) {
+                        target = self->children[i];
+                        break;
+                    }
+        }
+        if (target == NULL || target->session == NULL) {
             /* STUN, DTLS, RTCP, other addresses, no keys yet: Python. */
             if (self->on_datagram == NULL)
                 continue;
@@ -1529,48 +1647,11 @@ RtpReceiver_drain(RtpReceiver *self, PyObject *Py_UNUSED(ignored))
                 return NULL;
             continue;
         }
-        self->bytes_received += (unsigned long long)length;
-        if (length > BUFFER_SIZE || self->unprotect(self->session, p, &length) != 0) {
-            /* as SrtpCodec.unprotect: longer than its buffer, or refused */
-            self->unprotect_failures++;
-            continue;
-        }
-        ProducerPath *path = NULL;
-        RtpStreamState *stream = NULL;
-        if (length >= 12) {
-            unsigned int ssrc = ((unsigned int)p[8] << 24) | ((unsigned int)p[9] << 16) |
-                                ((unsigned int)p[10] << 8) | (unsigned int)p[11];
-            for (Py_ssize_t i = 0; i < self->entry_count; i++) {
-                if (self->entries[i].ssrc == ssrc) {
-                    path = self->entries[i].path;
-                    stream = self->entries[i].stream;
-                    break;
-                }
-            }
-        }
-        int taken = 0;
-        if (path != NULL) {
-            struct timespec monotonic;
-            clock_gettime(CLOCK_MONOTONIC, &monotonic);
-            double now = (double)monotonic.tv_sec + (double)monotonic.tv_nsec / 1e9;
-            /* Our references: a callback may remove the entry. */
-            Py_INCREF(path);
-            Py_INCREF(stream);
-            taken = path_receive(path, stream, p, length, now);
-            Py_DECREF(path);
-            Py_DECREF(stream);
-            if (taken < 0)
-                return NULL;
-            if (taken) {
-                self->rtp_packets_received++;
-                self->last_activity = now;
-            }
-        }
-        if (!taken && self->on_rtp != NULL) {
-            if (receiver_call(self->on_rtp, PyBytes_FromStringAndSize((const char *)p, length),
-                              NULL) < 0)
-                return NULL;
-        }
+        Py_INCREF(target); /* a callback may close and drop it */
+        int status = receiver_take(target, p, length);
+        Py_DECREF(target);
+        if (status < 0)
+            return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -1590,6 +1671,9 @@ static PyMethodDef RtpReceiver_methods[] = {
     {"add_stream", (PyCFunction)(void (*)(void))RtpReceiver_add_stream, METH_FASTCALL,
      "Route an SSRC to a producer's path and stream."},
     {"remove_stream", (PyCFunction)RtpReceiver_remove_stream, METH_O, "Forget an SSRC."},
+    {"add_child", (PyCFunction)RtpReceiver_add_child, METH_O,
+     "Single-port mode: read for a transport's receiver (made with fd -1)."},
+    {"remove_child", (PyCFunction)RtpReceiver_remove_child, METH_O, "Stop reading for it."},
     {"drain", (PyCFunction)RtpReceiver_drain, METH_NOARGS, "Read and handle waiting datagrams."},
     {"close", (PyCFunction)RtpReceiver_close, METH_NOARGS, "Read nothing more; drop references."},
     {NULL, NULL, 0, NULL},

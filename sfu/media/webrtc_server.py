@@ -14,14 +14,23 @@ from typing import TYPE_CHECKING
 
 from aioice import stun
 
+from ..aiortc_adapter import NATIVE_RECEIVE, native_unprotect_function
 from .ice_lite import is_stun
 from .tcp import TcpListener
 from .udp import UdpEndpoint
 
+if TYPE_CHECKING or NATIVE_RECEIVE:
+    from ._native import RtpReceiver
 if TYPE_CHECKING:
+    import socket
+
     from .webrtc_transport import WebRtcTransport
 
 logger = logging.getLogger(__name__)
+
+
+def _no_rtp(packet: bytes) -> None:
+    """The shared socket's receiver has no keys of its own: never called."""
 
 
 class WebRtcServer:
@@ -29,14 +38,25 @@ class WebRtcServer:
         self.endpoint: UdpEndpoint | None = None
         # ICE-TCP on the same port number, when enabled.
         self.tcp_listener: TcpListener | None = None
+        # The C receive path: the socket's reader, which takes the transports'
+        # common RTP itself (their receivers are its children) and hands the
+        # rest to datagram_received.
+        self.receiver: RtpReceiver | None = None
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._by_address: dict[tuple, WebRtcTransport] = {}
-        self.drops: Counter[str] = Counter()
+        self._drops: Counter[str] = Counter()
 
     @classmethod
     async def create(cls, listen_ip: str, port: int, enable_tcp: bool = False) -> WebRtcServer:
         server = cls()
-        server.endpoint = await UdpEndpoint.create(listen_ip, port, port, server.datagram_received)
+        if NATIVE_RECEIVE:
+            server.endpoint = await UdpEndpoint.create_with_reader(
+                listen_ip, port, port, server._make_receiver
+            )
+        else:
+            server.endpoint = await UdpEndpoint.create(
+                listen_ip, port, port, server.datagram_received
+            )
         if enable_tcp:
             server.tcp_listener = TcpListener(server.datagram_received, server._tcp_closed)
             await server.tcp_listener.listen(listen_ip, [port])
@@ -48,10 +68,24 @@ class WebRtcServer:
         )
         return server
 
+    def _make_receiver(self, sock: socket.socket) -> RtpReceiver:
+        self.receiver = RtpReceiver(
+            sock.fileno(), native_unprotect_function(), self.datagram_received, _no_rtp
+        )
+        return self.receiver
+
     def _tcp_closed(self, key: tuple) -> None:
         transport = self._by_address.pop(key, None)
         if transport is not None:
             transport.forget_address(key)
+
+    @property
+    def drops(self) -> Counter[str]:
+        """Datagrams dropped at the shared port, by reason."""
+        drops = Counter(self._drops)
+        if self.receiver is not None and self.receiver.oversized:
+            drops["oversized-datagram"] += self.receiver.oversized
+        return drops
 
     @property
     def port(self) -> int:
@@ -69,6 +103,15 @@ class WebRtcServer:
             owner.forget_address(address)  # the address moved to another transport
         self._by_address[address] = transport
 
+    def add_receiver(self, receiver: RtpReceiver) -> None:
+        """A transport's receiver: its selected tuple's RTP is read for it in C."""
+        if self.receiver is not None:
+            self.receiver.add_child(receiver)
+
+    def remove_receiver(self, receiver: RtpReceiver) -> None:
+        if self.receiver is not None:
+            self.receiver.remove_child(receiver)
+
     def remove_transport(self, transport: WebRtcTransport) -> None:
         for ufrag in [u for u, t in self._by_ufrag.items() if t is transport]:
             del self._by_ufrag[ufrag]
@@ -83,27 +126,28 @@ class WebRtcServer:
             transport.datagram_received(data, addr)
             return
         if not is_stun(data):
-            self.drops["unknown-address"] += 1
+            self._drops["unknown-address"] += 1
             return
         try:
             username = stun.parse_message(data).attributes.get("USERNAME")
         except Exception:
-            self.drops["stun-malformed"] += 1
+            self._drops["stun-malformed"] += 1
             return
         if not isinstance(username, str):
-            self.drops["stun-no-username"] += 1
+            self._drops["stun-no-username"] += 1
             return
         transport = self._by_ufrag.get(username.partition(":")[0])
         if transport is None:
-            self.drops["stun-unknown-ufrag"] += 1
+            self._drops["stun-unknown-ufrag"] += 1
             return
         # The transport authenticates it and, if valid, maps the address here.
         transport.datagram_received(data, addr)
 
     def close(self) -> None:
-        if self.endpoint is not None:
+        if self.endpoint is not None:  # (its receiver too)
             self.endpoint.close()
         if self.tcp_listener is not None:
             self.tcp_listener.close()
         self._by_ufrag.clear()
         self._by_address.clear()
+        self.receiver = None

@@ -120,6 +120,14 @@ class WebRtcTransport(Transport):
         if server is not None:
             self._endpoint = server.endpoint
             server.add_ufrag(self.ice.credentials.username_fragment, self)
+            if server.receiver is not None:
+                self._receiver = RtpReceiver(
+                    -1,
+                    native_unprotect_function(),
+                    self.datagram_received,
+                    self._receive_rtp_from_receiver,
+                )
+                server.add_receiver(self._receiver)
             if self.enable_tcp:
                 if server.tcp_listener is None:
                     raise UnsupportedError("ICE over TCP is not enabled on this server")
@@ -684,6 +692,9 @@ class WebRtcTransport(Transport):
             self._tcp_listener.close()
         if self._webrtc_server is not None:
             self._webrtc_server.remove_transport(self)
+            if self._receiver is not None:
+                self._webrtc_server.remove_receiver(self._receiver)
+                self._receiver.close()
 
         async def stop_dtls() -> None:
             with contextlib.suppress(Exception):

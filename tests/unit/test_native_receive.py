@@ -454,3 +454,68 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
                 sock.close()
 
     asyncio.run(main())
+
+
+def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> None:
+    """Single-port mode: the socket's receiver takes a transport's RTP on that
+    transport's receiver (its child), by the sender's address."""
+
+    async def main() -> None:
+        from sfu.media._native import RtpReceiver
+
+        side = Side("audio")
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind(("127.0.0.1", 0))
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.bind(("127.0.0.1", 0))
+        try:
+            demuxed: list[tuple] = []
+            left: list[bytes] = []
+
+            def never(packet: bytes) -> None:
+                raise AssertionError("the shared socket's receiver has no keys")
+
+            shared = RtpReceiver(
+                server.fileno(),
+                native_unprotect_function(),
+                lambda data, addr: demuxed.append(addr),
+                never,
+            )
+            transport = RtpReceiver(
+                -1, native_unprotect_function(), lambda data, addr: None, left.append
+            )
+            shared.add_child(transport)
+            tx, rx = srtp_pair()
+            transport.set_session(*SrtpCodec(rx).native_session())
+            transport.set_address(client.getsockname())
+            path = side.producer.native_path
+            assert path is not None
+            transport.add_stream(AUDIO_SSRC, path, side.producer.streams[AUDIO_SSRC])
+            side.producer.receive_rtp(build_packet("audio", 1, 0, "level", "none", True, 3), 1.0)
+
+            target = server.getsockname()
+            for seq in range(2, 7):
+                packet = build_packet("audio", seq, seq * 960, "level", "none", True, 3)
+                client.sendto(tx.protect(packet), target)
+            other.sendto(tx.protect(build_packet("audio", 7, 0, "level", "none", True, 3)), target)
+            await asyncio.sleep(0.05)  # (loopback delivers within sendto)
+            shared.drain()
+            assert left == []
+            assert [len(sink.rtp) for sink in side.sinks] == [6, 6, 6]
+            assert transport.rtp_packets_received == 5 and shared.rtp_packets_received == 0
+            assert demuxed == [other.getsockname()]
+
+            shared.remove_child(transport)
+            client.sendto(tx.protect(build_packet("audio", 8, 0, "level", "none", True, 3)), target)
+            await asyncio.sleep(0.05)  # (loopback delivers within sendto)
+            shared.drain()
+            assert demuxed == [other.getsockname(), client.getsockname()]
+            assert [len(sink.rtp) for sink in side.sinks] == [6, 6, 6]
+        finally:
+            for sock in (server, client, other):
+                sock.close()
+
+    asyncio.run(main())
