@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import struct
 import time
@@ -355,6 +356,19 @@ def test_a_failing_audio_level_sink_fails_the_producer_on_the_c_path() -> None:
 # ---- the receiver: real sockets, real SRTP ---------------------------------
 
 
+def loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def wait_readable(sock: socket.socket) -> None:
+    """Loopback queues a datagram within sendto; this only bounds the wait."""
+    readable, _, _ = select.select([sock], [], [], 2.0)
+    assert readable, "nothing arrived"
+
+
 def srtp_pair() -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
     key = os.urandom(30)
     tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
@@ -367,14 +381,11 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
         from sfu.media._native import RtpReceiver
 
         side = Side("video")
-        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("127.0.0.1", 0))
-        server.setblocking(False)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.bind(("127.0.0.1", 0))
-        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        stranger.bind(("127.0.0.1", 0))
-        sockets = (server, client, stranger)
+        server, client, stranger = sockets = (
+            loopback_socket(),
+            loopback_socket(),
+            loopback_socket(),
+        )
         try:
             datagrams: list[tuple[bytes, tuple]] = []
             left: list[bytes] = []
@@ -399,7 +410,7 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
                 sock.sendto(packet, target)
 
             def drain() -> None:
-                time.sleep(0.05)  # loopback delivery; then one read of all of it
+                wait_readable(server)
                 receiver.drain()
 
             first = build_packet("video", 10, 0, "level", "none", True, 0)
@@ -464,13 +475,7 @@ def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> 
         from sfu.media._native import RtpReceiver
 
         side = Side("audio")
-        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("127.0.0.1", 0))
-        server.setblocking(False)
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client.bind(("127.0.0.1", 0))
-        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        other.bind(("127.0.0.1", 0))
+        server, client, other = loopback_socket(), loopback_socket(), loopback_socket()
         try:
             demuxed: list[tuple] = []
             left: list[bytes] = []
@@ -501,7 +506,7 @@ def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> 
                 packet = build_packet("audio", seq, seq * 960, "level", "none", True, 3)
                 client.sendto(tx.protect(packet), target)
             other.sendto(tx.protect(build_packet("audio", 7, 0, "level", "none", True, 3)), target)
-            await asyncio.sleep(0.05)  # (loopback delivers within sendto)
+            wait_readable(server)
             shared.drain()
             assert left == []
             assert [len(sink.rtp) for sink in side.sinks] == [6, 6, 6]
@@ -510,7 +515,7 @@ def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> 
 
             shared.remove_child(transport)
             client.sendto(tx.protect(build_packet("audio", 8, 0, "level", "none", True, 3)), target)
-            await asyncio.sleep(0.05)  # (loopback delivers within sendto)
+            wait_readable(server)
             shared.drain()
             assert demuxed == [other.getsockname(), client.getsockname()]
             assert [len(sink.rtp) for sink in side.sinks] == [6, 6, 6]
