@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import struct
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class Consumer(AsyncIOEventEmitter):
         self._rewriter.use_sender(transport.rtp_fields_sender)
         self._needs_keyframe = self.kind == "video"
         self._ever_sent = False
+        self._last_sender_report = -math.inf
         self._last_keyframe_request = 0.0
         self._rtx_seq = 0
         self._active = False
@@ -228,6 +230,15 @@ class Consumer(AsyncIOEventEmitter):
             rtt = (now - block.lsr - block.dlsr) & 0xFFFFFFFF
             if rtt < 0x80000000:
                 self.rtt = rtt / 65536.0
+
+    def periodic_sender_report(self, now: float) -> bytes | None:
+        """The transport's RTCP tick: :meth:`sender_report` when this stream is due."""
+        if not rtcp.report_due(self.kind, self._last_sender_report, now):
+            return None
+        report = self.sender_report()
+        if report is not None:
+            self._last_sender_report = now
+        return report
 
     def sender_report(self) -> bytes | None:
         """SR + SDES, mapping our clock to the publisher's media time, or None before media."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,7 @@ class Producer(AsyncIOEventEmitter):
         self.nacks_sent = 0
         self.keyframe_requests_sent = 0
         self.score = 10
+        self._last_receiver_report = -math.inf
 
     @property
     def paused(self) -> bool:
@@ -427,6 +429,15 @@ class Producer(AsyncIOEventEmitter):
         if stream is None or not stream.last_sr_arrival:
             return None
         return stream.last_sr_ntp, stream.last_sr_rtp, stream.last_sr_arrival
+
+    def periodic_report_blocks(self, now: float) -> list[rtcp.ReportBlock]:
+        """The transport's RTCP tick: :meth:`report_blocks` when this producer is due."""
+        if not rtcp.report_due(self.kind, self._last_receiver_report, now):
+            return []
+        blocks = self.report_blocks(now)
+        if blocks:
+            self._last_receiver_report = now
+        return blocks
 
     def report_blocks(self, now: float) -> list[rtcp.ReportBlock]:
         return [s.report_block(now) for s in self.streams.values() if s.started]

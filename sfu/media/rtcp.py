@@ -32,6 +32,8 @@ __all__ = [
     "RTCP_PSFB",
     "RTCP_XR",
     "MAX_REPORT_BLOCKS",
+    "MAX_AUDIO_INTERVAL",
+    "report_due",
     "RtcpError",
     "ReportBlock",
     "SenderReport",
@@ -75,6 +77,20 @@ SDES_CNAME = 1
 
 #: The 5-bit count field limits an SR/RR to 31 report blocks.
 MAX_REPORT_BLOCKS = 31
+
+# How often a stream reports at most, as mediasoup (RTC::RTCP::MaxAudioIntervalMs,
+# MaxVideoIntervalMs): audio every 5 s, video every transport tick (about 1 s).
+# An idle voice-channel listener is then mostly its audio stream's RTCP.
+MAX_AUDIO_INTERVAL = 5.0
+
+
+def report_due(kind: str, last_report: float, now: float) -> bool:
+    """Whether a stream of ``kind`` that last reported at ``last_report`` reports at ``now``.
+
+    The 1.15 slack is mediasoup's: a tick a little early still reports.
+    """
+    return kind != "audio" or (now - last_report) * 1.15 >= MAX_AUDIO_INTERVAL
+
 
 #: Seconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01).
 NTP_UNIX_OFFSET = 2_208_988_800

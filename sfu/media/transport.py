@@ -290,7 +290,7 @@ class Transport(AsyncIOEventEmitter):
         remb_ssrcs: list[int] = []
         worst_loss = 0
         for producer in self.producers.values():
-            producer_blocks = producer.report_blocks(now)
+            producer_blocks = producer.periodic_report_blocks(now)
             blocks.extend(producer_blocks)
             if producer.kind == "video":
                 remb_ssrcs.extend(producer.streams)
@@ -303,7 +303,7 @@ class Transport(AsyncIOEventEmitter):
                 )
             self.send_rtcp(packet)
         for consumer in self.consumers.values():
-            report = consumer.sender_report()
+            report = consumer.periodic_sender_report(now)
             if report is not None:
                 self.send_rtcp(report)
 

@@ -320,6 +320,22 @@ async def test_sender_report_maps_publisher_media_time() -> None:
     assert abs(report.rtp_timestamp - expected) < 48  # within 1 ms
 
 
+@pytest.mark.parametrize("kind", ["audio", "video"])
+async def test_periodic_rtcp_audio_every_five_seconds_video_every_tick(kind: str) -> None:
+    """mediasoup's intervals: an audio stream's SR and RR go out at most every ~5 s."""
+    producer, consumer, _, _ = make_pair(kind)
+    pt, ssrc, payload = (96, 1111, b"a") if kind == "audio" else (97, 2222, VP8_KEY)
+    producer.receive_rtp(rtp(pt, 1, 100_000, ssrc, payload), 1.0)
+    ticks = [10.0, 11.0, 12.0, 14.0, 14.4, 15.0, 16.0, 19.0, 19.5, 20.5]
+    reported = [t for t in ticks if consumer.periodic_sender_report(t) is not None]
+    blocks = [t for t in ticks if producer.periodic_report_blocks(t)]
+    if kind == "video":
+        assert reported == blocks == ticks
+    else:
+        # 5 / 1.15 = 4.35 s after the last report, a tick reports again.
+        assert reported == blocks == [10.0, 14.4, 19.0]
+
+
 @pytest.mark.parametrize(
     "bad", [b"\x80", b"\x8f" + b"\x00" * 20, b"\x90\x60" + b"\x00" * 10 + b"\xbe\xde\xff\xff"]
 )
