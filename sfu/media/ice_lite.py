@@ -9,14 +9,58 @@ its STUN codec.
 
 from __future__ import annotations
 
+import binascii
+import hmac
 import secrets
+import socket
 import string
+import struct
 from dataclasses import dataclass
 from enum import Enum
 
 from aioice import stun
 
 _ALPHABET = string.ascii_lowercase + string.digits
+
+# The success response, packed here rather than with aioice's Message: aioice
+# serializes the message four times and XORs the address byte by byte in
+# Python (about 70 us a check; every client sends one every few seconds, for
+# as long as it stays). RFC 5389 sections 15.2, 15.4 and 15.5.
+_HEADER = struct.Struct("!HHI12s")
+_ATTRIBUTE = struct.Struct("!HH")
+_COOKIE = 0x2112A442
+_BINDING_SUCCESS = 0x0101
+_XOR_MAPPED_ADDRESS = 0x0020
+_MESSAGE_INTEGRITY = 0x0008
+_FINGERPRINT = 0x8028
+_FINGERPRINT_XOR = 0x5354554E
+
+
+def binding_success(transaction_id: bytes, addr: tuple[str, int], key: bytes) -> bytes:
+    """A Binding success response carrying XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT."""
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        family, pad = 0x02, struct.pack("!I", _COOKIE) + transaction_id
+    else:
+        packed = socket.inet_pton(socket.AF_INET, host)
+        family, pad = 0x01, struct.pack("!I", _COOKIE)
+    address = (int.from_bytes(packed, "big") ^ int.from_bytes(pad, "big")).to_bytes(
+        len(packed), "big"
+    )
+    mapped = (
+        _ATTRIBUTE.pack(_XOR_MAPPED_ADDRESS, 4 + len(packed))
+        + struct.pack("!BBH", 0, family, port ^ (_COOKIE >> 16))
+        + address
+    )
+    # MESSAGE-INTEGRITY covers the header with a length that counts itself.
+    signed = _HEADER.pack(_BINDING_SUCCESS, len(mapped) + 24, _COOKIE, transaction_id) + mapped
+    message = signed + _ATTRIBUTE.pack(_MESSAGE_INTEGRITY, 20) + hmac.digest(key, signed, "sha1")
+    # FINGERPRINT covers everything before it, with a length that counts it too.
+    header = _HEADER.pack(_BINDING_SUCCESS, len(message) - 20 + 8, _COOKIE, transaction_id)
+    message = header + message[20:]
+    crc = binascii.crc32(message) ^ _FINGERPRINT_XOR
+    return message + _ATTRIBUTE.pack(_FINGERPRINT, 4) + struct.pack("!I", crc)
 
 
 def random_ice_string(length: int) -> str:
@@ -95,17 +139,9 @@ class IceLiteResponder:
         if password is None or not request.check_message_integrity(password.encode()):
             return StunOutcome(StunVerdict.UNAUTHORIZED, self._error(request, 401, "Unauthorized"))
 
-        response = stun.Message(
-            message_method=stun.Method.BINDING,
-            message_class=stun.Class.RESPONSE,
-            transaction_id=request.transaction_id,
-        )
-        response.attributes["XOR-MAPPED-ADDRESS"] = addr
-        response.add_message_integrity(password.encode())
-        response.add_fingerprint()
         return StunOutcome(
             StunVerdict.VALID,
-            bytes(response),
+            binding_success(request.transaction_id, addr, password.encode()),
             nominated="USE-CANDIDATE" in request.attributes,
         )
 

@@ -1,8 +1,11 @@
 """The ICE-lite responder: answers signed checks, rejects bad integrity and unknown ufrags."""
 
+import secrets
+
+import pytest
 from aioice import stun
 
-from sfu.media.ice_lite import IceCredentials, IceLiteResponder, StunVerdict
+from sfu.media.ice_lite import IceCredentials, IceLiteResponder, StunVerdict, binding_success
 
 ADDR = ("127.0.0.1", 50000)
 
@@ -33,6 +36,28 @@ def test_valid_check_gets_signed_success_with_mapped_address() -> None:
     assert response.message_class == stun.Class.RESPONSE
     assert response.attributes["XOR-MAPPED-ADDRESS"] == ADDR
     assert response.check_message_integrity(credentials.password.encode())
+
+
+@pytest.mark.parametrize(
+    "addr", [("127.0.0.1", 50000), ("10.1.2.3", 1), ("::1", 65535), ("fe80::1:2", 4242)]
+)
+def test_binding_success_matches_aioice_byte_for_byte(addr: tuple[str, int]) -> None:
+    """Our packed response equals aioice's Message with the same attributes, and parses."""
+    transaction_id = secrets.token_bytes(12)
+    key = b"serverpassword0123456789"
+    expected = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.RESPONSE,
+        transaction_id=transaction_id,
+    )
+    expected.attributes["XOR-MAPPED-ADDRESS"] = addr
+    expected.add_message_integrity(key)  # aioice adds FINGERPRINT after it
+    ours = binding_success(transaction_id, addr, key)
+    assert ours == bytes(expected)
+    parsed = stun.parse_message(ours)  # checks FINGERPRINT
+    assert parsed.attributes["XOR-MAPPED-ADDRESS"] == addr
+    assert parsed.check_message_integrity(key)
+    assert not parsed.check_message_integrity(b"another key")
 
 
 def test_use_candidate_nominates() -> None:
