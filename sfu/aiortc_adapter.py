@@ -376,35 +376,40 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
 
 
 def intercept_incoming_srtp(
-    dtls_transport: Any, handler: Callable[[bytes], None], receive_buffer: int = 0
+    dtls_transport: Any, handler: Callable[[bytes, int], None], receive_buffer: int = 0
 ) -> int:
     """Give every SRTP packet (not SRTCP) that reaches the ICE sockets of ``dtls_transport``
     (an aiortc ``RTCDtlsTransport``) to ``handler``, still encrypted, instead of to aiortc.
 
     The RTP header of an SRTP packet is not encrypted: ``handler`` can read
-    its sequence number, timestamp, SSRC and marker. Call it once the ICE
-    transport has gathered (after the local description is set).
-    ``receive_buffer``: SO_RCVBUF for those sockets (0: leave it). Returns the
-    number of sockets hooked.
+    its sequence number, timestamp, SSRC and marker. It is called as
+    ``handler(packet, fd)``, ``fd`` being the socket's descriptor (-1 if
+    unknown), right after the packet was read from it (so that it can ask the
+    kernel when the packet arrived). Call it once the ICE transport has
+    gathered (after the local description is set). ``receive_buffer``:
+    SO_RCVBUF for those sockets (0: leave it). Returns the number of sockets
+    hooked.
     """
     connection = dtls_transport.transport._connection
     hooked = 0
     for protocol in list(connection._protocols):
         if getattr(protocol, "_sfu_srtp_handler", None) is not None:
             continue
-        if receive_buffer:
-            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+        if receive_buffer and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         original = protocol.datagram_received
 
         def datagram_received(
-            data: bytes, addr: Any, original: Callable[[bytes, Any], None] = original
+            data: bytes,
+            addr: Any,
+            original: Callable[[bytes, Any], None] = original,
+            fd: int = sock.fileno() if sock is not None else -1,
         ) -> None:
             # RFC 7983 demultiplexing: 128..191 is RTP/RTCP; RTCP packet types are 192..223.
             if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
-                handler(data)
+                handler(data, fd)
             else:
                 original(data, addr)
 

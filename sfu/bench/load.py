@@ -17,17 +17,22 @@ process (:mod:`sfu.bench.worker`); several share a process.
 
 Latency: a publisher notes, for the first packet of every frame, (producer,
 RTP timestamp) -> the time it hands the packet to SRTP; a subscriber notes
-(producer, RTP timestamp) -> the time the first packet of that frame comes
-off its UDP socket. Both use ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for
-every process of the machine). The SFU keeps a consumer's timestamps equal
-to its producer's until the consumer has to resync (a pause, a gap), so
-the pairs match; :mod:`sfu.bench.scenarios` joins them.
+(producer, RTP timestamp) -> when the first packet of that frame reached its
+UDP socket (the kernel's receive time stamp, :func:`arrival_time`) and when
+it read it. The first is the server's added latency; the second adds the
+time the packet waited for the load process (hundreds of subscribers share
+a few processes and two cores with the server). Both use
+``time.monotonic()``'s clock (CLOCK_MONOTONIC, one clock for every process of
+the machine). The SFU keeps a consumer's timestamps equal to its producer's
+until the consumer has to resync (a pause, a gap), so the pairs match;
+:mod:`sfu.bench.scenarios` joins them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import secrets
 import struct
@@ -69,6 +74,29 @@ CLOSE_TIMEOUT = 10.0
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
+# SIOCGSTAMPNS (linux/sockios.h): the kernel's receive time (CLOCK_REALTIME, a
+# struct timespec) of the last datagram read from a socket. The first call on a
+# socket turns its time-stamping on.
+_SIOCGSTAMPNS = 0x8907
+_TIMESPEC = struct.Struct("@ll")
+
+
+def arrival_time(fd: int, read_time: float) -> float:
+    """When the datagram just read from ``fd`` reached the socket, on ``time.monotonic()``'s clock.
+
+    ``read_time`` (``time.monotonic()`` when it was read) where the kernel
+    does not tell: no socket, another OS, or a datagram that came before
+    time-stamping was on (the kernel then answers with the present time).
+    """
+    if fd < 0:
+        return read_time
+    try:
+        sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(fd, _SIOCGSTAMPNS, bytes(_TIMESPEC.size)))
+    except OSError:
+        return read_time
+    return min(sec + nsec * 1e-9 - (time.time() - time.monotonic()), read_time)
+
+
 class Recorder:
     """Latency samples of one load process; recording only inside the measuring window."""
 
@@ -76,7 +104,8 @@ class Recorder:
         self.recording = False
         # (producer id, RTP timestamp, monotonic time)
         self.sent: list[tuple[str, int, float]] = []
-        self.received: list[tuple[str, int, float]] = []
+        # (producer id, RTP timestamp, arrival at the socket, read from it)
+        self.received: list[tuple[str, int, float, float]] = []
 
 
 class _Stream:
@@ -136,7 +165,7 @@ class RtpCounter:
         if rtx_ssrc is not None:
             self.rtx_ssrcs.add(rtx_ssrc)
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes, fd: int = -1) -> None:
         if len(data) < 12:
             return
         ts, ssrc = _SSRC_TS.unpack_from(data, 4)
@@ -165,7 +194,8 @@ class RtpCounter:
         if ts != stream.last_ts:
             stream.last_ts = ts
             if self.recorder.recording:
-                self.recorder.received.append((stream.producer_id, ts, now))
+                arrival = arrival_time(fd, now)
+                self.recorder.received.append((stream.producer_id, ts, arrival, now))
 
     def report_blocks(self) -> list[ReportBlock]:
         blocks = []

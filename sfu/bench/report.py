@@ -233,6 +233,17 @@ def format_summary(
                 for p in pairs
             )
         )
+    read = [
+        (r["name"], r["read_latency_ms"])
+        for r in results
+        if not r.get("error") and (r.get("read_latency_ms") or {}).get("samples")
+    ]
+    if read:
+        lines.append(
+            "latency p50/p99 ms as the load processes read the packets (their own queueing "
+            "added; the table's is to the subscriber's socket): "
+            + ", ".join(f"{name} {d['p50']:.1f}/{d['p99']:.1f}" for name, d in read)
+        )
     for ratio in ratios:
         cpu = ratio["cpu_ratio"]
         per_packet = ratio["us_per_packet_ratio"]

@@ -684,13 +684,16 @@ def _metrics(
         for report in reports:
             for producer_id, ts, t in report["sent"]:
                 sent.setdefault((producer_id, ts), t)
-        latencies = [
-            (t - sent[(producer_id, ts)]) * 1000
+        pairs = [
+            (arrival - sent[(producer_id, ts)], read - sent[(producer_id, ts)])
             for report in reports
-            for producer_id, ts, t in report["received"]
+            for producer_id, ts, arrival, read in report["received"]
             if (producer_id, ts) in sent
         ]
-        result["latency_ms"] = distribution(latencies)
+        # Added by the server: to the subscriber's socket. As read by the load
+        # process, which adds the time it left the packet waiting there.
+        result["latency_ms"] = distribution([arrival * 1000 for arrival, _ in pairs])
+        result["read_latency_ms"] = distribution([read * 1000 for _, read in pairs])
         joins = [j for report in reports for j in report["joins"]]
         result["join_ms"] = distribution([first for first, _ in joins])
         result["first_frame_ms"] = distribution([frame for _, frame in joins if frame is not None])

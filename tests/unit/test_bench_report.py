@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import time
+
 import pytest
 
-from sfu.bench.load import Recorder, RtpCounter
+from sfu.bench.load import Recorder, RtpCounter, arrival_time
 from sfu.bench.report import (
     baseline_ratios,
     distribution,
@@ -143,3 +147,38 @@ def test_rtp_counter_counts_loss_and_reports_it() -> None:
     assert block.highest_seq == 0x10002  # one wrap
     assert block.fraction_lost == 256 // 5
     assert len(recorder.received) == 3  # new timestamps only: 32767, 0, 1
+
+
+def test_arrival_time_is_when_the_datagram_reached_the_socket() -> None:
+    """The kernel's receive stamp, not the read: a datagram left waiting shows its wait."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        assert arrival_time(receiver.fileno(), 5.0) <= 5.0  # nothing read yet: time-stamping on
+        sent_at = time.monotonic()
+        sender.sendto(b"first", receiver.getsockname())
+        time.sleep(0.1)
+        sender.sendto(b"second", receiver.getsockname())
+        assert select.select([receiver], [], [], 5.0)[0]
+        assert receiver.recv(64) == b"first"
+        first_read = time.monotonic()
+        first = arrival_time(receiver.fileno(), first_read)
+        assert receiver.recv(64) == b"second"
+        second_read = time.monotonic()
+        second = arrival_time(receiver.fileno(), second_read)
+    # (bounds far from the 0.1 s wait, for a loaded machine)
+    assert sent_at - 0.001 <= first < sent_at + 0.03 < first_read
+    assert first + 0.08 <= second <= second_read
+    assert arrival_time(-1, 7.0) == 7.0
+
+
+def test_latencies_to_the_socket_and_as_read() -> None:
+    counter = RtpCounter(Recorder())
+    counter.recorder.recording = True
+    counter.add_stream(0x1234, "producer", "audio", rtx_ssrc=None)
+    packet = bytes([0x80, 0x60, 0, 1]) + (90).to_bytes(4, "big") + (0x1234).to_bytes(4, "big")
+    counter(packet)  # no socket: read time for both
+    [(producer_id, ts, arrival, read)] = counter.recorder.received
+    assert (producer_id, ts) == ("producer", 90) and arrival == read
