@@ -244,6 +244,18 @@ def format_summary(
             "added; the table's is to the subscriber's socket): "
             + ", ".join(f"{name} {d['p50']:.1f}/{d['p99']:.1f}" for name, d in read)
         )
+    late = [(r["name"], r["late_join_ms"]) for r in results if r.get("late_join_ms")]
+    if late:
+        lines.append(
+            "join into the running room (one more subscriber, alone, after the window; "
+            "WebSocket open to first packet/first whole frame, ms): "
+            + ", ".join(
+                f"{name} {j['error']}"
+                if j.get("error")
+                else f"{name} {_fmt(j.get('first_packet'))}/{_fmt(j.get('first_frame'))}"
+                for name, j in late
+            )
+        )
     for ratio in ratios:
         cpu = ratio["cpu_ratio"]
         per_packet = ratio["us_per_packet_ratio"]

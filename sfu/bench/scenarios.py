@@ -30,7 +30,7 @@ import re
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,16 @@ class _Plan:
     publishers: int = 0
     subscribers: int = 0
     muted: int = 0
+
+
+def _late_joiner(plan: _Plan) -> tuple[int, ClientSpec] | None:
+    """One more of the plan's last subscriber, in its load process, to join the full room."""
+    for phase in reversed(plan.phases):
+        for index, clients in reversed(phase):
+            for spec in reversed(clients):
+                if spec.consume and spec.expect_streams > 0:
+                    return index, replace(spec, peer_id=f"{spec.peer_id}-late", measure_join=True)
+    return None
 
 
 def _split(items: list[ClientSpec], size: int) -> list[list[ClientSpec]]:
@@ -287,6 +297,33 @@ class Runner:
             failed += reply["failed"]
         return ok, failed
 
+    def _late_join(self, workers: list[WorkerHandle], plan: _Plan) -> dict[str, Any] | None:
+        """Join one more subscriber into the full room, alone, after the window.
+
+        The table's join times are those of clients joining by the dozen,
+        queueing behind each other in their load processes and in the server;
+        this one is what a user entering the running room waits: from opening
+        the WebSocket to the first packet and the first whole frame.
+        """
+        located = _late_joiner(plan)
+        if located is None:
+            return None
+        index, spec = located
+        self.progress.phase("one late joiner")
+        reply = workers[index].request(
+            "join", timeout=JOIN_TIMEOUT_PER_CLIENT + 30, clients=[asdict(spec)]
+        )
+        if not reply["ok"]:
+            return {"peer": spec.peer_id, "error": "failed to join"}
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            answer = workers[index].request("join_time", peer=spec.peer_id)
+            if answer["ready"]:
+                first, frame = answer["join"]
+                return {"peer": spec.peer_id, "first_packet": first, "first_frame": frame}
+            time.sleep(0.1)
+        return {"peer": spec.peer_id, "error": f"no media in {READY_TIMEOUT:.0f} s"}
+
     def _snapshots(self, workers: list[WorkerHandle], **data: Any) -> list[dict[str, Any]]:
         requests = [(w, w.send("snapshot", **data)) for w in workers]
         return [w.wait(r, 30) for w, r in requests]
@@ -399,6 +436,9 @@ class Runner:
                 self._sleep(settings.warmup, "warm-up")
                 start, end = self._window(target, workers, settings.duration)
                 reports = [w.request("report", timeout=60) for w in workers]
+                late_join = None
+                if scenario.target_kind == "sfu":
+                    late_join = self._late_join(workers, plan)
             finally:
                 self._stop_workers(workers)
             server_alive = target.alive()
@@ -431,6 +471,8 @@ class Runner:
             result["server_rss_per_peer_bytes"] = int(
                 (result["server_rss_bytes"] - idle_rss) / peers
             )
+        if late_join is not None:
+            result["late_join_ms"] = late_join
         if scenario.family == "baseline-fanout":
             result["latency_ms"] = distribution([])
             result["latency_note"] = "re-encoded: RTP timestamps do not map back to the publisher's"

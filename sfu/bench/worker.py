@@ -121,6 +121,13 @@ class _Worker:
             self._send({"id": message["id"], "type": "snapshot", **self._snapshot()})
         elif cmd == "report":
             self._send({"id": message["id"], "type": "report", **self._report()})
+        elif cmd == "join_time":
+            client = next((c for c in self.clients if c.spec.peer_id == message["peer"]), None)
+            first, frame = client.join_ms() if client is not None else (None, None)
+            ready = client is not None and client.ready
+            self._send(
+                {"id": message["id"], "type": "join_time", "ready": ready, "join": [first, frame]}
+            )
         else:
             self._send({"id": message["id"], "type": "error", "error": f"unknown command {cmd}"})
 

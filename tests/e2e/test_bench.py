@@ -94,6 +94,13 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
     latency = result["latency_ms"]
     assert latency["samples"] > 100, latency
     assert 0 < latency["p50"] <= latency["p99"], latency
+    # To the socket (kernel stamp) is before the load process reads it.
+    read = result["read_latency_ms"]
+    assert read["samples"] == latency["samples"] and latency["p50"] <= read["p50"], read
+    late = result["late_join_ms"]
+    assert late["peer"] == "sub1-late" and not late.get("error"), late
+    assert 0 < late["first_packet"] <= late["first_frame"] < 30_000, late
+    assert "join into the running room" in completed.stdout
     join = result["join_ms"]
     assert join["samples"] == 2 and 0 < join["p50"] <= join["max"] < 30_000, join
     assert result["first_frame_ms"]["samples"] == 2
