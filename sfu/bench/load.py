@@ -183,6 +183,7 @@ class RtpCounter:
         if stream.packets == 0:
             stream.base_seq = stream.max_seq = seq
             stream.first_time = now
+            arrival_time(fd, now)  # turns the socket's time-stamping on, long before the window
         else:
             delta = (seq - stream.max_seq) & 0xFFFF
             if delta < 0x8000:

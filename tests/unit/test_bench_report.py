@@ -157,6 +157,18 @@ def test_arrival_time_is_when_the_datagram_reached_the_socket() -> None:
         receiver.bind(("127.0.0.1", 0))
         receiver.setblocking(False)
         assert arrival_time(receiver.fileno(), 5.0) <= 5.0  # nothing read yet: time-stamping on
+        # The kernel may turn stamping on a moment later (a deferred static key): wait
+        # until a probe read 50 ms after its send is stamped with its send time (bounded).
+        for _ in range(50):
+            sender.sendto(b"probe", receiver.getsockname())
+            time.sleep(0.05)
+            assert select.select([receiver], [], [], 5.0)[0]
+            receiver.recv(64)
+            read = time.monotonic()
+            if arrival_time(receiver.fileno(), read) < read - 0.03:
+                break
+        else:
+            pytest.fail("the kernel never stamped a datagram")
         sent_at = time.monotonic()
         sender.sendto(b"first", receiver.getsockname())
         time.sleep(0.1)
