@@ -438,7 +438,10 @@ class Runner:
                 reports = [w.request("report", timeout=60) for w in workers]
                 late_join = None
                 if scenario.target_kind == "sfu":
-                    late_join = self._late_join(workers, plan)
+                    try:
+                        late_join = self._late_join(workers, plan)
+                    except WorkerError as exc:  # an extra: it must not lose the window's figures
+                        late_join = {"error": str(exc)}
             finally:
                 self._stop_workers(workers)
             server_alive = target.alive()
