@@ -231,20 +231,26 @@ class Consumer(AsyncIOEventEmitter):
             if rtt < 0x80000000:
                 self.rtt = rtt / 65536.0
 
-    def periodic_sender_report(self, now: float) -> bytes | None:
-        """The transport's RTCP tick: :meth:`sender_report` when this stream is due."""
+    def periodic_sender_report(self, now: float, ntp: int) -> bytes | None:
+        """The transport's RTCP tick: this stream's SR at ``ntp`` when it is due.
+
+        The transport puts the SRs due on one tick into one compound packet,
+        with an SDES CNAME chunk for each.
+        """
         if not rtcp.report_due(self.kind, self._last_sender_report, now):
             return None
-        report = self.sender_report()
+        report = self.sender_report(ntp)
         if report is not None:
             self._last_sender_report = now
         return report
 
-    def sender_report(self) -> bytes | None:
-        """SR + SDES, mapping our clock to the publisher's media time, or None before media."""
+    def sender_report(self, ntp: int | None = None) -> bytes | None:
+        """An SR at ``ntp`` (now by default), mapping our clock to the publisher's media
+        time, or None before media."""
         if not self._ever_sent or self.closed:
             return None
-        ntp = rtcp.ntp_now()
+        if ntp is None:
+            ntp = rtcp.ntp_now()
         wall = rtcp.ntp_to_seconds(ntp)
         mapping = self.producer.media_time()
         if mapping is not None:
@@ -258,7 +264,7 @@ class Consumer(AsyncIOEventEmitter):
             rtp_now = (self._rewriter.last_out_ts + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
         return rtcp.build_sr(
             self.ssrc, ntp, rtp_now, self.packets_sent & 0xFFFFFFFF, self.bytes_sent & 0xFFFFFFFF
-        ) + rtcp.build_sdes_cname(self.ssrc, self.cname)
+        )
 
     # ---- state -----------------------------------------------------------
 

@@ -47,6 +47,7 @@ __all__ = [
     "parse_compound",
     "build_sr",
     "build_rr",
+    "build_sdes",
     "build_sdes_cname",
     "build_pli",
     "build_fir",
@@ -372,6 +373,16 @@ def build_rr(ssrc: int, reports: Sequence[ReportBlock]) -> bytes:
         n = len(chunk)
         out.append(_HDR_SSRC.pack(_V2 | n, RTCP_RR, 1 + 6 * n, ssrc) + _block_bytes(chunk))
     return b"".join(out)
+
+
+def build_sdes(chunks: Sequence[tuple[int, str]]) -> bytes:
+    """One SDES packet per ``(ssrc, cname)``, each with that one CNAME chunk.
+
+    One chunk a packet, not up to 31: aiortc (1.16) reads the END item's
+    padding as an item length, so it rejects a whole compound packet whose
+    SDES has several chunks padded as RFC 3550 asks.
+    """
+    return b"".join([build_sdes_cname(ssrc, cname) for ssrc, cname in chunks])
 
 
 def build_sdes_cname(ssrc: int, cname: str) -> bytes:

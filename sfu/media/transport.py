@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 1.0
+# A periodic compound RTCP packet stays under this many bytes (before SRTCP's
+# index and tag), well inside the path MTU.
+RTCP_MAX_COMPOUND = 1000
 _RTP_HEADER = struct.Struct("!BBHII")
 # REMB toward publishers: a loss-based estimate (we advertise goog-remb, so we send it).
 REMB_INITIAL_BITRATE = 1_000_000
@@ -295,17 +298,36 @@ class Transport(AsyncIOEventEmitter):
             if producer.kind == "video":
                 remb_ssrcs.extend(producer.streams)
                 worst_loss = max([worst_loss, *(b.fraction_lost for b in producer_blocks)])
-        if blocks or remb_ssrcs:
-            packet = rtcp.build_rr(self.rtcp_ssrc, blocks)
-            if remb_ssrcs:
-                packet += rtcp.build_remb(
-                    self.rtcp_ssrc, self._estimate_incoming_bitrate(worst_loss), remb_ssrcs
-                )
-            self.send_rtcp(packet)
+        # As mediasoup compounds them: the consumers' SRs, the RR, the SDES CNAMEs (then REMB);
+        # a new compound packet when one would outgrow RTCP_MAX_COMPOUND.
+        head = rtcp.build_rr(self.rtcp_ssrc, blocks) if blocks or remb_ssrcs else b""
+        tail = (
+            rtcp.build_remb(self.rtcp_ssrc, self._estimate_incoming_bitrate(worst_loss), remb_ssrcs)
+            if remb_ssrcs
+            else b""
+        )
+        ntp = rtcp.ntp_now()
+        reports: list[bytes] = []
+        chunks: list[tuple[int, str]] = []
+        size = len(head) + len(tail)
         for consumer in self.consumers.values():
-            report = consumer.periodic_sender_report(now)
-            if report is not None:
-                self.send_rtcp(report)
+            report = consumer.periodic_sender_report(now, ntp)
+            if report is None:
+                continue
+            added = len(report) + 14 + len(consumer.cname)  # the SR and its SDES packet
+            if reports and size + added > RTCP_MAX_COMPOUND:
+                self.send_rtcp(b"".join(reports) + head + rtcp.build_sdes(chunks) + tail)
+                head = tail = b""
+                reports.clear()
+                chunks.clear()
+                size = 0
+            reports.append(report)
+            chunks.append((consumer.ssrc, consumer.cname))
+            size += added
+        if reports:
+            self.send_rtcp(b"".join(reports) + head + rtcp.build_sdes(chunks) + tail)
+        elif head:
+            self.send_rtcp(head + tail)
 
     def _estimate_incoming_bitrate(self, fraction_lost: int) -> int:
         """Loss-based estimate (as GCC's loss controller): grow under 2 % loss, back off over 10 %."""

@@ -97,6 +97,21 @@ async ([peerId, kind]) => {
 }
 """
 
+# Chrome makes a remote-outbound-rtp stat from each SR it accepts for a stream.
+REMOTE_OUTBOUND_JS = """
+async ([peerId]) => {
+  const out = {};
+  for (const consumer of window.sfuDebug.consumers.values()) {
+    if (consumer.closed || (consumer.appData || {}).peerId !== peerId) continue;
+    const report = await consumer.getStats();
+    report.forEach((s) => {
+      if (s.type === 'remote-outbound-rtp') out[consumer.kind] = s.reportsSent || 0;
+    });
+  }
+  return out;
+}
+"""
+
 SELECTED_PAIRS_JS = """
 async () => {
   const pairs = [];
@@ -156,6 +171,21 @@ async def assert_rising(
     return int(second - first)
 
 
+async def sender_reports_taken(
+    page: Page, peer_id: str, kinds: tuple[str, ...], timeout: float = 10.0
+) -> dict[str, int]:
+    """How many of the server's SRs Chrome accepted per kind of that peer's consumers
+    (waiting until every kind has one): proof that it parses our compound RTCP."""
+    deadline = time.monotonic() + timeout
+    while True:
+        taken = await page.evaluate(REMOTE_OUTBOUND_JS, [peer_id])
+        if all(taken.get(kind) for kind in kinds) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert all(taken.get(kind) for kind in kinds), f"SRs taken from the server: {taken}"
+    return dict(taken)
+
+
 async def assert_loopback_pairs(page: Page) -> None:
     pairs = await page.evaluate(SELECTED_PAIRS_JS)
     assert pairs and all(pairs), f"no selected candidate pair: {pairs}"
@@ -190,6 +220,8 @@ async def test_two_browsers_in_a_video_room(browser: Browser, sfu_server: Server
         samples = await assert_rising(page, other, "audio", "totalSamplesReceived")
         print(f"\n{other} -> peer: {frames} frames and {samples} audio samples in 2 s")
         await assert_loopback_pairs(page)
+        # The first RTCP tick reports both streams in one compound packet.
+        print(f"SRs taken: {await sender_reports_taken(page, other, ('audio', 'video'))}")
     await a.screenshot(path=screenshot_path("video-room.png"))
 
 

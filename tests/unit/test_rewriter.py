@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import struct
+from types import SimpleNamespace
 from typing import Any
 
+import aiortc.rtp as aiortc_rtp
 import pytest
 
 from sfu.config import DEFAULT_MEDIA_CODECS
@@ -24,7 +26,7 @@ from sfu.media.rtp import (
     header_bounds,
     iter_one_byte_extensions,
 )
-from sfu.media.transport import Transport
+from sfu.media.transport import RTCP_MAX_COMPOUND, Transport
 
 ROUTER_CAPS = ortc.generate_router_rtp_capabilities(
     [c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS]
@@ -327,13 +329,102 @@ async def test_periodic_rtcp_audio_every_five_seconds_video_every_tick(kind: str
     pt, ssrc, payload = (96, 1111, b"a") if kind == "audio" else (97, 2222, VP8_KEY)
     producer.receive_rtp(rtp(pt, 1, 100_000, ssrc, payload), 1.0)
     ticks = [10.0, 11.0, 12.0, 14.0, 14.4, 15.0, 16.0, 19.0, 19.5, 20.5]
-    reported = [t for t in ticks if consumer.periodic_sender_report(t) is not None]
+    reported = [t for t in ticks if consumer.periodic_sender_report(t, rtcp.ntp_now()) is not None]
     blocks = [t for t in ticks if producer.periodic_report_blocks(t)]
     if kind == "video":
         assert reported == blocks == ticks
     else:
         # 5 / 1.15 = 4.35 s after the last report, a tick reports again.
         assert reported == blocks == [10.0, 14.4, 19.0]
+
+
+class TickTransport(Transport):
+    """A real Transport's periodic RTCP, with the packets recorded instead of sent."""
+
+    def __init__(self) -> None:
+        super().__init__(router=SimpleNamespace(app_data={}), app_data={})  # type: ignore[arg-type]
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+
+    def send_rtp(self, packet: bytes) -> None:
+        self.rtp.append(packet)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        self.rtcp.append(packet)
+
+    def _rtcp_ready(self) -> bool:
+        return True
+
+
+def tick_transport(consumers: int) -> tuple[TickTransport, list[Consumer]]:
+    """A transport with the video producer of make_pair and ``consumers`` consumers of it."""
+    producer, _, _, _ = make_pair("video")
+    transport = TickTransport()
+    transport.producers[producer.id] = producer
+    made = []
+    for index in range(consumers):
+        params = ortc.get_consumer_rtp_parameters(
+            producer.consumable_rtp_parameters, consumer_caps()
+        )
+        params["mid"] = str(index)
+        consumer = Consumer(
+            consumer_id=f"c{index}",
+            producer=producer,
+            rtp_parameters=params,
+            transport=transport,
+            paused=False,
+            app_data={},
+        )
+        producer.add_consumer(consumer)
+        transport.consumers[consumer.id] = consumer
+        made.append(consumer)
+    producer.receive_rtp(rtp(97, 1, 9000, 2222, VP8_KEY), 1.0)
+    assert len(transport.rtp) == consumers
+    return transport, made
+
+
+@pytest.mark.parametrize("consumers", [3, 40])
+async def test_periodic_rtcp_compounds_the_sender_reports_of_a_tick(consumers: int) -> None:
+    """mediasoup's compound: SRs, the RR, an SDES CNAME per SR, REMB; split under the size limit.
+
+    aiortc (pymediasoup's RTCP stack) must parse every packet.
+    """
+    transport, made = tick_transport(consumers)
+    transport._send_periodic_rtcp()
+    assert transport.rtcp
+    first = [type(p).__name__ for p in aiortc_rtp.RtcpPacket.parse(transport.rtcp[0])]
+    if consumers <= 10:
+        assert len(transport.rtcp) == 1, "one compound packet for the tick"
+        sr, sdes = ["RtcpSrPacket"] * consumers, ["RtcpSdesPacket"] * consumers
+        assert first == [*sr, "RtcpRrPacket", *sdes, "RtcpPsfbPacket"]  # the last is REMB
+    assert "RtcpRrPacket" in first
+    reported: list[int] = []
+    receiver_reports = 0
+    for packet in transport.rtcp:
+        assert len(packet) <= RTCP_MAX_COMPOUND
+        parsed = aiortc_rtp.RtcpPacket.parse(packet)
+        assert isinstance(parsed[0], aiortc_rtp.RtcpSrPacket)
+        srs = [p.ssrc for p in parsed if isinstance(p, aiortc_rtp.RtcpSrPacket)]
+        sdes = [
+            c.ssrc for p in parsed if isinstance(p, aiortc_rtp.RtcpSdesPacket) for c in p.chunks
+        ]
+        assert sdes == srs, "each SR has its CNAME in the same compound packet"
+        assert all(
+            c.items == [(1, consumer.cname.encode())]
+            for p in parsed
+            if isinstance(p, aiortc_rtp.RtcpSdesPacket)
+            for c in p.chunks
+            for consumer in made
+            if consumer.ssrc == c.ssrc
+        )
+        receiver_reports += sum(isinstance(p, aiortc_rtp.RtcpRrPacket) for p in parsed)
+        reported += srs
+        ours = rtcp.parse_compound(packet)
+        assert [r.ssrc for r in ours if isinstance(r, rtcp.SenderReport)] == srs
+    assert sorted(reported) == sorted(c.ssrc for c in made), "every consumer reported once"
+    assert receiver_reports == 1, "the producer's RR goes out once, in the first packet"
+    if consumers > 10:
+        assert len(transport.rtcp) > 1
 
 
 @pytest.mark.parametrize(
