@@ -341,28 +341,37 @@ class Runner:
                 return ready
             time.sleep(0.25)
 
-    def _read(self, target: Target, workers: list[WorkerHandle], **data: Any) -> _Reading:
+    def _read(
+        self, target: Target, workers: list[WorkerHandle], opening: bool, **data: Any
+    ) -> _Reading:
+        """Counters of the load processes and the server. The server's CPU is read right
+        after its ``/health`` when the window opens and right before it when the window
+        closes, so that the bench's own polls (which walk every transport) are not counted."""
         snapshots = self._snapshots(workers, **data)
-        return _Reading(
+        health = target.health() if opening else {}
+        reading = _Reading(
             time.monotonic(),
-            target.health(),
+            health,
             target.cpu_seconds(),
             target.wait_seconds(),
             target.rss_bytes(),
             snapshots,
         )
+        if not opening:
+            reading.health = target.health()
+        return reading
 
     def _window(
         self, target: Target, workers: list[WorkerHandle], seconds: float
     ) -> tuple[_Reading, _Reading]:
         profiling = self.settings.profile is not None and target.kind == "sfu"
-        start = self._read(target, workers, record=True)
+        start = self._read(target, workers, opening=True, record=True)
         if profiling:
             target.signal(signal.SIGUSR1)  # sfu.bench.profile_server: start recording
         self._sleep(seconds, "measuring")
         if profiling:
             target.signal(signal.SIGUSR2)  # stop recording, write the stats
-        end = self._read(target, workers, record=False)
+        end = self._read(target, workers, opening=False, record=False)
         return start, end
 
     @staticmethod
