@@ -28,7 +28,7 @@ from ..errors import (
 from ..logs import peer_id_var, room_id_var
 from ..media import ortc
 from ..signaling.ice_servers import ice_servers_for
-from ..signaling.protoo import ProtooConnection, ProtooRequestError
+from ..signaling.protoo import ProtooConnection, ProtooRequestError, notification_text
 from ..signaling.validation import get_bool, get_int, get_object, get_str
 from ..workers.consumer import Consumer
 from ..workers.observer import ActiveSpeakerObserver
@@ -364,8 +364,7 @@ class Room(AsyncIOEventEmitter):
             del self.peers[peer.id]
         peer.connection.close(code, reason)
         if peer.joined:
-            for other in self._joined_peers(excluding=peer):
-                other.connection.notify("peerClosed", {"peerId": peer.id})
+            self._broadcast(self._joined_peers(excluding=peer), "peerClosed", {"peerId": peer.id})
         # Closing the transports closes this peer's producers, and with them the
         # other peers' consumers of them (they get consumerClosed).
         for transport in list(peer.transports.values()):
@@ -449,8 +448,8 @@ class Room(AsyncIOEventEmitter):
         peer.sctp_capabilities = sctp_capabilities
         peer.joined = True
         others = self._joined_peers(excluding=peer)
+        self._broadcast(others, "newPeer", peer.public_info())
         for other in others:
-            other.connection.notify("newPeer", peer.public_info())
             for producer in other.producers.values():
                 self._spawn_consumer(peer, other, producer)
         return {
@@ -593,11 +592,11 @@ class Room(AsyncIOEventEmitter):
         peer.require_joined()
         display_name = get_str(data, "displayName", max_length=256)
         old, peer.display_name = peer.display_name, display_name
-        for other in self._joined_peers(excluding=peer):
-            other.connection.notify(
-                "peerDisplayNameChanged",
-                {"peerId": peer.id, "displayName": display_name, "oldDisplayName": old},
-            )
+        self._broadcast(
+            self._joined_peers(excluding=peer),
+            "peerDisplayNameChanged",
+            {"peerId": peer.id, "displayName": display_name, "oldDisplayName": old},
+        )
         return {}
 
     async def _get_transport_stats(self, peer: Peer, data: dict[str, Any]) -> Any:
@@ -722,6 +721,18 @@ class Room(AsyncIOEventEmitter):
 
     # ---- active speaker -------------------------------------------------------
 
+    @staticmethod
+    def _broadcast(peers: list[Peer], method: str, data: dict[str, Any]) -> None:
+        """The same notification to many peers, serialized once: a room of N members
+        that N peers join sends N^2 of them."""
+        try:
+            text = notification_text(method, data)
+        except (ValueError, TypeError, RecursionError):
+            logger.error("cannot serialize a %r notification; dropped", method)
+            return
+        for peer in peers:
+            peer.connection.send_text(text)
+
     def _peer_of_producer(self, producer_id: str) -> Peer | None:
         for peer in self.peers.values():
             if producer_id in peer.producers:
@@ -732,12 +743,12 @@ class Room(AsyncIOEventEmitter):
         peer = self._peer_of_producer(producer_id)
         if peer is None:
             return
-        for other in self._joined_peers():
-            other.connection.notify("activeSpeaker", {"peerId": peer.id, "volume": volume})
+        self._broadcast(
+            self._joined_peers(), "activeSpeaker", {"peerId": peer.id, "volume": volume}
+        )
 
     def _on_silence(self) -> None:
-        for peer in self._joined_peers():
-            peer.connection.notify("activeSpeaker", {"peerId": None})
+        self._broadcast(self._joined_peers(), "activeSpeaker", {"peerId": None})
 
     # ---- stats -----------------------------------------------------------------
 

@@ -103,6 +103,16 @@ def _salvage_request_id(text: str) -> int | str | None:
     return value if _valid_id(value) else None
 
 
+def notification_text(method: str, data: dict[str, Any] | None = None) -> str:
+    """A notification serialized once, for :meth:`ProtooConnection.send_text` to many peers.
+
+    Raises ``ValueError`` or ``TypeError`` if ``data`` cannot be serialized.
+    """
+    return json.dumps(
+        {"notification": True, "method": method, "data": data or {}}, separators=(",", ":")
+    )
+
+
 class ProtooRequestError(Exception):
     """The remote answered a request with ok:false, or did not answer."""
 
@@ -159,10 +169,6 @@ class ProtooConnection:
         """Queue a message; False (logged, nothing sent) if it cannot be serialized."""
         if self.closed:
             return True
-        if self._outgoing.qsize() >= MAX_OUTGOING_QUEUE:
-            logger.warning("%s: client does not read its messages; closing", self.label)
-            self.close()
-            return True
         try:
             text = json.dumps(message, separators=(",", ":"))
         except (ValueError, TypeError, RecursionError):
@@ -170,8 +176,18 @@ class ProtooConnection:
                 "%s: cannot serialize a %r message; dropped", self.label, message.get("method")
             )
             return False
-        self._outgoing.put_nowait(text)
+        self.send_text(text)
         return True
+
+    def send_text(self, text: str) -> None:
+        """Queue an already serialized message (see :func:`notification_text`)."""
+        if self.closed:
+            return
+        if self._outgoing.qsize() >= MAX_OUTGOING_QUEUE:
+            logger.warning("%s: client does not read its messages; closing", self.label)
+            self.close()
+            return
+        self._outgoing.put_nowait(text)
 
     async def _write_loop(self) -> None:
         while True:
