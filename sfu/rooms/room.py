@@ -376,6 +376,18 @@ class Room(AsyncIOEventEmitter):
     def _joined_peers(self, excluding: Peer | None = None) -> list[Peer]:
         return [p for p in self.peers.values() if p.joined and not p.closed and p is not excluding]
 
+    @staticmethod
+    def _broadcast(peers: list[Peer], method: str, data: dict[str, Any]) -> None:
+        """The same notification to many peers, serialized once: a room of N members
+        that N peers join sends N^2 of them."""
+        try:
+            text = notification_text(method, data)
+        except (ValueError, TypeError, RecursionError):
+            logger.error("cannot serialize a %r notification; dropped", method)
+            return
+        for peer in peers:
+            peer.connection.send_text(text)
+
     def shutdown(self, reason: str) -> None:
         """Tell every peer the server is going away, then close the room."""
         for peer in list(self.peers.values()):
@@ -720,18 +732,6 @@ class Room(AsyncIOEventEmitter):
                 logger.info("room %s: resuming consumer %s: %s", self.id, consumer.id, error)
 
     # ---- active speaker -------------------------------------------------------
-
-    @staticmethod
-    def _broadcast(peers: list[Peer], method: str, data: dict[str, Any]) -> None:
-        """The same notification to many peers, serialized once: a room of N members
-        that N peers join sends N^2 of them."""
-        try:
-            text = notification_text(method, data)
-        except (ValueError, TypeError, RecursionError):
-            logger.error("cannot serialize a %r notification; dropped", method)
-            return
-        for peer in peers:
-            peer.connection.send_text(text)
 
     def _peer_of_producer(self, producer_id: str) -> Peer | None:
         for peer in self.peers.values():

@@ -108,9 +108,11 @@ def notification_text(method: str, data: dict[str, Any] | None = None) -> str:
 
     Raises ``ValueError`` or ``TypeError`` if ``data`` cannot be serialized.
     """
-    return json.dumps(
-        {"notification": True, "method": method, "data": data or {}}, separators=(",", ":")
-    )
+    return json.dumps(_notification(method, data), separators=(",", ":"))
+
+
+def _notification(method: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    return {"notification": True, "method": method, "data": data or {}}
 
 
 class ProtooRequestError(Exception):
@@ -200,7 +202,7 @@ class ProtooConnection:
                 return
 
     def notify(self, method: str, data: dict[str, Any] | None = None) -> None:
-        self._send({"notification": True, "method": method, "data": data or {}})
+        self._send(_notification(method, data))
 
     async def request(
         self, method: str, data: dict[str, Any] | None = None, response_timeout: float = 10.0
