@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
+from ..aiortc_adapter import NATIVE_RECEIVE
 from ..errors import SfuError
 
 DatagramHandler = Callable[[bytes, tuple], None]
@@ -117,6 +118,21 @@ class UdpEndpoint:
             sock.close()
 
         return cls(sock, close)
+
+    @classmethod
+    async def create_for_media(
+        cls,
+        listen_ip: str,
+        min_port: int,
+        max_port: int,
+        handler: DatagramHandler,
+        make_reader: Callable[[socket.socket], SocketReader],
+    ) -> UdpEndpoint:
+        """A media socket: read by ``make_reader``'s C reader when the C receive path is
+        built and enabled (``NATIVE_RECEIVE``), else by ``handler`` datagram by datagram."""
+        if NATIVE_RECEIVE:
+            return await cls.create_with_reader(listen_ip, min_port, max_port, make_reader)
+        return await cls.create(listen_ip, min_port, max_port, handler)
 
     @property
     def port(self) -> int:

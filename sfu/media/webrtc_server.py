@@ -49,14 +49,9 @@ class WebRtcServer:
     @classmethod
     async def create(cls, listen_ip: str, port: int, enable_tcp: bool = False) -> WebRtcServer:
         server = cls()
-        if NATIVE_RECEIVE:
-            server.endpoint = await UdpEndpoint.create_with_reader(
-                listen_ip, port, port, server._make_receiver
-            )
-        else:
-            server.endpoint = await UdpEndpoint.create(
-                listen_ip, port, port, server.datagram_received
-            )
+        server.endpoint = await UdpEndpoint.create_for_media(
+            listen_ip, port, port, server.datagram_received, server._make_receiver
+        )
         if enable_tcp:
             server.tcp_listener = TcpListener(server.datagram_received, server._tcp_closed)
             await server.tcp_listener.listen(listen_ip, [port])

@@ -134,14 +134,9 @@ class WebRtcTransport(Transport):
                 self._tcp_send = server.tcp_listener.send
                 self._tcp_port = server.tcp_listener.port
         else:
-            if NATIVE_RECEIVE:
-                self._endpoint = await UdpEndpoint.create_with_reader(
-                    listen_ip, min_port, max_port, self._make_receiver
-                )
-            else:
-                self._endpoint = await UdpEndpoint.create(
-                    listen_ip, min_port, max_port, self.datagram_received
-                )
+            self._endpoint = await UdpEndpoint.create_for_media(
+                listen_ip, min_port, max_port, self.datagram_received, self._make_receiver
+            )
             if self.enable_tcp:
                 try:
                     await self._listen_tcp(listen_ip, min_port, max_port)
