@@ -1,8 +1,9 @@
-"""Only the optional C extension; everything else is in pyproject.toml.
+"""Only the optional C extensions; everything else is in pyproject.toml.
 
-``sfu.media._native`` is the per-consumer send of the forwarding path. It is
-optional: without a C compiler the build goes on and the server uses the same
-path in Python (slower, see sfu/media/_native.c).
+``sfu.media._native`` is the per-consumer send of the forwarding path.
+``sfu.bench._counter`` is the bench subscribers' packet counting. Both are
+optional: without a C compiler the build goes on, and the server and the
+bench use the same paths in Python (slower, see the two .c files).
 """
 
 from setuptools import Extension, setup
@@ -14,6 +15,12 @@ setup(
             sources=["sfu/media/_native.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "sfu.bench._counter",
+            sources=["sfu/bench/_counter.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

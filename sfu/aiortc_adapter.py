@@ -52,7 +52,13 @@ this module. Each touch says why it is needed:
   unbounded aioice queue, a task wake-up, SRTP and ``RtpPacket`` parsing: a
   few subscribers per core instead of hundreds, and a starved subscriber
   queues seconds of packets there instead of losing them. RTCP, STUN and
-  DTLS still go to aioice/aiortc. :func:`send_rtcp` sends the receiver
+  DTLS still go to aioice/aiortc. With the bench's C counter
+  (``sfu.bench._counter``) it goes one step further: the socket leaves
+  asyncio's selector loop (``loop._remove_reader``: the public
+  ``remove_reader`` refuses a socket that a transport owns) for the
+  counter's own epoll set, which hands the datagrams that are not RTP to the
+  protocol's ``datagram_received``; the protocol's ``connection_lost`` takes
+  it out again before the transport closes the socket. :func:`send_rtcp` sends the receiver
   reports it then builds itself through ``RTCDtlsTransport._send_rtp`` (which
   protects RTCP with SRTCP); :func:`observe_outgoing_rtp` wraps ``_send_rtp``
   on a publisher to note when each frame's first packet leaves; and
@@ -376,7 +382,10 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
 
 
 def intercept_incoming_srtp(
-    dtls_transport: Any, handler: Callable[[bytes, int], None], receive_buffer: int = 0
+    dtls_transport: Any,
+    handler: Callable[[bytes, int], None],
+    receive_buffer: int = 0,
+    reader: Any = None,
 ) -> int:
     """Give every SRTP packet (not SRTCP) that reaches the ICE sockets of ``dtls_transport``
     (an aiortc ``RTCDtlsTransport``) to ``handler``, still encrypted, instead of to aiortc.
@@ -389,7 +398,16 @@ def intercept_incoming_srtp(
     gathered (after the local description is set). ``receive_buffer``:
     SO_RCVBUF for those sockets (0: leave it). Returns the number of sockets
     hooked.
+
+    ``reader``: an object with ``watch(fd, fallback)`` and ``unwatch(fd)``
+    (the bench's C counter) that then reads the sockets itself, instead of
+    ``handler``, where the running loop is asyncio's selector loop (not
+    uvloop). It gives what is not RTP to ``fallback(data, address)``, the
+    protocol's own ``datagram_received``. The transport still owns the
+    socket; ``unwatch`` comes first when it is lost.
     """
+    loop: Any = asyncio.get_running_loop()  # the selector loop's private reader API, below
+    selector_loop = hasattr(loop, "_remove_reader")
     connection = dtls_transport.transport._connection
     hooked = 0
     for protocol in list(connection._protocols):
@@ -400,6 +418,24 @@ def intercept_incoming_srtp(
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         original = protocol.datagram_received
+        if reader is not None and selector_loop and sock is not None:
+            fd = sock.fileno()
+            loop._remove_reader(fd)
+            reader.watch(fd, original)
+            lost = protocol.connection_lost
+
+            def connection_lost(
+                exc: Exception | None,
+                lost: Callable[[Exception | None], None] = lost,
+                fd: int = fd,
+            ) -> None:
+                reader.unwatch(fd)
+                lost(exc)
+
+            protocol.connection_lost = connection_lost
+            protocol._sfu_srtp_handler = reader
+            hooked += 1
+            continue
 
         def datagram_received(
             data: bytes,

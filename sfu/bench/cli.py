@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..aiortc_adapter import NATIVE_RECEIVE, NATIVE_SEND
+from .load import NATIVE_COUNTER
 
 __all__ = ["build_parser", "main"]
 
@@ -325,6 +326,9 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
             "native_send": NATIVE_SEND,
             # The servers' receive path in C; SFU_NATIVE_RECEIVE=0 turns it off.
             "native_receive": NATIVE_RECEIVE,
+            # The load subscribers read and count in C (sfu.bench._counter);
+            # SFU_BENCH_NATIVE_COUNTER=0 turns it off.
+            "native_counter": NATIVE_COUNTER,
         },
         "clip": {**clip_spec.__dict__, "path": str(clip_path)},
         "scenarios": results,
@@ -391,7 +395,8 @@ def _header(clip: Any, settings: Any, load: list[float] | None) -> str:
         f"sfu bench: {os.cpu_count()} CPUs, load average {load[0] if load else '?'} at start; "
         f"window {settings.duration:.0f} s after {settings.warmup:.0f} s warm-up; clip "
         f"{clip.width}x{clip.height} VP8 {clip.fps} fps ~{clip.video_bitrate // 1000} kbit/s + Opus 20 ms; "
-        f"{_native_paths()}"
+        f"{_native_paths()}; load subscribers count in "
+        f"{'C (sfu.bench._counter)' if NATIVE_COUNTER else 'Python'}"
     )
 
 

@@ -8,7 +8,10 @@ process (:mod:`sfu.bench.worker`); several share a process.
   SRTP packet its receive transport gets is counted by its clear-text RTP
   header as it comes off the socket, and dropped without decryption
   (:class:`RtpCounter`, ``aiortc_adapter.intercept_incoming_srtp``); it sends
-  its own receiver reports once a second.
+  its own receiver reports once a second. Where the C extension
+  ``sfu.bench._counter`` is built, it reads and counts those packets itself,
+  a batch of them per system call (``SFU_BENCH_NATIVE_COUNTER=0``: the Python
+  path).
 - :class:`MutedMember` is a signaling-only member (joined, no transports):
   the many silent members of a voice channel.
 - :class:`RelayPublisher` and :class:`RelaySubscriber` do the same against
@@ -34,9 +37,11 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import secrets
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +72,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+try:
+    from . import _counter as native_counter
+except ImportError:  # not built: the Python path counts
+    native_counter = None  # type: ignore[assignment]
+NATIVE_COUNTER = native_counter is not None and os.environ.get("SFU_BENCH_NATIVE_COUNTER") != "0"
 
 _SSRC_TS = struct.Struct("!II")  # timestamp, SSRC at offset 4
 RR_INTERVAL = 1.0
@@ -150,20 +161,55 @@ class RtpCounter:
 
     With ``learn`` an unknown SSRC becomes a new stream (for the baseline,
     whose SSRCs are not signalled); otherwise it is only counted as unknown.
+
+    ``native`` (when the C extension is built, and not with ``learn``): the
+    C counter that ``intercept_incoming_srtp(..., reader=counter.reader())``
+    lets read the sockets. It counts the same things; :meth:`sync` copies its
+    figures into :attr:`streams`, and the reading methods here call it first.
     """
 
-    def __init__(self, recorder: Recorder, *, learn: bool = False) -> None:
+    def __init__(
+        self, recorder: Recorder, *, learn: bool = False, native: bool = NATIVE_COUNTER
+    ) -> None:
         self.recorder = recorder
         self.learn = learn
         self.streams: dict[int, _Stream] = {}
         self.rtx_ssrcs: set[int] = set()
         self.rtx_packets = 0
         self.unknown_packets = 0
+        self.native = (
+            native_counter.RtpCounter(recorder) if native and not learn and native_counter else None
+        )
 
     def add_stream(self, ssrc: int, producer_id: str, kind: str, rtx_ssrc: int | None) -> None:
-        self.streams.setdefault(ssrc, _Stream(ssrc, producer_id, kind))
-        if rtx_ssrc is not None:
+        if ssrc not in self.streams:
+            self.streams[ssrc] = _Stream(ssrc, producer_id, kind)
+            if self.native is not None:
+                self.native.add_stream(ssrc, producer_id, kind == "audio")
+        if rtx_ssrc is not None and rtx_ssrc not in self.rtx_ssrcs:
             self.rtx_ssrcs.add(rtx_ssrc)
+            if self.native is not None:
+                self.native.add_rtx(rtx_ssrc)
+
+    def reader(self) -> NativeReader | None:
+        """What reads this counter's sockets in C (None: the Python path, ``self(...)``)."""
+        return NativeReader(self.native) if self.native is not None else None
+
+    def sync(self) -> None:
+        """Copy the C counter's figures into :attr:`streams` (once it reads a socket)."""
+        native = self.native
+        if native is None or not native.watching:
+            return
+        for ssrc, packets, size, base_seq, max_seq, first, first_frame in native.streams():
+            stream = self.streams[ssrc]
+            stream.packets = packets
+            stream.bytes = size
+            stream.base_seq = base_seq
+            stream.max_seq = max_seq
+            stream.first_time = first
+            stream.first_frame_time = first_frame
+        self.rtx_packets = native.rtx_packets
+        self.unknown_packets = native.unknown_packets
 
     def __call__(self, data: bytes, fd: int = -1) -> None:
         if len(data) < 12:
@@ -199,6 +245,7 @@ class RtpCounter:
                 self.recorder.received.append((stream.producer_id, ts, arrival, now))
 
     def report_blocks(self) -> list[ReportBlock]:
+        self.sync()
         blocks = []
         for stream in self.streams.values():
             if not stream.packets:
@@ -221,6 +268,7 @@ class RtpCounter:
         return blocks
 
     def totals(self) -> dict[str, int]:
+        self.sync()
         return {
             "received": sum(s.packets for s in self.streams.values()),
             "expected": sum(s.expected for s in self.streams.values()),
@@ -229,6 +277,35 @@ class RtpCounter:
             "rtx": self.rtx_packets,
             "unknown": self.unknown_packets,
         }
+
+
+class NativeReader:
+    """Puts a subscriber's sockets in its load process's C poller (one epoll set,
+    which the event loop watches), read for its C counter."""
+
+    _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    @classmethod
+    def poller(cls) -> Any:
+        loop = asyncio.get_running_loop()
+        poller = cls._pollers.get(loop)
+        if poller is None:
+            assert native_counter is not None
+            poller = cls._pollers[loop] = native_counter.Poller()
+            loop.add_reader(poller.fileno(), poller.drain)
+        return poller
+
+    def watch(self, fd: int, fallback: Callable[[bytes, Any], None]) -> None:
+        self.counter.watch(fd)
+        self.poller().add(fd, self.counter, fallback)
+
+    def unwatch(self, fd: int) -> None:
+        self.poller().remove(fd)
 
 
 class _SendObserver:
@@ -292,6 +369,7 @@ class _Base:
 
     def join_ms(self) -> tuple[float | None, float | None]:
         """(first packet, first whole frame) after the join started, in ms."""
+        self.counter.sync()
         streams = [s for s in self.counter.streams.values() if s.packets]
         if not streams or not self.spec.measure_join:
             return None, None
@@ -324,7 +402,12 @@ class _Base:
         # A big receive buffer, as the server has: a load process that the (shared)
         # machine leaves without CPU for a moment queues packets instead of losing them,
         # so that loss measures the server, not the load clients.
-        intercept_incoming_srtp(dtls_transport, self.counter, receive_buffer=RECEIVE_BUFFER)
+        intercept_incoming_srtp(
+            dtls_transport,
+            self.counter,
+            receive_buffer=RECEIVE_BUFFER,
+            reader=self.counter.reader(),
+        )
         self._rr_task = asyncio.get_running_loop().create_task(self._send_reports(dtls_transport))
 
     async def _send_reports(self, dtls_transport: Any) -> None:
