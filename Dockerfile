@@ -52,7 +52,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
-COPY sfu/media/_native.c /build/
+COPY sfu/media/_native.c sfu/media/_sockaddr.h /build/
 RUN cd /build && gcc -O2 -shared -fPIC -Wall $(python3-config --includes) _native.c \
         -o "_native$(python3-config --extension-suffix)"
 

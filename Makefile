@@ -27,7 +27,7 @@ client: $(CLIENT_BUNDLE)
 test-deps:
 	VENV=$(VENV) scripts/ensure-test-deps
 
-$(INSTALLED): pyproject.toml setup.py sfu/media/_native.c sfu/bench/_counter.c
+$(INSTALLED): pyproject.toml setup.py sfu/media/_native.c sfu/media/_sockaddr.h sfu/bench/_counter.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,bench]"

@@ -13,12 +13,14 @@ setup(
         Extension(
             "sfu.media._native",
             sources=["sfu/media/_native.c"],
+            depends=["sfu/media/_sockaddr.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),
         Extension(
             "sfu.bench._counter",
             sources=["sfu/bench/_counter.c"],
+            depends=["sfu/media/_sockaddr.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

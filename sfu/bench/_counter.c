@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../media/_sockaddr.h"
+
 #define MAX_STREAMS 16
 #define MAX_RTX 16
 #define BATCH 32
@@ -181,28 +183,6 @@ Counter_watch(Counter *self, PyObject *arg)
         return PyErr_SetFromErrno(PyExc_OSError);
     self->watching++;
     Py_RETURN_NONE;
-}
-
-static PyObject *
-address_tuple(const struct sockaddr_storage *address)
-{
-    char host[INET6_ADDRSTRLEN];
-    if (address->ss_family == AF_INET) {
-        const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
-        if (inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host)) == NULL)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(si)", host, ntohs(v4->sin_port));
-    }
-    if (address->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
-        if (inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host)) == NULL)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(siII)", host, ntohs(v6->sin6_port),
-                             (unsigned int)ntohl(v6->sin6_flowinfo),
-                             (unsigned int)v6->sin6_scope_id);
-    }
-    PyErr_SetString(PyExc_OSError, "datagram from an unknown address family");
-    return NULL;
 }
 
 /* The kernel's arrival stamp of message i (CLOCK_REALTIME), or 0. */

@@ -40,6 +40,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "_sockaddr.h"
+
 /* libsrtp: srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr) */
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
 
@@ -1490,28 +1492,6 @@ RtpReceiver_remove_child(RtpReceiver *self, PyObject *child)
         }
     }
     Py_RETURN_NONE;
-}
-
-static PyObject *
-address_tuple(const struct sockaddr_storage *address)
-{
-    char host[INET6_ADDRSTRLEN];
-    if (address->ss_family == AF_INET) {
-        const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
-        if (inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host)) == NULL)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(si)", host, ntohs(v4->sin_port));
-    }
-    if (address->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
-        if (inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host)) == NULL)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(siII)", host, ntohs(v6->sin6_port),
-                             (unsigned int)ntohl(v6->sin6_flowinfo),
-                             (unsigned int)v6->sin6_scope_id);
-    }
-    PyErr_SetString(PyExc_OSError, "datagram from an unknown address family");
-    return NULL;
 }
 
 static int
