@@ -11,18 +11,15 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "sfu.media._native",
-            sources=["sfu/media/_native.c"],
+            name,
+            sources=[source],
             depends=["sfu/media/_sockaddr.h"],
             extra_compile_args=["-O2"],
             optional=True,
-        ),
-        Extension(
-            "sfu.bench._counter",
-            sources=["sfu/bench/_counter.c"],
-            depends=["sfu/media/_sockaddr.h"],
-            extra_compile_args=["-O2"],
-            optional=True,
-        ),
+        )
+        for name, source in (
+            ("sfu.media._native", "sfu/media/_native.c"),
+            ("sfu.bench._counter", "sfu/bench/_counter.c"),
+        )
     ]
 )

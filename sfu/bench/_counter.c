@@ -358,22 +358,6 @@ done:
     return status;
 }
 
-/* drain(fd, fallback): drain_socket() for one socket, without a Poller. */
-static PyObject *
-Counter_drain(Counter *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "drain(fd, fallback)");
-        return NULL;
-    }
-    int fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (drain_socket(self, fd, args[1]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 /* streams(): (ssrc, packets, bytes, base_seq, max_seq, first_time, first_frame_time) each. */
 static PyObject *
 Counter_streams(Counter *self, PyObject *Py_UNUSED(ignored))
@@ -400,8 +384,6 @@ static PyMethodDef Counter_methods[] = {
      "Count this SSRC: add_stream(ssrc, producer_id, audio)."},
     {"add_rtx", (PyCFunction)Counter_add_rtx, METH_O, "Count this SSRC as retransmissions."},
     {"watch", (PyCFunction)Counter_watch, METH_O, "Turn on arrival stamps for a socket."},
-    {"drain", (PyCFunction)(void (*)(void))Counter_drain, METH_FASTCALL,
-     "Read a socket's waiting datagrams: count RTP, give the rest to fallback(data, address)."},
     {"streams", (PyCFunction)Counter_streams, METH_NOARGS,
      "(ssrc, packets, bytes, base_seq, max_seq, first_time, first_frame_time) per stream."},
     {NULL, NULL, 0, NULL},
