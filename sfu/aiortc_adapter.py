@@ -67,6 +67,11 @@ this module. Each touch says why it is needed:
   so that a track of pre-encoded packets can jump to its next keyframe.
   :func:`sender_ssrc` reads ``RTCRtpSender._ssrc`` (a plain aiortc peer
   connection, unlike pymediasoup, does not tell its SSRCs otherwise).
+  :func:`stop_idle_receiver_reports` cancels an ``RTCRtpReceiver``'s own
+  report task (``__rtcp_task``): the packets never reach that receiver, so
+  the task only wakes up about once a second to send nothing, and with
+  hundreds of subscribers in a load process those timers cost more than
+  their packets.
 """
 
 from __future__ import annotations
@@ -493,6 +498,34 @@ def on_keyframe_request(sender: Any, callback: Callable[[], None]) -> None:
         callback()
 
     sender._send_keyframe = send_keyframe
+
+
+def stop_idle_receiver_reports(receiver: Any) -> bool:
+    """Cancel the receiver-report task of an aiortc ``RTCRtpReceiver`` that
+    :func:`intercept_incoming_srtp` keeps from seeing its packets.
+
+    aiortc reports only the streams it has seen, so the task sends nothing:
+    it only wakes up every 0.5-1.5 s. ``receiver.stop()`` waits for the task
+    to have started and then exited; a task cancelled before its first step
+    would never start, so a task that has not started yet is cancelled one
+    loop turn later, after that step. Returns False when the receiver has no
+    such task.
+    """
+    task = getattr(receiver, "_RTCRtpReceiver__rtcp_task", None)
+    started = getattr(receiver, "_RTCRtpReceiver__rtcp_started", None)
+    if task is None or started is None or task.done():
+        return False
+
+    def cancel() -> None:
+        if started.is_set() and not task.done():
+            task.cancel()
+
+    if started.is_set():
+        cancel()
+    else:
+        # The task's first step was queued when it was created: this runs after it.
+        task.get_loop().call_soon(cancel)
+    return True
 
 
 def sender_ssrc(sender: Any) -> int:

@@ -8,7 +8,8 @@ process (:mod:`sfu.bench.worker`); several share a process.
   SRTP packet its receive transport gets is counted by its clear-text RTP
   header as it comes off the socket, and dropped without decryption
   (:class:`RtpCounter`, ``aiortc_adapter.intercept_incoming_srtp``); it sends
-  its own receiver reports once a second. Where the C extension
+  its own receiver reports, every second with video and every 5 s for audio
+  alone, as libwebrtc does (:class:`ReceiverReports`). Where the C extension
   ``sfu.bench._counter`` is built, it reads and counts those packets itself,
   a batch of them per system call (``SFU_BENCH_NATIVE_COUNTER=0``: the Python
   path).
@@ -38,6 +39,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import secrets
 import struct
 import time
@@ -55,6 +57,7 @@ from sfu.aiortc_adapter import (
     on_keyframe_request,
     send_rtcp,
     sender_ssrc,
+    stop_idle_receiver_reports,
 )
 from sfu.client import RemoteConsumer, SfuClient
 from sfu.client.protoo import ProtooConnection
@@ -64,6 +67,7 @@ from .clip import AudioPacketTrack, Clip, VideoPacketTrack
 
 __all__ = [
     "MutedMember",
+    "ReceiverReports",
     "Recorder",
     "RelayPublisher",
     "RelaySubscriber",
@@ -80,7 +84,11 @@ except ImportError:  # not built: the Python path counts
 NATIVE_COUNTER = native_counter is not None and os.environ.get("SFU_BENCH_NATIVE_COUNTER") != "0"
 
 _SSRC_TS = struct.Struct("!II")  # timestamp, SSRC at offset 4
-RR_INTERVAL = 1.0
+# libwebrtc's report intervals (a receiver of video reports every second, of audio alone
+# every 5 s), each varied over 0.5-1.5 times as RFC 3550 asks.
+VIDEO_REPORT_INTERVAL = 1.0
+AUDIO_REPORT_INTERVAL = 5.0
+REPORT_TICK = 0.1
 CLOSE_TIMEOUT = 10.0
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
@@ -308,6 +316,57 @@ class NativeReader:
         self.poller().remove(fd)
 
 
+class ReceiverReports:
+    """Sends the receiver reports of every subscriber of a load process, from one task.
+
+    A task per subscriber meant a timer per subscriber: with hundreds in a
+    process, the event loop's timer heap cost more than their packets. The
+    task wakes up every :data:`REPORT_TICK` and sends the reports that are
+    due; each subscriber keeps its own randomized schedule, so reports do not
+    reach the server in bursts.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReceiverReports] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self._due: dict[_Base, float] = {}  # subscriber -> when its next report is due
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_running_loop(cls) -> ReceiverReports:
+        loop = asyncio.get_running_loop()
+        reports = cls._by_loop.get(loop)
+        if reports is None:
+            reports = cls._by_loop[loop] = cls()
+        return reports
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, member: _Base) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[member] = loop.time() + member.report_interval() * (0.5 + random.random())
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+
+    def discard(self, member: _Base) -> None:
+        self._due.pop(member, None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._due:
+            await asyncio.sleep(REPORT_TICK)
+            now = loop.time()
+            for member in [m for m, due in self._due.items() if due <= now]:
+                if member not in self._due:  # closed while an earlier report was sent
+                    continue
+                self._due[member] = now + member.report_interval() * (0.5 + random.random())
+                if not await member.send_report():
+                    self.discard(member)
+
+
 class _SendObserver:
     """Notes the send time of the first packet of each frame, per publisher SSRC."""
 
@@ -356,7 +415,11 @@ class _Base:
         self.tracks: list[AudioPacketTrack | VideoPacketTrack] = []
         self.join_started = 0.0
         self.closed = False
-        self._rr_task: asyncio.Task[None] | None = None
+        self._report_transport: Any = None
+        # The RTCPeerConnection that receives, and those of its receivers whose own
+        # (empty) report task is stopped.
+        self._receiving_pc: Any = None
+        self._quiet_receivers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._rr_ssrc = int.from_bytes(secrets.token_bytes(4), "big") or 1
 
     @property
@@ -408,28 +471,38 @@ class _Base:
             receive_buffer=RECEIVE_BUFFER,
             reader=self.counter.reader(),
         )
-        self._rr_task = asyncio.get_running_loop().create_task(self._send_reports(dtls_transport))
+        self._report_transport = dtls_transport
+        ReceiverReports.of_running_loop().add(self)
 
-    async def _send_reports(self, dtls_transport: Any) -> None:
-        while not self.closed:
-            await asyncio.sleep(RR_INTERVAL)
-            blocks = self.counter.report_blocks()
-            if not blocks:
-                continue
-            try:
-                await send_rtcp(dtls_transport, build_rr(self._rr_ssrc, blocks))
-            except ConnectionError:
-                return
+    def report_interval(self) -> float:
+        if any(s.kind != "audio" for s in self.counter.streams.values()):
+            return VIDEO_REPORT_INTERVAL
+        return AUDIO_REPORT_INTERVAL
+
+    async def send_report(self) -> bool:
+        """Send a receiver report of what the counter saw; False once the transport is gone."""
+        if self.closed or self._report_transport is None:
+            return False
+        if self._receiving_pc is not None:  # receivers start their tasks as they connect
+            for transceiver in self._receiving_pc.getTransceivers():
+                receiver = transceiver.receiver
+                if receiver not in self._quiet_receivers and stop_idle_receiver_reports(receiver):
+                    self._quiet_receivers.add(receiver)
+        blocks = self.counter.report_blocks()
+        if not blocks:
+            return True
+        try:
+            await send_rtcp(self._report_transport, build_rr(self._rr_ssrc, blocks))
+        except ConnectionError:
+            return False
+        return True
 
     async def start(self) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
         self.closed = True
-        if self._rr_task is not None:
-            self._rr_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._rr_task
+        ReceiverReports.of_running_loop().discard(self)
         for track in self.tracks:
             track.stop()
 
@@ -476,7 +549,7 @@ class SfuParticipant(_Base):
         self.counter.add_stream(ssrc, remote.producer_id, remote.kind, rtx)
         if self._dtls is None and self.client is not None and self.client.recv_transport:
             # Bundled: every consumer of this transport shares the first one's DTLS transport.
-            pc = self.client.recv_transport.handler.pc
+            pc = self._receiving_pc = self.client.recv_transport.handler.pc
             self._dtls = pc.getTransceivers()[0].receiver.transport
             self._start_receiver_reports(self._dtls)
 
@@ -576,6 +649,7 @@ class RelaySubscriber(_RelayClient):
         _vp8_only(pc)
         await self._negotiate("/subscribe", pc)
         self._start_receiver_reports(pc.getTransceivers()[0].receiver.transport)
+        self._receiving_pc = pc
 
 
 CLIENT_TYPES: dict[str, Callable[[ClientSpec, str, Clip, Recorder], _Base]] = {
