@@ -41,17 +41,19 @@ scenarios:
   voice-N            1 speaker, N audio-only listeners, N muted (signaling-only) members
   capacity           add subscribers to one publisher until loss > 1 % or latency
                      p50 > 250 ms (or a time/count bound); the last good count
+  capacity-voice     the same with audio-only listeners of one speaker, 100 more a
+                     step, the room held on one worker: consumer streams per worker
   baseline-fanout-N  the fanout load against an aiortc MediaRelay relay that
                      decodes and re-encodes per subscriber (how it is done today)
   floor-N            the fanout-N traffic through a minimal forwarder (one SRTP
                      protect + one sendto per packet and subscriber, nothing
                      else): what this machine charges for the traffic alone
   families for --scenarios: fanout (1,4,8,16,32), room (4,8), voice (50,200),
-  capacity, baseline (1,4,8), floor (1,4,8,16,32)
+  capacity (capacity, capacity-voice), baseline (1,4,8), floor (1,4,8,16,32)
 
 examples:
   sfu bench --quick                              fanout-1,4,8, room-4, baseline-fanout-4
-  sfu bench                                      the full set (well under 15 min on 2 cores)
+  sfu bench                                      the full set (about 16 min on 2 cores)
   sfu bench --scenario fanout-8 --duration 10
   sfu bench --scenarios fanout,baseline --json out.json --plot cpu.png
   sfu bench --scenario fanout-16 --profile server.prof
@@ -97,9 +99,9 @@ def build_parser(prog: str = "sfu bench") -> argparse.ArgumentParser:
     timing.add_argument(
         "--capacity-seconds",
         type=float,
-        default=120.0,
+        default=180.0,
         metavar="S",
-        help="time bound of the capacity search (default 120)",
+        help="time bound of each capacity search (default 180)",
     )
     timing.add_argument(
         "--max-subscribers",
@@ -107,6 +109,13 @@ def build_parser(prog: str = "sfu bench") -> argparse.ArgumentParser:
         default=256,
         metavar="N",
         help="subscriber bound of the capacity search (default 256)",
+    )
+    timing.add_argument(
+        "--max-listeners",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="listener bound of the capacity-voice search (default 1000)",
     )
     target = parser.add_argument_group("server")
     target.add_argument(
@@ -183,6 +192,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m sfu.bench") -> in
         parser.error("--duration must be within 1..600 seconds")
     if not 1 <= args.max_subscribers <= 1000:
         parser.error("--max-subscribers must be within 1..1000")
+    if not 1 <= args.max_listeners <= 2000:
+        parser.error("--max-listeners must be within 1..2000")
     if not 5 <= args.capacity_seconds <= 900:
         parser.error("--capacity-seconds must be within 5..900")
     return _run(args, scenarios)
@@ -202,6 +213,7 @@ def _settings(args: argparse.Namespace) -> Any:
     if args.warmup is not None:
         settings.warmup = max(0.0, args.warmup)
     settings.capacity_max_subscribers = args.max_subscribers
+    settings.capacity_max_listeners = args.max_listeners
     settings.url = args.url
     settings.server_pid = args.server_pid
     settings.workdir = args.workdir
@@ -413,7 +425,7 @@ def _short(result: dict[str, Any]) -> str:
         return "error: " + str(result["error"]).splitlines()[0]
     parts = []
     if result.get("family") == "capacity":
-        parts.append(f"{result.get('last_good_subscribers')} subscribers")
+        parts.append(f"{result.get('consumer_streams')} consumer streams")
     if result.get("server_cpu_percent") is not None:
         parts.append(f"CPU {result['server_cpu_percent']:.1f} %")
     if result.get("packets_out_per_s") is not None:

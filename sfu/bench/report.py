@@ -141,7 +141,8 @@ def _row(r: dict[str, Any]) -> list[str]:
     rss = r.get("server_rss_per_peer_bytes")
     name = r["name"]
     if r.get("family") == "capacity":
-        name = f"{name} ({r.get('last_good_subscribers', 0)} subs)"
+        noun = "listeners" if r.get("subscriber_kind") == "audio" else "subs"
+        name = f"{name} ({r.get('last_good_subscribers', 0)} {noun})"
     return [
         name,
         _fmt(r.get("peers"), "d"),
@@ -266,10 +267,11 @@ def format_summary(
             f"{_fmt(ratio['sfu_us_per_packet'], '.1f')} -> {_fmt(per_packet, '.1f')}x; loss "
             f"{_fmt(ratio['baseline_loss_percent'], '.2f')} % vs {_fmt(ratio['sfu_loss_percent'], '.2f')} %"
         )
+    # The voice search holds its room on one worker: only the video search can scale.
     capacities = {
         r["workers"]: r["last_good_subscribers"]
         for r in results
-        if r.get("family") == "capacity" and not r.get("error") and r.get("workers")
+        if r.get("name") == "capacity" and not r.get("error") and r.get("workers")
     }
     if len(capacities) > 1:
         low, high = min(capacities), max(capacities)
@@ -280,11 +282,7 @@ def format_summary(
         )
     for r in results:
         if r.get("family") == "capacity" and not r.get("error"):
-            lines.append(
-                f"{r['name']}: {r['last_good_subscribers']} subscribers of one publisher with loss <= "
-                f"{r['loss_limit_percent']:.0f} % and latency p50 <= {r['latency_limit_ms']:.0f} ms; "
-                f"stopped: {r['stopped_because']}"
-            )
+            lines.append(_capacity_line(r))
         for warning in _warnings(r):
             lines.append(f"{r['name']}: {warning}")
         if r.get("join_failures"):
@@ -292,6 +290,29 @@ def format_summary(
         if r.get("server_exited"):
             lines.append(f"{r['name']}: the server exited during the run")
     return "\n".join(lines)
+
+
+def _capacity_line(r: dict[str, Any]) -> str:
+    audio = r.get("subscriber_kind") == "audio"
+    who = (
+        f"{r['last_good_subscribers']} audio-only listeners of one speaker"
+        if audio
+        else f"{r['last_good_subscribers']} subscribers of one publisher"
+    )
+    where = "in one router on one worker" if r.get("one_router") else "in one room"
+    line = (
+        f"{r['name']}: {who} ({r.get('consumer_streams')} consumer streams) {where}, "
+        f"with loss <= {r['loss_limit_percent']:.0f} % and latency p50 <= "
+        f"{r['latency_limit_ms']:.0f} ms; stopped: {r['stopped_because']}"
+    )
+    if r.get("last_good_subscribers"):
+        line += (
+            f"; at that step the busiest media worker took "
+            f"{_fmt(r.get('busiest_worker_cpu_percent'), '.1f')} % of a core, the server "
+            f"{_fmt(r.get('server_cpu_percent'), '.1f')} %, the load processes "
+            f"{_fmt(r.get('clients_cpu_percent'), '.0f')} %"
+        )
+    return line
 
 
 def _warnings(r: dict[str, Any]) -> list[str]:

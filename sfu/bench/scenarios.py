@@ -19,6 +19,9 @@ Scenarios:
 - ``capacity``: one publisher, subscribers added in steps until a step's
   window has loss above 1 % or median added latency above 250 ms (the server
   falls behind), or a time or count bound; reports the last good count;
+- ``capacity-voice``: the same search with one speaker and audio-only
+  listeners, 100 more a step, in one router (the room never spreads to
+  another worker): how many consumer streams one worker carries;
 - ``baseline-fanout-N``: the fanout load against the aiortc MediaRelay relay
   (:mod:`sfu.bench.baseline`), which decodes and re-encodes per subscriber.
 """
@@ -55,7 +58,7 @@ FAMILIES: dict[str, list[str]] = {
     "fanout": [f"fanout-{n}" for n in (1, 4, 8, 16, 32)],
     "room": ["room-4", "room-8"],
     "voice": ["voice-50", "voice-200"],
-    "capacity": ["capacity"],
+    "capacity": ["capacity", "capacity-voice"],
     "baseline": [f"baseline-fanout-{n}" for n in (1, 4, 8)],
     "floor": [f"floor-{n}" for n in (1, 4, 8, 16, 32)],
 }
@@ -84,13 +87,13 @@ class Scenario:
 
 def parse_scenario(name: str) -> Scenario:
     name = name.strip()
-    if name == "capacity":
-        return Scenario("capacity", "capacity", 0)
+    if name in ("capacity", "capacity-voice"):
+        return Scenario(name, "capacity", 0)
     match = _NAME.match(name)
     if not match:
         raise ValueError(
             f"unknown scenario {name!r}: expected fanout-N, room-N, voice-N, "
-            "baseline-fanout-N, floor-N or capacity"
+            "baseline-fanout-N, floor-N, capacity or capacity-voice"
         )
     family, n = match.group(1), int(match.group(2))
     low = 2 if family == "room" else 1
@@ -125,9 +128,14 @@ class Settings:
     listeners_per_process: int = 50
     participants_per_process: int = 4
     join_concurrency: int = 4
-    capacity_seconds: float = 120.0
+    capacity_seconds: float = 180.0
     capacity_window: float = 4.0
     capacity_max_subscribers: int = 256
+    capacity_max_listeners: int = 1000
+    # Bigger load processes cost less per listener (one wake-up reads more sockets):
+    # the voice search leaves the server more of the machine.
+    capacity_listeners_per_process: int = 200
+    capacity_listener_step: int = 100
     url: str | None = None
     server_pid: int | None = None
     profile: Path | None = None
@@ -225,6 +233,44 @@ class _Reading:
     wait: float | None
     rss: int | None
     snapshots: list[dict[str, Any]]
+    worker_cpu: dict[int, float] = field(default_factory=dict)  # media workers, by pid
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What a capacity search adds, step by step, to one publisher's room."""
+
+    publisher: ClientSpec
+    subscriber: str  # peer id prefix
+    video: bool  # subscribers get the publisher's video and audio, or its audio alone
+    sizes: list[int]
+    bound: int
+    per_process: int
+    one_router: bool  # keep the room on one worker
+    join_concurrency: int
+
+    def spread(self, new: list[ClientSpec], processes: int) -> list[tuple[int, list[ClientSpec]]]:
+        """(load process index, clients) for a step's new subscribers.
+
+        Video subscribers go round-robin over the processes. Listeners fill one
+        process after the other: the server sends a packet to its consumers in
+        the order they joined, so each process gets one run of consecutive
+        packets, read in one wake-up, instead of every n-th packet of the run.
+        """
+        groups: dict[int, list[ClientSpec]] = {}
+        for spec in new:
+            index = int(spec.peer_id[len(self.subscriber) :])
+            w = index % processes if self.video else min(index // self.per_process, processes - 1)
+            groups.setdefault(1 + w, []).append(spec)
+        return sorted(groups.items())
+
+    @property
+    def noun(self) -> str:
+        return "subscribers" if self.video else "listeners"
+
+    @property
+    def streams_per_subscriber(self) -> int:
+        return 2 if self.video else 1
 
 
 class Runner:
@@ -246,7 +292,12 @@ class Runner:
         if self.settings.url:
             return remote_sfu(self.settings.url, self.settings.server_pid)
         workdir = workdir.with_name(f"{workdir.name}-{self.settings.workers}w")
-        return start_sfu(workdir, profile=self.settings.profile, workers=self.settings.workers)
+        return start_sfu(
+            workdir,
+            profile=self.settings.profile,
+            workers=self.settings.workers,
+            max_peers_per_router=0 if scenario.name == "capacity-voice" else None,
+        )
 
     def _worker_config(
         self, target: Target, max_seconds: float, concurrency: int
@@ -356,6 +407,7 @@ class Runner:
             target.wait_seconds(),
             target.rss_bytes(),
             snapshots,
+            target.worker_cpu_seconds(),
         )
         if not opening:
             reading.health = target.health()
@@ -508,56 +560,84 @@ class Runner:
         )
         return result
 
+    def _search(self, scenario: Scenario, room: str) -> _Search:
+        settings = self.settings
+        if scenario.name == "capacity-voice":
+            bound = settings.capacity_max_listeners
+            step = min(settings.capacity_listener_step, max(1, bound // 2))
+            return _Search(
+                publisher=ClientSpec("sfu", "speaker", room, audio=True),
+                subscriber="l",
+                video=False,
+                sizes=[min(size, bound) for size in range(step, bound + step, step)],
+                bound=bound,
+                per_process=settings.capacity_listeners_per_process,
+                one_router=True,
+                join_concurrency=16,  # each step joins in one process
+            )
+        return _Search(
+            publisher=ClientSpec("sfu", "pub", room, audio=True, video=True),
+            subscriber="sub",
+            video=True,
+            sizes=_capacity_sizes(settings.capacity_max_subscribers),
+            bound=settings.capacity_max_subscribers,
+            per_process=settings.listeners_per_process,
+            one_router=False,
+            join_concurrency=settings.join_concurrency,
+        )
+
     def _run_capacity(self, scenario: Scenario) -> dict[str, Any]:
         settings = self.settings
         room = self._room(scenario)
-        sizes = _capacity_sizes(settings.capacity_max_subscribers)
+        search = self._search(scenario, room)
         self.progress.phase("starting server")
         target = self._start_target(scenario)
         steps: list[dict[str, Any]] = []
         last_good = 0
-        reason = f"reached the bound of {settings.capacity_max_subscribers} subscribers"
+        reason = f"reached the bound of {search.bound} {search.noun}"
         try:
             idle_cpu, idle_rss = self._measure_idle(target)
-            processes = max(
-                1,
-                math.ceil(
-                    settings.capacity_max_subscribers / max(1, settings.listeners_per_process)
-                ),
+            processes = min(
+                max(1, math.ceil(search.bound / max(1, search.per_process))),
+                4 if search.video else 10,
             )
-            processes = min(processes, 4)
             budget = settings.capacity_seconds + 240
             self.progress.phase(f"starting {processes + 1} load processes")
             workers = start_workers(
                 [
-                    self._worker_config(target, budget, settings.join_concurrency)
+                    self._worker_config(target, budget, search.join_concurrency)
                     for _ in range(processes + 1)
                 ]
             )
             try:
-                self._join(workers, [(0, [ClientSpec("sfu", "pub", room, audio=True, video=True)])])
+                self._join(workers, [(0, [search.publisher])])
                 began = time.monotonic()
                 count = 0
-                for size in sizes:
+                for size in search.sizes:
                     if time.monotonic() - began > settings.capacity_seconds:
                         reason = f"reached the time bound of {settings.capacity_seconds:.0f} s"
                         break
                     new = [
-                        ClientSpec("sfu", f"sub{i}", room, consume=True, expect_streams=2)
+                        ClientSpec(
+                            "sfu",
+                            f"{search.subscriber}{i}",
+                            room,
+                            consume=True,
+                            expect_streams=search.streams_per_subscriber,
+                        )
                         for i in range(count, size)
                     ]
-                    phase = [
-                        (1 + w, new[w::processes]) for w in range(processes) if new[w::processes]
-                    ]
-                    self.progress.phase(f"{size} subscribers: joining")
+                    phase = search.spread(new, processes)
+                    self.progress.phase(f"{size} {search.noun}: joining")
                     _, failed = self._join(workers, phase)
                     count = size
                     ready = self._wait_ready(workers, count)
-                    self._sleep(1.0, f"{size} subscribers: settling")
+                    self._sleep(1.0, f"{size} {search.noun}: settling")
                     start, end = self._window(target, workers, settings.capacity_window)
                     reports = [w.request("report", timeout=60) for w in workers]
                     step = _metrics(start, end, reports, idle_cpu, idle_rss)
                     step.update({"subscribers": size, "ready": ready, "join_failures": failed})
+                    step["consumer_streams"] = size * search.streams_per_subscriber
                     if step["server_rss_bytes"] is not None and idle_rss is not None:
                         step["server_rss_per_peer_bytes"] = int(
                             (step["server_rss_bytes"] - idle_rss) / (size + 1)
@@ -565,7 +645,7 @@ class Runner:
                     steps.append(step)
                     problem = _capacity_problem(step, size, ready, failed)
                     if problem:
-                        reason = f"at {size} subscribers: {problem}"
+                        reason = f"at {size} {search.noun}: {problem}"
                         break
                     last_good = size
                     if not target.alive():
@@ -579,7 +659,7 @@ class Runner:
         result: dict[str, Any] = dict(good) if good else _metrics_empty(idle_cpu)
         result.update(
             {
-                "name": "capacity",
+                "name": scenario.name,
                 "family": "capacity",
                 "n": last_good,
                 "target": "sfu",
@@ -587,15 +667,19 @@ class Runner:
                 "publishers": 1,
                 "subscribers": last_good,
                 "muted": 0,
+                "subscriber_kind": "video+audio" if search.video else "audio",
+                "one_router": search.one_router,
                 "last_good_subscribers": last_good,
+                "consumer_streams": last_good * search.streams_per_subscriber,
                 "stopped_because": reason,
                 "loss_limit_percent": LOSS_LIMIT_PERCENT,
                 "latency_limit_ms": LATENCY_LIMIT_MS,
                 "steps": [
                     {
-                        k: s[k]
+                        k: s.get(k)
                         for k in (
                             "subscribers",
+                            "consumer_streams",
                             "ready",
                             "join_failures",
                             "packets_in_per_s",
@@ -604,6 +688,7 @@ class Runner:
                             "packets_out_per_s",
                             "subscriber_packets_per_s",
                             "server_cpu_percent",
+                            "busiest_worker_cpu_percent",
                             "server_cpu_wait_percent",
                             "clients_cpu_percent",
                             "loss_percent",
@@ -673,6 +758,7 @@ def _metrics_empty(idle_cpu: float | None) -> dict[str, Any]:
         "first_frame_ms": distribution([]),
         "server_rss_bytes": None,
         "server_rss_per_peer_bytes": None,
+        "busiest_worker_cpu_percent": None,
         "clients_cpu_percent": None,
         "dropped_packets": {},
     }
@@ -707,6 +793,13 @@ def _metrics(
         if packets_out > 0:
             net = cpu - (idle_cpu or 0.0) / 100 * dt
             result["us_per_packet"] = round(max(0.0, net) / packets_out * 1e6, 2)
+    worker_cpu = [
+        (end.worker_cpu[pid] - start.worker_cpu[pid]) / dt * 100
+        for pid in end.worker_cpu
+        if pid in start.worker_cpu
+    ]
+    # One room's router lives on one worker: the busiest is the one that carries it.
+    result["busiest_worker_cpu_percent"] = round(max(worker_cpu), 1) if worker_cpu else None
     if start.wait is not None and end.wait is not None:
         # On a shared machine: how long the server's main thread was ready to run but
         # had no CPU. High values mean the figures measure the machine, not the server.

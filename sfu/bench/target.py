@@ -130,6 +130,13 @@ class Target:
     def cpu_seconds(self) -> float | None:
         return _sum([proc_cpu_seconds(pid) for pid in self.pids()])
 
+    def worker_cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of each media worker process (the server's children), by pid."""
+        if not self.pid:
+            return {}
+        cpu = {pid: proc_cpu_seconds(pid) for pid in child_pids(self.pid)}
+        return {pid: seconds for pid, seconds in cpu.items() if seconds is not None}
+
     def wait_seconds(self) -> float | None:
         return _sum([proc_wait_seconds(pid) for pid in self.pids()])
 
@@ -194,12 +201,19 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
 
 
 def start_sfu(
-    workdir: Path, *, profile: Path | None = None, ports: int = 2000, workers: int = 0
+    workdir: Path,
+    *,
+    profile: Path | None = None,
+    ports: int = 2000,
+    workers: int = 0,
+    max_peers_per_router: int | None = None,
 ) -> Target:
     """``python -m sfu --config <tmp toml>`` on free loopback ports, with ``workers``
     media workers (0: one per CPU). With ``profile``, one worker, and both it and
     the signaling process run under cProfile: the worker's stats (the media hot
-    path) go to ``profile``, the signaling process's to ``profile.signaling``."""
+    path) go to ``profile``, the signaling process's to ``profile.signaling``.
+    ``max_peers_per_router``: when a room spreads to another worker (None: the
+    server's default; 0: never, the room stays on one worker)."""
     if profile is not None:
         workers = 1
     workdir.mkdir(parents=True, exist_ok=True)
@@ -216,8 +230,15 @@ def start_sfu(
                     "rtc_max_port": media_min + ports - 1,
                 },
                 # Voice channels with hundreds of members; requests stay rate-limited per peer.
-                "limits": {"max_peers_per_room": 1000, "max_rooms": 1000},
-                "workers": {"count": workers},
+                "limits": {"max_peers_per_room": 4100, "max_rooms": 1000},
+                "workers": {
+                    "count": workers,
+                    **(
+                        {"max_peers_per_router": max_peers_per_router}
+                        if max_peers_per_router is not None
+                        else {}
+                    ),
+                },
                 "log": {"level": "warning"},
             }
         )

@@ -122,3 +122,51 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
     [pair] = document["floor_ratios"]
     assert pair["n"] == 2 and pair["ratio"] > 0, pair
     assert "floor-2" in completed.stdout and "SFU CPU / floor CPU: fanout-2" in completed.stdout
+
+
+def test_bench_capacity_voice_counts_consumer_streams_on_one_worker(tmp_path: Path) -> None:
+    """The voice capacity search, bounded at 6 listeners: two steps of 3, media counted."""
+    out = tmp_path / "bench.json"
+    work = tmp_path / "work"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sfu.bench",
+            "--scenario",
+            "capacity-voice",
+            "--max-listeners",
+            "6",
+            "--workers",
+            "2",
+            "--json",
+            str(out),
+            "--workdir",
+            str(work),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    [result] = json.loads(out.read_text())["scenarios"]
+    assert not result.get("error"), result
+    assert result["name"] == "capacity-voice" and result["family"] == "capacity"
+    assert result["subscriber_kind"] == "audio" and result["one_router"] is True
+    assert [step["subscribers"] for step in result["steps"]] == [3, 6], result["steps"]
+    assert result["stopped_because"] == "reached the bound of 6 listeners", result
+    assert result["last_good_subscribers"] == 6 and result["consumer_streams"] == 6
+    for step in result["steps"]:
+        assert step["ready"] == step["subscribers"] == step["consumer_streams"], step
+        assert step["loss_percent"] is not None and step["loss_percent"] < 1.0, step
+        # One speaker at 50 packets/s: each listener gets every packet.
+        assert 40 * step["subscribers"] <= step["subscriber_packets_per_s"], step
+        assert step["latency_ms"]["samples"] > 0, step
+    # The media worker that holds the room is measured on its own.
+    assert result["busiest_worker_cpu_percent"] > 0
+    assert result["busiest_worker_cpu_percent"] <= result["server_cpu_percent"]
+    # The server was told never to spread the room to its second worker.
+    [config] = work.glob("capacity-voice*/sfu-bench.toml")
+    assert "max_peers_per_router = 0" in config.read_text()
+    assert "6 audio-only listeners of one speaker (6 consumer streams)" in completed.stdout

@@ -35,7 +35,9 @@ def test_scenario_names_and_families() -> None:
         "baseline-fanout-4",
         "baseline-fanout-8",
         "capacity",
+        "capacity-voice",
     ]
+    assert parse_scenario("capacity-voice").family == "capacity"
     assert parse_scenario("baseline-fanout-4").target_kind == "baseline"
     assert parse_scenario("floor-16").target_kind == "floor"
     assert [s.name for s in expand_scenarios(["floor"])][-1] == "floor-32"
