@@ -363,7 +363,12 @@ class ReceiverReports:
                 if member not in self._due:  # closed while an earlier report was sent
                     continue
                 self._due[member] = now + member.report_interval() * (0.5 + random.random())
-                if not await member.send_report():
+                try:
+                    sent = await member.send_report()
+                except Exception:  # one subscriber's failure must not stop the others' reports
+                    logger.exception("receiver report failed")
+                    sent = False
+                if not sent:
                     self.discard(member)
 
 

@@ -20,9 +20,10 @@ from sfu.bench.load import ReceiverReports
 class Member:
     """Stands for a load subscriber: its report interval and what it sent."""
 
-    def __init__(self, interval: float, fail: bool = False) -> None:
+    def __init__(self, interval: float, fail: bool = False, crash: bool = False) -> None:
         self.interval = interval
         self.fail = fail
+        self.crash = crash
         self.sent: list[float] = []
 
     def report_interval(self) -> float:
@@ -30,6 +31,8 @@ class Member:
 
     async def send_report(self) -> bool:
         self.sent.append(asyncio.get_running_loop().time())
+        if self.crash:
+            raise RuntimeError("a bug in one subscriber")
         return not self.fail
 
 
@@ -46,12 +49,13 @@ async def test_one_task_sends_every_member_on_its_own_schedule(
     monkeypatch.setattr(load, "REPORT_TICK", 0.01)
     reports = ReceiverReports.of_running_loop()
     assert ReceiverReports.of_running_loop() is reports
-    fast, slow, gone = Member(0.05), Member(0.5), Member(0.05, fail=True)
+    fast, slow = Member(0.05), Member(0.5)
+    gone, broken = Member(0.05, fail=True), Member(0.05, crash=True)
     reports.add(fast)  # type: ignore[arg-type]
     task = reports._task
-    reports.add(slow)  # type: ignore[arg-type]
-    reports.add(gone)  # type: ignore[arg-type]
-    assert reports._task is task and len(reports) == 3
+    for member in (slow, gone, broken):
+        reports.add(member)  # type: ignore[arg-type]
+    assert reports._task is task and len(reports) == 4
 
     await wait_until(lambda: len(slow.sent) >= 2)
     # Each interval is varied over 0.5-1.5 times its length, never shorter.
@@ -59,8 +63,9 @@ async def test_one_task_sends_every_member_on_its_own_schedule(
     assert gaps and min(gaps) >= 0.025 - 0.001, gaps
     assert slow.sent[1] - slow.sent[0] >= 0.25 - 0.001
     assert len(fast.sent) > len(slow.sent)
-    # A member whose transport is gone is sent to once, then left out.
-    assert len(gone.sent) == 1 and len(reports) == 2
+    # A member whose transport is gone, or whose report raised, is sent to once, then
+    # left out; the others go on.
+    assert len(gone.sent) == 1 and len(broken.sent) == 1 and len(reports) == 2
 
     reports.discard(fast)  # type: ignore[arg-type]
     reports.discard(slow)  # type: ignore[arg-type]
