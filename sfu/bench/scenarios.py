@@ -249,8 +249,11 @@ class _Search:
     one_router: bool  # keep the room on one worker
     join_concurrency: int
 
-    def spread(self, new: list[ClientSpec], processes: int) -> list[tuple[int, list[ClientSpec]]]:
-        """(load process index, clients) for a step's new subscribers.
+    def spread(
+        self, new: list[ClientSpec], first: int, processes: int
+    ) -> list[tuple[int, list[ClientSpec]]]:
+        """(load process index, clients) for a step's new subscribers: the
+        ``first``-th of the search and those after it.
 
         Video subscribers go round-robin over the processes. Listeners fill one
         process after the other: the server sends a packet to its consumers in
@@ -258,8 +261,7 @@ class _Search:
         packets, read in one wake-up, instead of every n-th packet of the run.
         """
         groups: dict[int, list[ClientSpec]] = {}
-        for spec in new:
-            index = int(spec.peer_id[len(self.subscriber) :])
+        for index, spec in enumerate(new, first):
             w = index % processes if self.video else min(index // self.per_process, processes - 1)
             groups.setdefault(1 + w, []).append(spec)
         return sorted(groups.items())
@@ -627,7 +629,7 @@ class Runner:
                         )
                         for i in range(count, size)
                     ]
-                    phase = search.spread(new, processes)
+                    phase = search.spread(new, count, processes)
                     self.progress.phase(f"{size} {search.noun}: joining")
                     _, failed = self._join(workers, phase)
                     count = size
