@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .media.loss_repair import SUPPRESSION_REASONS
+
 if TYPE_CHECKING:
     from .server import SfuServer
 
@@ -22,6 +24,10 @@ _COUNTERS = (
     ("keyframe_requests_sent", "PLI/FIR keyframe requests sent to publishers"),
     ("keyframe_requests_received", "PLI/FIR keyframe requests received from subscribers"),
     ("packets_retransmitted", "Packets retransmitted to subscribers (RTX)"),
+    (
+        "gaps_resynchronized",
+        "Gaps in publishers' streams closed with a keyframe request instead of NACKs",
+    ),
 )
 
 
@@ -53,6 +59,14 @@ class SfuCollector:
             if key.startswith("dropped:"):
                 dropped.add_metric([key.partition(":")[2]], value)
         yield dropped
+        suppressed = CounterMetricFamily(
+            "sfu_retransmissions_suppressed",
+            "NACKed packets not retransmitted to subscribers, by reason",
+            labels=["reason"],
+        )
+        for reason in SUPPRESSION_REASONS:
+            suppressed.add_metric([reason], totals[f"retransmissions_suppressed:{reason}"])
+        yield suppressed
         yield CounterMetricFamily(
             "sfu_worker_restarts",
             "Media workers replaced after dying",

@@ -21,8 +21,13 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..errors import InvalidStateError
 from . import rtcp
+from .loss_repair import (
+    MAX_RETRANSMISSION_AGE_AUDIO,
+    MAX_RETRANSMISSION_AGE_VIDEO,
+    RetransmissionGate,
+)
 from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
-from .rtp_rewriter import new_rewriter
+from .rtp_rewriter import HISTORY_SIZE, new_rewriter
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -113,9 +118,17 @@ class Consumer(AsyncIOEventEmitter):
         self._rtx_seq = 0
         self._active = False
 
+        # Which NACKed packets to resend (loss_repair.py), and what it held back.
+        self._retransmissions = RetransmissionGate(
+            HISTORY_SIZE,
+            self.clock_rate,
+            MAX_RETRANSMISSION_AGE_VIDEO if self.kind == "video" else MAX_RETRANSMISSION_AGE_AUDIO,
+        )
+
         # counters for stats (and the rewriter's: packets_sent, bytes_sent,
         # packets_dropped_late)
         self.packets_retransmitted = 0
+        self.gaps_resynchronized = 0
         self.nacks_received = 0
         self.keyframe_requests_received = 0
         self.fraction_lost = 0
@@ -193,21 +206,36 @@ class Consumer(AsyncIOEventEmitter):
         if not self._active:
             return
         self._rewriter.needs_sync = True
+        if wait_for_keyframe:
+            self.gaps_resynchronized += 1
         if wait_for_keyframe and self.kind == "video":
             self._needs_keyframe = True
             self._last_keyframe_request = time.monotonic()
 
     # ---- RTCP from the subscriber ---------------------------------------
 
-    def receive_nack(self, lost: tuple[int, ...]) -> None:
+    def receive_nack(self, lost: tuple[int, ...], now: float | None = None) -> None:
+        """Resend what the gate allows of the NACKed packets, from this consumer's
+        history (``now``: time.monotonic(), the clock of the packets' times)."""
         self.nacks_received += 1
         if not self.nack_enabled:
             return
+        rewriter = self._rewriter
+        gate = self._retransmissions
+        if now is None:
+            now = time.monotonic()
+        gate.refill(rewriter.bytes_sent, now)
         for seq in lost:
-            sent = self._rewriter.sent(seq)
+            sent = rewriter.sent(seq)
             if sent is None:
+                gate.not_sent()
                 continue
             b0, b1, out_ts, tail = sent
+            size = 12 + len(tail)
+            if not gate.allow(
+                seq, out_ts, size, rewriter.last_out_ts, rewriter.last_send_time, now, self.rtt
+            ):
+                continue
             packet = _HEADER.pack(b0, b1, seq, out_ts, self.ssrc) + tail
             if self.rtx_ssrc is not None and self.rtx_payload_type is not None:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -216,6 +244,11 @@ class Consumer(AsyncIOEventEmitter):
                 )
             self.packets_retransmitted += 1
             self.transport.send_rtp(packet)
+
+    @property
+    def retransmissions_suppressed(self) -> dict[str, int]:
+        """NACKed packets not resent, by reason (loss_repair.SUPPRESSION_REASONS)."""
+        return self._retransmissions.suppressed.as_dict()
 
     def receive_key_frame_request(self) -> None:
         self.keyframe_requests_received += 1
@@ -367,6 +400,9 @@ class Consumer(AsyncIOEventEmitter):
                 "packetCount": self.packets_sent,
                 "byteCount": self.bytes_sent,
                 "packetsRetransmitted": self.packets_retransmitted,
+                "retransmissionsSuppressed": self.retransmissions_suppressed,
+                "packetsDroppedLate": self.packets_dropped_late,
+                "gapsResynchronized": self.gaps_resynchronized,
                 "nackCount": self.nacks_received,
                 "pliCount": self.keyframe_requests_received,
                 "fractionLost": self.fraction_lost,

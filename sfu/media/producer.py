@@ -37,7 +37,7 @@ from .rtp import (
     rtx_unwrap,
 )
 from .rtp_rewriter import send_all_function
-from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, RtpStreamRecv
+from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, TOO_LATE, RtpStreamRecv
 
 if TYPE_CHECKING or NATIVE_RECEIVE:
     from ._native import ProducerPath
@@ -192,6 +192,9 @@ class Producer(AsyncIOEventEmitter):
         self._counts: _Counts | ProducerPath = self._path if self._path is not None else _Counts()
         self.packets_discarded = 0
         self.packets_repaired = 0
+        # Gaps closed with a keyframe request instead of a repair (loss_repair.py):
+        # too wide to NACK, given up, or repaired too late to forward.
+        self.gaps_resynchronized = 0
         self.nacks_sent = 0
         self.keyframe_requests_sent = 0
         self.score = 10
@@ -314,6 +317,11 @@ class Producer(AsyncIOEventEmitter):
             if newly_missing == DUPLICATE:
                 self.transport.count_drop("duplicate")
                 return
+            if newly_missing == TOO_LATE:
+                # Asked for, but out of the repair window when it came.
+                self.transport.count_drop("late-repair")
+                self._close_gap_with_key_frame()
+                return
             # GAP_TOO_WIDE (a blackout upstream: too much lost to repair) or
             # RESTARTED (a new source behind this SSRC): consumers continue
             # their own numbering without a hole, from the next keyframe after
@@ -323,7 +331,7 @@ class Producer(AsyncIOEventEmitter):
             for consumer in self.consumers.values():
                 consumer.resync(wait_for_keyframe=after_blackout)
             if after_blackout:
-                self.request_key_frame()
+                self._close_gap_with_key_frame()
             newly_missing = 0
         if media_ssrc is not None:
             self.packets_repaired += 1
@@ -443,7 +451,8 @@ class Producer(AsyncIOEventEmitter):
         return [s.report_block(now) for s in self.streams.values() if s.started]
 
     def request_key_frame(self) -> None:
-        """Ask the publisher for a keyframe, merging requests (DESIGN.md section 4)."""
+        """Ask the publisher for a keyframe, merging requests within KEYFRAME_REQUEST_WINDOW
+        (one more after the window covers those merged meanwhile)."""
         if self.kind != "video" or self.closed:
             return
         now = time.monotonic()
@@ -471,8 +480,15 @@ class Producer(AsyncIOEventEmitter):
                 self.transport.send_rtcp(rtcp.build_pli(sender, ssrc))
             self.keyframe_requests_sent += 1
 
+    def _close_gap_with_key_frame(self) -> None:
+        """A gap that NACKs will not repair in time: a keyframe replaces it."""
+        self.gaps_resynchronized += 1
+        self.request_key_frame()
+
     def _send_nacks(self, stream: RtpStreamRecv, now: float) -> None:
-        lost = stream.nack_list(now, NACK_RETRY_INTERVAL, NACK_MAX_AGE, NACK_MAX_TRIES)
+        lost, gave_up = stream.nack_list(now, NACK_RETRY_INTERVAL, NACK_MAX_AGE, NACK_MAX_TRIES)
+        if gave_up:
+            self._close_gap_with_key_frame()
         if lost:
             self.nacks_sent += 1
             self.transport.send_rtcp(rtcp.build_nack(self.transport.rtcp_ssrc, stream.ssrc, lost))
@@ -568,6 +584,7 @@ class Producer(AsyncIOEventEmitter):
                     "fractionLost": stream.fraction_lost,
                     "jitter": int(stream.jitter),
                     "packetsRepaired": self.packets_repaired,
+                    "gapsResynchronized": self.gaps_resynchronized,
                     "nackCount": self.nacks_sent,
                     "pliCount": self.keyframe_requests_sent,
                     "score": self.score,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..aiortc_adapter import NATIVE_SEND
+from .loss_repair import REPAIR_WINDOW
 
 __all__ = [
     "HISTORY_SIZE",
@@ -43,9 +44,10 @@ __all__ = [
 ]
 
 HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
-# A late packet further behind the newest one sent is useless to receivers
-# (aiortc's jitter buffer even resets on one 100 behind): drop it.
-MAX_LATE_PACKETS = 64
+# A late packet further behind the newest one sent is useless to receivers:
+# drop it. The producer asks only for packets within this window
+# (loss_repair.py); _native.c's MAX_LATE_PACKETS is the same number.
+MAX_LATE_PACKETS = REPAIR_WINDOW
 # How far sync_seq trails the newest packet. Any packet further behind is
 # already dropped as late; any further ahead, the producer's stream takes for
 # a restart and resyncs.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..aiortc_adapter import NATIVE_RECEIVE
+from .loss_repair import REPAIR_WINDOW
 from .rtcp import ReportBlock, ntp_middle32
 
 # A jump further than this (either way) is a stream restart, not loss or reordering.
@@ -12,10 +13,9 @@ _MAX_DROPOUT = 3000
 DUPLICATE = -1
 RESTARTED = -2
 GAP_TOO_WIDE = -3
-# Gaps wider than this are not NACKed: ask for a keyframe instead (as
-# mediasoup's NackGenerator does); repairing them would flood the subscribers
-# with packets too old to use.
-MAX_NACK_GAP = 100
+TOO_LATE = -4
+# Gaps of more than REPAIR_WINDOW packets are not NACKed: the keyframe that
+# replaces them comes sooner than the repair would be of use (loss_repair.py).
 _MAX_MISSING = 1000
 # Missing packets older than this are forgotten at the next report block (one
 # per RTCP interval). NACKed streams forget theirs sooner (nack_list); the
@@ -106,9 +106,11 @@ class RtpStreamRecv(_StreamFields):
     def receive(self, seq: int, timestamp: int, now: float, size: int) -> int:
         """Account one packet. Returns the number of newly missing packets
         (>= 0) if the packet is to be forwarded, DUPLICATE, RESTARTED when
-        the sender's numbering jumped (a new source behind the same SSRC), or
-        GAP_TOO_WIDE when more were lost than NACKs should repair (forward it,
-        and ask for a keyframe).
+        the sender's numbering jumped (a new source behind the same SSRC),
+        GAP_TOO_WIDE when more were lost than the repair window holds (forward
+        it, and close the gap with a keyframe), or TOO_LATE for a missing
+        packet that came when already out of the window (drop it, and close
+        its gap with a keyframe).
 
         A packet older than the highest is forwarded only if it was missing
         (a late or retransmitted packet), so consumers never get duplicates.
@@ -131,7 +133,8 @@ class RtpStreamRecv(_StreamFields):
         if delta < 0x8000:
             if seq < self.max_seq:
                 self.cycles += 0x10000
-            if delta > MAX_NACK_GAP + 1:
+            # delta - 1 lost; the oldest of them is delta - 1 behind this one
+            if delta - 1 > REPAIR_WINDOW:
                 newly_missing = GAP_TOO_WIDE
             elif delta > 1:
                 newly_missing = self._add_missing(seq, delta - 1, now)
@@ -142,6 +145,10 @@ class RtpStreamRecv(_StreamFields):
             self.jitter += (abs(d) - self.jitter) / 16.0
         elif self.missing.pop(seq, None) is None:
             return DUPLICATE  # a duplicate, or older than anything we track
+        elif (self.max_seq - seq) & 0xFFFF > REPAIR_WINDOW:
+            self.received += 1
+            self.bytes_received += size
+            return TOO_LATE
         self.received += 1
         self.bytes_received += size
         return newly_missing
@@ -158,19 +165,26 @@ class RtpStreamRecv(_StreamFields):
     def _add_missing(self, seq: int, count: int, now: float) -> int:
         if len(self.missing) + count > _MAX_MISSING:
             self.missing.clear()
-            return 0
+            return GAP_TOO_WIDE
         for i in range(count, 0, -1):
             self.missing[(seq - i) & 0xFFFF] = [now, 0.0, 0.0]
         return count
 
     def nack_list(
         self, now: float, retry_interval: float, max_age: float, max_tries: int
-    ) -> list[int]:
-        """Sequence numbers to NACK now; forgets the ones past their age or tries."""
+    ) -> tuple[list[int], bool]:
+        """Sequence numbers to NACK now, and whether any missing packet was
+        given up: past its age or tries, or out of the repair window (its gap
+        is then the caller's to close with a keyframe)."""
         due: list[int] = []
         expired: list[int] = []
+        newest = self.max_seq
         for seq, state in self.missing.items():
-            if now - state[0] > max_age or state[1] >= max_tries:
+            if (
+                (newest - seq) & 0xFFFF > REPAIR_WINDOW
+                or now - state[0] > max_age
+                or state[1] >= max_tries
+            ):
                 expired.append(seq)
             elif now - state[2] >= retry_interval:
                 state[1] += 1
@@ -178,7 +192,7 @@ class RtpStreamRecv(_StreamFields):
                 due.append(seq)
         for seq in expired:
             del self.missing[seq]
-        return due
+        return due, bool(expired)
 
     def receive_sr(self, ntp: int, rtp_timestamp: int, now: float) -> None:
         self.last_sr_ntp = ntp

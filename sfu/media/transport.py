@@ -376,7 +376,11 @@ class Transport(AsyncIOEventEmitter):
                 c.keyframe_requests_received for c in self.consumers.values()
             ),
             packets_retransmitted=sum(c.packets_retransmitted for c in self.consumers.values()),
+            gaps_resynchronized=sum(p.gaps_resynchronized for p in self.producers.values()),
         )
+        for consumer in self.consumers.values():
+            for reason, count in consumer.retransmissions_suppressed.items():
+                totals[f"retransmissions_suppressed:{reason}"] += count
         for reason, count in self.drops.items():
             totals[f"dropped:{reason}"] = count
         return totals

@@ -268,7 +268,7 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
             rtp(97, 500 + i, 9000, 2222, VP8_KEY if i == 0 else VP8_DELTA), 1.0 + i / 100
         )
     original = out.rtp[2]
-    consumer.receive_nack((fields(original)[1],))
+    consumer.receive_nack((fields(original)[1],), now=1.05)
     rtx = out.rtp[-1]
     assert consumer.rtx_ssrc is not None
     pt, rtx_seq, ts, ssrc = fields(rtx)
