@@ -59,7 +59,7 @@ MIN_RESEND_INTERVAL = 0.01
 # the next keyframe serves better.
 MAX_RETRANSMISSIONS = 4
 # Retransmitted bytes may reach this share of the media bytes sent...
-RETRANSMISSION_BUDGET_SHARE = 0.25
+RETRANSMISSION_BUDGET_SHARE = 0.2
 # ...over about this long, with at least this much to start and to burst with.
 RETRANSMISSION_BUDGET_WINDOW = 1.0
 RETRANSMISSION_BUDGET_MIN_BYTES = 16 * 1200

@@ -50,9 +50,15 @@ async def join(
     audio: bool = True,
     video: bool = True,
     consume: bool = True,
+    ice_addresses: list[str] = LOOPBACK,
 ) -> Participant:
     client = SfuClient(
-        server.ws_url, room, peer_id, display_name=peer_id, ice_addresses=LOOPBACK, consume=consume
+        server.ws_url,
+        room,
+        peer_id,
+        display_name=peer_id,
+        ice_addresses=ice_addresses,
+        consume=consume,
     )
     participant = Participant(client, tone)
 
