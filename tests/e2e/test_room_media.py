@@ -231,7 +231,8 @@ async def test_injected_loss_is_repaired_with_nack_and_rtx(
         stats = (await lossy.client.request("getConsumerStats", {"consumerId": consumer.id}))[0]
         print(
             f"\ninjected loss: {len(dropped)} packets dropped, server retransmitted "
-            f"{stats['packetsRetransmitted']} after {stats['nackCount']} NACKs; frames "
+            f"{stats['packetsRetransmitted']} after {stats['nackCount']} NACKs (held back: "
+            f"{stats['retransmissionsSuppressed']}); frames "
             f"{got_lossy} (lossy) vs {got_clean} (clean)"
         )
         assert len(dropped) >= 5, "the loss injection did not bite"
