@@ -42,7 +42,7 @@ this module. Each touch says why it is needed:
   :meth:`SrtpCodec.native_session` and :func:`native_unprotect_function` do
   the same for ``srtp_unprotect``: the C receive path (``RtpReceiver``)
   unprotects in-order packets with the incoming session.
-- Benchmark load clients (``sfu.bench``) must be much cheaper than the server
+- Benchmark load clients (``sfu_bench``) must be much cheaper than the server
   they load, and must timestamp packets where they enter and leave:
   :func:`intercept_incoming_srtp` replaces ``datagram_received`` of the
   aioice ``StunProtocol`` sockets behind an ``RTCDtlsTransport``
@@ -53,7 +53,7 @@ this module. Each touch says why it is needed:
   few subscribers per core instead of hundreds, and a starved subscriber
   queues seconds of packets there instead of losing them. RTCP, STUN and
   DTLS still go to aioice/aiortc. With the bench's C counter
-  (``sfu.bench._counter``) it goes one step further: the socket leaves
+  (``sfu_bench._counter``) it goes one step further: the socket leaves
   asyncio's selector loop (``loop._remove_reader``: the public
   ``remove_reader`` refuses a socket that a transport owns) for the
   counter's own epoll set, which hands the datagrams that are not RTP to the
@@ -383,7 +383,7 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
     aioice.ice.get_host_addresses = only_given
 
 
-# --- benchmark load clients (sfu.bench) ------------------------------------------
+# --- benchmark load clients (sfu_bench) ------------------------------------------
 
 
 def intercept_incoming_srtp(

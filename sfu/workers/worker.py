@@ -89,7 +89,7 @@ class Worker(AsyncIOEventEmitter):
                     suffix = f".worker{self.index}" if self.index else ""
                     entry = [
                         "-m",
-                        "sfu.bench.profile_server",
+                        "sfu_bench.profile_server",
                         profile + suffix,
                         "--module",
                         entry[1],

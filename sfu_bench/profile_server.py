@@ -1,6 +1,6 @@
-"""``python -m sfu.bench.profile_server OUT [sfu options]``: the server under cProfile.
+"""``python -m sfu_bench.profile_server OUT [sfu options]``: the server under cProfile.
 
-``python -m sfu.bench.profile_server OUT --module MODULE [args]`` profiles
+``python -m sfu_bench.profile_server OUT --module MODULE [args]`` profiles
 ``MODULE.main(args)`` instead: a media worker process, when the signaling
 process starts its workers with ``SFU_WORKER_PROFILE`` set.
 
@@ -28,7 +28,7 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
-        print("usage: python -m sfu.bench.profile_server OUT [sfu options]", file=sys.stderr)
+        print("usage: python -m sfu_bench.profile_server OUT [sfu options]", file=sys.stderr)
         return 2
     out = Path(args[0])
     profiler = cProfile.Profile(time.thread_time)

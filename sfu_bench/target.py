@@ -251,7 +251,7 @@ def start_sfu(
         command = [
             sys.executable,
             "-m",
-            "sfu.bench.profile_server",
+            "sfu_bench.profile_server",
             str(profile.with_name(profile.name + ".signaling")),
             "--config",
             str(config),
@@ -269,10 +269,10 @@ def remote_sfu(url: str, pid: int | None = None) -> Target:
 
 
 def start_baseline(workdir: Path) -> Target:
-    """The aiortc MediaRelay relay (:mod:`sfu.bench.baseline`) on a free loopback port."""
+    """The aiortc MediaRelay relay (:mod:`sfu_bench.baseline`) on a free loopback port."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_tcp_port()
-    command = [sys.executable, "-m", "sfu.bench.baseline", "--port", str(port)]
+    command = [sys.executable, "-m", "sfu_bench.baseline", "--port", str(port)]
     return _spawn("baseline", command, workdir, port, ws_scheme="http")
 
 
