@@ -7,7 +7,7 @@ process (:mod:`sfu_bench.worker`); several share a process.
   It may publish the clip (audio, video or both) and may consume: then every
   SRTP packet its receive transport gets is counted by its clear-text RTP
   header as it comes off the socket, and dropped without decryption
-  (:class:`RtpCounter`, ``aiortc_adapter.intercept_incoming_srtp``); it sends
+  (:class:`RtpCounter`, ``aiortc_hooks.intercept_incoming_srtp``); it sends
   its own receiver reports, every second with video and every 5 s for audio
   alone, as libwebrtc does (:class:`ReceiverReports`). Where the C extension
   ``sfu_bench._counter`` is built, it reads and counts those packets itself,
@@ -51,7 +51,11 @@ from typing import Any
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from sfu.aiortc_adapter import (
+from sfu.client import RemoteConsumer, SfuClient
+from sfu.client.protoo import ProtooConnection
+from sfu.media.rtcp import ReportBlock, build_rr
+
+from .aiortc_hooks import (
     intercept_incoming_srtp,
     observe_outgoing_rtp,
     on_keyframe_request,
@@ -59,10 +63,6 @@ from sfu.aiortc_adapter import (
     sender_ssrc,
     stop_idle_receiver_reports,
 )
-from sfu.client import RemoteConsumer, SfuClient
-from sfu.client.protoo import ProtooConnection
-from sfu.media.rtcp import ReportBlock, build_rr
-
 from .clip import AudioPacketTrack, Clip, VideoPacketTrack
 
 __all__ = [
