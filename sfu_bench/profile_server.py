@@ -1,10 +1,13 @@
 """``python -m sfu_bench.profile_server OUT [sfu options]``: the server under cProfile.
 
-``python -m sfu_bench.profile_server OUT --module MODULE [args]`` profiles
-``MODULE.main(args)`` instead: a media worker process, when the signaling
-process starts its workers with ``SFU_WORKER_PROFILE`` set.
+``sfu bench --profile`` starts the server's signaling process this way, and
+profiles its media worker process too, without the server's knowing: it puts
+:mod:`sfu_bench.worker_profile` first on the server's ``PYTHONPATH``, whose
+``sitecustomize`` calls :func:`profile_process` at start-up in each worker
+process (``python -m sfu.workers.worker_process``, which inherits the
+signaling process's environment).
 
-The profiler counts CPU time of the server's main thread (``time.thread_time``),
+The profiler counts CPU time of the process's main thread (``time.thread_time``),
 not wall-clock time, so that waiting for epoll and being preempted on a busy
 machine do not show up as work. It records only between SIGUSR1 and SIGUSR2,
 which ``sfu bench --profile`` sends at the start and the end of the measuring
@@ -19,20 +22,19 @@ import cProfile
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["main"]
+__all__ = ["main", "profile_process"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if not args:
-        print("usage: python -m sfu_bench.profile_server OUT [sfu options]", file=sys.stderr)
-        return 2
-    out = Path(args[0])
+def profile_process(out: Path) -> Callable[[], None]:
+    """Record this process's main thread between SIGUSR1 and SIGUSR2 and write the
+    stats to ``out`` at SIGUSR2. Returns the function to call at exit: it stops
+    and writes them when the profiler is still recording."""
     profiler = cProfile.Profile(time.thread_time)
-    state = {"running": False, "dumped": False}
+    state = {"running": False}
 
     def start(signum: int, frame: FrameType | None) -> None:
         if not state["running"]:
@@ -44,24 +46,28 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
             state["running"] = False
             profiler.dump_stats(str(out))
-            state["dumped"] = True
+
+    def at_exit() -> None:
+        if state["running"]:
+            stop(signal.SIGUSR2, None)
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    if len(args) > 2 and args[1] == "--module":
-        import importlib
+    return at_exit
 
-        entry = importlib.import_module(args[2]).main
-        rest = args[3:]
-    else:
-        from sfu.cli import main as entry
 
-        rest = args[1:]
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        print("usage: python -m sfu_bench.profile_server OUT [sfu options]", file=sys.stderr)
+        return 2
+    at_exit = profile_process(Path(args[0]))
+    from sfu.cli import main as entry
+
     try:
-        return int(entry(rest) or 0)
+        return int(entry(args[1:]) or 0)
     finally:
-        if state["running"]:
-            stop(signal.SIGUSR2, None)
+        at_exit()
 
 
 if __name__ == "__main__":

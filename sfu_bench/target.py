@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import worker_profile
+
 __all__ = ["Target", "start_baseline", "start_sfu", "remote_sfu"]
 
 START_TIMEOUT = 30.0
@@ -246,8 +248,9 @@ def start_sfu(
     command = [sys.executable, "-m", "sfu", "--config", str(config)]
     env = None
     if profile is not None:
-        env = {**os.environ, "SFU_WORKER_PROFILE": str(profile)}
-        # cProfile with a CPU-time timer, recording between SIGUSR1 and SIGUSR2 (the window).
+        # The media worker under cProfile (see sfu_bench.worker_profile), and below the
+        # signaling process: a CPU-time timer, recording between SIGUSR1 and SIGUSR2.
+        env = worker_profile.environment(profile)
         command = [
             sys.executable,
             "-m",

@@ -1,10 +1,15 @@
 """The benchmark is its own package, ``sfu_bench``: the server never imports it,
-and ``sfu bench`` reaches it lazily and says so plainly when it is missing."""
+``sfu bench`` reaches it lazily and says so plainly when it is missing, and its
+worker profiling hook acts in a media worker process only."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+from sfu_bench import worker_profile
+from sfu_bench.worker_profile import sitecustomize
 
 
 def test_the_server_does_not_import_the_bench() -> None:
@@ -44,3 +49,16 @@ def test_sfu_bench_help_reaches_the_bench() -> None:
         check=True,
     )
     assert run.stdout.startswith("usage: sfu bench")
+
+
+def test_worker_profile_environment_and_worker_detection(tmp_path: Path) -> None:
+    env = worker_profile.environment(tmp_path / "w.prof", {"PYTHONPATH": "/elsewhere"})
+    assert env["PYTHONPATH"].split(":") == [worker_profile.SITE_DIRECTORY, "/elsewhere"]
+    assert env[worker_profile.PROFILE_VARIABLE] == str(tmp_path / "w.prof")
+    assert (Path(worker_profile.SITE_DIRECTORY) / "sitecustomize.py").is_file()
+    python = "/usr/bin/python3"
+    assert sitecustomize._is_worker([python, "-m", "sfu.workers.worker_process", "--fd", "3"])
+    assert not sitecustomize._is_worker([python, "-m", "sfu", "--config", "x.toml"])
+    assert not sitecustomize._is_worker([python, "-m", "sfu_bench.profile_server", "out"])
+    assert not sitecustomize._is_worker([python, "-m"])
+    assert not sitecustomize._is_worker([python, "script.py"])
