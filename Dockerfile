@@ -70,17 +70,20 @@ RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
     && /opt/sfu/bin/pip install --quiet -r /tmp/requirements.txt "setuptools>=77" \
     && rm /tmp/requirements.txt
 
-# The package, installed in place from this source tree in /app, so that
+# The packages, installed in place from this source tree in /app, so that
 # sfu/server.py finds the browser bundle where it looks in a checkout:
-# /app/client/dist, next to /app/sfu.
+# /app/client/dist, next to /app/sfu. The benchmark (sfu_bench, for `sfu bench`)
+# comes along as it always has; the server never imports it, and its optional
+# C counter is not built here (it counts in Python).
 COPY pyproject.toml README.md config.example.toml ./
 COPY sfu/ sfu/
+COPY sfu_bench/ sfu_bench/
 COPY docker/ docker/
 COPY --from=client /src/client/dist/ client/dist/
 COPY --from=native /build/_native.*.so sfu/media/
 RUN /opt/sfu/bin/pip install --quiet --no-deps --no-build-isolation --editable /app \
     && /opt/sfu/bin/python -c "import sfu.media._native" \
-    && /opt/sfu/bin/python -m compileall -q /app/sfu \
+    && /opt/sfu/bin/python -m compileall -q /app/sfu /app/sfu_bench \
     && chmod 0755 /app/docker/entrypoint.sh /app/docker/healthcheck.py
 
 ENV PATH=/opt/sfu/bin:$PATH \

@@ -18,16 +18,17 @@ test: $(INSTALLED) $(CLIENT_BUNDLE) test-deps lint
 	$(PY) -m pytest
 
 lint: $(INSTALLED)
-	$(PY) -m ruff check sfu tests
-	$(PY) -m ruff format --check sfu tests
-	$(PY) -m mypy sfu
+	$(PY) -m ruff check sfu sfu_bench tests
+	$(PY) -m ruff format --check sfu sfu_bench tests
+	$(PY) -m mypy sfu sfu_bench
 
 client: $(CLIENT_BUNDLE)
 
 test-deps:
 	VENV=$(VENV) scripts/ensure-test-deps
 
-$(INSTALLED): pyproject.toml setup.py sfu/media/_native.c sfu/media/_sockaddr.h sfu/bench/_counter.c
+$(INSTALLED): pyproject.toml setup.py sfu/media/_native.c sfu/media/_sockaddr.h \
+    sfu_bench/_counter.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,bench]"

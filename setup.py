@@ -1,7 +1,8 @@
 """Only the optional C extensions; everything else is in pyproject.toml.
 
 ``sfu.media._native`` is the per-consumer send of the forwarding path.
-``sfu.bench._counter`` is the bench subscribers' packet counting. Both are
+``sfu_bench._counter`` is the bench subscribers' packet counting (the
+benchmark is its own package, ``sfu_bench``, beside ``sfu``). Both are
 optional: without a C compiler the build goes on, and the server and the
 bench use the same paths in Python (slower, see the two .c files).
 """
@@ -19,7 +20,7 @@ setup(
         )
         for name, source in (
             ("sfu.media._native", "sfu/media/_native.c"),
-            ("sfu.bench._counter", "sfu/bench/_counter.c"),
+            ("sfu_bench._counter", "sfu_bench/_counter.c"),
         )
     ]
 )

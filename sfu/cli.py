@@ -1,8 +1,9 @@
 """The ``sfu`` command line.
 
 ``sfu [--config PATH] [--log-level LEVEL]`` starts the server; it is short for
-``sfu run ...``. ``sfu bench ...`` runs the benchmark (:mod:`sfu.bench`, imported
-only for that command). Other subcommands (``sfu certs``) hang off the same
+``sfu run ...``. ``sfu bench ...`` runs the benchmark: the separate package
+:mod:`sfu_bench` (installed beside ``sfu`` from this repository), imported only
+for that command. Other subcommands (``sfu certs``) hang off the same
 parser later.
 """
 
@@ -150,11 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sfu`` command; returns the process exit status."""
     arguments = sys.argv[1:] if argv is None else list(argv)
     if arguments[:1] == ["bench"]:
-        # Imported here: the server does not need the benchmark's dependencies.
-        from sfu.bench.cli import main as bench_main
-
         try:
-            return bench_main(arguments[1:], prog="sfu bench")
+            return _run_bench(arguments[1:])
         except KeyboardInterrupt:
             return 130
     args = build_parser().parse_args(arguments)
@@ -253,11 +251,25 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from sfu.bench.cli import main as bench_main
-
     # Reached only when options come before `bench` (`main` hands `sfu bench ...` over
     # directly: argparse's REMAINDER cannot take arguments that start with "-").
-    return int(bench_main(list(args.bench_args), prog="sfu bench"))
+    return _run_bench(list(args.bench_args))
+
+
+def _run_bench(arguments: list[str]) -> int:
+    # Imported here, and only here: the server never imports the benchmark.
+    try:
+        from sfu_bench.cli import main as bench_main
+    except ModuleNotFoundError as e:
+        if e.name != "sfu_bench":
+            raise
+        print(
+            "sfu bench: the benchmark (the sfu_bench package) is not installed; "
+            "install this repository with `pip install -e .` (see the README's Benchmark)",
+            file=sys.stderr,
+        )
+        return 2
+    return int(bench_main(arguments, prog="sfu bench"))
 
 
 def _configure_logging(config: Config) -> None:

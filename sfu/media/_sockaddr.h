@@ -1,7 +1,7 @@
 /*
  * A datagram's source address as the (host, port[, flowinfo, scope_id]) tuple
  * that asyncio's datagram_received gets. Shared by the C extensions
- * sfu.media._native and sfu.bench._counter (each includes it once).
+ * sfu.media._native and sfu_bench._counter (each includes it once).
  */
 #ifndef SFU_SOCKADDR_H
 #define SFU_SOCKADDR_H

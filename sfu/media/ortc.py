@@ -51,7 +51,8 @@ _SCALABILITY_RE = re.compile(r"^[LS]([1-9][0-9]?)T([1-9][0-9]?)(_KEY)?(_SHIFT)?$
 # Same order as mediasoup: 100..127 first, then 96..99.
 _DYNAMIC_PAYLOAD_TYPES = [*range(100, 128), *range(96, 100)]
 
-# The feedback the server implements (DESIGN.md: advertise nothing more).
+# The feedback the server implements, and nothing more: a router that offers
+# transport-cc or goog-remb but never sends it keeps Chrome's video bitrate low.
 _VIDEO_RTCP_FEEDBACK: list[Json] = [
     {"type": "nack", "parameter": ""},
     {"type": "nack", "parameter": "pli"},

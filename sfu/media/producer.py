@@ -451,8 +451,8 @@ class Producer(AsyncIOEventEmitter):
         return [s.report_block(now) for s in self.streams.values() if s.started]
 
     def request_key_frame(self) -> None:
-        """Ask the publisher for a keyframe, merging requests within KEYFRAME_REQUEST_WINDOW
-        (one more after the window covers those merged meanwhile)."""
+        """Ask the publisher for a keyframe, merging requests: at most one upstream
+        per KEYFRAME_REQUEST_WINDOW, plus one after it if any arrived meanwhile."""
         if self.kind != "video" or self.closed:
             return
         now = time.monotonic()

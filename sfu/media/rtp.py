@@ -1,7 +1,8 @@
 """Raw RTP on bytes: header bounds, header extensions, keyframes, RTX.
 
 We never round-trip packets through aiortc's ``RtpPacket``: it costs ~6 µs a
-packet and drops header extensions it does not know (DESIGN.md section 4).
+packet (parse + serialize, measured on aiortc 1.16.0) and drops header
+extensions it does not know.
 """
 
 from __future__ import annotations

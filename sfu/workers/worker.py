@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import socket
 import sys
 from typing import Any
@@ -83,20 +82,10 @@ class Worker(AsyncIOEventEmitter):
                 self._tasks.append(asyncio.create_task(serve(theirs, self.settings, started)))
             else:
                 settings = json.dumps(dataclasses.asdict(self.settings))
-                entry = ["-m", "sfu.workers.worker_process"]
-                profile = os.environ.get("SFU_WORKER_PROFILE")
-                if profile:  # `sfu bench --profile`: cProfile in the worker, where media runs
-                    suffix = f".worker{self.index}" if self.index else ""
-                    entry = [
-                        "-m",
-                        "sfu.bench.profile_server",
-                        profile + suffix,
-                        "--module",
-                        entry[1],
-                    ]
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable,
-                    *entry,
+                    "-m",
+                    "sfu.workers.worker_process",
                     "--fd",
                     str(theirs.fileno()),
                     "--settings",

@@ -1,4 +1,4 @@
-"""`python -m sfu.bench` runs a small scenario end to end and writes well-formed JSON.
+"""`python -m sfu_bench` runs a small scenario end to end and writes well-formed JSON.
 
 Functional only: no timing or CPU figure is asserted (the machine is shared),
 only that the benchmark works, measures what it says, and loses nothing.
@@ -41,7 +41,7 @@ def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sfu.bench",
+            "sfu_bench",
             "--scenario",
             "fanout-2",
             "--scenario",
@@ -132,7 +132,7 @@ def test_bench_capacity_voice_counts_consumer_streams_on_one_worker(tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "sfu.bench",
+            "sfu_bench",
             "--scenario",
             "capacity-voice",
             "--max-listeners",

@@ -1,6 +1,6 @@
-"""The bench subscribers' C counter (sfu/bench/_counter.c) against the Python
+"""The bench subscribers' C counter (sfu_bench/_counter.c) against the Python
 RtpCounter it replaces, over a real loopback socket read by asyncio's selector
-loop through ``aiortc_adapter.intercept_incoming_srtp``."""
+loop through ``sfu_bench.aiortc_hooks.intercept_incoming_srtp``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from sfu.aiortc_adapter import intercept_incoming_srtp
-from sfu.bench.load import NativeReader, Recorder, RtpCounter, native_counter
+from sfu_bench.aiortc_hooks import intercept_incoming_srtp
+from sfu_bench.load import NativeReader, Recorder, RtpCounter, native_counter
 
-pytestmark = pytest.mark.skipif(native_counter is None, reason="sfu.bench._counter is not built")
+pytestmark = pytest.mark.skipif(native_counter is None, reason="sfu_bench._counter is not built")
 
 VIDEO, AUDIO, RTX, UNKNOWN = 0x1234, 0x4321, 0x5678, 0x9999
 

@@ -1,7 +1,7 @@
 """The bench subscribers' receiver reports: one task per load process sends them
-(``sfu.bench.load.ReceiverReports``), and aiortc's own report task of a receiver
+(``sfu_bench.load.ReceiverReports``), and aiortc's own report task of a receiver
 whose packets the bench intercepts is stopped
-(``aiortc_adapter.stop_idle_receiver_reports``)."""
+(``aiortc_hooks.stop_idle_receiver_reports``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 
-from sfu.aiortc_adapter import restrict_host_addresses, stop_idle_receiver_reports
-from sfu.bench import load
-from sfu.bench.load import ReceiverReports
+from sfu.aiortc_adapter import restrict_host_addresses
+from sfu_bench import load
+from sfu_bench.aiortc_hooks import stop_idle_receiver_reports
+from sfu_bench.load import ReceiverReports
 
 
 class Member:

@@ -1,4 +1,4 @@
-"""sfu.bench's arithmetic and scenario names, without running anything."""
+"""sfu_bench's arithmetic and scenario names, without running anything."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sfu.bench.load import Recorder, RtpCounter, arrival_time
-from sfu.bench.report import (
+from sfu_bench.load import Recorder, RtpCounter, arrival_time
+from sfu_bench.report import (
     baseline_ratios,
     distribution,
     fanout_fit,
@@ -17,7 +17,7 @@ from sfu.bench.report import (
     format_summary,
     format_table,
 )
-from sfu.bench.scenarios import DEFAULT_SCENARIOS, QUICK_SCENARIOS, expand_scenarios, parse_scenario
+from sfu_bench.scenarios import DEFAULT_SCENARIOS, QUICK_SCENARIOS, expand_scenarios, parse_scenario
 
 
 def test_scenario_names_and_families() -> None:

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import worker_profile
+
 __all__ = ["Target", "start_baseline", "start_sfu", "remote_sfu"]
 
 START_TIMEOUT = 30.0
@@ -246,12 +248,13 @@ def start_sfu(
     command = [sys.executable, "-m", "sfu", "--config", str(config)]
     env = None
     if profile is not None:
-        env = {**os.environ, "SFU_WORKER_PROFILE": str(profile)}
-        # cProfile with a CPU-time timer, recording between SIGUSR1 and SIGUSR2 (the window).
+        # The media worker under cProfile (see sfu_bench.worker_profile), and below the
+        # signaling process: a CPU-time timer, recording between SIGUSR1 and SIGUSR2.
+        env = worker_profile.environment(profile)
         command = [
             sys.executable,
             "-m",
-            "sfu.bench.profile_server",
+            "sfu_bench.profile_server",
             str(profile.with_name(profile.name + ".signaling")),
             "--config",
             str(config),
@@ -269,10 +272,10 @@ def remote_sfu(url: str, pid: int | None = None) -> Target:
 
 
 def start_baseline(workdir: Path) -> Target:
-    """The aiortc MediaRelay relay (:mod:`sfu.bench.baseline`) on a free loopback port."""
+    """The aiortc MediaRelay relay (:mod:`sfu_bench.baseline`) on a free loopback port."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_tcp_port()
-    command = [sys.executable, "-m", "sfu.bench.baseline", "--port", str(port)]
+    command = [sys.executable, "-m", "sfu_bench.baseline", "--port", str(port)]
     return _spawn("baseline", command, workdir, port, ws_scheme="http")
 
 

@@ -1,4 +1,4 @@
-"""``sfu bench`` / ``python -m sfu.bench``: run benchmark scenarios and report.
+"""``sfu bench`` / ``python -m sfu_bench``: run benchmark scenarios and report.
 
 Results: a table on stdout (on stderr with ``--json -``), progress on
 stderr, ``--json PATH`` for the numbers, ``--plot PATH`` for a PNG of server
@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..aiortc_adapter import NATIVE_RECEIVE, NATIVE_SEND
+from sfu.aiortc_adapter import NATIVE_RECEIVE, NATIVE_SEND
+
 from .load import NATIVE_COUNTER
 
 __all__ = ["build_parser", "main"]
@@ -157,7 +158,7 @@ def build_parser(prog: str = "sfu bench") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m sfu.bench") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m sfu_bench") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
 
@@ -338,7 +339,7 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
             "native_send": NATIVE_SEND,
             # The servers' receive path in C; SFU_NATIVE_RECEIVE=0 turns it off.
             "native_receive": NATIVE_RECEIVE,
-            # The load subscribers read and count in C (sfu.bench._counter);
+            # The load subscribers read and count in C (sfu_bench._counter);
             # SFU_BENCH_NATIVE_COUNTER=0 turns it off.
             "native_counter": NATIVE_COUNTER,
         },
@@ -408,7 +409,7 @@ def _header(clip: Any, settings: Any, load: list[float] | None) -> str:
         f"window {settings.duration:.0f} s after {settings.warmup:.0f} s warm-up; clip "
         f"{clip.width}x{clip.height} VP8 {clip.fps} fps ~{clip.video_bitrate // 1000} kbit/s + Opus 20 ms; "
         f"{_native_paths()}; load subscribers count in "
-        f"{'C (sfu.bench._counter)' if NATIVE_COUNTER else 'Python'}"
+        f"{'C (sfu_bench._counter)' if NATIVE_COUNTER else 'Python'}"
     )
 
 

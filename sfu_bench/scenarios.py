@@ -23,7 +23,7 @@ Scenarios:
   listeners, 100 more a step, in one router (the room never spreads to
   another worker): how many consumer streams one worker carries;
 - ``baseline-fanout-N``: the fanout load against the aiortc MediaRelay relay
-  (:mod:`sfu.bench.baseline`), which decodes and re-encodes per subscriber.
+  (:mod:`sfu_bench.baseline`), which decodes and re-encodes per subscriber.
 """
 
 from __future__ import annotations
@@ -421,7 +421,7 @@ class Runner:
         profiling = self.settings.profile is not None and target.kind == "sfu"
         start = self._read(target, workers, opening=True, record=True)
         if profiling:
-            target.signal(signal.SIGUSR1)  # sfu.bench.profile_server: start recording
+            target.signal(signal.SIGUSR1)  # sfu_bench.profile_server: start recording
         self._sleep(seconds, "measuring")
         if profiling:
             target.signal(signal.SIGUSR2)  # stop recording, write the stats

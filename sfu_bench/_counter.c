@@ -1,5 +1,5 @@
 /*
- * sfu.bench._counter: what a bench subscriber does with each packet, in C.
+ * sfu_bench._counter: what a bench subscriber does with each packet, in C.
  *
  * Why: a load process holds dozens of subscribers. Through asyncio each
  * datagram costs a selector event, a transport callback and our handler:
@@ -12,7 +12,7 @@
  * Poller. One Poller.drain() reads every socket that is ready with
  * recvmmsg(2), takes the kernel's arrival time from SO_TIMESTAMPNS, and counts
  * RTP by its clear-text header in that socket's RtpCounter: the same counting
- * as sfu.bench.load.RtpCounter, which stays the path when this extension is
+ * as sfu_bench.load.RtpCounter, which stays the path when this extension is
  * not built.
  *
  * Every other datagram (STUN, DTLS, SRTCP) goes to a Python callable, as if
@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../media/_sockaddr.h"
+#include "../sfu/media/_sockaddr.h"
 
 #define MAX_STREAMS 16
 #define MAX_RTX 16
@@ -60,7 +60,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *recorder; /* sfu.bench.load.Recorder: .recording, .received */
+    PyObject *recorder; /* sfu_bench.load.Recorder: .recording, .received */
     Stream streams[MAX_STREAMS];
     int stream_count;
     uint32_t rtx[MAX_RTX];
@@ -400,7 +400,7 @@ static PyMemberDef Counter_members[] = {
 
 static PyTypeObject CounterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "sfu.bench._counter.RtpCounter",
+    .tp_name = "sfu_bench._counter.RtpCounter",
     .tp_basicsize = sizeof(Counter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "A bench subscriber's RTP counter that reads its sockets itself.",
@@ -584,7 +584,7 @@ static PyMemberDef Poller_members[] = {
 
 static PyTypeObject PollerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "sfu.bench._counter.Poller",
+    .tp_name = "sfu_bench._counter.Poller",
     .tp_basicsize = sizeof(Poller),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The sockets of many RtpCounters, read from one epoll set.",
@@ -599,7 +599,7 @@ static PyTypeObject PollerType = {
 
 static struct PyModuleDef counter_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "sfu.bench._counter",
+    .m_name = "sfu_bench._counter",
     .m_doc = "The bench subscribers' RTP counting, in C (optional).",
     .m_size = -1,
 };

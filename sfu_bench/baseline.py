@@ -1,6 +1,6 @@
 """The baseline: how people relay media with aiortc today.
 
-``python -m sfu.bench.baseline --port P`` serves, on 127.0.0.1:
+``python -m sfu_bench.baseline --port P`` serves, on 127.0.0.1:
 
 - ``POST /publish {room, sdp, type}``: an ``RTCPeerConnection`` receives the
   publisher's tracks (aiortc decodes them);
@@ -32,7 +32,7 @@ from sfu.aiortc_adapter import set_host_addresses
 
 __all__ = ["RelayServer", "main"]
 
-logger = logging.getLogger("sfu.bench.baseline")
+logger = logging.getLogger("sfu_bench.baseline")
 
 PUBLISHER_WAIT = 10.0
 
@@ -144,7 +144,7 @@ async def serve(port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sfu.bench.baseline",
+        prog="python -m sfu_bench.baseline",
         description="The aiortc MediaRelay relay that `sfu bench` compares the SFU with (127.0.0.1 only).",
     )
     parser.add_argument("--port", type=int, required=True)

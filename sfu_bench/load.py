@@ -1,22 +1,22 @@
 """Cheap load clients: publishers that loop a pre-encoded clip, subscribers that count and drop.
 
 Each class is one room participant running on the event loop of a load
-process (:mod:`sfu.bench.worker`); several share a process.
+process (:mod:`sfu_bench.worker`); several share a process.
 
 - :class:`SfuParticipant` joins the SFU with :class:`sfu.client.SfuClient`.
   It may publish the clip (audio, video or both) and may consume: then every
   SRTP packet its receive transport gets is counted by its clear-text RTP
   header as it comes off the socket, and dropped without decryption
-  (:class:`RtpCounter`, ``aiortc_adapter.intercept_incoming_srtp``); it sends
+  (:class:`RtpCounter`, ``aiortc_hooks.intercept_incoming_srtp``); it sends
   its own receiver reports, every second with video and every 5 s for audio
   alone, as libwebrtc does (:class:`ReceiverReports`). Where the C extension
-  ``sfu.bench._counter`` is built, it reads and counts those packets itself,
+  ``sfu_bench._counter`` is built, it reads and counts those packets itself,
   a batch of them per system call (``SFU_BENCH_NATIVE_COUNTER=0``: the Python
   path).
 - :class:`MutedMember` is a signaling-only member (joined, no transports):
   the many silent members of a voice channel.
 - :class:`RelayPublisher` and :class:`RelaySubscriber` do the same against
-  the MediaRelay baseline (:mod:`sfu.bench.baseline`), over plain aiortc
+  the MediaRelay baseline (:mod:`sfu_bench.baseline`), over plain aiortc
   ``RTCPeerConnection`` and an HTTP offer/answer exchange.
 
 Latency: a publisher notes, for the first packet of every frame, (producer,
@@ -29,7 +29,7 @@ a few processes and two cores with the server). Both use
 ``time.monotonic()``'s clock (CLOCK_MONOTONIC, one clock for every process of
 the machine). The SFU keeps a consumer's timestamps equal to its producer's
 until the consumer has to resync (a pause, a gap), so the pairs match;
-:mod:`sfu.bench.scenarios` joins them.
+:mod:`sfu_bench.scenarios` joins them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,11 @@ from typing import Any
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from sfu.aiortc_adapter import (
+from sfu.client import RemoteConsumer, SfuClient
+from sfu.client.protoo import ProtooConnection
+from sfu.media.rtcp import ReportBlock, build_rr
+
+from .aiortc_hooks import (
     intercept_incoming_srtp,
     observe_outgoing_rtp,
     on_keyframe_request,
@@ -59,10 +63,6 @@ from sfu.aiortc_adapter import (
     sender_ssrc,
     stop_idle_receiver_reports,
 )
-from sfu.client import RemoteConsumer, SfuClient
-from sfu.client.protoo import ProtooConnection
-from sfu.media.rtcp import ReportBlock, build_rr
-
 from .clip import AudioPacketTrack, Clip, VideoPacketTrack
 
 __all__ = [

@@ -1,6 +1,6 @@
 """A load process: runs several load clients on one event loop, driven over a pipe.
 
-The coordinator (:mod:`sfu.bench.scenarios`) starts it with
+The coordinator (:mod:`sfu_bench.scenarios`) starts it with
 :func:`start_workers` and talks to it through :class:`WorkerHandle`. Every
 command carries an ``id`` that its reply repeats:
 
