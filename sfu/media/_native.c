@@ -234,7 +234,7 @@ static PyTypeObject SrtpSenderType = {
  */
 
 #define HISTORY_SIZE 1024 /* a power of two, as rtp_rewriter.HISTORY_SIZE */
-#define MAX_LATE_PACKETS 64
+#define MAX_LATE_PACKETS 64 /* loss_repair.REPAIR_WINDOW; test_loss_repair holds them equal */
 #define SYNC_TRAIL 0x1000 /* as rtp_rewriter.SYNC_TRAIL: how far sync_seq trails */
 
 typedef struct {

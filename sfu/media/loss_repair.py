@@ -64,8 +64,6 @@ RETRANSMISSION_BUDGET_SHARE = 0.2
 RETRANSMISSION_BUDGET_WINDOW = 1.0
 RETRANSMISSION_BUDGET_MIN_BYTES = 16 * 1200
 
-SUPPRESSION_REASONS = ("recent", "tooOld", "limit", "notSent", "budget")
-
 
 @dataclass
 class SuppressedCounts:
@@ -86,6 +84,10 @@ class SuppressedCounts:
             "notSent": self.not_sent,
             "budget": self.budget,
         }
+
+
+# The reasons' names in stats and metrics, read off SuppressedCounts.as_dict.
+SUPPRESSION_REASONS = tuple(SuppressedCounts().as_dict())
 
 
 class RetransmissionGate:

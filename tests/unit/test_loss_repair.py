@@ -62,7 +62,21 @@ def rtx_sent(out: Any, consumer: Any) -> list[int]:
 
 
 def test_the_late_rule_and_the_nack_window_are_one_number() -> None:
+    """The C rewriter's own #define must drop exactly what lies past REPAIR_WINDOW."""
     assert MAX_LATE_PACKETS == REPAIR_WINDOW
+    native = pytest.importorskip("sfu.media._native")
+    rewriter = native.RtpRewriter(1)
+    rewriter.active = True
+    rewriter.needs_sync = False
+    rewriter.sync_seq = 1000
+    rewriter.max_out_seq = 999
+    newest = 1000 + REPAIR_WINDOW + 6
+    for seq in range(1000, newest + 1, 2):  # every other packet: the rest come late
+        rewriter.send(0x80, 96, b"x", seq, seq, 0.0)
+    rewriter.send(0x80, 96, b"x", newest - REPAIR_WINDOW - 1, 0, 0.0)  # one past the window
+    assert rewriter.packets_dropped_late == 1
+    rewriter.send(0x80, 96, b"x", newest - REPAIR_WINDOW + 1, 0, 0.0)  # inside it
+    assert rewriter.packets_dropped_late == 1
 
 
 async def test_the_same_nack_within_one_rtt_is_answered_once_then_once_per_rtt() -> None:
