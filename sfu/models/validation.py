@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-__all__ = ["FieldError", "first_error", "invalid", "field_path", "type_name"]
+__all__ = ["FieldError", "field_errors", "field_path", "first_error", "invalid", "type_name"]
 
 # The error type of invalid(); its message is taken as written.
 CUSTOM_ERROR = "sfu_invalid"
@@ -45,16 +45,23 @@ class FieldError(NamedTuple):
         return self.type == CUSTOM_ERROR
 
 
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """Every error pydantic found, in the order of the input, with a sub-field
+    named by invalid() folded into its location."""
+    found = []
+    for detail in error.errors(include_url=False):
+        context = dict(detail.get("ctx") or {})
+        loc = tuple(detail["loc"])
+        if "field" in context:
+            loc = (*loc, context["field"])
+        message = context["message"] if detail["type"] == CUSTOM_ERROR else detail["msg"]
+        found.append(FieldError(loc, detail["type"], detail.get("input"), message, context))
+    return found
+
+
 def first_error(error: ValidationError) -> FieldError:
-    """The first error pydantic found (inputs are checked in order, so this is
-    the one a person fixes first), with a sub-field named by invalid() folded in."""
-    detail = error.errors(include_url=False)[0]
-    context = dict(detail.get("ctx") or {})
-    loc = tuple(detail["loc"])
-    if "field" in context:
-        loc = (*loc, context["field"])
-    message = context["message"] if detail["type"] == CUSTOM_ERROR else detail["msg"]
-    return FieldError(loc, detail["type"], detail.get("input"), message, context)
+    """The first error (inputs are checked in order: the one a person fixes first)."""
+    return field_errors(error)[0]
 
 
 def field_path(root: str, loc: Sequence[str | int]) -> str:
