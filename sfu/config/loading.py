@@ -30,16 +30,6 @@ from sfu.models.validation import FieldError, field_errors, field_path
 
 from .model import Config, show
 
-__all__ = [
-    "ENVIRONMENT_OVERRIDES",
-    "apply_overrides",
-    "check_tls_files",
-    "config_from_dict",
-    "detect_announced_ip",
-    "environment_overrides",
-    "load_config",
-]
-
 # Environment variables that override the file, so one image runs anywhere.
 ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SFU_HTTP_PORT": ("http.port",),

@@ -27,26 +27,6 @@ from pydantic_core import PydanticCustomError
 
 from sfu.models.validation import invalid
 
-__all__ = [
-    "DEFAULT_MEDIA_CODECS",
-    "EVENT_LOOPS",
-    "LOG_LEVELS",
-    "MEDIA_KINDS",
-    "Config",
-    "HttpConfig",
-    "IceServerConfig",
-    "LimitsConfig",
-    "LogConfig",
-    "MediaCodecConfig",
-    "MediaConfig",
-    "RouterConfig",
-    "ServerConfig",
-    "SignalingConfig",
-    "TlsConfig",
-    "WorkersConfig",
-    "show",
-]
-
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 MEDIA_KINDS: tuple[str, ...] = ("audio", "video")
 EVENT_LOOPS: tuple[str, ...] = ("uvloop", "asyncio")

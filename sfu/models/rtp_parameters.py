@@ -35,33 +35,6 @@ from sfu.errors import InvalidRequestError
 
 from .validation import field_path, first_error, invalid, type_name
 
-__all__ = [
-    "URI_ABS_SEND_TIME",
-    "URI_AUDIO_LEVEL",
-    "URI_MID",
-    "URI_RID",
-    "URI_RRID",
-    "URI_TOFFSET",
-    "URI_TRANSPORT_WIDE_CC",
-    "URI_VIDEO_ORIENTATION",
-    "CodecParameters",
-    "MediaKind",
-    "Priority",
-    "RtcpFeedback",
-    "RtcpParameters",
-    "RtpCapabilities",
-    "RtpCodecCapability",
-    "RtpCodecParameters",
-    "RtpEncodingParameters",
-    "RtpHeaderExtension",
-    "RtpHeaderExtensionDirection",
-    "RtpHeaderExtensionParameters",
-    "RtpParameters",
-    "RtxParameters",
-    "WireModel",
-    "describe_error",
-]
-
 # Header extension URIs (RFC 8285 and WebRTC's), in one place for ORTC and the media plane.
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
@@ -224,18 +197,32 @@ class RtcpFeedback(WireModel):
     parameter: str = ""
 
 
-class RtpCodecCapability(WireModel):
-    """A codec a router or a device can send or receive (with its preferred PT)."""
+class _Codec(WireModel):
+    """What a codec capability and a codec in use have in common."""
 
     wire_name = "codec"
 
-    kind: MediaKind
     mime_type: MimeType
     clock_rate: ClockRate
-    preferred_payload_type: PayloadType | None = None
     channels: Channels | None = None
     parameters: CodecParameters = {}
     rtcp_feedback: list[RtcpFeedback] = []
+
+    @model_validator(mode="after")
+    def _default_channels(self) -> Self:
+        # As mediasoup: audio has 1 channel unless told otherwise; video has none.
+        if _kind_of_mime(self.mime_type) == "video":
+            self.channels = None
+        elif self.channels is None:
+            self.channels = 1
+        return self
+
+
+class RtpCodecCapability(_Codec):
+    """A codec a router or a device can send or receive (with its preferred PT)."""
+
+    kind: MediaKind
+    preferred_payload_type: PayloadType | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -248,10 +235,9 @@ class RtpCodecCapability(WireModel):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def _kind_matches_mime_type(self) -> Self:
         if self.kind != _kind_of_mime(self.mime_type):
             raise invalid(f"{self.kind!r} does not match mimeType {self.mime_type!r}", field="kind")
-        _default_channels(self)
         return self
 
 
@@ -281,17 +267,10 @@ class RtpCapabilities(WireModel):
 # --------------------------------------------------------------------------- parameters
 
 
-class RtpCodecParameters(WireModel):
+class RtpCodecParameters(_Codec):
     """A codec in use on one stream, with its payload type."""
 
-    wire_name = "codec"
-
-    mime_type: MimeType
     payload_type: PayloadType
-    clock_rate: ClockRate
-    channels: Channels | None = None
-    parameters: CodecParameters = {}
-    rtcp_feedback: list[RtcpFeedback] = []
 
     @property
     def kind(self) -> MediaKind:
@@ -300,19 +279,6 @@ class RtpCodecParameters(WireModel):
     @property
     def is_rtx(self) -> bool:
         return self.mime_type.lower().endswith("/rtx")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        _default_channels(self)
-        return self
-
-
-def _default_channels(codec: RtpCodecCapability | RtpCodecParameters) -> None:
-    """As mediasoup: audio has 1 channel unless told otherwise; video has none."""
-    if codec.kind == "video":
-        codec.channels = None
-    elif codec.channels is None:
-        codec.channels = 1
 
 
 class RtpHeaderExtensionParameters(WireModel):
