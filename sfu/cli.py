@@ -174,6 +174,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for key in keys
     }
     config = load_config(args.config, environ=os.environ, overrides=overrides)
+    _hand_knobs_to_workers(config)
     if args.log_level is not None:
         config = dataclasses.replace(
             config, log=dataclasses.replace(config.log, level=args.log_level)
@@ -195,17 +196,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sfu.aiortc_adapter import NATIVE_SEND
     from sfu.server import run_server
 
-    if not NATIVE_SEND and os.environ.get("SFU_NATIVE_SEND", "1") != "0":
+    if not NATIVE_SEND and config.media.native_send:
         log.warning(
             "sfu.media._native is not built (no C compiler at install?): consumers rewrite "
             "and send in Python, which costs 2-2.5x the CPU per forwarded packet"
         )
 
     try:
-        # uvloop by default: measured side by side with `sfu bench --scenario
-        # fanout-8`, 5.2 % CPU against 5.5-6.5 % with asyncio's loop.
-        # SFU_EVENT_LOOP=asyncio uses the standard loop.
-        if os.environ.get("SFU_EVENT_LOOP", "uvloop") == "uvloop":
+        # [server] event_loop (SFU_EVENT_LOOP): uvloop unless "asyncio".
+        if config.server.event_loop == "uvloop":
             import uvloop
 
             uvloop.run(run_server(config))
@@ -217,6 +216,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"sfu: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _hand_knobs_to_workers(config: Config) -> None:
+    """The media plane reads these switches from the environment when a process
+    starts (the workers inherit this one's): give it the configured values, so
+    that the file's settings reach it as the SFU_* variables always have. A
+    default that no variable set is left alone (nothing to say)."""
+    for variable, value, default in (
+        ("SFU_EVENT_LOOP", config.server.event_loop, "uvloop"),
+        ("SFU_NATIVE_SEND", "1" if config.media.native_send else "0", "1"),
+        ("SFU_NATIVE_RECEIVE", "1" if config.media.native_receive else "0", "1"),
+    ):
+        if variable in os.environ or value != default:
+            os.environ[variable] = value
 
 
 def _warn_about_addresses(config: Config) -> None:

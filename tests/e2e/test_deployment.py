@@ -179,3 +179,15 @@ async def test_json_logs_carry_room_and_peer_ids(tmp_path: Path) -> None:
     assert (
         connected and connected[0]["room_id"] == "deploy" and connected[0]["peer_id"] == "jsonpeer"
     )
+
+
+def test_knobs_in_the_config_file_reach_the_server(tmp_path: Path) -> None:
+    # [media] native_send and [server] event_loop, once only SFU_* variables.
+    server = start_server(
+        tmp_path,
+        overrides={"media": {"native_send": False}, "server": {"event_loop": "asyncio"}},
+    )
+    try:
+        assert server.health()["nativeSend"] is False
+    finally:
+        stop_server(server)

@@ -1,0 +1,60 @@
+"""Typed data shared by the signalling process and the media workers.
+
+- :mod:`sfu.models.rtp_parameters`: mediasoup's RTP model (capabilities,
+  parameters, codecs, header extensions, encodings, RTCP) and the header
+  extension URIs.
+- :mod:`sfu.models.validation`: the validation kit (pydantic v2) that the wire
+  models and the config share: one clear message naming the bad field.
+"""
+
+from .rtp_parameters import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_RID,
+    URI_RRID,
+    URI_TOFFSET,
+    URI_TRANSPORT_WIDE_CC,
+    URI_VIDEO_ORIENTATION,
+    CodecParameters,
+    MediaKind,
+    Priority,
+    RtcpFeedback,
+    RtcpParameters,
+    RtpCapabilities,
+    RtpCodecCapability,
+    RtpCodecParameters,
+    RtpEncodingParameters,
+    RtpHeaderExtension,
+    RtpHeaderExtensionDirection,
+    RtpHeaderExtensionParameters,
+    RtpParameters,
+    RtxParameters,
+    WireModel,
+)
+
+__all__ = [
+    "URI_ABS_SEND_TIME",
+    "URI_AUDIO_LEVEL",
+    "URI_MID",
+    "URI_RID",
+    "URI_RRID",
+    "URI_TOFFSET",
+    "URI_TRANSPORT_WIDE_CC",
+    "URI_VIDEO_ORIENTATION",
+    "CodecParameters",
+    "MediaKind",
+    "Priority",
+    "RtcpFeedback",
+    "RtcpParameters",
+    "RtpCapabilities",
+    "RtpCodecCapability",
+    "RtpCodecParameters",
+    "RtpEncodingParameters",
+    "RtpHeaderExtension",
+    "RtpHeaderExtensionDirection",
+    "RtpHeaderExtensionParameters",
+    "RtpParameters",
+    "RtxParameters",
+    "WireModel",
+]
