@@ -39,7 +39,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, Self, TypeVar, overload
 
 from aiortc import MediaStreamTrack
 from pyee.asyncio import AsyncIOEventEmitter
@@ -55,6 +55,32 @@ from sfu.client.transports import Transports
 __all__ = ["RemoteConsumer", "SfuClient", "default_device_info"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class _PartAttribute(Generic[T]):
+    """A read-only attribute of :class:`SfuClient` that is an attribute of one of its parts."""
+
+    def __init__(self, part: str, attribute: str = "") -> None:
+        self._part = part
+        self._attribute = attribute
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attribute = self._attribute or name
+
+    @overload
+    def __get__(self, client: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, client: object, owner: type | None = None) -> T: ...
+    def __get__(self, client: object, owner: type | None = None) -> Self | T:
+        if client is None:
+            return self
+        value: T = getattr(getattr(client, self._part), self._attribute)
+        return value
+
+    def __set__(self, client: object, value: T) -> None:
+        raise AttributeError(f"SfuClient.{self._attribute} is read-only")
 
 
 class SfuClient(AsyncIOEventEmitter):
@@ -138,64 +164,28 @@ class SfuClient(AsyncIOEventEmitter):
             self._reconnection.install(protoo)
         protoo.on_close(lambda: self._reconnection.on_lost(protoo))
 
-    # --- state (read-only views of the parts) ----------------------------------
+    # --- state: read-only views of the parts -------------------------------------
 
-    @property
-    def protoo(self) -> ProtooConnection:
-        return self._session.protoo
+    protoo = _PartAttribute[ProtooConnection]("_session")
+    protoo_url = _PartAttribute[str]("_session", "url")
+    joined = _PartAttribute[bool]("_session")
+    # From the join reply: what ``resume`` needs (None: the server cannot resume).
+    session_token = _PartAttribute[str | None]("_session")
+    peers = _PartAttribute[dict[str, dict[str, Any]]]("_session")
+    consumers = _PartAttribute[dict[str, RemoteConsumer]]("_consuming")
+    # pymediasoup Producers by id.
+    producers = _PartAttribute[dict[str, Any]]("_producing")
+    router_rtp_capabilities = _PartAttribute[dict[str, Any] | None]("_transports")
+    device = _PartAttribute[Any]("_transports")  # the pymediasoup Device
+    # pymediasoup Transports (None before the join, or with produce/consume=False).
+    send_transport = _PartAttribute[Any]("_transports", "send")
+    recv_transport = _PartAttribute[Any]("_transports", "recv")
+    # True from a transient WebSocket loss until ``reconnected`` or ``fatal``.
+    reconnecting = _PartAttribute[bool]("_reconnection", "active")
 
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def reconnecting(self) -> bool:
-        """True from a transient WebSocket loss until ``reconnected`` or ``fatal``."""
-        return self._reconnection.active
-
-    @property
-    def protoo_url(self) -> str:
-        return self._session.url
-
-    @property
-    def joined(self) -> bool:
-        return self._session.joined
-
-    @property
-    def session_token(self) -> str | None:
-        """From the join reply: what ``resume`` needs (None: the server cannot resume)."""
-        return self._session.session_token
-
-    @property
-    def peers(self) -> dict[str, dict[str, Any]]:
-        return self._session.peers
-
-    @property
-    def consumers(self) -> dict[str, RemoteConsumer]:
-        return self._consuming.consumers
-
-    @property
-    def producers(self) -> dict[str, Any]:
-        """pymediasoup Producers by id."""
-        return self._producing.producers
-
-    @property
-    def router_rtp_capabilities(self) -> dict[str, Any] | None:
-        return self._transports.router_rtp_capabilities
-
-    @property
-    def device(self) -> Any:
-        """The pymediasoup Device."""
-        return self._transports.device
-
-    @property
-    def send_transport(self) -> Any:
-        """The pymediasoup send Transport (None before the join or with ``produce=False``)."""
-        return self._transports.send
-
-    @property
-    def recv_transport(self) -> Any:
-        return self._transports.recv
 
     # --- joining and requests --------------------------------------------------
 
