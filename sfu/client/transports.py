@@ -105,12 +105,12 @@ class Transports:
         if isinstance(transport_id, str):
             self._client._fire("transportclosed", transport_id, str(data.get("reason", "")))
 
-    def _locked(self) -> list[tuple[Any, asyncio.Lock]]:
+    def _with_locks(self) -> list[tuple[Any, asyncio.Lock]]:
         return [(self.send, self.send_lock), (self.recv, self.recv_lock)]
 
     def open_ids(self) -> list[str]:
         """The ids of the transports this client holds."""
-        return [transport.id for transport, _ in self._locked() if transport is not None]
+        return [transport.id for transport, _ in self._with_locks() if transport is not None]
 
     # --- creating --------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class Transports:
     async def restart_ice(self) -> dict[str, dict[str, Any]]:
         """``restartIce`` for each transport; see :meth:`SfuClient.restart_ice`."""
         result: dict[str, dict[str, Any]] = {}
-        for transport, lock in self._locked():
+        for transport, lock in self._with_locks():
             if transport is None or transport.closed:
                 continue
             ice_parameters = await self._client.request("restartIce", {"transportId": transport.id})
@@ -205,7 +205,7 @@ class Transports:
 
     async def drop(self) -> None:
         """Close both transports, each once its running operation is done, and forget them."""
-        for transport, lock in self._locked():
+        for transport, lock in self._with_locks():
             if transport is None:
                 continue
             if transport is self.send:
@@ -217,7 +217,7 @@ class Transports:
 
     async def close(self) -> None:
         """Close both transports now (the client is closing); they stay readable, closed."""
-        for transport, _ in self._locked():
+        for transport, _ in self._with_locks():
             if transport is not None:
                 await _close(transport)
 
