@@ -4,9 +4,11 @@ Speaks mediasoup-demo's protoo protocol on pymediasoup + aiortc, so it also
 works against mediasoup-demo's own server.
 """
 
-from sfu.client.client import RemoteConsumer, SfuClient, default_device_info
+from sfu.client.client import SfuClient
+from sfu.client.consuming import RemoteConsumer
 from sfu.client.media import PatternVideoTrack, ToneAudioTrack, TrackSink
 from sfu.client.protoo import ProtooConnection, ProtooError
+from sfu.client.session import default_device_info
 
 __all__ = [
     "PatternVideoTrack",

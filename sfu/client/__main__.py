@@ -14,7 +14,8 @@ import contextlib
 import signal
 import sys
 
-from .client import RemoteConsumer, SfuClient
+from .client import SfuClient
+from .consuming import RemoteConsumer
 from .media import PatternVideoTrack, ToneAudioTrack, TrackSink
 
 

@@ -1,11 +1,6 @@
 """A protoo peer (client side) over an aiohttp WebSocket.
 
-protoo messages are JSON objects:
-
-- request: ``{request: true, id, method, data}``
-- success: ``{response: true, id, ok: true, data}``
-- failure: ``{response: true, id, ok: false, errorCode, errorReason}``
-- notification: ``{notification: true, method, data}``
+The message shapes are in :mod:`sfu.signaling.protoo_message`, shared with the server.
 
 Incoming requests are answered in their own tasks, so a slow handler (the
 server's ``newConsumer``) never blocks the reader. Notifications are
@@ -26,11 +21,13 @@ import contextlib
 import inspect
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+
+from sfu.signaling import protoo_message
+from sfu.signaling.protoo_message import PendingRequests
 
 __all__ = [
     "NotificationHandler",
@@ -75,8 +72,7 @@ class ProtooConnection:
         self._ws = ws
         # Owned session (closed with the connection), if connect() created it.
         self._session = session
-        self._next_id = random.randint(1, 10_000_000)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending = PendingRequests(ProtooError)
         self._request_handlers: dict[str, RequestHandler] = {}
         self._notification_handlers: dict[str, NotificationHandler] = {}
         self._default_notification_handler: Callable[[str, dict[str, Any]], Any] | None = None
@@ -199,35 +195,21 @@ class ProtooConnection:
         """
         if self.closed or self._closing:
             raise ConnectionError("protoo connection closed")
-        request_id = self._next_id
-        self._next_id = self._next_id + 1 if self._next_id < 2**31 else 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        message = {
-            "request": True,
-            "id": request_id,
-            "method": method,
-            "data": dict(data) if data is not None else {},
-        }
+        request_id, future = self._pending.add()
         try:
-            await self._send(message)
-            return await asyncio.wait_for(future, timeout)
+            await self._send(protoo_message.request(request_id, method, data))
+            result: dict[str, Any] = await asyncio.wait_for(future, timeout)
+            return result
         finally:
-            self._pending.pop(request_id, None)
+            self._pending.discard(request_id)
 
     async def notify(self, method: str, data: Mapping[str, Any] | None = None) -> None:
         if self.closed or self._closing:
             raise ConnectionError("protoo connection closed")
-        await self._send(
-            {
-                "notification": True,
-                "method": method,
-                "data": dict(data) if data is not None else {},
-            }
-        )
+        await self._send(protoo_message.notification(method, data))
 
     async def _send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message, separators=(",", ":"))
+        text = protoo_message.encode(message)
         async with self._send_lock:
             if self._ws.closed:
                 raise ConnectionError("protoo connection closed")
@@ -270,67 +252,39 @@ class ProtooConnection:
         if not isinstance(message, dict):
             logger.warning("protoo: ignoring a non-object frame")
             return
-        if message.get("response") is True:
-            self._handle_response(message)
-        elif message.get("request") is True:
+        kind = protoo_message.message_kind(message)
+        if kind == "response":
+            if not self._pending.settle(message):
+                logger.debug("protoo: ignoring a stray response id=%r", message.get("id"))
+        elif kind == "request":
             self._handle_request(message)
-        elif message.get("notification") is True:
+        elif kind == "notification":
             self._handle_notification(message)
         else:
             logger.warning("protoo: ignoring a frame that is no protoo message")
 
-    def _handle_response(self, message: dict[str, Any]) -> None:
-        future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-        if future is None or future.done():
-            logger.debug("protoo: ignoring a stray response id=%r", message.get("id"))
-            return
-        if message.get("ok") is True:
-            data = message.get("data")
-            # Stats replies are arrays (as in mediasoup): pass any JSON through.
-            future.set_result({} if data is None else data)
-        else:
-            code = message.get("errorCode")
-            reason = message.get("errorReason")
-            future.set_exception(
-                ProtooError(
-                    code if isinstance(code, int) else 500,
-                    reason if isinstance(reason, str) else str(reason),
-                )
-            )
-
     def _handle_request(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         method = message.get("method")
-        if request_id is None or not isinstance(method, str):
+        if not protoo_message.valid_id(request_id) or not isinstance(method, str):
             logger.warning("protoo: ignoring a request without id or method")
             return
         self._spawn(self._answer(request_id, method, _as_dict(message.get("data"))))
 
-    async def _answer(self, request_id: Any, method: str, data: dict[str, Any]) -> None:
+    async def _answer(self, request_id: int | str, method: str, data: dict[str, Any]) -> None:
         handler = self._request_handlers.get(method)
         response: dict[str, Any]
         try:
             if handler is None:
                 raise ProtooError(501, f"unknown method {method!r}")
-            result = await handler(data)
-            response = {"response": True, "id": request_id, "ok": True, "data": result or {}}
+            response = protoo_message.success_response(request_id, await handler(data))
         except ProtooError as exc:
-            response = {
-                "response": True,
-                "id": request_id,
-                "ok": False,
-                "errorCode": exc.code,
-                "errorReason": exc.reason,
-            }
+            response = protoo_message.error_response(request_id, exc.code, exc.reason)
         except Exception as exc:
             logger.exception("protoo: request handler for %r failed", method)
-            response = {
-                "response": True,
-                "id": request_id,
-                "ok": False,
-                "errorCode": 500,
-                "errorReason": str(exc) or type(exc).__name__,
-            }
+            response = protoo_message.error_response(
+                request_id, 500, str(exc) or type(exc).__name__
+            )
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await self._send(response)
 
@@ -404,10 +358,7 @@ class ProtooConnection:
         self._finishing = True
         self._closing = True
         try:
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("protoo connection closed"))
-            self._pending.clear()
+            self._pending.fail_all(lambda: ConnectionError("protoo connection closed"))
             current = asyncio.current_task()
             for task in list(self._tasks):
                 if task is not current:

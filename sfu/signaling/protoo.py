@@ -1,9 +1,6 @@
 """protoo over an aiohttp WebSocket, server side (mediasoup-demo's signaling envelope).
 
-- request: ``{request: true, id, method, data}``
-- success: ``{response: true, id, ok: true, data}``
-- failure: ``{response: true, id, ok: false, errorCode, errorReason}``
-- notification: ``{notification: true, method, data}``
+The message shapes are in :mod:`sfu.signaling.protoo_message`, shared with the client.
 
 Frames that cannot be answered (non-JSON, non-objects, requests without an
 id, stray responses, binary frames) are ignored and the connection stays
@@ -15,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeGuard
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ..errors import InvalidRequestError, LimitError, SfuError, TooLargeError
+from . import protoo_message
+from .protoo_message import PendingRequests, valid_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +38,6 @@ MAX_NESTING = 32
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 # Any integer json.loads reads (possessive: a long run of digits cannot backtrack).
 _SCALAR = re.compile(r"-?\d++(?![.eE])|true|false|null")
-
-
-def _valid_id(value: object) -> TypeGuard[int | str]:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _shallow(value: object, limit: int) -> bool:
@@ -100,7 +93,7 @@ def _salvage_request_id(text: str) -> int | str | None:
         value = json.loads(top["id"])
     except ValueError:
         return None
-    return value if _valid_id(value) else None
+    return value if valid_id(value) else None
 
 
 def notification_text(method: str, data: dict[str, Any] | None = None) -> str:
@@ -108,11 +101,7 @@ def notification_text(method: str, data: dict[str, Any] | None = None) -> str:
 
     Raises ``ValueError`` or ``TypeError`` if ``data`` cannot be serialized.
     """
-    return json.dumps(_notification(method, data), separators=(",", ":"))
-
-
-def _notification(method: str, data: dict[str, Any] | None) -> dict[str, Any]:
-    return {"notification": True, "method": method, "data": data or {}}
+    return protoo_message.encode(protoo_message.notification(method, data))
 
 
 class ProtooRequestError(Exception):
@@ -161,8 +150,7 @@ class ProtooConnection:
         self.close_reason = ""
         self.clean_close = False
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._ids = itertools.count(random.randint(1, 1_000_000))
+        self._pending = PendingRequests(ProtooRequestError)
         self._writer: asyncio.Task[None] | None = None
 
     # ---- sending -----------------------------------------------------------
@@ -172,7 +160,7 @@ class ProtooConnection:
         if self.closed:
             return True
         try:
-            text = json.dumps(message, separators=(",", ":"))
+            text = protoo_message.encode(message)
         except (ValueError, TypeError, RecursionError):
             logger.error(
                 "%s: cannot serialize a %r message; dropped", self.label, message.get("method")
@@ -202,7 +190,7 @@ class ProtooConnection:
                 return
 
     def notify(self, method: str, data: dict[str, Any] | None = None) -> None:
-        self._send(_notification(method, data))
+        self._send(protoo_message.notification(method, data))
 
     async def request(
         self, method: str, data: dict[str, Any] | None = None, response_timeout: float = 10.0
@@ -210,16 +198,14 @@ class ProtooConnection:
         """A server -> client request; raises ProtooRequestError on ok:false, close or timeout."""
         if self.closed:
             raise ProtooRequestError(410, "connection closed")
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        self._send({"request": True, "id": request_id, "method": method, "data": data or {}})
+        request_id, future = self._pending.add()
+        self._send(protoo_message.request(request_id, method, data))
         try:
             return await asyncio.wait_for(future, response_timeout)
         except TimeoutError:
             raise ProtooRequestError(408, f"{method} request timed out") from None
         finally:
-            self._pending.pop(request_id, None)
+            self._pending.discard(request_id)
 
     # ---- receiving ---------------------------------------------------------
 
@@ -263,14 +249,15 @@ class ProtooConnection:
             return
         if not isinstance(message, dict):
             return
-        if message.get("request") is True:
+        kind = protoo_message.message_kind(message)
+        if kind == "request":
             request_id = message.get("id")
-            if not _valid_id(request_id):
+            if not valid_id(request_id):
                 return  # cannot be answered
             await self._handle_request(request_id, message, size, on_request)
-        elif message.get("response") is True:
-            self._handle_response(message)
-        elif message.get("notification") is True:
+        elif kind == "response":
+            self._pending.settle(message)  # False: a stray response, ignored
+        elif kind == "notification":
             method, data = message.get("method"), message.get("data", {})
             if (
                 isinstance(method, str)
@@ -317,39 +304,11 @@ class ProtooConnection:
             logger.exception("%s: request %r failed", self.label, method)
             self._send_error(request_id, 500, f"internal error ({type(error).__name__})")
         else:
-            reply = {"response": True, "id": request_id, "ok": True, "data": result or {}}
-            if not self._send(reply):
+            if not self._send(protoo_message.success_response(request_id, result)):
                 self._send_error(request_id, 500, "internal error (reply not serializable)")
 
     def _send_error(self, request_id: int | str, code: int, reason: str) -> None:
-        self._send(
-            {
-                "response": True,
-                "id": request_id,
-                "ok": False,
-                "errorCode": code,
-                "errorReason": reason,
-            }
-        )
-
-    def _handle_response(self, message: dict[str, Any]) -> None:
-        response_id = message.get("id")
-        if not _valid_id(response_id):
-            return  # a stray response, not ours
-        future = self._pending.get(response_id)  # type: ignore[arg-type]
-        if future is None or future.done():
-            return  # a stray response
-        if message.get("ok") is True:
-            future.set_result(message.get("data") or {})
-        else:
-            code = message.get("errorCode")
-            reason = message.get("errorReason")
-            future.set_exception(
-                ProtooRequestError(
-                    code if isinstance(code, int) else 500,
-                    reason if isinstance(reason, str) else "request rejected",
-                )
-            )
+        self._send(protoo_message.error_response(request_id, code, reason))
 
     # ---- closing -----------------------------------------------------------
 
@@ -360,10 +319,7 @@ class ProtooConnection:
         self.closed = True
         self.close_code = code
         self.close_reason = reason
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ProtooRequestError(410, "connection closed"))
-        self._pending.clear()
+        self._pending.fail_all(lambda: ProtooRequestError(410, "connection closed"))
         self._outgoing.put_nowait(None)
         if not self.ws.closed:
             asyncio.get_running_loop().create_task(self._close_ws())
