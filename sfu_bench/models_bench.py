@@ -1,7 +1,7 @@
 """Which library for the typed RTP model: pydantic v2 or msgspec, measured.
 
-``python -m sfu_bench.models_bench [--runs N]`` (msgspec must be installed for
-its column: ``pip install msgspec``; the server does not depend on it).
+``python -m sfu_bench.models_bench [--runs N]`` (msgspec comes with the ``bench`` extra, for
+its column; the server does not depend on it).
 
 Per library, side by side in one run (the median of ``--runs`` runs, each the
 mean over a batch of calls):
