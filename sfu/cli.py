@@ -192,10 +192,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else f"udp {config.media.rtc_min_port}-{config.media.rtc_max_port}",
     )
     # Imported here so that the CLI (and its tests) load without the server stack.
-    from sfu.media.fastpath import NATIVE_SEND, native_switches
+    from sfu.media.fastpath import NATIVE_SEND
     from sfu.server import run_server
 
-    if not NATIVE_SEND and native_switches()[0]:  # on, but not built
+    if not NATIVE_SEND and os.environ.get("SFU_NATIVE_SEND", "1") != "0":
         log.warning(
             "sfu.media._native is not built (no C compiler at install?): consumers rewrite "
             "and send in Python, which costs 2-2.5x the CPU per forwarded packet"
