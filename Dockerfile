@@ -44,16 +44,17 @@ COPY pyproject.toml /tmp/
 RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt
 
 # ---------------------------------------------------------------- C extension
-# sfu.media._native (the consumers' send, see sfu/media/_native.c), compiled
-# here so that the runtime image carries no compiler.
+# sfu.media._native (the forwarding path in C, see sfu/media/native/module.c),
+# compiled here so that the runtime image carries no compiler.
 FROM python AS native
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
-COPY sfu/media/_native.c sfu/media/_sockaddr.h /build/
-RUN cd /build && gcc -O2 -shared -fPIC -Wall $(python3-config --includes) _native.c \
+COPY sfu/media/_sockaddr.h /build/
+COPY sfu/media/native/ /build/native/
+RUN cd /build && gcc -O2 -shared -fPIC -Wall $(python3-config --includes) native/module.c \
         -o "_native$(python3-config --extension-suffix)"
 
 # ---------------------------------------------------------------- runtime

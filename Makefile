@@ -27,8 +27,9 @@ client: $(CLIENT_BUNDLE)
 test-deps:
 	VENV=$(VENV) scripts/ensure-test-deps
 
-$(INSTALLED): pyproject.toml setup.py sfu/media/_native.c sfu/media/_sockaddr.h \
-    sfu_bench/_counter.c
+NATIVE_SOURCES := $(wildcard sfu/media/native/*.c sfu/media/native/*.h) sfu/media/_sockaddr.h
+
+$(INSTALLED): pyproject.toml setup.py $(NATIVE_SOURCES) sfu_bench/_counter.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,bench]"

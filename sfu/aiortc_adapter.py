@@ -1,9 +1,9 @@
-"""Every touch of aiortc's and aioice's private API by the server and its
-clients (``sfu.client``) lives here, and only here. The benchmark's own
+"""Every touch of aiortc's, aioice's and pylibsrtp's private API by the server
+and its clients (``sfu.client``) lives here, and only here. The benchmark's own
 touches, for its load clients, are in ``sfu_bench/aiortc_hooks.py``.
 
-aiortc and aioice are pinned to exact versions in pyproject.toml because of
-this module (and of the bench's). Each touch says why it is needed:
+aiortc, aioice and pylibsrtp are pinned to exact versions in pyproject.toml
+because of this module (and of the bench's). Each touch says why it is needed:
 
 - ``RTCDtlsTransport`` does the DTLS handshake and the DTLS-SRTP key export
   over a duck-typed ICE transport (``_recv``/``_send``/``role``), since the
@@ -25,36 +25,26 @@ this module (and of the bench's). Each touch says why it is needed:
 - ``aioice.ice.get_host_addresses`` is replaced to restrict a *client's* ICE
   gathering to given addresses (tests and benchmarks stay on loopback; aioice
   skips 127.0.0.1 otherwise).
-- pylibsrtp 1.0.0 (pinned): :class:`SrtpCodec` calls its cffi binding
-  (``lib.srtp_protect``/``srtp_unprotect``) with the session's own buffer and
-  one reused length cell. ``Session.protect`` allocates a cffi ``int *`` and
-  re-checks types on every call: 5.4 µs against 3.7 µs for a 1200-byte packet,
-  measured side by side; this is the per-forwarded-packet hot path.
-  :meth:`SrtpCodec.protect_fields` goes one step further: it writes the
-  consumer's header and the shared tail straight into that session buffer,
-  protects in place and hands back a memoryview of it for ``sendto``, so
-  that a forwarded packet costs no ``bytes`` object at all (no header+tail
-  concatenation, no copy of the protected packet out of the buffer).
-  :meth:`SrtpCodec.native_sender` hands the addresses of ``srtp_protect`` and
-  of the session's ``srtp_t`` (``Session._srtp``) to our optional C extension
-  ``sfu.media._native``, which then writes, protects and sends a consumer's
-  packet in one call: about 13 µs per forwarded packet against 25 µs for the
-  same loop through cffi and ``socket.sendto``, measured side by side on
-  loopback. libsrtp still does the crypto, on pylibsrtp's own session.
-  :meth:`SrtpCodec.native_session` and :func:`native_unprotect_function` do
-  the same for ``srtp_unprotect``: the C receive path (``RtpReceiver``)
-  unprotects in-order packets with the incoming session.
+- pylibsrtp 1.0.0 (pinned): the fast path (``sfu.media.fastpath``) protects
+  and unprotects RTP with libsrtp's own functions on pylibsrtp's sessions,
+  bypassing ``Session.protect``/``unprotect``, which allocate a cffi ``int *``
+  and re-check types on every call (5.4 µs against 3.7 µs for a 1200-byte
+  packet, measured side by side; this is the per-forwarded-packet hot path).
+  :func:`srtp_internals` hands it a session's ``srtp_t`` (``Session._srtp``),
+  buffer (``_cdata``/``_buffer``) and the cffi binding's
+  ``lib.srtp_protect``/``srtp_unprotect``; :func:`srtp_function_addresses`
+  and ``SrtpInternals.srtp_address`` are the same as plain addresses, for the
+  optional C extension ``sfu.media._native``. libsrtp still does the crypto,
+  on pylibsrtp's own sessions, so both paths share their replay state and
+  rollover counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import struct
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import aioice.ice
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters
@@ -72,129 +62,47 @@ __all__ = [
 _DTLS_QUEUE_SIZE = 64
 
 
-_RTP_HEADER = struct.Struct("!BBHII")
+class SrtpInternals(NamedTuple):
+    """What the fast path (``sfu.media.fastpath.SrtpCodec``) uses of one pylibsrtp session."""
 
-# The optional C extension (see native_sender); SFU_NATIVE_SEND=0 turns it off,
-# for a side-by-side measure of what it buys.
-try:
-    from .media import _native
-except ImportError:  # built without a C compiler: the Python path does the same
-    _native = None  # type: ignore[assignment]
-if os.environ.get("SFU_NATIVE_SEND", "1") == "0":
-    _native = None  # type: ignore[assignment]
-
-NATIVE_SEND = _native is not None
-# The C receive path (RtpReceiver, ProducerPath): on with the C send unless
-# SFU_NATIVE_RECEIVE=0, for a side-by-side measure of what it buys.
-# (An older build without it, left by an editable install, falls back too.)
-NATIVE_RECEIVE = (
-    NATIVE_SEND
-    and hasattr(_native, "RtpReceiver")
-    and os.environ.get("SFU_NATIVE_RECEIVE", "1") != "0"
-)
-if TYPE_CHECKING:
-    from .media._native import SrtpSender as NativeSender
-# What a native send returns when the packet was not sent (see _native.c);
-# the same values when the extension is not there, for callers that compare.
-NATIVE_PROTECT_FAILED = _native.PROTECT_FAILED if _native is not None else -1
-NATIVE_SEND_FAILED = _native.SEND_FAILED if _native is not None else -2
+    session: Session  # keeps everything below alive
+    srtp: Any  # the session's srtp_t
+    cdata: Any  # its packet buffer (char[1500]), as libsrtp takes it
+    buffer: Any  # the same buffer, writable from Python (a cffi buffer)
+    length: Any  # a fresh int * cell: the packet length libsrtp reads and writes
+    protect: Callable[[Any, Any, Any], int]  # libsrtp's srtp_protect(srtp, cdata, length)
+    unprotect: Callable[[Any, Any, Any], int]  # srtp_unprotect, the same way
+    srtp_address: int  # the srtp_t's address, for the C extension
+    max_trailer: int  # the most bytes protect may add (tag and MKI)
 
 
-class SrtpCodec:
-    """Fast SRTP protect/unprotect of RTP on a pylibsrtp ``Session`` (see above)."""
-
-    def __init__(self, session: Session) -> None:
-        from pylibsrtp import SRTP_MAX_TRAILER_LEN
-        from pylibsrtp._binding import ffi, lib
-
-        self._session = session  # keeps the srtp_t and its buffer alive
-        self._srtp = session._srtp[0]
-        self._cdata = session._cdata
-        self._buffer = session._buffer
-        # Writable view of the session buffer: in-place header writes and
-        # zero-copy slices of the protected packet.
-        self._view = memoryview(session._buffer)
-        self._pack_header = _RTP_HEADER.pack_into
-        self._length = ffi.new("int *")
-        self._srtp_protect = lib.srtp_protect
-        self._srtp_unprotect = lib.srtp_unprotect
-        self._max_protect = len(session._buffer) - SRTP_MAX_TRAILER_LEN
-        self._max_unprotect = len(session._buffer)
-
-    def protect(self, packet: bytes) -> bytes:
-        size = len(packet)
-        if size > self._max_protect:
-            raise ValueError("packet is too long")
-        self._buffer[0:size] = packet
-        self._length[0] = size
-        if self._srtp_protect(self._srtp, self._cdata, self._length):
-            raise ValueError("SRTP protect failed")
-        return self._buffer[0 : self._length[0]]
-
-    def protect_fields(
-        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
-    ) -> memoryview | None:
-        """Protect the RTP packet ``header(b0, b1, seq, timestamp, ssrc) + tail``
-        in the session buffer; its protected bytes as a view of that buffer
-        (valid until the next call on this codec or session), or None if it
-        is too long or libsrtp refused it."""
-        size = 12 + len(tail)
-        if size > self._max_protect:
-            return None
-        view = self._view
-        self._pack_header(view, 0, b0, b1, seq, timestamp, ssrc)
-        view[12:size] = tail
-        length = self._length
-        length[0] = size
-        if self._srtp_protect(self._srtp, self._cdata, length):
-            return None
-        return view[: length[0]]
-
-    def native_sender(self, sock: socket.socket, address: tuple) -> NativeSender | None:
-        """An ``SrtpSender`` (sfu/media/_native.c) whose ``send_fields(b0, b1, seq,
-        timestamp, ssrc, tail)`` protects with this session and sends from
-        ``sock`` to ``address`` in one C call, returning the bytes sent or
-        NATIVE_PROTECT_FAILED / NATIVE_SEND_FAILED and counting each; None when
-        the extension is not there or the address is not a plain IPv4/IPv6 one.
-
-        The caller must drop it before ``sock`` closes: it holds the file
-        descriptor number, which the OS may give to another socket."""
-        if _native is None or not (len(address) == 2 or (len(address) == 4 and address[3] == 0)):
-            return None
-        from pylibsrtp._binding import ffi, lib
-
-        return _native.SrtpSender(
-            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
-            int(ffi.cast("uintptr_t", self._srtp)),
-            sock.fileno(),
-            address[0],
-            address[1],
-            (self._session, sock),
-        )
-
-    def native_session(self) -> tuple[int, Session]:
-        """The address of the session's ``srtp_t``, and the object that keeps it
-        alive, for the C receive path (``RtpReceiver.set_session``)."""
-        from pylibsrtp._binding import ffi
-
-        return int(ffi.cast("uintptr_t", self._srtp)), self._session
-
-    def unprotect(self, packet: bytes) -> bytes:
-        size = len(packet)
-        if size > self._max_unprotect:
-            raise ValueError("packet is too long")
-        self._buffer[0:size] = packet
-        self._length[0] = size
-        if self._srtp_unprotect(self._srtp, self._cdata, self._length):
-            raise ValueError("SRTP unprotect failed (authentication, replay or format)")
-        return self._buffer[0 : self._length[0]]
-
-
-def native_unprotect_function() -> int:
-    """The address of pylibsrtp's ``srtp_unprotect``, for ``RtpReceiver``."""
+def srtp_internals(session: Session) -> SrtpInternals:
+    """The private parts of ``session`` that the fast path calls libsrtp with."""
+    from pylibsrtp import SRTP_MAX_TRAILER_LEN
     from pylibsrtp._binding import ffi, lib
 
-    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+    srtp = session._srtp[0]
+    return SrtpInternals(
+        session=session,
+        srtp=srtp,
+        cdata=session._cdata,
+        buffer=session._buffer,
+        length=ffi.new("int *"),
+        protect=lib.srtp_protect,
+        unprotect=lib.srtp_unprotect,
+        srtp_address=int(ffi.cast("uintptr_t", srtp)),
+        max_trailer=SRTP_MAX_TRAILER_LEN,
+    )
+
+
+def srtp_function_addresses() -> tuple[int, int]:
+    """The addresses of pylibsrtp's ``srtp_protect`` and ``srtp_unprotect``, for the C extension."""
+    from pylibsrtp._binding import ffi, lib
+
+    return (
+        int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+        int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect"))),
+    )
 
 
 def generate_certificate() -> RTCCertificate:

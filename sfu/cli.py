@@ -193,7 +193,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else f"udp {config.media.rtc_min_port}-{config.media.rtc_max_port}",
     )
     # Imported here so that the CLI (and its tests) load without the server stack.
-    from sfu.aiortc_adapter import NATIVE_SEND
+    from sfu.media.fastpath import NATIVE_SEND
     from sfu.server import run_server
 
     if not NATIVE_SEND and config.media.native_send:

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .aiortc_adapter import NATIVE_SEND
 from .config import Config
 from .errors import LimitError, SfuError
+from .media.fastpath import NATIVE_SEND
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from sfu.aiortc_adapter import NATIVE_RECEIVE, NATIVE_SEND
+from sfu.media.fastpath import NATIVE_RECEIVE, NATIVE_SEND
 
 from .load import NATIVE_COUNTER
 

@@ -93,7 +93,7 @@ def _forwarder_process(conn: Connection, ports: list[int], deadline: float) -> N
     import uvloop
     from pylibsrtp import Policy, Session
 
-    from sfu.aiortc_adapter import SrtpCodec
+    from sfu.media.fastpath import SrtpCodec
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

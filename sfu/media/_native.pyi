@@ -1,4 +1,4 @@
-# Type stub of the optional C extension built from _native.c.
+# Type stub of the optional C extension built from native/ (module.c and its parts).
 from typing import Any
 
 PROTECT_FAILED: int

@@ -21,13 +21,14 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..errors import InvalidStateError
 from . import rtcp
+from .fastpath import new_rewriter
 from .loss_repair import (
     MAX_RETRANSMISSION_AGE_AUDIO,
     MAX_RETRANSMISSION_AGE_VIDEO,
     RetransmissionGate,
 )
 from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
-from .rtp_rewriter import HISTORY_SIZE, new_rewriter
+from .rtp_rewriter import HISTORY_SIZE
 
 if TYPE_CHECKING:
     from .producer import Producer

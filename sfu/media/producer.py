@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ..aiortc_adapter import NATIVE_RECEIVE
 from ..errors import InvalidStateError
 from . import rtcp
+from .fastpath import new_producer_path, send_all_function
 from .rtp import (
     FORWARDED_EXTENSIONS,
     KEYFRAME_DETECTORS,
@@ -36,12 +36,10 @@ from .rtp import (
     parse_fixed_header,
     rtx_unwrap,
 )
-from .rtp_rewriter import send_all_function
 from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, TOO_LATE, RtpStreamRecv
 
-if TYPE_CHECKING or NATIVE_RECEIVE:
-    from ._native import ProducerPath
 if TYPE_CHECKING:
+    from ._native import ProducerPath
     from .consumer import Consumer
     from .transport import Transport
 
@@ -97,7 +95,7 @@ class Producer(AsyncIOEventEmitter):
         app_data: dict[str, Any],
     ) -> None:
         super().__init__()
-        # The C receive path's view of this producer (sfu/media/_native.c),
+        # The C receive path's view of this producer (fastpath.new_producer_path),
         # made once the mappings are known; paused and the sink follow it.
         self._path: ProducerPath | None = None
         self._paused = paused
@@ -177,16 +175,16 @@ class Producer(AsyncIOEventEmitter):
         self._keyframe_request_pending = False
         self._nack_timer: asyncio.TimerHandle | None = None
 
-        if NATIVE_RECEIVE:
-            self._path = ProducerPath(
-                self,
-                self._pt_map,
-                self._ext_forward,
-                self._abs_send_time_id,
-                self._audio_level_id,
-                self._follow_up,
-                self.fail,
-            )
+        self._path = new_producer_path(
+            self,
+            self._pt_map,
+            self._ext_forward,
+            self._abs_send_time_id,
+            self._audio_level_id,
+            self._follow_up,
+            self.fail,
+        )
+        if self._path is not None:
             self._path.paused = bool(paused)
         # counters for stats; per packet, in the C path's struct when there is one
         self._counts: _Counts | ProducerPath = self._path if self._path is not None else _Counts()

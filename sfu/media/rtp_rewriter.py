@@ -2,10 +2,10 @@
 
 :class:`RtpRewriter` is the Python version of ``sfu.media._native.RtpRewriter``
 (the same fields and methods, in C, used when the extension is built and not
-turned off with ``SFU_NATIVE_SEND=0``). Per packet, the consumer's only work
-is a call to ``send``; it comes back (``send`` returns True) only when the
-numbering must be synced first, which the consumer decides (keyframe waits,
-continuing after a pause).
+turned off with ``SFU_NATIVE_SEND=0``: ``fastpath.new_rewriter`` chooses).
+Per packet, the consumer's only work is a call to ``send``; it comes back
+(``send`` returns True) only when the numbering must be synced first, which
+the consumer decides (keyframe waits, continuing after a pause).
 
 Fields:
 - ``active``: false while paused, closed or the producer is paused;
@@ -21,7 +21,8 @@ Fields:
 - ``packets_sent``, ``bytes_sent``, ``packets_dropped_late``: counters.
 
 :func:`send_all` calls ``send`` for every rewriter of one consumer layout (in
-C: one call from the producer per layout instead of one per consumer).
+C: one call from the producer per layout instead of one per consumer;
+``fastpath.send_all_function`` chooses).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..aiortc_adapter import NATIVE_SEND
 from .loss_repair import REPAIR_WINDOW
 
 __all__ = [
@@ -38,15 +38,13 @@ __all__ = [
     "SYNC_TRAIL",
     "RtpRewriter",
     "SendAll",
-    "new_rewriter",
     "send_all",
-    "send_all_function",
 ]
 
 HISTORY_SIZE = 1024  # a power of two: indexed by seq & (HISTORY_SIZE - 1)
 # A late packet further behind the newest one sent is useless to receivers:
 # drop it. The producer asks only for packets within this window
-# (loss_repair.py); _native.c's MAX_LATE_PACKETS is the same number.
+# (loss_repair.py); native/rewrite.c's MAX_LATE_PACKETS is the same number.
 MAX_LATE_PACKETS = REPAIR_WINDOW
 # How far sync_seq trails the newest packet. Any packet further behind is
 # already dropped as late; any further ahead, the producer's stream takes for
@@ -137,21 +135,3 @@ def send_all(
             pending = []
         pending.append((index, error))
     return pending
-
-
-def send_all_function() -> SendAll:
-    """The C send_all with the C rewriters, else the Python one."""
-    if NATIVE_SEND:
-        from . import _native
-
-        return _native.send_all
-    return send_all
-
-
-def new_rewriter(ssrc: int) -> Any:
-    """The C rewriter when the extension is there, else the Python one."""
-    if NATIVE_SEND:
-        from . import _native
-
-        return _native.RtpRewriter(ssrc)
-    return RtpRewriter(ssrc)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ..aiortc_adapter import NATIVE_RECEIVE
+from .fastpath import StreamState
 from .loss_repair import REPAIR_WINDOW
 from .rtcp import ReportBlock, ntp_middle32
 
@@ -24,63 +22,13 @@ _MAX_MISSING = 1000
 MISSING_MAX_AGE = 2.0
 
 
-_FIELDS = (
-    "ssrc",
-    "clock_rate",
-    "started",
-    "base_seq",
-    "max_seq",
-    "cycles",
-    "received",
-    "bytes_received",
-    "expected_prior",
-    "received_prior",
-    "transit",
-    "jitter",
-    "missing",
-    "last_sr_ntp",
-    "last_sr_rtp",
-    "last_sr_arrival",
-    "last_packet_time",
-    "fraction_lost",
-)
+class RtpStreamRecv(StreamState):
+    """Sequence tracking, loss, jitter and the missing-packet set of one SSRC.
 
-
-class _PythonStreamFields:
-    __slots__ = _FIELDS
-
-
-# With the C receive path, the fields live in a C struct that both paths
-# update (sfu/media/_native.c takes in-order packets itself).
-if TYPE_CHECKING or not NATIVE_RECEIVE:
-    _StreamFields = _PythonStreamFields
-else:
-    from ._native import RtpStreamState as _StreamFields  # noqa: F401
-
-
-class RtpStreamRecv(_StreamFields):
-    """Sequence tracking, loss, jitter and the missing-packet set of one SSRC."""
+    Its fields (fastpath.STREAM_FIELDS, typed in _native.pyi) are in a C struct
+    that the C receive path updates too, or in slots without it."""
 
     __slots__ = ()
-
-    ssrc: int
-    clock_rate: int
-    started: bool
-    base_seq: int
-    max_seq: int
-    cycles: int
-    received: int
-    bytes_received: int
-    expected_prior: int
-    received_prior: int
-    transit: float
-    jitter: float
-    missing: dict[int, list[float]]
-    last_sr_ntp: int
-    last_sr_rtp: int
-    last_sr_arrival: float
-    last_packet_time: float
-    fraction_lost: int
 
     def __init__(self, ssrc: int, clock_rate: int) -> None:
         self.ssrc = ssrc
@@ -96,7 +44,7 @@ class RtpStreamRecv(_StreamFields):
         self.transit = 0.0
         self.jitter = 0.0
         # seq -> [first seen missing (monotonic s), NACKs sent, last NACK time]
-        self.missing: dict[int, list[float]] = {}
+        self.missing = {}
         self.last_sr_ntp = 0
         self.last_sr_rtp = 0
         self.last_sr_arrival = 0.0

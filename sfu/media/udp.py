@@ -9,7 +9,6 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-from ..aiortc_adapter import NATIVE_RECEIVE
 from ..errors import SfuError
 
 DatagramHandler = Callable[[bytes, tuple], None]
@@ -62,7 +61,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class SocketReader(Protocol):
-    """What reads a socket itself: sfu.media._native.RtpReceiver."""
+    """What reads a socket itself: sfu.media._native.RtpReceiver (see fastpath.py)."""
 
     def drain(self) -> None: ...
 
@@ -126,11 +125,11 @@ class UdpEndpoint:
         min_port: int,
         max_port: int,
         handler: DatagramHandler,
-        make_reader: Callable[[socket.socket], SocketReader],
+        make_reader: Callable[[socket.socket], SocketReader] | None,
     ) -> UdpEndpoint:
-        """A media socket: read by ``make_reader``'s C reader when the C receive path is
-        built and enabled (``NATIVE_RECEIVE``), else by ``handler`` datagram by datagram."""
-        if NATIVE_RECEIVE:
+        """A media socket: read by ``make_reader``'s C reader when there is one (the
+        C receive path is built and on), else by ``handler`` datagram by datagram."""
+        if make_reader is not None:
             return await cls.create_with_reader(listen_ip, min_port, max_port, make_reader)
         return await cls.create(listen_ip, min_port, max_port, handler)
 

@@ -14,23 +14,18 @@ from typing import TYPE_CHECKING
 
 from aioice import stun
 
-from ..aiortc_adapter import NATIVE_RECEIVE, native_unprotect_function
+from .fastpath import NATIVE_RECEIVE, new_socket_reader
 from .ice_lite import is_stun
 from .tcp import TcpListener
 from .udp import UdpEndpoint
 
-if TYPE_CHECKING or NATIVE_RECEIVE:
-    from ._native import RtpReceiver
 if TYPE_CHECKING:
     import socket
 
+    from ._native import RtpReceiver
     from .webrtc_transport import WebRtcTransport
 
 logger = logging.getLogger(__name__)
-
-
-def _no_rtp(packet: bytes) -> None:
-    """The shared socket's receiver has no keys of its own: never called."""
 
 
 class WebRtcServer:
@@ -39,8 +34,8 @@ class WebRtcServer:
         # ICE-TCP on the same port number, when enabled.
         self.tcp_listener: TcpListener | None = None
         # The C receive path: the socket's reader, which takes the transports'
-        # common RTP itself (their receivers are its children) and hands the
-        # rest to datagram_received.
+        # common RTP itself (their receivers are its children, see
+        # TransportFastPath.share_reader) and hands the rest to datagram_received.
         self.receiver: RtpReceiver | None = None
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._by_address: dict[tuple, WebRtcTransport] = {}
@@ -50,7 +45,11 @@ class WebRtcServer:
     async def create(cls, listen_ip: str, port: int, enable_tcp: bool = False) -> WebRtcServer:
         server = cls()
         server.endpoint = await UdpEndpoint.create_for_media(
-            listen_ip, port, port, server.datagram_received, server._make_receiver
+            listen_ip,
+            port,
+            port,
+            server.datagram_received,
+            server._make_receiver if NATIVE_RECEIVE else None,
         )
         if enable_tcp:
             server.tcp_listener = TcpListener(server.datagram_received, server._tcp_closed)
@@ -64,9 +63,7 @@ class WebRtcServer:
         return server
 
     def _make_receiver(self, sock: socket.socket) -> RtpReceiver:
-        self.receiver = RtpReceiver(
-            sock.fileno(), native_unprotect_function(), self.datagram_received, _no_rtp
-        )
+        self.receiver = new_socket_reader(sock.fileno(), self.datagram_received)
         return self.receiver
 
     def _tcp_closed(self, key: tuple) -> None:
@@ -97,15 +94,6 @@ class WebRtcServer:
         if owner is not None and owner is not transport:
             owner.forget_address(address)  # the address moved to another transport
         self._by_address[address] = transport
-
-    def add_receiver(self, receiver: RtpReceiver) -> None:
-        """A transport's receiver: its selected tuple's RTP is read for it in C."""
-        if self.receiver is not None:
-            self.receiver.add_child(receiver)
-
-    def remove_receiver(self, receiver: RtpReceiver) -> None:
-        if self.receiver is not None:
-            self.receiver.remove_child(receiver)
 
     def remove_transport(self, transport: WebRtcTransport) -> None:
         for ufrag in [u for u, t in self._by_ufrag.items() if t is transport]:

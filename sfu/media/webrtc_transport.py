@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import struct
 import time
 from collections.abc import Callable
@@ -20,15 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
 
-from ..aiortc_adapter import (
-    NATIVE_RECEIVE,
-    DtlsSession,
-    RTCCertificate,
-    SrtpCodec,
-    certificate_fingerprints,
-    native_unprotect_function,
-)
+from ..aiortc_adapter import DtlsSession, RTCCertificate, certificate_fingerprints
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
+from .fastpath import SrtpCodec, TransportFastPath
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
 from .producer import Producer
 from .rtp import header_bounds, iter_one_byte_extensions
@@ -36,12 +29,9 @@ from .tcp import TcpListener
 from .transport import Transport
 from .udp import UdpEndpoint
 
-if TYPE_CHECKING or NATIVE_RECEIVE:
-    from ._native import RtpReceiver
 if TYPE_CHECKING:
     from collections import Counter
 
-    from ._native import SrtpSender as NativeSender
     from .router import Router
     from .webrtc_server import WebRtcServer
 
@@ -105,29 +95,16 @@ class WebRtcTransport(Transport):
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
         self._rtp_out: SrtpCodec | None = None
-        # The consumers' send in C (SrtpCodec.native_sender), remade whenever
-        # the keys or the selected tuple change; its counters up to
-        # _native_seen are already in ours.
-        self._native: NativeSender | None = None
-        self._native_seen = (0, 0, 0, 0)
-        # The C receive path: the socket's reader (own socket only, not the
-        # single-port one); its counters up to _receiver_seen are in ours.
-        self._receiver: RtpReceiver | None = None
-        self._receiver_seen = (0, 0, 0, 0)
+        # The C receiver and sender (when built), following the keys and the
+        # selected tuple; sfu/media/fastpath.py.
+        self._fast = TransportFastPath(self.datagram_received, self._receive_rtp_from_receiver)
 
     async def start(self, listen_ip: str, min_port: int, max_port: int) -> None:
         server = self._webrtc_server
         if server is not None:
             self._endpoint = server.endpoint
             server.add_ufrag(self.ice.credentials.username_fragment, self)
-            if server.receiver is not None:
-                self._receiver = RtpReceiver(
-                    -1,
-                    native_unprotect_function(),
-                    self.datagram_received,
-                    self._receive_rtp_from_receiver,
-                )
-                server.add_receiver(self._receiver)
+            self._fast.share_reader(server.receiver)
             if self.enable_tcp:
                 if server.tcp_listener is None:
                     raise UnsupportedError("ICE over TCP is not enabled on this server")
@@ -135,7 +112,7 @@ class WebRtcTransport(Transport):
                 self._tcp_port = server.tcp_listener.port
         else:
             self._endpoint = await UdpEndpoint.create_for_media(
-                listen_ip, min_port, max_port, self.datagram_received, self._make_receiver
+                listen_ip, min_port, max_port, self.datagram_received, self._fast.reader_factory
             )
             if self.enable_tcp:
                 try:
@@ -250,15 +227,6 @@ class WebRtcTransport(Transport):
 
     # ---- datagrams in -----------------------------------------------------
 
-    def _make_receiver(self, sock: socket.socket) -> RtpReceiver:
-        self._receiver = RtpReceiver(
-            sock.fileno(),
-            native_unprotect_function(),
-            self.datagram_received,
-            self._receive_rtp_from_receiver,
-        )
-        return self._receiver
-
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             self._demux(data, addr)
@@ -341,16 +309,10 @@ class WebRtcTransport(Transport):
             producer.fail(error)
 
     def _route_streams(self, producer: Producer) -> None:
-        receiver, path = self._receiver, producer.native_path
-        if receiver is None or path is None:
-            return
-        for ssrc, stream in producer.streams.items():
-            receiver.add_stream(ssrc, path, stream)
+        self._fast.route(producer)
 
     def _unroute_streams(self, producer: Producer) -> None:
-        if self._receiver is not None:
-            for ssrc in producer.streams:
-                self._receiver.remove_stream(ssrc)
+        self._fast.unroute(producer)
 
     def _learn_ssrc(self, packet: bytes, ssrc: int) -> Producer | None:
         """Map an unsignaled SSRC to a producer through its MID header extension."""
@@ -516,7 +478,7 @@ class WebRtcTransport(Transport):
         addr = self._ice_selected_tuple
         if tx is None or addr is None:
             return
-        native = self._native
+        native = self._fast.sender
         if native is not None:
             native.send_fields(b0, b1, seq, timestamp, ssrc, tail)  # counted in C
             return
@@ -546,79 +508,20 @@ class WebRtcTransport(Transport):
         self._refresh_native_sender()
 
     def _refresh_native_sender(self) -> None:
-        """Make the C sender for the current keys and selected tuple (or none:
-        no keys yet, no tuple, ICE-TCP, closed, not built), and bind the
-        consumers to it, or to send_rtp_fields without it. The C receiver
-        follows the same keys and tuple."""
-        self._harvest_native_counters()
-        receiver = self._receiver
-        if receiver is not None:
-            rx, selected = self._rtp_in, self._ice_selected_tuple
-            if rx is not None and selected is not None and not self.closed:
-                receiver.set_session(*rx.native_session())
-                receiver.set_address(selected if len(selected) != 3 else None)
-            else:
-                receiver.set_session(0, None)
-                receiver.set_address(None)
-        tx, addr = self._rtp_out, self._ice_selected_tuple
-        native = None
-        if (
-            tx is not None
-            and addr is not None
-            and len(addr) != 3  # ICE-TCP frames and queues: the Python path
-            and self._endpoint is not None
-            and not self.closed
-        ):
-            native = tx.native_sender(self._endpoint.socket, addr)
-        self._native = native
-        self._native_seen = (0, 0, 0, 0)
+        """Make the C sender (and point the C receiver) for the current keys and
+        selected tuple, and bind the consumers to it, or to send_rtp_fields
+        without it (no keys yet, no tuple, ICE-TCP, closed, not built)."""
+        self._fast.harvest(self)
+        address = self._ice_selected_tuple if not self.closed else None
+        sock = self._endpoint.socket if self._endpoint is not None else None
+        native = self._fast.follow(self._rtp_in, self._rtp_out, address, sock)
         send = native.send_fields if native is not None else self.send_rtp_fields
         self.rtp_fields_sender = send
         for consumer in self.consumers.values():
             consumer.use_sender(send)
 
-    def _harvest_native_counters(self) -> None:
-        """Add what the C sender and receiver counted since the last harvest to
-        our counters."""
-        receiver = self._receiver
-        if receiver is not None:
-            before = self._receiver_seen
-            counted = (
-                receiver.bytes_received,
-                receiver.rtp_packets_received,
-                receiver.unprotect_failures,
-                receiver.oversized,
-            )
-            if counted != before:
-                self.bytes_received += counted[0] - before[0]
-                self.rtp_packets_received += counted[1] - before[1]
-                if counted[2] != before[2]:
-                    self.drops["srtp-unprotect-failed"] += counted[2] - before[2]
-                if counted[3] != before[3]:
-                    self.drops["oversized-datagram"] += counted[3] - before[3]
-                self._receiver_seen = counted
-        native = self._native
-        if native is None:
-            return
-        seen = self._native_seen
-        now = (
-            native.packets_sent,
-            native.bytes_sent,
-            native.protect_failures,
-            native.send_failures,
-        )
-        if now == seen:
-            return
-        self.rtp_packets_sent += now[0] - seen[0]
-        self.bytes_sent += now[1] - seen[1]
-        if now[2] != seen[2]:
-            self.drops["srtp-protect-failed"] += now[2] - seen[2]
-        if now[3] != seen[3]:
-            self.drops["send-failed"] += now[3] - seen[3]
-        self._native_seen = now
-
     def counters(self) -> Counter[str]:
-        self._harvest_native_counters()
+        self._fast.harvest(self)
         return super().counters()
 
     def send_rtcp(self, packet: bytes) -> None:
@@ -640,9 +543,7 @@ class WebRtcTransport(Transport):
         """ICE consent: mark a silent transport disconnected, and close it after ice_timeout."""
         if self.ice_state not in ("connected", "completed", "disconnected"):
             return False  # never connected: a transport may wait unused (no producer yet)
-        last_activity = self.last_ice_activity
-        if self._receiver is not None:
-            last_activity = max(last_activity, self._receiver.last_activity)
+        last_activity = max(self.last_ice_activity, self._fast.last_activity)
         silence = time.monotonic() - last_activity
         if silence > self.ice_timeout:
             logger.info(
@@ -687,9 +588,7 @@ class WebRtcTransport(Transport):
             self._tcp_listener.close()
         if self._webrtc_server is not None:
             self._webrtc_server.remove_transport(self)
-            if self._receiver is not None:
-                self._webrtc_server.remove_receiver(self._receiver)
-                self._receiver.close()
+        self._fast.close()
 
         async def stop_dtls() -> None:
             with contextlib.suppress(Exception):
@@ -715,7 +614,7 @@ class WebRtcTransport(Transport):
         return self._tx_srtp is not None
 
     def get_stats(self) -> list[dict[str, Any]]:
-        self._harvest_native_counters()
+        self._fast.harvest(self)
         return [
             {
                 "type": "webrtc-transport",

@@ -18,13 +18,9 @@ from typing import Any
 import pytest
 from pylibsrtp import Policy, Session
 
-from sfu import aiortc_adapter
-from sfu.aiortc_adapter import (
-    NATIVE_PROTECT_FAILED,
-    NATIVE_SEND_FAILED,
-    SrtpCodec,
-    generate_certificate,
-)
+from sfu.aiortc_adapter import generate_certificate
+from sfu.media import fastpath
+from sfu.media.fastpath import NATIVE_PROTECT_FAILED, NATIVE_SEND_FAILED, SrtpCodec
 from sfu.media.rtp import build_extension_block, header_bounds, iter_one_byte_extensions
 from sfu.media.webrtc_transport import WebRtcTransport
 
@@ -72,14 +68,14 @@ def test_protect_fields_rejects_a_replayed_sequence_number() -> None:
 def test_the_c_extension_is_built() -> None:
     # make test installs the package with it; without it every other native
     # test here would quietly test the Python path twice.
-    assert aiortc_adapter.NATIVE_SEND, "sfu.media._native is not built"
+    assert fastpath.NATIVE_SEND, "sfu.media._native is not built"
 
 
 @pytest.fixture(params=["native", "python"])
 def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a transport test through the C sender and through the Python one."""
     if request.param == "python":
-        monkeypatch.setattr(aiortc_adapter, "_native", None)
+        monkeypatch.setattr(fastpath, "native", None)
     return str(request.param)
 
 
@@ -214,7 +210,7 @@ async def test_send_rtp_fields_delivers_the_protected_packet(send_path: str) -> 
             assert stats["rtpPacketsSent"] == 10
             assert stats["bytesSent"] == 10 * (12 + 900 + 16)  # GCM tag: 16 bytes
             assert not stats["droppedPackets"]
-            assert (transport._native is not None) == (send_path == "native")
+            assert (transport._fast.sender is not None) == (send_path == "native")
             counters = transport.counters()
             assert counters["rtp_packets_sent"] == 10 and not counters["dropped:send-failed"]
         finally:
@@ -269,7 +265,7 @@ async def test_native_send_rtp_fields_drops_and_counts_send_errors() -> None:
             transport.ice_selected_tuple = ("::1", receiver.getsockname()[1], 0, 0)
             for seq in range(5):
                 transport.send_rtp_fields(0x80, 96, seq, 0, 1, b"y" * 1200)
-            assert transport._native is not None
+            assert transport._fast.sender is not None
             stats = transport.get_stats()[0]
             assert stats["droppedPackets"] == {"send-failed": 5}
             assert stats["bytesSent"] == 0
@@ -291,7 +287,7 @@ async def test_native_send_rtp_fields_drops_and_counts_send_errors() -> None:
 async def test_send_rtp_fields_drops_and_counts_send_errors(
     error: type[OSError], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(aiortc_adapter, "_native", None)  # the Python path's socket.sendto
+    monkeypatch.setattr(fastpath, "native", None)  # the Python path's socket.sendto
     # A loopback receiver with a full buffer drops silently: the sender sees
     # EAGAIN only with a full send buffer, so make the socket say so.
     tx, rx = session_pair(*PROFILES[0])

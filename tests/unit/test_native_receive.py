@@ -1,4 +1,4 @@
-"""The C receive path (sfu/media/_native.c: ProducerPath, RtpReceiver) against
+"""The C receive path (sfu/media/native/: ProducerPath, RtpReceiver) against
 the Python one it shortcuts.
 
 The Python path (``Producer.receive_rtp``) is the reference: the C path must
@@ -23,9 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfu.aiortc_adapter import NATIVE_RECEIVE, SrtpCodec, native_unprotect_function
 from sfu.media import ortc
 from sfu.media.consumer import Consumer
+from sfu.media.fastpath import (
+    NATIVE_RECEIVE,
+    STREAM_FIELDS,
+    SrtpCodec,
+    native_unprotect_function,
+)
 from sfu.media.producer import Producer
 from sfu.media.rtp import (
     URI_ABS_SEND_TIME,
@@ -41,18 +46,6 @@ pytestmark = pytest.mark.skipif(not NATIVE_RECEIVE, reason="sfu.media._native is
 AUDIO_SSRC = 1111
 VIDEO_SSRC = 2222
 RTX_SSRC = 3333
-STREAM_FIELDS = (
-    "started",
-    "base_seq",
-    "max_seq",
-    "cycles",
-    "received",
-    "bytes_received",
-    "transit",
-    "jitter",
-    "missing",
-    "last_packet_time",
-)
 
 
 def producer_params(kind: str, abs_send_time: bool) -> dict[str, Any]:

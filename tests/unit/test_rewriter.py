@@ -15,7 +15,7 @@ import aiortc.rtp as aiortc_rtp
 import pytest
 
 from sfu.config import DEFAULT_MEDIA_CODECS
-from sfu.media import ortc, rtcp, rtp_rewriter
+from sfu.media import fastpath, ortc, rtcp
 from sfu.media.consumer import Consumer
 from sfu.media.producer import Producer
 from sfu.media.rtp import (
@@ -37,9 +37,9 @@ ROUTER_CAPS = ortc.generate_router_rtp_capabilities(
 def rewriter_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test here runs with the C rewriter and with the Python one."""
     if request.param == "python":
-        monkeypatch.setattr(rtp_rewriter, "NATIVE_SEND", False)
+        monkeypatch.setattr(fastpath, "native", None)
     else:
-        assert rtp_rewriter.NATIVE_SEND, "sfu.media._native is not built"
+        assert fastpath.NATIVE_SEND, "sfu.media._native is not built"
     return str(request.param)
 
 
