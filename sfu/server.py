@@ -15,11 +15,11 @@ from aiohttp import web
 
 from .aiortc_adapter import NATIVE_SEND
 from .config import Config
+from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, SfuError
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket
-from .workers.pool import NoWorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,12 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import IceServerConfig, LimitsConfig
+from ..control.active_speaker_observer import ActiveSpeakerObserver
+from ..control.consumer import Consumer
+from ..control.producer import Producer
+from ..control.router import Router
+from ..control.webrtc_transport import WebRtcTransport
+from ..control.worker_pool import NoWorkerError, WorkerPool
 from ..errors import (
     ForbiddenError,
     InvalidStateError,
@@ -30,12 +36,6 @@ from ..media import ortc
 from ..signaling.ice_servers import ice_servers_for
 from ..signaling.protoo import ProtooConnection, ProtooRequestError, notification_text
 from ..signaling.validation import get_bool, get_int, get_object, get_str
-from ..workers.consumer import Consumer
-from ..workers.observer import ActiveSpeakerObserver
-from ..workers.pool import NoWorkerError, WorkerPool
-from ..workers.producer import Producer
-from ..workers.router import Router
-from ..workers.transport import WebRtcTransport
 from .peer import Peer
 
 logger = logging.getLogger(__name__)

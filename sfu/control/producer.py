@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..channel import Channel
 from ..errors import InvalidStateError
-from .channel import Channel
 from .channel_object import ChannelObject
 
 if TYPE_CHECKING:

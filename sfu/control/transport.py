@@ -1,11 +1,11 @@
-"""Transports: the signaling side's handles on WebRtcTransport and PipeTransport in a worker."""
+"""Transport: what the control handles of WebRtcTransport and PipeTransport share (mediasoup's Transport.ts)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..channel import Channel
 from ..errors import InvalidStateError
-from .channel import Channel
 from .channel_object import ChannelObject
 from .consumer import Consumer
 from .producer import Producer
@@ -135,52 +135,3 @@ class Transport(ChannelObject):
             self._close_children()
             self.emit("serverclose", self.close_reason)
             self.emit("@close")
-
-
-class WebRtcTransport(Transport):
-    """Also ``icestatechange(state)`` and ``dtlsstatechange(state)``."""
-
-    def __init__(
-        self, channel: Channel, info: dict[str, Any], router: Router, app_data: dict[str, Any]
-    ) -> None:
-        super().__init__(channel, info["id"], router, app_data)
-        self.ice_parameters: dict[str, Any] = info["iceParameters"]
-        self.ice_candidates: list[dict[str, Any]] = info["iceCandidates"]
-        self.dtls_parameters: dict[str, Any] = info["dtlsParameters"]
-        self.sctp_parameters: dict[str, Any] | None = info["sctpParameters"]
-        self.ice_state: str = info["iceState"]
-        self.dtls_state: str = info["dtlsState"]
-
-    async def connect(self, dtls_parameters: dict[str, Any]) -> None:
-        self._check_open()
-        await self._request("connect", {"dtlsParameters": dtls_parameters})
-
-    async def restart_ice(self) -> dict[str, Any]:
-        self._check_open()
-        self.ice_parameters = await self._request("restartIce")
-        return self.ice_parameters
-
-    def on_notification(self, event: str, data: Any) -> None:
-        if event == "icestatechange":
-            self.ice_state = str(data)
-            self.emit(event, data)
-        elif event == "dtlsstatechange":
-            self.dtls_state = str(data)
-            self.emit(event, data)
-        else:
-            super().on_notification(event, data)
-
-
-class PipeTransport(Transport):
-    """Plain RTP toward a router of another worker; ``ip``/``port`` is its local end."""
-
-    def __init__(
-        self, channel: Channel, info: dict[str, Any], router: Router, app_data: dict[str, Any]
-    ) -> None:
-        super().__init__(channel, info["id"], router, app_data)
-        self.ip: str = info["ip"]
-        self.port: int = info["port"]
-
-    async def connect(self, ip: str, port: int) -> None:
-        self._check_open()
-        await self._request("connect", {"ip": ip, "port": port})

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..errors import InvalidStateError, NotFoundError
-from .observer import ActiveSpeakerObserver
+from .active_speaker_observer import ActiveSpeakerObserver
+from .pipe_transport import PipeTransport
 from .producer import Producer
-from .transport import PipeTransport, Transport, WebRtcTransport
+from .transport import Transport
+from .webrtc_transport import WebRtcTransport
 
 if TYPE_CHECKING:
     from .worker import Worker

@@ -1,4 +1,4 @@
-"""The worker process: ``python -m sfu.workers.worker_process`` (started by the signaling process).
+"""The worker process: ``python -m sfu.media.worker_process`` (started by the signaling process).
 
 It owns one media Worker (its routers, transports and sockets) and serves the
 channel on the inherited socket ``--fd``. It exits when the channel closes,
@@ -18,11 +18,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..channel import Channel
 from ..config import MediaConfig
 from ..logs import configure_logging
-from ..media.worker import Worker
-from .channel import Channel
 from .request_handler import WorkerRequestHandler
+from .worker import Worker
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .channel import Channel
+from ..channel import Channel
 
 logger = logging.getLogger(__name__)
 

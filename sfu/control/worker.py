@@ -1,7 +1,7 @@
 """Worker: one media worker process and its channel, seen from the signaling process.
 
 mediasoup runs a C++ worker per core; ours are Python processes running
-``sfu.workers.worker_process``. Each owns its routers, transports and sockets.
+``sfu.media.worker_process``. Each owns its routers, transports and sockets.
 The channel closing without our asking means the process died: its routers
 close (``workerclose``) and the pool starts a replacement.
 """
@@ -15,15 +15,17 @@ import json
 import logging
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..channel import Channel
 from ..config import MediaConfig
 from ..errors import InvalidStateError
-from .channel import Channel
-from .request_handler import WorkerRequestHandler
 from .router import Router
+
+if TYPE_CHECKING:
+    from ..media.request_handler import WorkerRequestHandler
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,8 @@ class Worker(AsyncIOEventEmitter):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             if self._in_process:
-                from .worker_process import serve
+                # The media plane in this process: only tests ask for it.
+                from ..media.worker_process import serve
 
                 def started(handler: WorkerRequestHandler) -> None:
                     self.local_handler = handler
@@ -85,7 +88,7 @@ class Worker(AsyncIOEventEmitter):
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "sfu.workers.worker_process",
+                    "sfu.media.worker_process",
                     "--fd",
                     str(theirs.fileno()),
                     "--settings",

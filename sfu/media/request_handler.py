@@ -13,17 +13,17 @@ import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..channel import Channel
 from ..errors import InvalidRequestError, NotFoundError
-from ..media.active_speaker_observer import ActiveSpeakerObserver
-from ..media.consumer import Consumer
-from ..media.pipe_transport import PipeTransport
-from ..media.producer import Producer
-from ..media.router import Router
-from ..media.transport import Transport
-from ..media.webrtc_transport import WebRtcTransport
-from ..media.worker import Worker
 from ..signaling.validation import get_bool, get_int, get_object, get_str
-from .channel import Channel
+from .active_speaker_observer import ActiveSpeakerObserver
+from .consumer import Consumer
+from .pipe_transport import PipeTransport
+from .producer import Producer
+from .router import Router
+from .transport import Transport
+from .webrtc_transport import WebRtcTransport
+from .worker import Worker
 
 Method = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
