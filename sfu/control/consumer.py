@@ -15,14 +15,25 @@ class Consumer(ChannelObject):
 
     prefix = "consumer"
 
-    def __init__(self, channel: Channel, info: dict[str, Any], app_data: dict[str, Any]) -> None:
-        super().__init__(channel, info["id"])
-        self.producer_id: str = info["producerId"]
-        self.kind: str = info["kind"]
-        self.type: str = info["type"]
-        self.rtp_parameters: dict[str, Any] = info["rtpParameters"]
-        self.paused: bool = info["paused"]
-        self.producer_paused: bool = info["producerPaused"]
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        consumer_id: str,
+        producer_id: str,
+        kind: str,
+        rtp_parameters: dict[str, Any],
+        paused: bool,
+        producer_paused: bool,
+        app_data: dict[str, Any],
+    ) -> None:
+        super().__init__(channel, consumer_id)
+        self.producer_id = producer_id
+        self.kind = kind
+        self.type = "simple"
+        self.rtp_parameters = rtp_parameters
+        self.paused = paused
+        self.producer_paused = producer_paused
         self.app_data = app_data
 
     def _check_open(self) -> None:

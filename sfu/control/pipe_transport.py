@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
+from .consumer import Consumer
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -20,6 +21,12 @@ class PipeTransport(Transport):
         super().__init__(channel, info["id"], router, app_data)
         self.ip: str = info["ip"]
         self.port: int = info["port"]
+
+    async def consume_pipe(self, producer_id: str) -> Consumer:
+        """A pipe consumer: every codec and header extension of the router, never
+        paused, and no MID (the SSRCs identify the streams on a pipe)."""
+        rtp_parameters = self._consumer_rtp_parameters(producer_id, self.router.rtp_capabilities)
+        return await self._consume(producer_id, rtp_parameters, False, {"pipe": True})
 
     async def connect(self, ip: str, port: int) -> None:
         self._check_open()

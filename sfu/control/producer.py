@@ -24,6 +24,7 @@ class Producer(ChannelObject):
         producer_id: str,
         kind: str,
         rtp_parameters: dict[str, Any],
+        consumable_rtp_parameters: dict[str, Any],
         paused: bool,
         app_data: dict[str, Any],
         transport: Transport,
@@ -33,6 +34,8 @@ class Producer(ChannelObject):
         self.kind = kind
         self.type = producer_type
         self.rtp_parameters = rtp_parameters
+        # The stream as the router forwards it: what consumers' parameters come from (ORTC).
+        self.consumable_rtp_parameters = consumable_rtp_parameters
         self.paused = paused
         self.app_data = app_data
         self.transport = transport

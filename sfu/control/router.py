@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ..errors import InvalidStateError, NotFoundError
+from ..errors import InvalidStateError, NotFoundError, SfuError
+from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
 from .pipe_transport import PipeTransport
 from .producer import Producer
@@ -22,6 +24,8 @@ from .webrtc_transport import WebRtcTransport
 
 if TYPE_CHECKING:
     from .worker import Worker
+
+logger = logging.getLogger(__name__)
 
 
 class Router(AsyncIOEventEmitter):
@@ -97,12 +101,17 @@ class Router(AsyncIOEventEmitter):
         observer.attach()
         return observer
 
-    async def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
-        return bool(
-            await self._request(
-                "canConsume", {"producerId": producer_id, "rtpCapabilities": rtp_capabilities}
-            )
-        )
+    def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
+        """Whether a device with ``rtp_capabilities`` can consume the producer: ORTC
+        on the parameters kept here, with no round trip to the worker."""
+        producer = self.producers.get(producer_id)
+        if producer is None:
+            return False
+        try:
+            return ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities)
+        except SfuError as error:
+            logger.debug("can_consume(%s): %s", producer_id, error)
+            return False
 
     def producer_added(self, producer: Producer) -> None:
         self.producers[producer.id] = producer
@@ -178,7 +187,7 @@ class Router(AsyncIOEventEmitter):
 
     async def _pipe(self, producer_id: str, router: Router) -> Producer:
         local, remote = await self._pipe_pair(router)
-        pipe_consumer = await local.consume(producer_id=producer_id, pipe=True)
+        pipe_consumer = await local.consume_pipe(producer_id)
         try:
             pipe_producer = await remote.produce(
                 kind=pipe_consumer.kind,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
-from ..errors import InvalidStateError
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
+from . import ortc
 from .channel_object import ChannelObject
 from .consumer import Consumer
 from .producer import Producer
@@ -29,6 +30,8 @@ class Transport(ChannelObject):
         self.close_reason: str | None = None
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
+        # Consumers' MIDs are numbered here, as in mediasoup's Transport.ts.
+        self._next_mid = 0
 
     def _check_open(self) -> None:
         if self.closed:
@@ -43,11 +46,23 @@ class Transport(ChannelObject):
         app_data: dict[str, Any] | None = None,
         producer_id: str | None = None,
     ) -> Producer:
+        """A producer. ORTC runs here: the parameters are validated (the edge for
+        a client's input) and mapped onto the router's, and the worker gets them
+        resolved. ``producer_id`` is given only for pipe producers."""
         self._check_open()
+        if kind not in ("audio", "video"):
+            raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
         app_data = app_data or {}
+        capabilities = self.router.rtp_capabilities
+        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
+        rtp_mapping = ortc.get_producer_rtp_parameters_mapping(rtp_parameters, capabilities)
+        consumable = ortc.get_consumable_rtp_parameters(
+            kind, rtp_parameters, capabilities, rtp_mapping
+        )
         data: dict[str, Any] = {
             "kind": kind,
             "rtpParameters": rtp_parameters,
+            "rtpMapping": rtp_mapping,
             "paused": paused,
             "appData": app_data,
         }
@@ -57,8 +72,9 @@ class Transport(ChannelObject):
         producer = Producer(
             self._channel,
             producer_id=info["id"],
-            kind=info["kind"],
+            kind=kind,
             rtp_parameters=rtp_parameters,
+            consumable_rtp_parameters=consumable,
             paused=paused,
             app_data=app_data,
             transport=self,
@@ -77,20 +93,62 @@ class Transport(ChannelObject):
         self,
         *,
         producer_id: str,
-        rtp_capabilities: dict[str, Any] | None = None,
+        rtp_capabilities: dict[str, Any],
         paused: bool = True,
         app_data: dict[str, Any] | None = None,
-        pipe: bool = False,
     ) -> Consumer:
+        """A consumer of a producer of this router, for a device with ``rtp_capabilities``."""
+        rtp_parameters = self._consumer_rtp_parameters(producer_id, rtp_capabilities)
+        rtp_parameters["mid"] = str(self._next_mid)
+        self._next_mid += 1
+        return await self._consume(producer_id, rtp_parameters, paused, app_data or {})
+
+    def _consumer_rtp_parameters(
+        self, producer_id: str, rtp_capabilities: dict[str, Any]
+    ) -> dict[str, Any]:
         self._check_open()
-        app_data = app_data or {}
-        data: dict[str, Any] = {"producerId": producer_id, "paused": paused, "appData": app_data}
-        if pipe:
-            data["pipe"] = True
-        else:
-            data["rtpCapabilities"] = rtp_capabilities
-        info = await self._request("consume", data)
-        consumer = Consumer(self._channel, info, app_data)
+        producer = self.router.producers.get(producer_id)
+        if producer is None:
+            raise NotFoundError(f"producer {producer_id} not found")
+        if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
+            raise UnsupportedError(
+                f"cannot consume producer {producer_id}: no codec of it is in the rtpCapabilities"
+            )
+        return ortc.get_consumer_rtp_parameters(
+            producer.consumable_rtp_parameters, rtp_capabilities
+        )
+
+    async def _consume(
+        self,
+        producer_id: str,
+        rtp_parameters: dict[str, Any],
+        paused: bool,
+        app_data: dict[str, Any],
+    ) -> Consumer:
+        """Make the consumer in the worker, with parameters resolved here."""
+        producer = self.router.producers[producer_id]
+        info = await self._request(
+            "consume",
+            {
+                "producerId": producer_id,
+                "kind": producer.kind,
+                "rtpParameters": rtp_parameters,
+                # The producer's streams as the router forwards them (simulcast layers).
+                "consumableRtpEncodings": producer.consumable_rtp_parameters["encodings"],
+                "paused": paused,
+                "appData": app_data,
+            },
+        )
+        consumer = Consumer(
+            self._channel,
+            consumer_id=info["id"],
+            producer_id=producer_id,
+            kind=producer.kind,
+            rtp_parameters=rtp_parameters,
+            paused=paused,
+            producer_paused=bool(info["producerPaused"]),
+            app_data=app_data,
+        )
         if self.closed:
             consumer.transport_closed()
             raise InvalidStateError(f"transport {self.id} closed")

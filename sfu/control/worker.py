@@ -22,6 +22,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from ..channel import Channel
 from ..config import MediaConfig
 from ..errors import InvalidStateError
+from . import ortc
 from .router import Router
 
 if TYPE_CHECKING:
@@ -162,10 +163,10 @@ class Worker(AsyncIOEventEmitter):
         if self.closed:
             raise InvalidStateError(f"worker {self.index} is closed")
         app_data = app_data or {}
-        info = await self.channel.request(
-            "worker.createRouter", data={"mediaCodecs": media_codecs, "appData": app_data}
-        )
-        router = Router(self, info["id"], info["rtpCapabilities"], app_data)
+        # ORTC runs here, as in mediasoup's Worker.ts: the worker never sees the codecs list.
+        rtp_capabilities = ortc.generate_router_rtp_capabilities(media_codecs)
+        info = await self.channel.request("worker.createRouter", data={"appData": app_data})
+        router = Router(self, info["id"], rtp_capabilities, app_data)
         if self.closed:
             router.worker_closed()
             raise InvalidStateError(f"worker {self.index} closed")

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..errors import InvalidStateError
+from ..models.rtp_uris import URI_MID
 from . import rtcp
 from .loss_repair import (
     MAX_RETRANSMISSION_AGE_AUDIO,
     MAX_RETRANSMISSION_AGE_VIDEO,
     RetransmissionGate,
 )
-from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
+from .rtp import FORWARDED_EXTENSIONS, rtx_wrap
 from .rtp_rewriter import HISTORY_SIZE, new_rewriter
 
 if TYPE_CHECKING:

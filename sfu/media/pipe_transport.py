@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError, InvalidStateError
-from .consumer import Consumer
 from .transport import Transport
 from .udp import UdpEndpoint
 
@@ -54,18 +53,6 @@ class PipeTransport(Transport):
         if not isinstance(ip, str) or not isinstance(port, int) or not 0 < port < 65536:
             raise InvalidRequestError("a pipe transport connects to {ip, port}")
         self.remote_address = (ip, port)
-
-    async def consume_pipe(self, *, producer_id: str) -> Consumer:
-        """A pipe consumer: every codec and header extension of the router, never paused."""
-        return await self.consume(
-            producer_id=producer_id,
-            rtp_capabilities=self.router.rtp_capabilities,
-            paused=False,
-            app_data={"pipe": True},
-        )
-
-    def _assign_mid(self, rtp_parameters: dict[str, Any]) -> None:
-        pass  # no MID on a pipe: the SSRCs identify the streams
 
     # ---- datagrams --------------------------------------------------------------
 

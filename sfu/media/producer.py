@@ -19,13 +19,11 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..aiortc_adapter import NATIVE_RECEIVE
 from ..errors import InvalidStateError
+from ..models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from . import rtcp
 from .rtp import (
     FORWARDED_EXTENSIONS,
     KEYFRAME_DETECTORS,
-    URI_ABS_SEND_TIME,
-    URI_AUDIO_LEVEL,
-    URI_MID,
     RtpError,
     abs_send_time_now,
     build_extension_block,
@@ -91,7 +89,6 @@ class Producer(AsyncIOEventEmitter):
         kind: str,
         rtp_parameters: dict[str, Any],
         rtp_mapping: dict[str, Any],
-        consumable_rtp_parameters: dict[str, Any],
         transport: Transport,
         paused: bool,
         app_data: dict[str, Any],
@@ -107,7 +104,6 @@ class Producer(AsyncIOEventEmitter):
         self.type = "simple"
         self.rtp_parameters = rtp_parameters
         self.rtp_mapping = rtp_mapping
-        self.consumable_rtp_parameters = consumable_rtp_parameters
         self.app_data = app_data
         self.closed = False
         self.transport = transport

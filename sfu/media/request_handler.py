@@ -74,7 +74,6 @@ class WorkerRequestHandler:
             "router.createWebRtcTransport": self._create_webrtc_transport,
             "router.createPipeTransport": self._create_pipe_transport,
             "router.createActiveSpeakerObserver": self._create_observer,
-            "router.canConsume": self._can_consume,
             "transport.connect": self._transport_connect,
             "transport.restartIce": self._transport_restart_ice,
             "transport.produce": self._transport_produce,
@@ -139,12 +138,11 @@ class WorkerRequestHandler:
 
     async def _create_router(self, target: str, data: dict[str, Any]) -> Any:
         router = await self.worker.create_router(
-            media_codecs=data.get("mediaCodecs") or [],
             app_data=get_object(data, "appData", optional=True) or {},
         )
         self.routers[router.id] = router
         router.on("@close", lambda: self.routers.pop(router.id, None))
-        return {"id": router.id, "rtpCapabilities": router.rtp_capabilities}
+        return {"id": router.id}
 
     async def _worker_stats(self, target: str, data: dict[str, Any]) -> Any:
         drops = (
@@ -204,11 +202,6 @@ class WorkerRequestHandler:
         observer.on("silence", lambda: self._notify(observer.id, "silence"))
         return {"id": observer.id}
 
-    async def _can_consume(self, target: str, data: dict[str, Any]) -> Any:
-        return self._router(target).can_consume(
-            get_str(data, "producerId"), get_object(data, "rtpCapabilities")
-        )
-
     # ---- transport --------------------------------------------------------------
 
     async def _transport_connect(self, target: str, data: dict[str, Any]) -> Any:
@@ -232,6 +225,7 @@ class WorkerRequestHandler:
         producer = await self._transport(target).produce(
             kind=get_str(data, "kind"),
             rtp_parameters=get_object(data, "rtpParameters"),
+            rtp_mapping=get_object(data, "rtpMapping"),
             paused=get_bool(data, "paused", default=False),
             app_data=get_object(data, "appData", optional=True) or {},
             producer_id=producer_id if isinstance(producer_id, str) else None,
@@ -244,32 +238,19 @@ class WorkerRequestHandler:
     async def _transport_consume(self, target: str, data: dict[str, Any]) -> Any:
         transport = self._transport(target)
         producer_id = get_str(data, "producerId")
-        if get_bool(data, "pipe", default=False):
-            if not isinstance(transport, PipeTransport):
-                raise InvalidRequestError("pipe consumers live on pipe transports")
-            consumer = await transport.consume_pipe(producer_id=producer_id)
-        else:
-            consumer = await transport.consume(
-                producer_id=producer_id,
-                rtp_capabilities=get_object(data, "rtpCapabilities"),
-                paused=get_bool(data, "paused", default=True),
-                app_data=get_object(data, "appData", optional=True) or {},
-            )
+        consumer = await transport.consume(
+            producer_id=producer_id,
+            rtp_parameters=get_object(data, "rtpParameters"),
+            paused=get_bool(data, "paused", default=True),
+            app_data=get_object(data, "appData", optional=True) or {},
+        )
         self.consumers[consumer.id] = consumer
         consumer_id = consumer.id
         consumer.on("@close", lambda: self._forget(self.consumers, consumer))
         for event in ("producerclose", "producerpause", "producerresume"):
             consumer.on(event, lambda event=event: self._notify(consumer_id, event))
         consumer.on("serverclose", lambda reason: self._notify(consumer_id, "serverclose", reason))
-        return {
-            "id": consumer.id,
-            "producerId": consumer.producer_id,
-            "kind": consumer.kind,
-            "type": consumer.type,
-            "rtpParameters": consumer.rtp_parameters,
-            "paused": consumer.paused,
-            "producerPaused": consumer.producer_paused,
-        }
+        return {"id": consumer.id, "producerPaused": consumer.producer_paused}
 
     @staticmethod
     def _forget(table: dict[str, Any], item: Producer | Consumer) -> None:

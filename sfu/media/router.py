@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ..errors import InvalidStateError, SfuError, UnsupportedError
-from . import ortc
+from ..errors import InvalidStateError, UnsupportedError
 from .active_speaker_observer import ActiveSpeakerObserver
 from .pipe_transport import PipeTransport
 from .transport import Transport
@@ -25,13 +24,10 @@ logger = logging.getLogger(__name__)
 class Router(AsyncIOEventEmitter):
     """Events: ``workerclose``, ``@close``."""
 
-    def __init__(
-        self, *, worker: Worker, rtp_capabilities: dict[str, Any], app_data: dict[str, Any]
-    ) -> None:
+    def __init__(self, *, worker: Worker, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
         self.worker = worker
-        self.rtp_capabilities = rtp_capabilities
         self.app_data = app_data
         self.closed = False
         self.transports: dict[str, Transport] = {}
@@ -84,16 +80,6 @@ class Router(AsyncIOEventEmitter):
         self.rtp_observers[observer.id] = observer
         observer.on("@close", lambda: self.rtp_observers.pop(observer.id, None))
         return observer
-
-    def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
-        producer = self.producers.get(producer_id)
-        if producer is None:
-            return False
-        try:
-            return ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities)
-        except SfuError as error:
-            logger.debug("can_consume(%s): %s", producer_id, error)
-            return False
 
     def add_producer(self, producer: Producer) -> None:
         self.producers[producer.id] = producer

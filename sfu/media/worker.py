@@ -17,7 +17,6 @@ from pyee.asyncio import AsyncIOEventEmitter
 from ..aiortc_adapter import RTCCertificate, generate_certificate
 from ..config import MediaConfig
 from ..errors import InvalidStateError
-from . import ortc
 from .router import Router
 from .webrtc_server import WebRtcServer
 
@@ -45,13 +44,12 @@ class Worker(AsyncIOEventEmitter):
                 self.settings.listen_ip, self.settings.udp_port, self.settings.enable_tcp
             )
 
-    async def create_router(
-        self, *, media_codecs: list[dict[str, Any]], app_data: dict[str, Any] | None = None
-    ) -> Router:
+    async def create_router(self, *, app_data: dict[str, Any] | None = None) -> Router:
+        """A router; its RTP capabilities live in the control layer, which resolves
+        every producer's and consumer's parameters against them (ORTC)."""
         if self.closed:
             raise InvalidStateError("worker is closed")
-        capabilities = ortc.generate_router_rtp_capabilities(media_codecs)
-        router = Router(worker=self, rtp_capabilities=capabilities, app_data=app_data or {})
+        router = Router(worker=self, app_data=app_data or {})
         self.routers[router.id] = router
         router.on("@close", lambda: self.routers.pop(router.id, None))
         return router

@@ -17,6 +17,7 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import IceServerConfig, LimitsConfig
+from ..control import ortc
 from ..control.active_speaker_observer import ActiveSpeakerObserver
 from ..control.consumer import Consumer
 from ..control.producer import Producer
@@ -32,7 +33,6 @@ from ..errors import (
     UnsupportedError,
 )
 from ..logs import peer_id_var, room_id_var
-from ..media import ortc
 from ..signaling.ice_servers import ice_servers_for
 from ..signaling.protoo import ProtooConnection, ProtooRequestError, notification_text
 from ..signaling.validation import get_bool, get_int, get_object, get_str
@@ -648,13 +648,7 @@ class Room(AsyncIOEventEmitter):
             consumer_peer.consumed_producer_ids.discard(producer.id)
             return
         source = producer.transport.router
-        try:
-            consumable = await source.can_consume(producer.id, capabilities)
-        except SfuError as error:  # the producer or its worker went away: not a codec matter
-            logger.info("room %s: cannot check producer %s: %s", self.id, producer.id, error)
-            consumer_peer.consumed_producer_ids.discard(producer.id)
-            return
-        if not consumable:
+        if not source.can_consume(producer.id, capabilities):
             logger.info(
                 "room %s: peer %s cannot consume producer %s (no common codec)",
                 self.id,

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from sfu.errors import InvalidRequestError, UnsupportedError
-from sfu.media.ortc import (
+from sfu.control.ortc import (
     can_consume,
     generate_router_rtp_capabilities,
     get_consumable_rtp_parameters,
@@ -19,6 +18,7 @@ from sfu.media.ortc import (
     validate_rtp_capabilities,
     validate_rtp_parameters,
 )
+from sfu.errors import InvalidRequestError, UnsupportedError
 
 Json = dict[str, Any]
 

@@ -30,18 +30,20 @@ from typing import Any
 
 import h264_profile_level_id as h264
 
-from sfu.errors import InvalidRequestError, UnsupportedError
+from ..errors import InvalidRequestError, UnsupportedError
+from ..models.rtp_uris import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_RID,
+    URI_RRID,
+    URI_TOFFSET,
+    URI_TRANSPORT_WIDE_CC,
+    URI_VIDEO_ORIENTATION,
+)
 
 Json = dict[str, Any]
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-URI_RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_TRANSPORT_WIDE_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-URI_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
-URI_TOFFSET = "urn:ietf:params:rtp-hdrext:toffset"
 
 _KINDS = ("audio", "video")
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")

@@ -1,0 +1,1 @@
+"""Typed data both processes share (the signalling process and the media workers)."""
