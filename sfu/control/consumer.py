@@ -1,11 +1,11 @@
-"""Consumer: the signaling side's handle on a consumer in a worker (mediasoup's Consumer.ts)."""
+"""Consumer: the control handle on a consumer in a worker (mediasoup's Consumer.ts)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..channel import Channel
-from ..errors import InvalidStateError
+from ..channel.messages import Event, Method, SetPreferredLayersRequest, SetPriorityRequest
 from .channel_object import ChannelObject
 
 
@@ -13,7 +13,8 @@ class Consumer(ChannelObject):
     """Events: ``transportclose``, ``producerclose``, ``producerpause``,
     ``producerresume``, ``serverclose(reason)``, ``@close``."""
 
-    prefix = "consumer"
+    kind_name = "consumer"
+    close_method = Method.CONSUMER_CLOSE
 
     def __init__(
         self,
@@ -36,48 +37,39 @@ class Consumer(ChannelObject):
         self.producer_paused = producer_paused
         self.app_data = app_data
 
-    def _check_open(self) -> None:
-        if self.closed:
-            raise InvalidStateError(f"consumer {self.id} is closed")
-
     async def pause(self) -> None:
-        self._check_open()
-        await self._request("pause")
+        await self._request(Method.CONSUMER_PAUSE)
         self.paused = True
 
     async def resume(self) -> None:
-        self._check_open()
-        await self._request("resume")
+        await self._request(Method.CONSUMER_RESUME)
         self.paused = False
 
     async def set_priority(self, priority: int) -> None:
-        self._check_open()
-        await self._request("setPriority", {"priority": priority})
+        await self._request(Method.CONSUMER_SET_PRIORITY, SetPriorityRequest(priority=priority))
 
     async def set_preferred_layers(self, spatial_layer: int, temporal_layer: int) -> None:
-        self._check_open()
         await self._request(
-            "setPreferredLayers", {"spatialLayer": spatial_layer, "temporalLayer": temporal_layer}
+            Method.CONSUMER_SET_PREFERRED_LAYERS,
+            SetPreferredLayersRequest(spatialLayer=spatial_layer, temporalLayer=temporal_layer),
         )
 
     async def request_key_frame(self) -> None:
-        self._check_open()
-        await self._request("requestKeyFrame")
+        await self._request(Method.CONSUMER_REQUEST_KEY_FRAME)
 
     async def get_stats(self) -> Any:
-        self._check_open()
-        return await self._request("getStats")
+        return await self._request(Method.CONSUMER_GET_STATS)
 
     def on_notification(self, event: str, data: Any) -> None:
-        if event == "producerpause":
+        if event == Event.PRODUCER_PAUSE:
             self.producer_paused = True
             self.emit("producerpause")
-        elif event == "producerresume":
+        elif event == Event.PRODUCER_RESUME:
             self.producer_paused = False
             self.emit("producerresume")
-        elif event in ("producerclose", "serverclose") and self._mark_closed():
-            if event == "producerclose":
-                self.emit("producerclose")
-            else:
-                self.emit("serverclose", data)
-            self.emit("@close")
+        elif event == Event.PRODUCER_CLOSE:
+            self._closed("producerclose")
+        elif event == Event.SERVER_CLOSE:
+            self._closed("serverclose", data)
+        else:
+            super().on_notification(event, data)

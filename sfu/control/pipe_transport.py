@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
+from ..channel.messages import ConnectPipeTransportRequest, Method, PipeTransportCreated
 from .consumer import Consumer
 from .transport import Transport
 
@@ -16,11 +17,15 @@ class PipeTransport(Transport):
     """Plain RTP toward a router of another worker; ``ip``/``port`` is its local end."""
 
     def __init__(
-        self, channel: Channel, info: dict[str, Any], router: Router, app_data: dict[str, Any]
+        self,
+        channel: Channel,
+        info: PipeTransportCreated,
+        router: Router,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__(channel, info["id"], router, app_data)
-        self.ip: str = info["ip"]
-        self.port: int = info["port"]
+        self.ip = info["ip"]
+        self.port = info["port"]
 
     async def consume_pipe(self, producer_id: str) -> Consumer:
         """A pipe consumer: every codec and header extension of the router, never
@@ -29,5 +34,4 @@ class PipeTransport(Transport):
         return await self._consume(producer_id, rtp_parameters, False, {"pipe": True})
 
     async def connect(self, ip: str, port: int) -> None:
-        self._check_open()
-        await self._request("connect", {"ip": ip, "port": port})
+        await self._request(Method.TRANSPORT_CONNECT, ConnectPipeTransportRequest(ip=ip, port=port))

@@ -12,11 +12,16 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
+from ..channel.messages import (
+    CreateActiveSpeakerObserverRequest,
+    CreatePipeTransportRequest,
+    CreateWebRtcTransportRequest,
+    Method,
+)
 from ..errors import InvalidStateError, NotFoundError, SfuError
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
+from .channel_object import ChannelObject
 from .pipe_transport import PipeTransport
 from .producer import Producer
 from .transport import Transport
@@ -28,8 +33,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Router(AsyncIOEventEmitter):
+class Router(ChannelObject):
     """Events: ``workerclose``, ``@close``."""
+
+    kind_name = "router"
+    close_method = Method.ROUTER_CLOSE
 
     def __init__(
         self,
@@ -38,12 +46,10 @@ class Router(AsyncIOEventEmitter):
         rtp_capabilities: dict[str, Any],
         app_data: dict[str, Any],
     ) -> None:
-        super().__init__()
-        self.id = router_id
+        super().__init__(worker.channel, router_id)
         self.worker = worker
         self.rtp_capabilities = rtp_capabilities
         self.app_data = app_data
-        self.closed = False
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.observers: dict[str, ActiveSpeakerObserver] = {}
@@ -51,18 +57,6 @@ class Router(AsyncIOEventEmitter):
         self._pipe_pairs: dict[str, asyncio.Task[tuple[PipeTransport, PipeTransport]]] = {}
         self._pipes: dict[tuple[str, str], asyncio.Task[Producer]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-
-    @property
-    def _channel(self) -> Any:
-        return self.worker.channel
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise InvalidStateError(f"router {self.id} is closed")
-
-    async def _request(self, method: str, data: dict[str, Any] | None = None) -> Any:
-        self._check_open()
-        return await self._channel.request(f"router.{method}", self.id, data)
 
     def _adopt(self, transport: Transport) -> None:
         if self.closed:
@@ -76,7 +70,8 @@ class Router(AsyncIOEventEmitter):
     ) -> WebRtcTransport:
         app_data = app_data or {}
         info = await self._request(
-            "createWebRtcTransport", {"forceTcp": force_tcp, "appData": app_data}
+            Method.ROUTER_CREATE_WEBRTC_TRANSPORT,
+            CreateWebRtcTransportRequest(forceTcp=force_tcp, appData=app_data),
         )
         transport = WebRtcTransport(self._channel, info, self, app_data)
         self._adopt(transport)
@@ -85,7 +80,9 @@ class Router(AsyncIOEventEmitter):
 
     async def create_pipe_transport(self, app_data: dict[str, Any] | None = None) -> PipeTransport:
         app_data = app_data or {}
-        info = await self._request("createPipeTransport", {"appData": app_data})
+        info = await self._request(
+            Method.ROUTER_CREATE_PIPE_TRANSPORT, CreatePipeTransportRequest(appData=app_data)
+        )
         transport = PipeTransport(self._channel, info, self, app_data)
         self._adopt(transport)
         transport.attach()
@@ -94,7 +91,10 @@ class Router(AsyncIOEventEmitter):
     async def create_active_speaker_observer(
         self, *, interval: float = 0.3
     ) -> ActiveSpeakerObserver:
-        info = await self._request("createActiveSpeakerObserver", {"interval": interval})
+        info = await self._request(
+            Method.ROUTER_CREATE_ACTIVE_SPEAKER_OBSERVER,
+            CreateActiveSpeakerObserverRequest(interval=interval),
+        )
         observer = ActiveSpeakerObserver(self._channel, info["id"])
         self.observers[observer.id] = observer
         observer.on("@close", lambda: self.observers.pop(observer.id, None))
@@ -237,20 +237,6 @@ class Router(AsyncIOEventEmitter):
         self.transports.clear()
         self.producers.clear()
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        channel = self._channel
-        if not channel.closed:
-            self._spawn(channel.request("router.close", self.id))
-        self.closed = True
-        self._close_children()
-        self.emit("@close")
-
     def worker_closed(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._close_children()
-        self.emit("workerclose")
-        self.emit("@close")
+        """Its worker closed or died (which took the router with it)."""
+        self._closed("workerclose")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
+from ..channel.messages import Consumed, ConsumeRequest, Event, Method, Produced, ProduceRequest
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
 from . import ortc
 from .channel_object import ChannelObject
@@ -19,7 +20,8 @@ class Transport(ChannelObject):
     """Events: ``serverclose(reason)``, ``routerclose``, ``@close``. Closing it
     closes its producers and consumers (mediasoup's cascade)."""
 
-    prefix = "transport"
+    kind_name = "transport"
+    close_method = Method.TRANSPORT_CLOSE
 
     def __init__(
         self, channel: Channel, transport_id: str, router: Router, app_data: dict[str, Any]
@@ -32,10 +34,6 @@ class Transport(ChannelObject):
         self.consumers: dict[str, Consumer] = {}
         # Consumers' MIDs are numbered here, as in mediasoup's Transport.ts.
         self._next_mid = 0
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise InvalidStateError(f"transport {self.id} is closed")
 
     async def produce(
         self,
@@ -59,16 +57,16 @@ class Transport(ChannelObject):
         consumable = ortc.get_consumable_rtp_parameters(
             kind, rtp_parameters, capabilities, rtp_mapping
         )
-        data: dict[str, Any] = {
-            "kind": kind,
-            "rtpParameters": rtp_parameters,
-            "rtpMapping": rtp_mapping,
-            "paused": paused,
-            "appData": app_data,
-        }
+        request = ProduceRequest(
+            kind=kind,
+            rtpParameters=rtp_parameters,
+            rtpMapping=rtp_mapping,
+            paused=paused,
+            appData=app_data,
+        )
         if producer_id is not None:
-            data["id"] = producer_id
-        info = await self._request("produce", data)
+            request["id"] = producer_id
+        info: Produced = await self._request(Method.TRANSPORT_PRODUCE, request)
         producer = Producer(
             self._channel,
             producer_id=info["id"],
@@ -78,7 +76,6 @@ class Transport(ChannelObject):
             paused=paused,
             app_data=app_data,
             transport=self,
-            producer_type=info["type"],
         )
         if self.closed:  # closed while the worker answered
             producer.transport_closed()
@@ -127,17 +124,17 @@ class Transport(ChannelObject):
     ) -> Consumer:
         """Make the consumer in the worker, with parameters resolved here."""
         producer = self.router.producers[producer_id]
-        info = await self._request(
-            "consume",
-            {
-                "producerId": producer_id,
-                "kind": producer.kind,
-                "rtpParameters": rtp_parameters,
+        info: Consumed = await self._request(
+            Method.TRANSPORT_CONSUME,
+            ConsumeRequest(
+                producerId=producer_id,
+                kind=producer.kind,
+                rtpParameters=rtp_parameters,
                 # The producer's streams as the router forwards them (simulcast layers).
-                "consumableRtpEncodings": producer.consumable_rtp_parameters["encodings"],
-                "paused": paused,
-                "appData": app_data,
-            },
+                consumableRtpEncodings=producer.consumable_rtp_parameters["encodings"],
+                paused=paused,
+                appData=app_data,
+            ),
         )
         consumer = Consumer(
             self._channel,
@@ -163,8 +160,7 @@ class Transport(ChannelObject):
             del table[item.id]
 
     async def get_stats(self) -> Any:
-        self._check_open()
-        return await self._request("getStats")
+        return await self._request(Method.TRANSPORT_GET_STATS)
 
     def _close_children(self) -> None:
         for consumer in list(self.consumers.values()):
@@ -174,22 +170,9 @@ class Transport(ChannelObject):
         self.consumers.clear()
         self.producers.clear()
 
-    def close(self) -> None:
-        if self._mark_closed():
-            self._close_children()
-            self._request_close()
-            self.emit("@close")
-
-    def router_closed(self) -> None:
-        """The router closed it (in the worker too)."""
-        if self._mark_closed():
-            self._close_children()
-            self.emit("routerclose")
-            self.emit("@close")
-
     def on_notification(self, event: str, data: Any) -> None:
-        if event == "serverclose" and self._mark_closed():
+        if event == Event.SERVER_CLOSE and not self.closed:
             self.close_reason = str(data)
-            self._close_children()
-            self.emit("serverclose", self.close_reason)
-            self.emit("@close")
+            self._closed("serverclose", self.close_reason)
+        else:
+            super().on_notification(event, data)

@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
+from ..channel.messages import (
+    ConnectWebRtcTransportRequest,
+    Event,
+    Method,
+    WebRtcTransportCreated,
+)
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -15,31 +21,35 @@ class WebRtcTransport(Transport):
     """Also ``icestatechange(state)`` and ``dtlsstatechange(state)``."""
 
     def __init__(
-        self, channel: Channel, info: dict[str, Any], router: Router, app_data: dict[str, Any]
+        self,
+        channel: Channel,
+        info: WebRtcTransportCreated,
+        router: Router,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__(channel, info["id"], router, app_data)
-        self.ice_parameters: dict[str, Any] = info["iceParameters"]
-        self.ice_candidates: list[dict[str, Any]] = info["iceCandidates"]
-        self.dtls_parameters: dict[str, Any] = info["dtlsParameters"]
-        self.sctp_parameters: dict[str, Any] | None = info["sctpParameters"]
-        self.ice_state: str = info["iceState"]
-        self.dtls_state: str = info["dtlsState"]
+        self.ice_parameters = info["iceParameters"]
+        self.ice_candidates = info["iceCandidates"]
+        self.dtls_parameters = info["dtlsParameters"]
+        self.sctp_parameters = info["sctpParameters"]
+        self.ice_state = info["iceState"]
+        self.dtls_state = info["dtlsState"]
 
     async def connect(self, dtls_parameters: dict[str, Any]) -> None:
-        self._check_open()
-        await self._request("connect", {"dtlsParameters": dtls_parameters})
+        await self._request(
+            Method.TRANSPORT_CONNECT, ConnectWebRtcTransportRequest(dtlsParameters=dtls_parameters)
+        )
 
     async def restart_ice(self) -> dict[str, Any]:
-        self._check_open()
-        self.ice_parameters = await self._request("restartIce")
+        self.ice_parameters = await self._request(Method.TRANSPORT_RESTART_ICE)
         return self.ice_parameters
 
     def on_notification(self, event: str, data: Any) -> None:
-        if event == "icestatechange":
+        if event == Event.ICE_STATE_CHANGE:
             self.ice_state = str(data)
-            self.emit(event, data)
-        elif event == "dtlsstatechange":
+            self.emit("icestatechange", data)
+        elif event == Event.DTLS_STATE_CHANGE:
             self.dtls_state = str(data)
-            self.emit(event, data)
+            self.emit("dtlsstatechange", data)
         else:
             super().on_notification(event, data)

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..channel import Channel
+from ..channel.messages import Created, CreateRouterRequest, Method, WorkerStarted
 from ..config import MediaConfig
 from ..errors import InvalidStateError
 from . import ortc
 from .router import Router
 
 if TYPE_CHECKING:
-    from ..media.request_handler import WorkerRequestHandler
+    from ..media.worker import Worker as MediaWorker
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ class Worker(AsyncIOEventEmitter):
         self._process: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        # In-process workers (tests): the worker side's handler, to reach its media objects.
-        self.local_handler: WorkerRequestHandler | None = None
+        # In-process workers (tests): the media side, to reach its objects.
+        self.local_worker: MediaWorker | None = None
 
     @property
     def channel(self) -> Channel:
@@ -80,8 +81,8 @@ class Worker(AsyncIOEventEmitter):
                 # The media plane in this process: only tests ask for it.
                 from ..media.worker_process import serve
 
-                def started(handler: WorkerRequestHandler) -> None:
-                    self.local_handler = handler
+                def started(worker: MediaWorker) -> None:
+                    self.local_worker = worker
 
                 self._tasks.append(asyncio.create_task(serve(theirs, self.settings, started)))
             else:
@@ -108,7 +109,9 @@ class Worker(AsyncIOEventEmitter):
             raise
         self._tasks.append(asyncio.create_task(self._watch(self._channel)))
         try:
-            info = await self._channel.request("worker.start", response_timeout=60)
+            info: WorkerStarted = await self._channel.request(
+                Method.WORKER_START, response_timeout=60
+            )
         except BaseException:  # cancelled too (the pool closing): leave no process behind
             await self.close()
             raise
@@ -165,7 +168,9 @@ class Worker(AsyncIOEventEmitter):
         app_data = app_data or {}
         # ORTC runs here, as in mediasoup's Worker.ts: the worker never sees the codecs list.
         rtp_capabilities = ortc.generate_router_rtp_capabilities(media_codecs)
-        info = await self.channel.request("worker.createRouter", data={"appData": app_data})
+        info: Created = await self.channel.request(
+            Method.WORKER_CREATE_ROUTER, data=CreateRouterRequest(appData=app_data)
+        )
         router = Router(self, info["id"], rtp_capabilities, app_data)
         if self.closed:
             router.worker_closed()
@@ -176,7 +181,7 @@ class Worker(AsyncIOEventEmitter):
 
     async def get_stats(self, response_timeout: float = 5.0) -> dict[str, Any]:
         stats: dict[str, Any] = await self.channel.request(
-            "worker.getStats", response_timeout=response_timeout
+            Method.WORKER_GET_STATS, response_timeout=response_timeout
         )
         self.last_stats = stats
         return stats

@@ -16,6 +16,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..channel.messages import ConnectPipeTransportRequest, Event, Method, PipeTransportCreated
 from ..errors import InvalidRequestError, InvalidStateError
 from .transport import Transport
 from .udp import UdpEndpoint
@@ -45,6 +46,17 @@ class PipeTransport(Transport):
     def local_address(self) -> tuple[str, int]:
         assert self._endpoint is not None
         return (str(self._endpoint.local_address[0]), self._endpoint.port)
+
+    def info(self) -> PipeTransportCreated:
+        ip, port = self.local_address
+        return PipeTransportCreated(id=self.id, ip=ip, port=port)
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        if method == Method.TRANSPORT_CONNECT:
+            request: ConnectPipeTransportRequest = data
+            await self.connect(request["ip"], request["port"])
+            return None
+        return await super().handle_request(method, data)
 
     async def connect(self, ip: str, port: int) -> None:
         self._check_open()
@@ -123,8 +135,8 @@ class PipeTransport(Transport):
             with contextlib.suppress(Exception):
                 self._endpoint.close()
         if reason is not None:
-            self.emit("serverclose", reason)
-        self.emit("@close")
+            self.notify(Event.SERVER_CLOSE, reason)
+        self.emit_close()
 
     def get_stats(self) -> list[dict[str, Any]]:
         local = self.local_address if self._endpoint is not None else None

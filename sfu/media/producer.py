@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
 from ..aiortc_adapter import NATIVE_RECEIVE
+from ..channel.messages import Event, Method
 from ..errors import InvalidStateError
 from ..models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from . import rtcp
+from .entity import MediaEntity
 from .rtp import (
     FORWARDED_EXTENSIONS,
     KEYFRAME_DETECTORS,
@@ -78,7 +78,7 @@ def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> b
     )
 
 
-class Producer(AsyncIOEventEmitter):
+class Producer(MediaEntity):
     """An incoming track. Events: ``transportclose``, ``serverclose(reason)`` (closed
     by the server after an internal error), ``@close``, ``pause``, ``resume``."""
 
@@ -540,7 +540,7 @@ class Producer(AsyncIOEventEmitter):
         self._send_groups = ()
         if self._path is not None:
             self._path.close()  # also its reference back to us
-        self.emit("@close")
+        self.emit_close()
 
     def fail(self, error: BaseException) -> None:
         """An internal error in this producer: log it, close it, tell the room."""
@@ -555,13 +555,27 @@ class Producer(AsyncIOEventEmitter):
             extra=self.transport.log_extra,
         )
         self.close()
-        self.emit("serverclose", "error")
+        self.notify(Event.SERVER_CLOSE, "error")
 
     def transport_closed(self) -> None:
         if self.closed:
             return
         self.close()
         self.emit("transportclose")
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.PRODUCER_PAUSE:
+                await self.pause()
+            case Method.PRODUCER_RESUME:
+                await self.resume()
+            case Method.PRODUCER_GET_STATS:
+                return self.get_stats()
+            case Method.PRODUCER_CLOSE:
+                self.close()
+            case _:
+                return await super().handle_request(method, data)
+        return None
 
     def get_stats(self) -> list[dict[str, Any]]:
         stats = []

@@ -18,11 +18,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
+from ..channel.messages import Consumed, ConsumeRequest, Method, Produced, ProduceRequest
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
 from . import rtcp
 from .consumer import Consumer
+from .entity import MediaEntity
 from .producer import Producer
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ REMB_MIN_BITRATE = 100_000
 REMB_MAX_BITRATE = 4_000_000
 
 
-class Transport(AsyncIOEventEmitter):
+class Transport(MediaEntity):
     """Events: ``routerclose``, ``serverclose(reason)``, ``@close``."""
 
     def __init__(self, *, router: Router, app_data: dict[str, Any]) -> None:
@@ -146,6 +146,7 @@ class Transport(AsyncIOEventEmitter):
         self.producers[producer.id] = producer
         producer.on("@close", lambda: self._forget_producer(producer))
         self.router.add_producer(producer)
+        self.register(producer)
         return producer
 
     async def consume(
@@ -176,7 +177,40 @@ class Transport(AsyncIOEventEmitter):
             self._consumers_by_ssrc[consumer.rtx_ssrc] = consumer
         consumer.on("@close", lambda: self._forget_consumer(consumer))
         producer.add_consumer(consumer)
+        self.register(consumer)
         return consumer
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.TRANSPORT_PRODUCE:
+                produce: ProduceRequest = data
+                producer = await self.produce(
+                    kind=produce["kind"],
+                    rtp_parameters=produce["rtpParameters"],
+                    rtp_mapping=produce["rtpMapping"],
+                    paused=produce["paused"],
+                    app_data=produce["appData"],
+                    producer_id=produce.get("id"),
+                )
+                return Produced(id=producer.id)
+            case Method.TRANSPORT_CONSUME:
+                consume: ConsumeRequest = data
+                consumer = await self.consume(
+                    producer_id=consume["producerId"],
+                    rtp_parameters=consume["rtpParameters"],
+                    paused=consume["paused"],
+                    app_data=consume["appData"],
+                )
+                return Consumed(id=consumer.id, producerPaused=consumer.producer_paused)
+            case Method.TRANSPORT_GET_STATS:
+                return self.get_stats()
+            case Method.TRANSPORT_CLOSE:
+                self.close()
+                return None
+        return await super().handle_request(method, data)
+
+    def get_stats(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def _forget_producer(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)

@@ -21,7 +21,6 @@ from typing import Any
 from ..channel import Channel
 from ..config import MediaConfig
 from ..logs import configure_logging
-from .request_handler import WorkerRequestHandler
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -30,17 +29,16 @@ logger = logging.getLogger(__name__)
 async def serve(
     sock: socket.socket,
     settings: MediaConfig,
-    started: Callable[[WorkerRequestHandler], None] | None = None,
+    started: Callable[[Worker], None] | None = None,
 ) -> None:
     """Serve the channel on ``sock`` until it closes. ``started`` gets the
-    handler (tests running a worker in their own process reach its objects)."""
+    worker (tests running a worker in their own process reach its objects)."""
     channel = await Channel.over_socket(sock)
-    worker = Worker(settings)
-    handler = WorkerRequestHandler(worker, channel)
+    worker = Worker(settings, channel)
     if started is not None:
-        started(handler)
+        started(worker)
     try:
-        await channel.run(handler)
+        await channel.run(worker.handle_request)
     finally:
         worker.close()
 
