@@ -11,7 +11,8 @@ from .channel_object import ChannelObject
 
 class Consumer(ChannelObject):
     """Events: ``transportclose``, ``producerclose``, ``producerpause``,
-    ``producerresume``, ``serverclose(reason)``, ``@close``."""
+    ``producerresume``, ``serverclose(reason)``, ``@close``. ``observer``:
+    ``pause``, ``resume``, ``close``."""
 
     kind_name = "consumer"
     close_method = Method.CONSUMER_CLOSE
@@ -39,11 +40,15 @@ class Consumer(ChannelObject):
 
     async def pause(self) -> None:
         await self._request(Method.CONSUMER_PAUSE)
-        self.paused = True
+        if not self.paused:
+            self.paused = True
+            self.observer.emit("pause")
 
     async def resume(self) -> None:
         await self._request(Method.CONSUMER_RESUME)
-        self.paused = False
+        if self.paused:
+            self.paused = False
+            self.observer.emit("resume")
 
     async def set_priority(self, priority: int) -> None:
         await self._request(Method.CONSUMER_SET_PRIORITY, SetPriorityRequest(priority=priority))

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 class Producer(ChannelObject):
-    """Events: ``transportclose``, ``serverclose(reason)``, ``pause``, ``resume``, ``@close``."""
+    """Events: ``transportclose``, ``serverclose(reason)``, ``pause``, ``resume``, ``@close``.
+    ``observer``: ``pause``, ``resume``, ``close``."""
 
     kind_name = "producer"
     close_method = Method.PRODUCER_CLOSE
@@ -45,12 +46,14 @@ class Producer(ChannelObject):
         if not self.paused:
             self.paused = True
             self.emit("pause")
+            self.observer.emit("pause")
 
     async def resume(self) -> None:
         await self._request(Method.PRODUCER_RESUME)
         if self.paused:
             self.paused = False
             self.emit("resume")
+            self.observer.emit("resume")
 
     async def get_stats(self) -> Any:
         return await self._request(Method.PRODUCER_GET_STATS)

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 class Router(ChannelObject):
-    """Events: ``workerclose``, ``@close``."""
+    """Events: ``workerclose``, ``@close``. ``observer``: ``newtransport(transport)``,
+    ``newrtpobserver(observer)``, ``close``."""
 
     kind_name = "router"
     close_method = Method.ROUTER_CLOSE
@@ -64,6 +65,7 @@ class Router(ChannelObject):
             raise InvalidStateError(f"router {self.id} closed")
         self.transports[transport.id] = transport
         transport.on("@close", lambda: self.transports.pop(transport.id, None))
+        self.observer.emit("newtransport", transport)
 
     async def create_webrtc_transport(
         self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
@@ -98,6 +100,7 @@ class Router(ChannelObject):
         observer = ActiveSpeakerObserver(self._channel, info["id"])
         self.observers[observer.id] = observer
         observer.on("@close", lambda: self.observers.pop(observer.id, None))
+        self.observer.emit("newrtpobserver", observer)
         observer.attach()
         return observer
 

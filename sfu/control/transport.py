@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 class Transport(ChannelObject):
     """Events: ``serverclose(reason)``, ``routerclose``, ``@close``. Closing it
-    closes its producers and consumers (mediasoup's cascade)."""
+    closes its producers and consumers (mediasoup's cascade). ``observer``:
+    ``newproducer(producer)``, ``newconsumer(consumer)``, ``close``."""
 
     kind_name = "transport"
     close_method = Method.TRANSPORT_CLOSE
@@ -83,6 +84,7 @@ class Transport(ChannelObject):
         self.producers[producer.id] = producer
         producer.on("@close", lambda: self._forget(self.producers, producer))
         self.router.producer_added(producer)
+        self.observer.emit("newproducer", producer)
         producer.attach()
         return producer
 
@@ -151,6 +153,7 @@ class Transport(ChannelObject):
             raise InvalidStateError(f"transport {self.id} closed")
         self.consumers[consumer.id] = consumer
         consumer.on("@close", lambda: self._forget(self.consumers, consumer))
+        self.observer.emit("newconsumer", consumer)
         consumer.attach()
         return consumer
 

@@ -40,7 +40,8 @@ def worker_settings(settings: MediaConfig, index: int) -> MediaConfig:
 
 
 class Worker(AsyncIOEventEmitter):
-    """Events: ``died(exit_code)`` (it ended without being closed), ``@close``."""
+    """Events: ``died(exit_code)`` (it ended without being closed), ``@close``.
+    ``observer`` (monitoring, as mediasoup's): ``newrouter(router)``, ``close``."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Worker(AsyncIOEventEmitter):
         self.pid = 0
         self.id = ""
         self.routers: dict[str, Router] = {}
+        self.observer = AsyncIOEventEmitter()
         self.last_stats: dict[str, Any] = {}
         self._log_level = log_level
         self._log_format = log_format
@@ -149,6 +151,7 @@ class Worker(AsyncIOEventEmitter):
                 routers,
             )
             self.emit("died", exit_code)
+            self.observer.emit("close")
             self.emit("@close")
 
     def _closed(self) -> None:
@@ -177,6 +180,7 @@ class Worker(AsyncIOEventEmitter):
             raise InvalidStateError(f"worker {self.index} closed")
         self.routers[router.id] = router
         router.on("@close", lambda: self.routers.pop(router.id, None))
+        self.observer.emit("newrouter", router)
         return router
 
     async def get_stats(self, response_timeout: float = 5.0) -> dict[str, Any]:
@@ -222,4 +226,5 @@ class Worker(AsyncIOEventEmitter):
             if not task.done():
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                     await asyncio.wait_for(task, 2)
+        self.observer.emit("close")
         self.emit("@close")

@@ -153,7 +153,7 @@ class Room(AsyncIOEventEmitter):
 
     def _watch_router(self, router: Router) -> None:
         self.routers[router.id] = router
-        router.on("@close", lambda: self.routers.pop(router.id, None))
+        router.observer.on("close", lambda: self.routers.pop(router.id, None))
         router.on("workerclose", lambda: self._on_worker_lost(router))
 
     def _on_worker_lost(self, router: Router) -> None:
@@ -487,7 +487,7 @@ class Room(AsyncIOEventEmitter):
             transport.close()
             raise InvalidStateError("peer closed" if peer.closed else "the transport closed")
         peer.transports[transport.id] = transport
-        transport.on("@close", lambda: peer.transports.pop(transport.id, None))
+        transport.observer.on("close", lambda: peer.transports.pop(transport.id, None))
         transport.on(
             "serverclose", lambda reason: self._on_transport_closed(peer, transport, reason)
         )
@@ -539,7 +539,7 @@ class Room(AsyncIOEventEmitter):
         if producer.closed:  # its transport closed meanwhile
             raise InvalidStateError("the transport closed")
         peer.producers[producer.id] = producer
-        producer.on("@close", lambda: peer.producers.pop(producer.id, None))
+        producer.observer.on("close", lambda: peer.producers.pop(producer.id, None))
         producer.on(
             "serverclose",
             lambda reason: peer.connection.notify(
