@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import (
@@ -18,7 +17,7 @@ from ..channel.messages import (
     CreateWebRtcTransportRequest,
     Method,
 )
-from ..errors import InvalidStateError, NotFoundError, SfuError
+from ..errors import InvalidStateError, NotFoundError
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
 from .channel_object import ChannelObject
@@ -29,8 +28,6 @@ from .webrtc_transport import WebRtcTransport
 
 if TYPE_CHECKING:
     from .worker import Worker
-
-logger = logging.getLogger(__name__)
 
 
 class Router(ChannelObject):
@@ -105,16 +102,13 @@ class Router(ChannelObject):
         return observer
 
     def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
-        """Whether a device with ``rtp_capabilities`` can consume the producer: ORTC
-        on the parameters kept here, with no round trip to the worker."""
+        """Whether a device with ``rtp_capabilities`` (validated, as the room does at
+        join) can consume the producer: ORTC on the parameters kept here, with no
+        round trip to the worker."""
         producer = self.producers.get(producer_id)
-        if producer is None:
-            return False
-        try:
-            return ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities)
-        except SfuError as error:
-            logger.debug("can_consume(%s): %s", producer_id, error)
-            return False
+        return producer is not None and ortc.can_consume(
+            producer.consumable_rtp_parameters, rtp_capabilities
+        )
 
     def producer_added(self, producer: Producer) -> None:
         self.producers[producer.id] = producer

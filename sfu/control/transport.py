@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
 from ..channel.messages import Consumed, ConsumeRequest, Event, Method, Produced, ProduceRequest
-from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
 from . import ortc
 from .channel_object import ChannelObject
 from .consumer import Consumer
@@ -96,7 +96,8 @@ class Transport(ChannelObject):
         paused: bool = True,
         app_data: dict[str, Any] | None = None,
     ) -> Consumer:
-        """A consumer of a producer of this router, for a device with ``rtp_capabilities``."""
+        """A consumer of a producer of this router, for a device with ``rtp_capabilities``
+        (validated, as the room does at join: client input is validated once)."""
         rtp_parameters = self._consumer_rtp_parameters(producer_id, rtp_capabilities)
         rtp_parameters["mid"] = str(self._next_mid)
         self._next_mid += 1
@@ -109,10 +110,7 @@ class Transport(ChannelObject):
         producer = self.router.producers.get(producer_id)
         if producer is None:
             raise NotFoundError(f"producer {producer_id} not found")
-        if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
-            raise UnsupportedError(
-                f"cannot consume producer {producer_id}: no codec of it is in the rtpCapabilities"
-            )
+        # Raises UnsupportedError when the device has none of the producer's codecs.
         return ortc.get_consumer_rtp_parameters(
             producer.consumable_rtp_parameters, rtp_capabilities
         )
