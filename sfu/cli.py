@@ -193,14 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else f"udp {config.media.rtc_min_port}-{config.media.rtc_max_port}",
     )
     # Imported here so that the CLI (and its tests) load without the server stack.
-    from sfu.media.fastpath import NATIVE_SEND
+    # (Whether the C extension is built, the media workers say: this process never loads it.)
     from sfu.server import run_server
-
-    if not NATIVE_SEND and config.media.native_send:
-        log.warning(
-            "sfu.media._native is not built (no C compiler at install?): consumers rewrite "
-            "and send in Python, which costs 2-2.5x the CPU per forwarded packet"
-        )
 
     try:
         # [server] event_loop (SFU_EVENT_LOOP): uvloop unless "asyncio".

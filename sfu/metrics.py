@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .media.loss_repair import SUPPRESSION_REASONS
+from .models.stats import SUPPRESSION_REASONS
 
 if TYPE_CHECKING:
     from .server import SfuServer

@@ -14,12 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from .config import Config
+from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, SfuError
-from .media.fastpath import NATIVE_SEND
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.protoo import ProtooConnection, TokenBucket
-from .workers.pool import NoWorkerError, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +193,9 @@ class SfuServer:
             },
             "consumers": counts["consumers"],
             **self._packet_totals(),
-            # Whether consumers send through the C extension (sfu.media._native).
-            "nativeSend": NATIVE_SEND,
+            # Whether consumers send through the C extension (sfu.media._native):
+            # the workers know, this process never loads the media plane.
+            "nativeSend": self._native_send(),
             "process": process_usage(),
             "workers": [
                 {
@@ -208,6 +208,10 @@ class SfuServer:
             ],
             "workerRestarts": self.workers.restarts,
         }
+
+    def _native_send(self) -> bool:
+        stats = [w.last_stats for w in self.workers.live_workers()]
+        return bool(stats) and all(s.get("nativeSend", False) for s in stats)
 
     def _packet_totals(self) -> dict[str, Any]:
         totals = self.workers.media_totals()

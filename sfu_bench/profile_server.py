@@ -4,7 +4,7 @@
 profiles its media worker process too, without the server's knowing: it puts
 :mod:`sfu_bench.worker_profile` first on the server's ``PYTHONPATH``, whose
 ``sitecustomize`` calls :func:`profile_process` at start-up in each worker
-process (``python -m sfu.workers.worker_process``, which inherits the
+process (``python -m sfu.media.worker_process``, which inherits the
 signaling process's environment).
 
 The profiler counts CPU time of the process's main thread (``time.thread_time``),

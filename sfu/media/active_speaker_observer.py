@@ -3,8 +3,8 @@
 Producers hand it each packet's audio level (0 = loudest, 127 = silence, in
 -dBov). Every ``interval`` it averages them per producer and picks the
 loudest above a threshold, with hysteresis so that the speaker does not
-flicker between two people talking at once. Events:
-``dominantspeaker(producer, volume)`` and ``silence()``.
+flicker between two people talking at once. Notifications:
+``dominantspeaker({producerId, volume})`` and ``silence``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
+from ..channel.messages import AddProducerRequest, DominantSpeaker, Event, Method
+from ..errors import NotFoundError
+from .entity import MediaEntity
 
 if TYPE_CHECKING:
     from .producer import Producer
+    from .router import Router
 
 # Quieter than this (dBov) is silence.
 DEFAULT_THRESHOLD = -60
@@ -24,16 +27,18 @@ DEFAULT_THRESHOLD = -60
 SWITCH_MARGIN = 6
 
 
-class ActiveSpeakerObserver(AsyncIOEventEmitter):
+class ActiveSpeakerObserver(MediaEntity):
     def __init__(
         self,
         *,
+        router: Router,
         interval: float = 0.3,
         threshold: int = DEFAULT_THRESHOLD,
         app_data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
+        self.router = router
         self.interval = interval
         self.threshold = threshold
         self.app_data = app_data or {}
@@ -65,7 +70,7 @@ class ActiveSpeakerObserver(AsyncIOEventEmitter):
         self._levels.pop(producer.id, None)
         if self.dominant is producer:
             self.dominant = None
-            self.emit("silence")
+            self.notify(Event.SILENCE)
 
     async def pause(self) -> None:
         self.paused = True
@@ -98,7 +103,7 @@ class ActiveSpeakerObserver(AsyncIOEventEmitter):
         if not loud:
             if self.dominant is not None:
                 self.dominant = None
-                self.emit("silence")
+                self.notify(Event.SILENCE)
             return
         best_id = max(loud, key=lambda pid: loud[pid])
         best_volume = loud[best_id]
@@ -109,7 +114,10 @@ class ActiveSpeakerObserver(AsyncIOEventEmitter):
                 return  # the current speaker is still talking: keep them
         if current is None or current.id != best_id:
             self.dominant = self._producers[best_id]
-            self.emit("dominantspeaker", self.dominant, round(best_volume))
+            self.notify(
+                Event.DOMINANT_SPEAKER,
+                DominantSpeaker(producerId=self.dominant.id, volume=round(best_volume)),
+            )
         else:
             self.emit("volume", current, round(best_volume))
 
@@ -123,4 +131,18 @@ class ActiveSpeakerObserver(AsyncIOEventEmitter):
             if producer.audio_level_sink == self._on_audio_level:
                 producer.audio_level_sink = None
         self._producers.clear()
-        self.emit("@close")
+        self.emit_close()
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.OBSERVER_ADD_PRODUCER:
+                request: AddProducerRequest = data
+                producer = self.router.producers.get(request["producerId"])
+                if producer is None:
+                    raise NotFoundError(f"producer {request['producerId']} not found")
+                await self.add_producer(producer)
+            case Method.OBSERVER_CLOSE:
+                self.close()
+            case _:
+                return await super().handle_request(method, data)
+        return None

@@ -17,17 +17,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
+from ..channel.messages import Event, Method, SetPriorityRequest
 from ..errors import InvalidStateError
+from ..models.rtp_uris import URI_MID
 from . import rtcp
+from .entity import MediaEntity
 from .fastpath import new_rewriter
 from .loss_repair import (
     MAX_RETRANSMISSION_AGE_AUDIO,
     MAX_RETRANSMISSION_AGE_VIDEO,
     RetransmissionGate,
 )
-from .rtp import FORWARDED_EXTENSIONS, URI_MID, rtx_wrap
+from .rtp import FORWARDED_EXTENSIONS, rtx_wrap
 from .rtp_rewriter import HISTORY_SIZE
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ KEYFRAME_RETRY_INTERVAL = 1.0
 _HEADER = struct.Struct("!BBHII")
 
 
-class Consumer(AsyncIOEventEmitter):
+class Consumer(MediaEntity):
     """Events: ``transportclose``, ``producerclose``, ``producerpause``,
     ``producerresume``, ``serverclose(reason)`` (closed by the server after an
     internal error), ``@close``."""
@@ -335,18 +336,18 @@ class Consumer(AsyncIOEventEmitter):
     def on_producer_paused(self) -> None:
         self.producer_paused = True
         self._update_active()
-        self.emit("producerpause")
+        self.notify(Event.PRODUCER_PAUSE)
 
     def on_producer_resumed(self) -> None:
         self.producer_paused = False
         self._update_active()
-        self.emit("producerresume")
+        self.notify(Event.PRODUCER_RESUME)
 
     def on_producer_closed(self) -> None:
         if self.closed:
             return
         self._close()
-        self.emit("producerclose")
+        self.notify(Event.PRODUCER_CLOSE)
 
     def fail(self, error: BaseException) -> None:
         """An internal error in this consumer: stop it now, close it, tell the room."""
@@ -368,7 +369,7 @@ class Consumer(AsyncIOEventEmitter):
     def _close_after_failure(self) -> None:
         if not self.closed:
             self._close()
-            self.emit("serverclose", "error")
+            self.notify(Event.SERVER_CLOSE, "error")
 
     def transport_closed(self) -> None:
         if self.closed:
@@ -389,7 +390,28 @@ class Consumer(AsyncIOEventEmitter):
         self._active = False
         self._rewriter.close()
         self.producer.remove_consumer(self)
-        self.emit("@close")
+        self.emit_close()
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.CONSUMER_PAUSE:
+                await self.pause()
+            case Method.CONSUMER_RESUME:
+                await self.resume()
+            case Method.CONSUMER_SET_PRIORITY:
+                request: SetPriorityRequest = data
+                await self.set_priority(request["priority"])
+            case Method.CONSUMER_SET_PREFERRED_LAYERS:
+                self._check_open()  # a simple consumer has a single layer: nothing to switch
+            case Method.CONSUMER_REQUEST_KEY_FRAME:
+                await self.request_key_frame()
+            case Method.CONSUMER_GET_STATS:
+                return self.get_stats()
+            case Method.CONSUMER_CLOSE:
+                self.close()
+            case _:
+                return await super().handle_request(method, data)
+        return None
 
     def get_stats(self) -> list[dict[str, Any]]:
         return [

@@ -30,7 +30,8 @@ packet until it arrives and a congested link would drown in copies.
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+
+from ..models.stats import SUPPRESSION_REASONS, SuppressedCounts
 
 __all__ = [
     "DEFAULT_RTT",
@@ -63,31 +64,6 @@ RETRANSMISSION_BUDGET_SHARE = 0.2
 # ...over about this long, with at least this much to start and to burst with.
 RETRANSMISSION_BUDGET_WINDOW = 1.0
 RETRANSMISSION_BUDGET_MIN_BYTES = 16 * 1200
-
-
-@dataclass
-class SuppressedCounts:
-    """NACKed packets not resent, by reason."""
-
-    recent: int = 0  # resent less than one RTT ago
-    too_old: int = 0  # older than the receiver can use
-    limit: int = 0  # resent MAX_RETRANSMISSIONS times already
-    not_sent: int = 0  # never sent by this consumer, or gone from its history
-    budget: int = 0  # over the retransmission budget
-
-    def as_dict(self) -> dict[str, int]:
-        """camelCase names, as in stats (SUPPRESSION_REASONS)."""
-        return {
-            "recent": self.recent,
-            "tooOld": self.too_old,
-            "limit": self.limit,
-            "notSent": self.not_sent,
-            "budget": self.budget,
-        }
-
-
-# The reasons' names in stats and metrics, read off SuppressedCounts.as_dict.
-SUPPRESSION_REASONS = tuple(SuppressedCounts().as_dict())
 
 
 class RetransmissionGate:

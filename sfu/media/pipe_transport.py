@@ -16,8 +16,8 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..channel.messages import ConnectPipeTransportRequest, Event, Method, PipeTransportCreated
 from ..errors import InvalidRequestError, InvalidStateError
-from .consumer import Consumer
 from .transport import Transport
 from .udp import UdpEndpoint
 
@@ -47,6 +47,17 @@ class PipeTransport(Transport):
         assert self._endpoint is not None
         return (str(self._endpoint.local_address[0]), self._endpoint.port)
 
+    def info(self) -> PipeTransportCreated:
+        ip, port = self.local_address
+        return PipeTransportCreated(id=self.id, ip=ip, port=port)
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        if method == Method.TRANSPORT_CONNECT:
+            request: ConnectPipeTransportRequest = data
+            await self.connect(request["ip"], request["port"])
+            return None
+        return await super().handle_request(method, data)
+
     async def connect(self, ip: str, port: int) -> None:
         self._check_open()
         if self.remote_address is not None:
@@ -54,18 +65,6 @@ class PipeTransport(Transport):
         if not isinstance(ip, str) or not isinstance(port, int) or not 0 < port < 65536:
             raise InvalidRequestError("a pipe transport connects to {ip, port}")
         self.remote_address = (ip, port)
-
-    async def consume_pipe(self, *, producer_id: str) -> Consumer:
-        """A pipe consumer: every codec and header extension of the router, never paused."""
-        return await self.consume(
-            producer_id=producer_id,
-            rtp_capabilities=self.router.rtp_capabilities,
-            paused=False,
-            app_data={"pipe": True},
-        )
-
-    def _assign_mid(self, rtp_parameters: dict[str, Any]) -> None:
-        pass  # no MID on a pipe: the SSRCs identify the streams
 
     # ---- datagrams --------------------------------------------------------------
 
@@ -136,8 +135,8 @@ class PipeTransport(Transport):
             with contextlib.suppress(Exception):
                 self._endpoint.close()
         if reason is not None:
-            self.emit("serverclose", reason)
-        self.emit("@close")
+            self.notify(Event.SERVER_CLOSE, reason)
+        self.emit_close()
 
     def get_stats(self) -> list[dict[str, Any]]:
         local = self.local_address if self._endpoint is not None else None

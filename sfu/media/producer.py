@@ -15,17 +15,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
+from ..channel.messages import Event, Method
 from ..errors import InvalidStateError
+from ..models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from . import rtcp
+from .entity import MediaEntity
 from .fastpath import new_producer_path, send_all_function
 from .rtp import (
     FORWARDED_EXTENSIONS,
     KEYFRAME_DETECTORS,
-    URI_ABS_SEND_TIME,
-    URI_AUDIO_LEVEL,
-    URI_MID,
     RtpError,
     abs_send_time_now,
     build_extension_block,
@@ -78,7 +76,7 @@ def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> b
     )
 
 
-class Producer(AsyncIOEventEmitter):
+class Producer(MediaEntity):
     """An incoming track. Events: ``transportclose``, ``serverclose(reason)`` (closed
     by the server after an internal error), ``@close``, ``pause``, ``resume``."""
 
@@ -89,7 +87,6 @@ class Producer(AsyncIOEventEmitter):
         kind: str,
         rtp_parameters: dict[str, Any],
         rtp_mapping: dict[str, Any],
-        consumable_rtp_parameters: dict[str, Any],
         transport: Transport,
         paused: bool,
         app_data: dict[str, Any],
@@ -105,7 +102,6 @@ class Producer(AsyncIOEventEmitter):
         self.type = "simple"
         self.rtp_parameters = rtp_parameters
         self.rtp_mapping = rtp_mapping
-        self.consumable_rtp_parameters = consumable_rtp_parameters
         self.app_data = app_data
         self.closed = False
         self.transport = transport
@@ -542,7 +538,7 @@ class Producer(AsyncIOEventEmitter):
         self._send_groups = ()
         if self._path is not None:
             self._path.close()  # also its reference back to us
-        self.emit("@close")
+        self.emit_close()
 
     def fail(self, error: BaseException) -> None:
         """An internal error in this producer: log it, close it, tell the room."""
@@ -557,13 +553,27 @@ class Producer(AsyncIOEventEmitter):
             extra=self.transport.log_extra,
         )
         self.close()
-        self.emit("serverclose", "error")
+        self.notify(Event.SERVER_CLOSE, "error")
 
     def transport_closed(self) -> None:
         if self.closed:
             return
         self.close()
         self.emit("transportclose")
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.PRODUCER_PAUSE:
+                await self.pause()
+            case Method.PRODUCER_RESUME:
+                await self.resume()
+            case Method.PRODUCER_GET_STATS:
+                return self.get_stats()
+            case Method.PRODUCER_CLOSE:
+                self.close()
+            case _:
+                return await super().handle_request(method, data)
+        return None
 
     def get_stats(self) -> list[dict[str, Any]]:
         stats = []

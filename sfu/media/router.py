@@ -1,4 +1,4 @@
-"""Router: one per room. Knows the room's RTP capabilities and owns its transports."""
+"""Router: one per room and worker. Owns its transports, producers and observers."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
-from ..errors import InvalidStateError, SfuError, UnsupportedError
-from . import ortc
+from ..channel.messages import (
+    CreateActiveSpeakerObserverRequest,
+    Created,
+    CreatePipeTransportRequest,
+    CreateWebRtcTransportRequest,
+    Method,
+)
+from ..errors import InvalidStateError, UnsupportedError
 from .active_speaker_observer import ActiveSpeakerObserver
+from .entity import MediaEntity
 from .pipe_transport import PipeTransport
 from .transport import Transport
 from .webrtc_transport import WebRtcTransport
@@ -22,16 +27,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Router(AsyncIOEventEmitter):
+class Router(MediaEntity):
     """Events: ``workerclose``, ``@close``."""
 
-    def __init__(
-        self, *, worker: Worker, rtp_capabilities: dict[str, Any], app_data: dict[str, Any]
-    ) -> None:
+    def __init__(self, *, worker: Worker, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
         self.worker = worker
-        self.rtp_capabilities = rtp_capabilities
         self.app_data = app_data
         self.closed = False
         self.transports: dict[str, Transport] = {}
@@ -56,8 +58,7 @@ class Router(AsyncIOEventEmitter):
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)
-        self.transports[transport.id] = transport
-        transport.on("@close", lambda: self._transport_closed(transport))
+        self._adopt(transport)
         return transport
 
     async def create_pipe_transport(
@@ -67,9 +68,13 @@ class Router(AsyncIOEventEmitter):
         self._check_open()
         transport = PipeTransport(router=self, app_data=app_data or {})
         await transport.start("127.0.0.1")
+        self._adopt(transport)
+        return transport
+
+    def _adopt(self, transport: Transport) -> None:
         self.transports[transport.id] = transport
         transport.on("@close", lambda: self._transport_closed(transport))
-        return transport
+        self.register(transport)
 
     def _transport_closed(self, transport: Transport) -> None:
         self.transports.pop(transport.id, None)
@@ -79,21 +84,32 @@ class Router(AsyncIOEventEmitter):
         self, *, interval: float = 0.3, app_data: dict[str, Any] | None = None
     ) -> ActiveSpeakerObserver:
         self._check_open()
-        observer = ActiveSpeakerObserver(interval=interval, app_data=app_data)
+        observer = ActiveSpeakerObserver(router=self, interval=interval, app_data=app_data)
         observer.start()
         self.rtp_observers[observer.id] = observer
         observer.on("@close", lambda: self.rtp_observers.pop(observer.id, None))
+        self.register(observer)
         return observer
 
-    def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
-        producer = self.producers.get(producer_id)
-        if producer is None:
-            return False
-        try:
-            return ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities)
-        except SfuError as error:
-            logger.debug("can_consume(%s): %s", producer_id, error)
-            return False
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.ROUTER_CREATE_WEBRTC_TRANSPORT:
+                webrtc: CreateWebRtcTransportRequest = data
+                transport = await self.create_webrtc_transport(
+                    force_tcp=webrtc["forceTcp"], app_data=webrtc["appData"]
+                )
+                return transport.info()
+            case Method.ROUTER_CREATE_PIPE_TRANSPORT:
+                pipe: CreatePipeTransportRequest = data
+                return (await self.create_pipe_transport(app_data=pipe["appData"])).info()
+            case Method.ROUTER_CREATE_ACTIVE_SPEAKER_OBSERVER:
+                speaker: CreateActiveSpeakerObserverRequest = data
+                observer = await self.create_active_speaker_observer(interval=speaker["interval"])
+                return Created(id=observer.id)
+            case Method.ROUTER_CLOSE:
+                self.close()
+                return None
+        return await super().handle_request(method, data)
 
     def add_producer(self, producer: Producer) -> None:
         self.producers[producer.id] = producer
@@ -118,7 +134,7 @@ class Router(AsyncIOEventEmitter):
             observer.close()
         self.transports.clear()
         self.producers.clear()
-        self.emit("@close")
+        self.emit_close()
 
     def worker_closed(self) -> None:
         if not self.closed:

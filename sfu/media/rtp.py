@@ -11,16 +11,11 @@ import struct
 import time
 from collections.abc import Callable
 
+from ..models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_TOFFSET, URI_VIDEO_ORIENTATION
+
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-URI_RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-URI_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
-URI_TOFFSET = "urn:ietf:params:rtp-hdrext:toffset"
 
 # Extensions copied from the producer's packets to consumers (mapped to the
 # router's ids). abs-send-time is rewritten with our send time.

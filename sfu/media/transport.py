@@ -18,11 +18,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
-from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
-from . import ortc, rtcp
+from ..channel.messages import Consumed, ConsumeRequest, Method, Produced, ProduceRequest
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
+from . import rtcp
 from .consumer import Consumer
+from .entity import MediaEntity
 from .producer import Producer
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ REMB_MIN_BITRATE = 100_000
 REMB_MAX_BITRATE = 4_000_000
 
 
-class Transport(AsyncIOEventEmitter):
+class Transport(MediaEntity):
     """Events: ``routerclose``, ``serverclose(reason)``, ``@close``."""
 
     def __init__(self, *, router: Router, app_data: dict[str, Any]) -> None:
@@ -62,7 +62,6 @@ class Transport(AsyncIOEventEmitter):
         self.consumers: dict[str, Consumer] = {}
         self._producers_by_ssrc: dict[int, Producer] = {}
         self._consumers_by_ssrc: dict[int, Consumer] = {}
-        self._next_mid = 0
 
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self.fir_seq = 0
@@ -115,30 +114,24 @@ class Transport(AsyncIOEventEmitter):
         *,
         kind: str,
         rtp_parameters: dict[str, Any],
+        rtp_mapping: dict[str, Any],
         paused: bool = False,
         app_data: dict[str, Any] | None = None,
         producer_id: str | None = None,
     ) -> Producer:
-        """A new Producer. ``producer_id`` is given only for pipe producers, which
-        keep the id of the producer they mirror (as mediasoup's pipeToRouter)."""
+        """A new Producer, with parameters and mapping the control layer resolved
+        (ORTC). ``producer_id`` is given only for pipe producers, which keep the
+        id of the producer they mirror (as mediasoup's pipeToRouter)."""
         self._check_open()
         if kind not in ("audio", "video"):
             raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
         if producer_id is not None and producer_id in self.router.producers:
             raise InvalidStateError(f"producer {producer_id} already exists in this router")
-        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
-        mapping = ortc.get_producer_rtp_parameters_mapping(
-            rtp_parameters, self.router.rtp_capabilities
-        )
-        consumable = ortc.get_consumable_rtp_parameters(
-            kind, rtp_parameters, self.router.rtp_capabilities, mapping
-        )
         producer = Producer(
             producer_id=producer_id or str(uuid.uuid4()),
             kind=kind,
             rtp_parameters=rtp_parameters,
-            rtp_mapping=mapping,
-            consumable_rtp_parameters=consumable,
+            rtp_mapping=rtp_mapping,
             transport=self,
             paused=paused,
             app_data=app_data or {},
@@ -153,28 +146,23 @@ class Transport(AsyncIOEventEmitter):
         self.producers[producer.id] = producer
         producer.on("@close", lambda: self._forget_producer(producer))
         self.router.add_producer(producer)
+        self.register(producer)
         return producer
 
     async def consume(
         self,
         *,
         producer_id: str,
-        rtp_capabilities: dict[str, Any],
+        rtp_parameters: dict[str, Any],
         paused: bool = True,
         app_data: dict[str, Any] | None = None,
     ) -> Consumer:
+        """A new Consumer of ``producer_id``, with its final parameters (codecs,
+        SSRCs, MID) resolved by the control layer (ORTC)."""
         self._check_open()
         producer = self.router.producers.get(producer_id)
         if producer is None:
             raise NotFoundError(f"producer {producer_id} not found")
-        if not ortc.can_consume(producer.consumable_rtp_parameters, rtp_capabilities):
-            raise UnsupportedError(
-                f"cannot consume producer {producer_id}: no codec of it is in the rtpCapabilities"
-            )
-        rtp_parameters = ortc.get_consumer_rtp_parameters(
-            producer.consumable_rtp_parameters, rtp_capabilities
-        )
-        self._assign_mid(rtp_parameters)
         consumer = Consumer(
             consumer_id=str(uuid.uuid4()),
             producer=producer,
@@ -189,11 +177,40 @@ class Transport(AsyncIOEventEmitter):
             self._consumers_by_ssrc[consumer.rtx_ssrc] = consumer
         consumer.on("@close", lambda: self._forget_consumer(consumer))
         producer.add_consumer(consumer)
+        self.register(consumer)
         return consumer
 
-    def _assign_mid(self, rtp_parameters: dict[str, Any]) -> None:
-        rtp_parameters["mid"] = str(self._next_mid)
-        self._next_mid += 1
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.TRANSPORT_PRODUCE:
+                produce: ProduceRequest = data
+                producer = await self.produce(
+                    kind=produce["kind"],
+                    rtp_parameters=produce["rtpParameters"],
+                    rtp_mapping=produce["rtpMapping"],
+                    paused=produce["paused"],
+                    app_data=produce["appData"],
+                    producer_id=produce.get("id"),
+                )
+                return Produced(id=producer.id)
+            case Method.TRANSPORT_CONSUME:
+                consume: ConsumeRequest = data
+                consumer = await self.consume(
+                    producer_id=consume["producerId"],
+                    rtp_parameters=consume["rtpParameters"],
+                    paused=consume["paused"],
+                    app_data=consume["appData"],
+                )
+                return Consumed(id=consumer.id, producerPaused=consumer.producer_paused)
+            case Method.TRANSPORT_GET_STATS:
+                return self.get_stats()
+            case Method.TRANSPORT_CLOSE:
+                self.close()
+                return None
+        return await super().handle_request(method, data)
+
+    def get_stats(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def _forget_producer(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pylibsrtp
 
 from ..aiortc_adapter import DtlsSession, RTCCertificate, certificate_fingerprints
+from ..channel.messages import ConnectWebRtcTransportRequest, Event, Method, WebRtcTransportCreated
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
 from .fastpath import SrtpCodec, TransportFastPath
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
@@ -190,7 +191,28 @@ class WebRtcTransport(Transport):
     def sctp_parameters(self) -> None:
         return None
 
+    def info(self) -> WebRtcTransportCreated:
+        return WebRtcTransportCreated(
+            id=self.id,
+            iceParameters=self.ice_parameters,
+            iceCandidates=self.ice_candidates,
+            dtlsParameters=self.dtls_parameters,
+            sctpParameters=self.sctp_parameters,
+            iceState=self.ice_state,
+            dtlsState=self.dtls_state,
+        )
+
     # ---- signaling-facing API --------------------------------------------
+
+    async def handle_request(self, method: Method, data: Any) -> Any:
+        match method:
+            case Method.TRANSPORT_CONNECT:
+                request: ConnectWebRtcTransportRequest = data
+                await self.connect(request["dtlsParameters"])
+                return None
+            case Method.TRANSPORT_RESTART_ICE:
+                return await self.restart_ice()
+        return await super().handle_request(method, data)
 
     async def connect(self, dtls_parameters: dict[str, Any]) -> None:
         self._check_open()
@@ -380,7 +402,7 @@ class WebRtcTransport(Transport):
     def _set_ice_state(self, state: str) -> None:
         if state != self.ice_state:
             self.ice_state = state
-            self.emit("icestatechange", state)
+            self.notify(Event.ICE_STATE_CHANGE, state)
 
     # ---- DTLS --------------------------------------------------------------
 
@@ -431,7 +453,7 @@ class WebRtcTransport(Transport):
     def _set_dtls_state(self, state: str) -> None:
         if state != self.dtls_state:
             self.dtls_state = state
-            self.emit("dtlsstatechange", state)
+            self.notify(Event.DTLS_STATE_CHANGE, state)
 
     # ---- datagrams out ------------------------------------------------------
 
@@ -607,8 +629,8 @@ class WebRtcTransport(Transport):
         elif endpoint is not None:
             endpoint.close()
         if reason is not None:
-            self.emit("serverclose", reason)
-        self.emit("@close")
+            self.notify(Event.SERVER_CLOSE, reason)
+        self.emit_close()
 
     def _rtcp_ready(self) -> bool:
         return self._tx_srtp is not None

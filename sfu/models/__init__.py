@@ -1,21 +1,14 @@
 """Typed data shared by the signalling process and the media workers.
 
 - :mod:`sfu.models.rtp_parameters`: mediasoup's RTP model (capabilities,
-  parameters, codecs, header extensions, encodings, RTCP) and the header
-  extension URIs.
+  parameters, codecs, header extensions, encodings, RTCP).
+- :mod:`sfu.models.rtp_uris`: the header extension URIs, for ORTC and the media plane.
+- :mod:`sfu.models.stats`: counters both processes name (retransmission suppression reasons).
 - :mod:`sfu.models.validation`: the validation kit (pydantic v2) that the wire
   models and the config share: one clear message naming the bad field.
 """
 
 from .rtp_parameters import (
-    URI_ABS_SEND_TIME,
-    URI_AUDIO_LEVEL,
-    URI_MID,
-    URI_RID,
-    URI_RRID,
-    URI_TOFFSET,
-    URI_TRANSPORT_WIDE_CC,
-    URI_VIDEO_ORIENTATION,
     CodecParameters,
     MediaKind,
     Priority,
@@ -31,6 +24,16 @@ from .rtp_parameters import (
     RtpParameters,
     RtxParameters,
     WireModel,
+)
+from .rtp_uris import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_RID,
+    URI_RRID,
+    URI_TOFFSET,
+    URI_TRANSPORT_WIDE_CC,
+    URI_VIDEO_ORIENTATION,
 )
 
 __all__ = [

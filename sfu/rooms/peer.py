@@ -6,12 +6,12 @@ import asyncio
 import secrets
 from typing import Any
 
+from ..control.consumer import Consumer
+from ..control.producer import Producer
+from ..control.router import Router
+from ..control.webrtc_transport import WebRtcTransport
 from ..errors import InvalidStateError
 from ..signaling.protoo import ProtooConnection
-from ..workers.consumer import Consumer
-from ..workers.producer import Producer
-from ..workers.router import Router
-from ..workers.transport import WebRtcTransport
 
 
 class Peer:

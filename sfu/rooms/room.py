@@ -17,6 +17,13 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..config import IceServerConfig, LimitsConfig
+from ..control import ortc
+from ..control.active_speaker_observer import ActiveSpeakerObserver
+from ..control.consumer import Consumer
+from ..control.producer import Producer
+from ..control.router import Router
+from ..control.webrtc_transport import WebRtcTransport
+from ..control.worker_pool import NoWorkerError, WorkerPool
 from ..errors import (
     ForbiddenError,
     InvalidStateError,
@@ -26,16 +33,9 @@ from ..errors import (
     UnsupportedError,
 )
 from ..logs import peer_id_var, room_id_var
-from ..media import ortc
 from ..signaling.ice_servers import ice_servers_for
 from ..signaling.protoo import ProtooConnection, ProtooRequestError, notification_text
 from ..signaling.validation import get_bool, get_int, get_object, get_str
-from ..workers.consumer import Consumer
-from ..workers.observer import ActiveSpeakerObserver
-from ..workers.pool import NoWorkerError, WorkerPool
-from ..workers.producer import Producer
-from ..workers.router import Router
-from ..workers.transport import WebRtcTransport
 from .peer import Peer
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Room(AsyncIOEventEmitter):
 
     def _watch_router(self, router: Router) -> None:
         self.routers[router.id] = router
-        router.on("@close", lambda: self.routers.pop(router.id, None))
+        router.observer.on("close", lambda: self.routers.pop(router.id, None))
         router.on("workerclose", lambda: self._on_worker_lost(router))
 
     def _on_worker_lost(self, router: Router) -> None:
@@ -487,7 +487,7 @@ class Room(AsyncIOEventEmitter):
             transport.close()
             raise InvalidStateError("peer closed" if peer.closed else "the transport closed")
         peer.transports[transport.id] = transport
-        transport.on("@close", lambda: peer.transports.pop(transport.id, None))
+        transport.observer.on("close", lambda: peer.transports.pop(transport.id, None))
         transport.on(
             "serverclose", lambda reason: self._on_transport_closed(peer, transport, reason)
         )
@@ -539,7 +539,7 @@ class Room(AsyncIOEventEmitter):
         if producer.closed:  # its transport closed meanwhile
             raise InvalidStateError("the transport closed")
         peer.producers[producer.id] = producer
-        producer.on("@close", lambda: peer.producers.pop(producer.id, None))
+        producer.observer.on("close", lambda: peer.producers.pop(producer.id, None))
         producer.on(
             "serverclose",
             lambda reason: peer.connection.notify(
@@ -648,13 +648,7 @@ class Room(AsyncIOEventEmitter):
             consumer_peer.consumed_producer_ids.discard(producer.id)
             return
         source = producer.transport.router
-        try:
-            consumable = await source.can_consume(producer.id, capabilities)
-        except SfuError as error:  # the producer or its worker went away: not a codec matter
-            logger.info("room %s: cannot check producer %s: %s", self.id, producer.id, error)
-            consumer_peer.consumed_producer_ids.discard(producer.id)
-            return
-        if not consumable:
+        if not source.can_consume(producer.id, capabilities):
             logger.info(
                 "room %s: peer %s cannot consume producer %s (no common codec)",
                 self.id,

@@ -21,8 +21,8 @@ from pathlib import Path
 __all__ = ["PROFILE_VARIABLE", "WORKER_MODULE", "environment"]
 
 PROFILE_VARIABLE = "SFU_BENCH_WORKER_PROFILE"
-# What the signaling process runs as each media worker (sfu/workers/worker.py).
-WORKER_MODULE = "sfu.workers.worker_process"
+# What the signaling process runs as each media worker (sfu/control/worker.py).
+WORKER_MODULE = "sfu.media.worker_process"
 SITE_DIRECTORY = str(Path(__file__).resolve().parent)
 
 

@@ -56,9 +56,11 @@ def server_peer(srv: InProcessServer, room: str, peer_id: str) -> Any:
 
 def media_object(srv: InProcessServer, room: str, kind: str, object_id: str) -> Any:
     """The worker-side object (not the signaling side's handle) named ``object_id``."""
-    handler = srv.server.rooms[room].router.worker.local_handler
-    assert handler is not None, "the workers do not run in this process"
-    return getattr(handler, kind + "s")[object_id]
+    worker = srv.server.rooms[room].router.worker.local_worker
+    assert worker is not None, "the workers do not run in this process"
+    entity = worker.registry.entities[object_id]
+    assert type(entity).__name__.lower().endswith(kind), entity
+    return entity
 
 
 async def frames_keep_rising(participant: Participant, sender: str, count: int = 10) -> bool:

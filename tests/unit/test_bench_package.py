@@ -15,7 +15,7 @@ from sfu_bench.worker_profile import sitecustomize
 def test_the_server_does_not_import_the_bench() -> None:
     code = (
         "import sys\n"
-        "import sfu.cli, sfu.server, sfu.workers.worker_process, sfu.client\n"
+        "import sfu.cli, sfu.server, sfu.media.worker_process, sfu.client\n"
         "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] == 'sfu_bench') or 0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -57,7 +57,7 @@ def test_worker_profile_environment_and_worker_detection(tmp_path: Path) -> None
     assert env[worker_profile.PROFILE_VARIABLE] == str(tmp_path / "w.prof")
     assert (Path(worker_profile.SITE_DIRECTORY) / "sitecustomize.py").is_file()
     python = "/usr/bin/python3"
-    assert sitecustomize._is_worker([python, "-m", "sfu.workers.worker_process", "--fd", "3"])
+    assert sitecustomize._is_worker([python, "-m", "sfu.media.worker_process", "--fd", "3"])
     assert not sitecustomize._is_worker([python, "-m", "sfu", "--config", "x.toml"])
     assert not sitecustomize._is_worker([python, "-m", "sfu_bench.profile_server", "out"])
     assert not sitecustomize._is_worker([python, "-m"])

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from sfu.channel import Channel, ChannelClosedError
 from sfu.errors import NotFoundError, SfuError
-from sfu.workers.channel import Channel, ChannelClosedError
 
 
 class PortsGoneError(SfuError):

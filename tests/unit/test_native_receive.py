@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfu.media import ortc
+from sfu.control import ortc
 from sfu.media.consumer import Consumer
 from sfu.media.fastpath import (
     NATIVE_RECEIVE,
@@ -32,7 +32,7 @@ from sfu.media.fastpath import (
     native_unprotect_function,
 )
 from sfu.media.producer import Producer
-from sfu.media.rtp import (
+from sfu.models.rtp_uris import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
     URI_MID,
@@ -124,7 +124,6 @@ class Side:
             kind=kind,
             rtp_parameters=params,
             rtp_mapping=mapping,
-            consumable_rtp_parameters=consumable,
             transport=self.transport,  # type: ignore[arg-type]
             paused=False,
             app_data={},

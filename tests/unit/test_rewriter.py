@@ -15,18 +15,13 @@ import aiortc.rtp as aiortc_rtp
 import pytest
 
 from sfu.config import DEFAULT_MEDIA_CODECS
-from sfu.media import fastpath, ortc, rtcp
+from sfu.control import ortc
+from sfu.media import fastpath, rtcp
 from sfu.media.consumer import Consumer
 from sfu.media.producer import Producer
-from sfu.media.rtp import (
-    URI_ABS_SEND_TIME,
-    URI_AUDIO_LEVEL,
-    URI_MID,
-    build_extension_block,
-    header_bounds,
-    iter_one_byte_extensions,
-)
+from sfu.media.rtp import build_extension_block, header_bounds, iter_one_byte_extensions
 from sfu.media.transport import RTCP_MAX_COMPOUND, Transport
+from sfu.models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 
 ROUTER_CAPS = ortc.generate_router_rtp_capabilities(
     [c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS]
@@ -136,17 +131,21 @@ def consumer_caps() -> dict[str, Any]:
     }
 
 
-def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, RecordingTransport]:
+def resolve(kind: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What the control layer resolves for a producer (ORTC): parameters, mapping, consumable."""
     params = ortc.validate_rtp_parameters(audio_params() if kind == "audio" else video_params())
     mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_CAPS)
-    consumable = ortc.get_consumable_rtp_parameters(kind, params, ROUTER_CAPS, mapping)
+    return params, mapping, ortc.get_consumable_rtp_parameters(kind, params, ROUTER_CAPS, mapping)
+
+
+def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, RecordingTransport]:
+    params, mapping, consumable = resolve(kind)
     producer_transport, consumer_transport = RecordingTransport(), RecordingTransport()
     producer = Producer(
         producer_id="p",
         kind=kind,
         rtp_parameters=params,
         rtp_mapping=mapping,
-        consumable_rtp_parameters=consumable,
         transport=producer_transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
@@ -363,9 +362,7 @@ def tick_transport(consumers: int) -> tuple[TickTransport, list[Consumer]]:
     transport.producers[producer.id] = producer
     made = []
     for index in range(consumers):
-        params = ortc.get_consumer_rtp_parameters(
-            producer.consumable_rtp_parameters, consumer_caps()
-        )
+        params = ortc.get_consumer_rtp_parameters(resolve("video")[2], consumer_caps())
         params["mid"] = str(index)
         consumer = Consumer(
             consumer_id=f"c{index}",

@@ -11,19 +11,31 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from pyee.asyncio import AsyncIOEventEmitter
-
+from ..channel.messages import (
+    CreateActiveSpeakerObserverRequest,
+    CreatePipeTransportRequest,
+    CreateWebRtcTransportRequest,
+    Method,
+)
 from ..errors import InvalidStateError, NotFoundError
-from .observer import ActiveSpeakerObserver
+from . import ortc
+from .active_speaker_observer import ActiveSpeakerObserver
+from .channel_object import ChannelObject
+from .pipe_transport import PipeTransport
 from .producer import Producer
-from .transport import PipeTransport, Transport, WebRtcTransport
+from .transport import Transport
+from .webrtc_transport import WebRtcTransport
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 
-class Router(AsyncIOEventEmitter):
-    """Events: ``workerclose``, ``@close``."""
+class Router(ChannelObject):
+    """Events: ``workerclose``, ``@close``. ``observer``: ``newtransport(transport)``,
+    ``newrtpobserver(observer)``, ``close``."""
+
+    kind_name = "router"
+    close_method = Method.ROUTER_CLOSE
 
     def __init__(
         self,
@@ -32,12 +44,10 @@ class Router(AsyncIOEventEmitter):
         rtp_capabilities: dict[str, Any],
         app_data: dict[str, Any],
     ) -> None:
-        super().__init__()
-        self.id = router_id
+        super().__init__(worker.channel, router_id)
         self.worker = worker
         self.rtp_capabilities = rtp_capabilities
         self.app_data = app_data
-        self.closed = False
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.observers: dict[str, ActiveSpeakerObserver] = {}
@@ -46,31 +56,21 @@ class Router(AsyncIOEventEmitter):
         self._pipes: dict[tuple[str, str], asyncio.Task[Producer]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    @property
-    def _channel(self) -> Any:
-        return self.worker.channel
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise InvalidStateError(f"router {self.id} is closed")
-
-    async def _request(self, method: str, data: dict[str, Any] | None = None) -> Any:
-        self._check_open()
-        return await self._channel.request(f"router.{method}", self.id, data)
-
     def _adopt(self, transport: Transport) -> None:
         if self.closed:
             transport.router_closed()
             raise InvalidStateError(f"router {self.id} closed")
         self.transports[transport.id] = transport
         transport.on("@close", lambda: self.transports.pop(transport.id, None))
+        self.observer.emit("newtransport", transport)
 
     async def create_webrtc_transport(
         self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
     ) -> WebRtcTransport:
         app_data = app_data or {}
         info = await self._request(
-            "createWebRtcTransport", {"forceTcp": force_tcp, "appData": app_data}
+            Method.ROUTER_CREATE_WEBRTC_TRANSPORT,
+            CreateWebRtcTransportRequest(forceTcp=force_tcp, appData=app_data),
         )
         transport = WebRtcTransport(self._channel, info, self, app_data)
         self._adopt(transport)
@@ -79,7 +79,9 @@ class Router(AsyncIOEventEmitter):
 
     async def create_pipe_transport(self, app_data: dict[str, Any] | None = None) -> PipeTransport:
         app_data = app_data or {}
-        info = await self._request("createPipeTransport", {"appData": app_data})
+        info = await self._request(
+            Method.ROUTER_CREATE_PIPE_TRANSPORT, CreatePipeTransportRequest(appData=app_data)
+        )
         transport = PipeTransport(self._channel, info, self, app_data)
         self._adopt(transport)
         transport.attach()
@@ -88,18 +90,24 @@ class Router(AsyncIOEventEmitter):
     async def create_active_speaker_observer(
         self, *, interval: float = 0.3
     ) -> ActiveSpeakerObserver:
-        info = await self._request("createActiveSpeakerObserver", {"interval": interval})
+        info = await self._request(
+            Method.ROUTER_CREATE_ACTIVE_SPEAKER_OBSERVER,
+            CreateActiveSpeakerObserverRequest(interval=interval),
+        )
         observer = ActiveSpeakerObserver(self._channel, info["id"])
         self.observers[observer.id] = observer
         observer.on("@close", lambda: self.observers.pop(observer.id, None))
+        self.observer.emit("newrtpobserver", observer)
         observer.attach()
         return observer
 
-    async def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
-        return bool(
-            await self._request(
-                "canConsume", {"producerId": producer_id, "rtpCapabilities": rtp_capabilities}
-            )
+    def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
+        """Whether a device with ``rtp_capabilities`` (validated, as the room does at
+        join) can consume the producer: ORTC on the parameters kept here, with no
+        round trip to the worker."""
+        producer = self.producers.get(producer_id)
+        return producer is not None and ortc.can_consume(
+            producer.consumable_rtp_parameters, rtp_capabilities
         )
 
     def producer_added(self, producer: Producer) -> None:
@@ -176,7 +184,7 @@ class Router(AsyncIOEventEmitter):
 
     async def _pipe(self, producer_id: str, router: Router) -> Producer:
         local, remote = await self._pipe_pair(router)
-        pipe_consumer = await local.consume(producer_id=producer_id, pipe=True)
+        pipe_consumer = await local.consume_pipe(producer_id)
         try:
             pipe_producer = await remote.produce(
                 kind=pipe_consumer.kind,
@@ -226,20 +234,6 @@ class Router(AsyncIOEventEmitter):
         self.transports.clear()
         self.producers.clear()
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        channel = self._channel
-        if not channel.closed:
-            self._spawn(channel.request("router.close", self.id))
-        self.closed = True
-        self._close_children()
-        self.emit("@close")
-
     def worker_closed(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._close_children()
-        self.emit("workerclose")
-        self.emit("@close")
+        """Its worker closed or died (which took the router with it)."""
+        self._closed("workerclose")

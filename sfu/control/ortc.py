@@ -9,8 +9,9 @@ The flow, as in mediasoup:
 2. On ``produce``: ``validate_rtp_parameters`` the client's parameters, then
    ``get_producer_rtp_parameters_mapping`` (client PTs/ext ids/SSRCs -> router's)
    and ``get_consumable_rtp_parameters`` (the Producer's stream in router terms).
-3. On ``consume``: ``can_consume`` and ``get_consumer_rtp_parameters`` against
-   the consuming client's ``rtpCapabilities``.
+3. On ``join``: ``validate_rtp_capabilities`` the client's ``rtpCapabilities``
+   (once: the edge); on ``consume``: ``can_consume`` and
+   ``get_consumer_rtp_parameters`` against them.
 
 Deviations from mediasoup (on purpose):
 - Only the feedback and header extensions this server implements are offered:
@@ -30,18 +31,20 @@ from typing import Any
 
 import h264_profile_level_id as h264
 
-from sfu.errors import InvalidRequestError, UnsupportedError
+from ..errors import InvalidRequestError, UnsupportedError
+from ..models.rtp_uris import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_RID,
+    URI_RRID,
+    URI_TOFFSET,
+    URI_TRANSPORT_WIDE_CC,
+    URI_VIDEO_ORIENTATION,
+)
 
 Json = dict[str, Any]
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-URI_RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_TRANSPORT_WIDE_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-URI_VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
-URI_TOFFSET = "urn:ietf:params:rtp-hdrext:toffset"
 
 _KINDS = ("audio", "video")
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -676,12 +679,12 @@ def _consumable_encodings(encodings: list[Json], mapped: list[Json]) -> list[Jso
 def can_consume(consumable_params: Json, caps: Json) -> bool:
     """Whether a client with RtpCapabilities ``caps`` can receive the stream.
 
-    Raises InvalidRequestError if ``caps`` is malformed.
+    ``caps`` come from ``validate_rtp_capabilities``: a client's are validated
+    once, at the edge (the room, when the peer joins), not on every consume.
     """
-    remote = validate_rtp_capabilities(caps)
     # Same codec selection as get_consumer_rtp_parameters, so the two agree even
     # when a producer has several media codecs (mediasoup only checks the first).
-    codecs = _consumer_codecs(consumable_params["codecs"], remote["codecs"])
+    codecs = _consumer_codecs(consumable_params["codecs"], caps["codecs"])
     return bool(codecs) and not _is_rtx(codecs[0])
 
 
@@ -689,10 +692,11 @@ def get_consumer_rtp_parameters(consumable_params: Json, remote_rtp_capabilities
     """RtpParameters for one Consumer: the remote's codecs, header extensions in
     common, reduced RTCP feedback, and a single encoding with fresh SSRCs.
 
-    ``mid`` is left unset: the transport assigns it. Raises UnsupportedError if
-    no media codec matches, InvalidRequestError if the capabilities are malformed.
+    ``mid`` is left unset: the transport assigns it. ``remote_rtp_capabilities``
+    come from ``validate_rtp_capabilities`` (see can_consume). Raises
+    UnsupportedError if no media codec matches.
     """
-    remote = validate_rtp_capabilities(remote_rtp_capabilities)
+    remote = remote_rtp_capabilities
     codecs = _consumer_codecs(consumable_params["codecs"], remote["codecs"])
     if not codecs or _is_rtx(codecs[0]):
         raise UnsupportedError(

@@ -21,7 +21,7 @@ import logging
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from .. import errors
@@ -91,7 +91,7 @@ class Channel:
         self,
         method: str,
         target: str = "",
-        data: dict[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
         response_timeout: float = 15.0,
     ) -> Any:
         """Send a request and wait for its response; typed errors are raised again here."""

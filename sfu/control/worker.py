@@ -1,7 +1,7 @@
 """Worker: one media worker process and its channel, seen from the signaling process.
 
 mediasoup runs a C++ worker per core; ours are Python processes running
-``sfu.workers.worker_process``. Each owns its routers, transports and sockets.
+``sfu.media.worker_process``. Each owns its routers, transports and sockets.
 The channel closing without our asking means the process died: its routers
 close (``workerclose``) and the pool starts a replacement.
 """
@@ -15,15 +15,19 @@ import json
 import logging
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..channel import Channel
+from ..channel.messages import Created, CreateRouterRequest, Method, WorkerStarted
 from ..config import MediaConfig
 from ..errors import InvalidStateError
-from .channel import Channel
-from .request_handler import WorkerRequestHandler
+from . import ortc
 from .router import Router
+
+if TYPE_CHECKING:
+    from ..media.worker import Worker as MediaWorker
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ def worker_settings(settings: MediaConfig, index: int) -> MediaConfig:
 
 
 class Worker(AsyncIOEventEmitter):
-    """Events: ``died(exit_code)`` (it ended without being closed), ``@close``."""
+    """Events: ``died(exit_code)`` (it ended without being closed), ``@close``.
+    ``observer`` (monitoring, as mediasoup's): ``newrouter(router)``, ``close``."""
 
     def __init__(
         self,
@@ -54,6 +59,7 @@ class Worker(AsyncIOEventEmitter):
         self.pid = 0
         self.id = ""
         self.routers: dict[str, Router] = {}
+        self.observer = AsyncIOEventEmitter()
         self.last_stats: dict[str, Any] = {}
         self._log_level = log_level
         self._log_format = log_format
@@ -61,8 +67,8 @@ class Worker(AsyncIOEventEmitter):
         self._process: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        # In-process workers (tests): the worker side's handler, to reach its media objects.
-        self.local_handler: WorkerRequestHandler | None = None
+        # In-process workers (tests): the media side, to reach its objects.
+        self.local_worker: MediaWorker | None = None
 
     @property
     def channel(self) -> Channel:
@@ -74,10 +80,11 @@ class Worker(AsyncIOEventEmitter):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             if self._in_process:
-                from .worker_process import serve
+                # The media plane in this process: only tests ask for it.
+                from ..media.worker_process import serve
 
-                def started(handler: WorkerRequestHandler) -> None:
-                    self.local_handler = handler
+                def started(worker: MediaWorker) -> None:
+                    self.local_worker = worker
 
                 self._tasks.append(asyncio.create_task(serve(theirs, self.settings, started)))
             else:
@@ -85,7 +92,7 @@ class Worker(AsyncIOEventEmitter):
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "sfu.workers.worker_process",
+                    "sfu.media.worker_process",
                     "--fd",
                     str(theirs.fileno()),
                     "--settings",
@@ -104,7 +111,9 @@ class Worker(AsyncIOEventEmitter):
             raise
         self._tasks.append(asyncio.create_task(self._watch(self._channel)))
         try:
-            info = await self._channel.request("worker.start", response_timeout=60)
+            info: WorkerStarted = await self._channel.request(
+                Method.WORKER_START, response_timeout=60
+            )
         except BaseException:  # cancelled too (the pool closing): leave no process behind
             await self.close()
             raise
@@ -142,6 +151,7 @@ class Worker(AsyncIOEventEmitter):
                 routers,
             )
             self.emit("died", exit_code)
+            self.observer.emit("close")
             self.emit("@close")
 
     def _closed(self) -> None:
@@ -159,20 +169,23 @@ class Worker(AsyncIOEventEmitter):
         if self.closed:
             raise InvalidStateError(f"worker {self.index} is closed")
         app_data = app_data or {}
-        info = await self.channel.request(
-            "worker.createRouter", data={"mediaCodecs": media_codecs, "appData": app_data}
+        # ORTC runs here, as in mediasoup's Worker.ts: the worker never sees the codecs list.
+        rtp_capabilities = ortc.generate_router_rtp_capabilities(media_codecs)
+        info: Created = await self.channel.request(
+            Method.WORKER_CREATE_ROUTER, data=CreateRouterRequest(appData=app_data)
         )
-        router = Router(self, info["id"], info["rtpCapabilities"], app_data)
+        router = Router(self, info["id"], rtp_capabilities, app_data)
         if self.closed:
             router.worker_closed()
             raise InvalidStateError(f"worker {self.index} closed")
         self.routers[router.id] = router
         router.on("@close", lambda: self.routers.pop(router.id, None))
+        self.observer.emit("newrouter", router)
         return router
 
     async def get_stats(self, response_timeout: float = 5.0) -> dict[str, Any]:
         stats: dict[str, Any] = await self.channel.request(
-            "worker.getStats", response_timeout=response_timeout
+            Method.WORKER_GET_STATS, response_timeout=response_timeout
         )
         self.last_stats = stats
         return stats
@@ -213,4 +226,5 @@ class Worker(AsyncIOEventEmitter):
             if not task.done():
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                     await asyncio.wait_for(task, 2)
+        self.observer.emit("close")
         self.emit("@close")

@@ -12,9 +12,9 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..channel import ChannelTimeoutError
 from ..config import MediaConfig
 from ..errors import SfuError
-from .channel import ChannelTimeoutError
 from .worker import Worker
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The worker process: ``python -m sfu.workers.worker_process`` (started by the signaling process).
+"""The worker process: ``python -m sfu.media.worker_process`` (started by the signaling process).
 
 It owns one media Worker (its routers, transports and sockets) and serves the
 channel on the inherited socket ``--fd``. It exits when the channel closes,
@@ -18,11 +18,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..channel import Channel
 from ..config import MediaConfig
 from ..logs import configure_logging
-from ..media.worker import Worker
-from .channel import Channel
-from .request_handler import WorkerRequestHandler
+from .fastpath import NATIVE_SEND
+from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +30,16 @@ logger = logging.getLogger(__name__)
 async def serve(
     sock: socket.socket,
     settings: MediaConfig,
-    started: Callable[[WorkerRequestHandler], None] | None = None,
+    started: Callable[[Worker], None] | None = None,
 ) -> None:
     """Serve the channel on ``sock`` until it closes. ``started`` gets the
-    handler (tests running a worker in their own process reach its objects)."""
+    worker (tests running a worker in their own process reach its objects)."""
     channel = await Channel.over_socket(sock)
-    worker = Worker(settings)
-    handler = WorkerRequestHandler(worker, channel)
+    worker = Worker(settings, channel)
     if started is not None:
-        started(handler)
+        started(worker)
     try:
-        await channel.run(handler)
+        await channel.run(worker.handle_request)
     finally:
         worker.close()
 
@@ -58,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="text")
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    if not NATIVE_SEND and os.environ.get("SFU_NATIVE_SEND", "1") != "0":
+        logger.warning(
+            "sfu.media._native is not built (no C compiler at install?): consumers rewrite "
+            "and send in Python, which costs 2-2.5x the CPU per forwarded packet"
+        )
     # Ctrl-C in a terminal reaches the whole process group: the signaling
     # process shuts down gracefully and then closes the channel, which ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,182 @@
+"""The channel's messages, defined once for both ends: request methods,
+notification events and the payloads that travel with them.
+
+A request names its method and its target (the id of the entity that answers
+it, "" for the worker itself); the media entity with that id answers it
+(mediasoup's per-entity ``HandleRequest``). A notification goes from a media
+entity to the control handle with the same id. Payloads are ``TypedDict``s:
+plain JSON objects on the wire, checked by mypy at both ends.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+
+class Method(StrEnum):
+    """Requests, control → worker. The prefix names the kind of target."""
+
+    WORKER_START = "worker.start"
+    WORKER_CREATE_ROUTER = "worker.createRouter"
+    WORKER_GET_STATS = "worker.getStats"
+    ROUTER_CLOSE = "router.close"
+    ROUTER_CREATE_WEBRTC_TRANSPORT = "router.createWebRtcTransport"
+    ROUTER_CREATE_PIPE_TRANSPORT = "router.createPipeTransport"
+    ROUTER_CREATE_ACTIVE_SPEAKER_OBSERVER = "router.createActiveSpeakerObserver"
+    TRANSPORT_CONNECT = "transport.connect"
+    TRANSPORT_RESTART_ICE = "transport.restartIce"
+    TRANSPORT_PRODUCE = "transport.produce"
+    TRANSPORT_CONSUME = "transport.consume"
+    TRANSPORT_GET_STATS = "transport.getStats"
+    TRANSPORT_CLOSE = "transport.close"
+    PRODUCER_PAUSE = "producer.pause"
+    PRODUCER_RESUME = "producer.resume"
+    PRODUCER_GET_STATS = "producer.getStats"
+    PRODUCER_CLOSE = "producer.close"
+    CONSUMER_PAUSE = "consumer.pause"
+    CONSUMER_RESUME = "consumer.resume"
+    CONSUMER_SET_PRIORITY = "consumer.setPriority"
+    CONSUMER_SET_PREFERRED_LAYERS = "consumer.setPreferredLayers"
+    CONSUMER_REQUEST_KEY_FRAME = "consumer.requestKeyFrame"
+    CONSUMER_GET_STATS = "consumer.getStats"
+    CONSUMER_CLOSE = "consumer.close"
+    OBSERVER_ADD_PRODUCER = "observer.addProducer"
+    OBSERVER_CLOSE = "observer.close"
+
+    @property
+    def is_close(self) -> bool:
+        """Closing is idempotent: closing an entity that is already gone is no error."""
+        return self.value.endswith(".close")
+
+
+class Event(StrEnum):
+    """Notifications, a media entity → its control handle."""
+
+    SERVER_CLOSE = "serverclose"  # closed by the worker (an error, an ICE timeout): the reason
+    ICE_STATE_CHANGE = "icestatechange"
+    DTLS_STATE_CHANGE = "dtlsstatechange"
+    PRODUCER_CLOSE = "producerclose"
+    PRODUCER_PAUSE = "producerpause"
+    PRODUCER_RESUME = "producerresume"
+    DOMINANT_SPEAKER = "dominantspeaker"  # DominantSpeaker
+    SILENCE = "silence"
+
+
+# ---- request payloads (control → worker) ----------------------------------------
+
+
+class CreateRouterRequest(TypedDict):
+    appData: dict[str, Any]
+
+
+class CreateWebRtcTransportRequest(TypedDict):
+    forceTcp: bool
+    appData: dict[str, Any]
+
+
+class CreatePipeTransportRequest(TypedDict):
+    appData: dict[str, Any]
+
+
+class CreateActiveSpeakerObserverRequest(TypedDict):
+    interval: float
+
+
+class ConnectWebRtcTransportRequest(TypedDict):
+    dtlsParameters: dict[str, Any]
+
+
+class ConnectPipeTransportRequest(TypedDict):
+    ip: str
+    port: int
+
+
+class ProduceRequest(TypedDict):
+    """Parameters validated and mapped onto the router's by the control layer (ORTC)."""
+
+    kind: str
+    rtpParameters: dict[str, Any]
+    rtpMapping: dict[str, Any]
+    paused: bool
+    appData: dict[str, Any]
+    id: NotRequired[str]  # a pipe producer keeps the id of the producer it mirrors
+
+
+class ConsumeRequest(TypedDict):
+    """The consumer's final parameters (codecs, SSRCs, MID), resolved by the control layer."""
+
+    producerId: str
+    kind: str
+    rtpParameters: dict[str, Any]
+    consumableRtpEncodings: list[dict[str, Any]]
+    paused: bool
+    appData: dict[str, Any]
+
+
+class SetPriorityRequest(TypedDict):
+    priority: int
+
+
+class SetPreferredLayersRequest(TypedDict):
+    spatialLayer: int
+    temporalLayer: int
+
+
+class AddProducerRequest(TypedDict):
+    producerId: str
+
+
+# ---- responses (worker → control) ------------------------------------------------
+
+
+class WorkerStarted(TypedDict):
+    id: str
+    pid: int
+
+
+class Created(TypedDict):
+    """A router or observer made: its id."""
+
+    id: str
+
+
+class WebRtcTransportCreated(TypedDict):
+    id: str
+    iceParameters: dict[str, Any]
+    iceCandidates: list[dict[str, Any]]
+    dtlsParameters: dict[str, Any]
+    sctpParameters: dict[str, Any] | None
+    iceState: str
+    dtlsState: str
+
+
+class PipeTransportCreated(TypedDict):
+    id: str
+    ip: str
+    port: int
+
+
+class Produced(TypedDict):
+    id: str
+
+
+class Consumed(TypedDict):
+    id: str
+    producerPaused: bool
+
+
+class WorkerStats(TypedDict):
+    counts: dict[str, int]
+    totals: dict[str, int]  # packet counters since start, "<name>" or "<name>:<reason>"
+    serverDrops: dict[str, int]
+    process: dict[str, Any]
+    nativeSend: bool  # whether consumers send through the C extension
+
+
+# ---- notification payloads --------------------------------------------------------
+
+
+class DominantSpeaker(TypedDict):
+    producerId: str
+    volume: int

@@ -1,0 +1,179 @@
+"""Transport: what the control handles of WebRtcTransport and PipeTransport share (mediasoup's Transport.ts)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..channel import Channel
+from ..channel.messages import Consumed, ConsumeRequest, Event, Method, Produced, ProduceRequest
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
+from . import ortc
+from .channel_object import ChannelObject
+from .consumer import Consumer
+from .producer import Producer
+
+if TYPE_CHECKING:
+    from .router import Router
+
+
+class Transport(ChannelObject):
+    """Events: ``serverclose(reason)``, ``routerclose``, ``@close``. Closing it
+    closes its producers and consumers (mediasoup's cascade). ``observer``:
+    ``newproducer(producer)``, ``newconsumer(consumer)``, ``close``."""
+
+    kind_name = "transport"
+    close_method = Method.TRANSPORT_CLOSE
+
+    def __init__(
+        self, channel: Channel, transport_id: str, router: Router, app_data: dict[str, Any]
+    ) -> None:
+        super().__init__(channel, transport_id)
+        self.router = router
+        self.app_data = app_data
+        self.close_reason: str | None = None
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        # Consumers' MIDs are numbered here, as in mediasoup's Transport.ts.
+        self._next_mid = 0
+
+    async def produce(
+        self,
+        *,
+        kind: str,
+        rtp_parameters: dict[str, Any],
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+        producer_id: str | None = None,
+    ) -> Producer:
+        """A producer. ORTC runs here: the parameters are validated (the edge for
+        a client's input) and mapped onto the router's, and the worker gets them
+        resolved. ``producer_id`` is given only for pipe producers."""
+        self._check_open()
+        if kind not in ("audio", "video"):
+            raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
+        app_data = app_data or {}
+        capabilities = self.router.rtp_capabilities
+        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
+        rtp_mapping = ortc.get_producer_rtp_parameters_mapping(rtp_parameters, capabilities)
+        consumable = ortc.get_consumable_rtp_parameters(
+            kind, rtp_parameters, capabilities, rtp_mapping
+        )
+        request = ProduceRequest(
+            kind=kind,
+            rtpParameters=rtp_parameters,
+            rtpMapping=rtp_mapping,
+            paused=paused,
+            appData=app_data,
+        )
+        if producer_id is not None:
+            request["id"] = producer_id
+        info: Produced = await self._request(Method.TRANSPORT_PRODUCE, request)
+        producer = Producer(
+            self._channel,
+            producer_id=info["id"],
+            kind=kind,
+            rtp_parameters=rtp_parameters,
+            consumable_rtp_parameters=consumable,
+            paused=paused,
+            app_data=app_data,
+            transport=self,
+        )
+        if self.closed:  # closed while the worker answered
+            producer.transport_closed()
+            raise InvalidStateError(f"transport {self.id} closed")
+        self.producers[producer.id] = producer
+        producer.on("@close", lambda: self._forget(self.producers, producer))
+        self.router.producer_added(producer)
+        self.observer.emit("newproducer", producer)
+        producer.attach()
+        return producer
+
+    async def consume(
+        self,
+        *,
+        producer_id: str,
+        rtp_capabilities: dict[str, Any],
+        paused: bool = True,
+        app_data: dict[str, Any] | None = None,
+    ) -> Consumer:
+        """A consumer of a producer of this router, for a device with ``rtp_capabilities``
+        (validated, as the room does at join: client input is validated once)."""
+        rtp_parameters = self._consumer_rtp_parameters(producer_id, rtp_capabilities)
+        rtp_parameters["mid"] = str(self._next_mid)
+        self._next_mid += 1
+        return await self._consume(producer_id, rtp_parameters, paused, app_data or {})
+
+    def _consumer_rtp_parameters(
+        self, producer_id: str, rtp_capabilities: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._check_open()
+        producer = self.router.producers.get(producer_id)
+        if producer is None:
+            raise NotFoundError(f"producer {producer_id} not found")
+        # Raises UnsupportedError when the device has none of the producer's codecs.
+        return ortc.get_consumer_rtp_parameters(
+            producer.consumable_rtp_parameters, rtp_capabilities
+        )
+
+    async def _consume(
+        self,
+        producer_id: str,
+        rtp_parameters: dict[str, Any],
+        paused: bool,
+        app_data: dict[str, Any],
+    ) -> Consumer:
+        """Make the consumer in the worker, with parameters resolved here."""
+        producer = self.router.producers[producer_id]
+        info: Consumed = await self._request(
+            Method.TRANSPORT_CONSUME,
+            ConsumeRequest(
+                producerId=producer_id,
+                kind=producer.kind,
+                rtpParameters=rtp_parameters,
+                # The producer's streams as the router forwards them (simulcast layers).
+                consumableRtpEncodings=producer.consumable_rtp_parameters["encodings"],
+                paused=paused,
+                appData=app_data,
+            ),
+        )
+        consumer = Consumer(
+            self._channel,
+            consumer_id=info["id"],
+            producer_id=producer_id,
+            kind=producer.kind,
+            rtp_parameters=rtp_parameters,
+            paused=paused,
+            producer_paused=bool(info["producerPaused"]),
+            app_data=app_data,
+        )
+        if self.closed:
+            consumer.transport_closed()
+            raise InvalidStateError(f"transport {self.id} closed")
+        self.consumers[consumer.id] = consumer
+        consumer.on("@close", lambda: self._forget(self.consumers, consumer))
+        self.observer.emit("newconsumer", consumer)
+        consumer.attach()
+        return consumer
+
+    @staticmethod
+    def _forget(table: dict[str, Any], item: Producer | Consumer) -> None:
+        if table.get(item.id) is item:
+            del table[item.id]
+
+    async def get_stats(self) -> Any:
+        return await self._request(Method.TRANSPORT_GET_STATS)
+
+    def _close_children(self) -> None:
+        for consumer in list(self.consumers.values()):
+            consumer.transport_closed()
+        for producer in list(self.producers.values()):
+            producer.transport_closed()
+        self.consumers.clear()
+        self.producers.clear()
+
+    def on_notification(self, event: str, data: Any) -> None:
+        if event == Event.SERVER_CLOSE and not self.closed:
+            self.close_reason = str(data)
+            self._closed("serverclose", self.close_reason)
+        else:
+            super().on_notification(event, data)
