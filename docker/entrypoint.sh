@@ -3,7 +3,7 @@
 #   $SFU_CONFIG                 if set
 #   /etc/sfu/config.toml        if mounted
 #   /app/docker/config.toml     the baked-in default (docker/config.toml)
-# SFU_* environment variables override the file (see sfu/config.py).
+# SFU_* environment variables override the file (see sfu/config/loading.py).
 #
 #   docker run ... sfu                        the server
 #   docker run ... sfu --log-level debug      the server, with options of `sfu`

@@ -103,7 +103,7 @@ def test_cli_hands_configured_knobs_to_the_workers(monkeypatch: pytest.MonkeyPat
 
 
 def test_media_config_travels_to_the_worker_as_json() -> None:
-    # As sfu/workers/worker.py sends it and worker_process.py reads it back.
+    # As sfu/control/worker.py sends it and sfu/media/worker_process.py reads it back.
     media = config_from_dict(
         {"media": {"announced_ip": "192.0.2.1", "udp_port": 40000, "native_receive": False}}
     ).media

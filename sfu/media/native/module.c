@@ -15,7 +15,7 @@
  *   other packet goes to the Python path unchanged;
  * - common.h: what they share; this file: the module itself.
  *
- * Why: measured side by side on loopback (see README, "Benchmark"), a C loop
+ * Why: measured side by side on loopback (see docs/benchmark.md), a C loop
  * of srtp_protect + sendto costs 10-13 us per forwarded packet; the same two
  * calls made from Python (struct.pack_into, a memoryview copy, a cffi call,
  * socket.sendto) cost 20-25 us, and the rewrite before them 8-10 us more.

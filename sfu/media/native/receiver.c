@@ -1,7 +1,7 @@
 /*
  * The receive path (the per-incoming-packet part, after measuring that a
  * Python frame per datagram costs more than the parsing it does: see
- * README, "Benchmark"). A WebRtcTransport's RtpReceiver is the event loop's
+ * docs/benchmark.md). A WebRtcTransport's RtpReceiver is the event loop's
  * reader of its socket. It drains the socket and takes the common case all
  * the way in C: an SRTP packet from the selected ICE tuple, of a known media
  * SSRC, next in sequence, with one-byte header extensions. It unprotects it
