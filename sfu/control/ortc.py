@@ -32,6 +32,7 @@ from typing import Any
 import h264_profile_level_id as h264
 
 from ..errors import InvalidRequestError, UnsupportedError
+from ..models import RtpCapabilities, RtpCodecCapability, RtpParameters
 from ..models.rtp_uris import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -46,9 +47,6 @@ from ..models.rtp_uris import (
 Json = dict[str, Any]
 
 
-_KINDS = ("audio", "video")
-_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-_MIME_RE = re.compile(r"^(audio|video)/(.+)$", re.IGNORECASE)
 _SCALABILITY_RE = re.compile(r"^[LS]([1-9][0-9]?)T([1-9][0-9]?)(_KEY)?(_SHIFT)?$")
 
 # Same order as mediasoup: 100..127 first, then 96..99.
@@ -141,9 +139,8 @@ def generate_router_rtp_capabilities(media_codecs: list[Json]) -> Json:
 
     codecs: list[Json] = []
     for index, media_codec in enumerate(media_codecs):
-        codec = _router_codec(
-            _validate_codec_capability(media_codec, f"mediaCodecs[{index}]"), free_pts
-        )
+        capability = RtpCodecCapability.from_wire(media_codec, where=f"mediaCodecs[{index}]")
+        codec = _router_codec(capability.to_wire(), free_pts)
         if any(c["preferredPayloadType"] == codec["preferredPayloadType"] for c in codecs):
             raise InvalidRequestError(
                 f"mediaCodecs[{index}] ({codec['mimeType']}): duplicated "
@@ -192,227 +189,19 @@ def _take_pt(free_pts: list[int]) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Validation (returns normalized deep copies; never mutates the input)
+# Validation: the typed model (sfu.models) parses, fills in mediasoup's
+# defaults and names the bad field; these return its wire dicts.
 # ---------------------------------------------------------------------------
 
 
 def validate_rtp_capabilities(caps: object) -> Json:
     """Check an RtpCapabilities object and return a normalized copy."""
-    caps = _require_dict(caps, "rtpCapabilities")
-    out = copy.deepcopy(caps)
-    out["codecs"] = [
-        _validate_codec_capability(c, f"rtpCapabilities.codecs[{i}]")
-        for i, c in enumerate(_optional_list(caps, "codecs", "rtpCapabilities"))
-    ]
-    out["headerExtensions"] = [
-        _validate_header_extension(e, f"rtpCapabilities.headerExtensions[{i}]")
-        for i, e in enumerate(_optional_list(caps, "headerExtensions", "rtpCapabilities"))
-    ]
-    return out
+    return RtpCapabilities.from_wire(caps).to_wire()
 
 
 def validate_rtp_parameters(params: object) -> Json:
     """Check produce()'s RtpParameters and return a normalized copy."""
-    params = _require_dict(params, "rtpParameters")
-    out = copy.deepcopy(params)
-    _optional(out, "mid", str, "rtpParameters")
-    codecs = params.get("codecs")
-    if not isinstance(codecs, list) or not codecs:
-        raise InvalidRequestError("rtpParameters.codecs must be a non-empty list")
-    out["codecs"] = [
-        _validate_codec_parameters(c, f"rtpParameters.codecs[{i}]") for i, c in enumerate(codecs)
-    ]
-    if len({_kind_of(c) for c in out["codecs"]}) > 1:
-        raise InvalidRequestError("rtpParameters.codecs mix audio and video codecs")
-    out["headerExtensions"] = [
-        _validate_header_extension_parameters(e, f"rtpParameters.headerExtensions[{i}]")
-        for i, e in enumerate(_optional_list(params, "headerExtensions", "rtpParameters"))
-    ]
-    encodings = params.get("encodings")
-    if not isinstance(encodings, list) or not encodings:
-        raise InvalidRequestError("rtpParameters.encodings must be a non-empty list")
-    out["encodings"] = [
-        _validate_encoding(e, f"rtpParameters.encodings[{i}]") for i, e in enumerate(encodings)
-    ]
-    if len(out["encodings"]) > 1 and any(
-        "ssrc" not in e and "rid" not in e for e in out["encodings"]
-    ):
-        raise InvalidRequestError(
-            "rtpParameters.encodings: with several encodings each needs an ssrc or a rid"
-        )
-    out["rtcp"] = _validate_rtcp(params.get("rtcp"), "rtpParameters.rtcp")
-    return out
-
-
-def _validate_codec_common(codec: object, where: str) -> Json:
-    codec = copy.deepcopy(_require_dict(codec, where))
-    mime = codec.get("mimeType")
-    match = _MIME_RE.match(mime) if isinstance(mime, str) else None
-    if match is None:
-        raise InvalidRequestError(
-            f"{where}.mimeType must be a string like 'audio/opus', got {mime!r}"
-        )
-    kind = match.group(1).lower()
-    _require_int(codec, "clockRate", where)
-    if kind == "audio":
-        if codec.get("channels") is None:
-            codec["channels"] = 1
-        _require_int(codec, "channels", where, 1, 255)
-    else:
-        codec.pop("channels", None)
-    codec["parameters"] = _validate_codec_params(codec.get("parameters"), f"{where}.parameters")
-    codec["rtcpFeedback"] = [
-        _validate_feedback(fb, f"{where}.rtcpFeedback[{i}]")
-        for i, fb in enumerate(_optional_list(codec, "rtcpFeedback", where))
-    ]
-    return codec
-
-
-def _validate_codec_capability(codec: object, where: str) -> Json:
-    out = _validate_codec_common(codec, where)
-    kind = _kind_of(out)
-    if out.get("kind") not in (None, kind):
-        raise InvalidRequestError(
-            f"{where}.kind {out['kind']!r} does not match mimeType {out['mimeType']!r}"
-        )
-    out["kind"] = kind
-    _optional_int(out, "preferredPayloadType", where, 0, 127)
-    return out
-
-
-def _validate_codec_parameters(codec: object, where: str) -> Json:
-    out = _validate_codec_common(codec, where)
-    _require_int(out, "payloadType", where, 0, 127)
-    return out
-
-
-def _validate_codec_params(params: object, where: str) -> Json:
-    if params is None:
-        return {}
-    params = _require_dict(params, where)
-    for key, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise InvalidRequestError(
-                f"{where}[{key!r}] must be a string or a number, got {value!r}"
-            )
-    if "apt" in params and not isinstance(params["apt"], int):
-        raise InvalidRequestError(f"{where}['apt'] must be an integer payload type")
-    return params
-
-
-def _validate_feedback(fb: object, where: str) -> Json:
-    fb = copy.deepcopy(_require_dict(fb, where))
-    if not isinstance(fb.get("type"), str) or not fb["type"]:
-        raise InvalidRequestError(f"{where}.type must be a non-empty string")
-    fb.setdefault("parameter", "")
-    if fb["parameter"] is None:
-        fb["parameter"] = ""
-    if not isinstance(fb["parameter"], str):
-        raise InvalidRequestError(f"{where}.parameter must be a string")
-    return fb
-
-
-def _validate_header_extension(ext: object, where: str) -> Json:
-    ext = copy.deepcopy(_require_dict(ext, where))
-    if ext.get("kind") not in _KINDS:
-        raise InvalidRequestError(
-            f"{where}.kind must be 'audio' or 'video', got {ext.get('kind')!r}"
-        )
-    _require_uri(ext, where)
-    _require_int(ext, "preferredId", where, 1, 255)
-    _optional(ext, "preferredEncrypt", bool, where, default=False)
-    _optional(ext, "direction", str, where, default="sendrecv")
-    if ext["direction"] not in _DIRECTIONS:
-        raise InvalidRequestError(f"{where}.direction must be one of {_DIRECTIONS}")
-    return ext
-
-
-def _validate_header_extension_parameters(ext: object, where: str) -> Json:
-    ext = copy.deepcopy(_require_dict(ext, where))
-    _require_uri(ext, where)
-    _require_int(ext, "id", where, 1, 255)
-    _optional(ext, "encrypt", bool, where, default=False)
-    ext["parameters"] = _validate_codec_params(ext.get("parameters"), f"{where}.parameters")
-    return ext
-
-
-def _validate_encoding(encoding: object, where: str) -> Json:
-    encoding = copy.deepcopy(_require_dict(encoding, where))
-    # JSON null means "absent" for every optional encoding field (as in mediasoup).
-    for key in [k for k, v in encoding.items() if v is None]:
-        del encoding[key]
-    _optional_int(encoding, "ssrc", where, 0, 0xFFFFFFFF)
-    _optional(encoding, "rid", str, where)
-    _optional_int(encoding, "codecPayloadType", where, 0, 127)
-    if "rtx" in encoding:
-        rtx = _require_dict(encoding["rtx"], f"{where}.rtx")
-        _require_int(rtx, "ssrc", f"{where}.rtx", 0, 0xFFFFFFFF)
-    _optional(encoding, "dtx", bool, where, default=False)
-    _optional(encoding, "scalabilityMode", str, where)
-    _optional_int(encoding, "maxBitrate", where, 0, None)
-    return encoding
-
-
-def _validate_rtcp(rtcp: object, where: str) -> Json:
-    if rtcp is None:
-        return {"reducedSize": True}
-    rtcp = copy.deepcopy(_require_dict(rtcp, where))
-    _optional(rtcp, "cname", str, where)
-    _optional(rtcp, "reducedSize", bool, where, default=True)
-    _optional(rtcp, "mux", bool, where)
-    return rtcp
-
-
-# Small type-check helpers: every message names the offending field.
-
-
-def _require_dict(value: object, where: str) -> Json:
-    if not isinstance(value, dict):
-        raise InvalidRequestError(f"{where} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _optional_list(obj: Json, key: str, where: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidRequestError(f"{where}.{key} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _require_int(
-    obj: Json, key: str, where: str, lo: int | None = None, hi: int | None = None
-) -> None:
-    value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidRequestError(f"{where}.{key} must be an integer, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise InvalidRequestError(f"{where}.{key} {value} is out of range [{lo}, {hi}]")
-
-
-def _optional_int(obj: Json, key: str, where: str, lo: int | None, hi: int | None) -> None:
-    if obj.get(key) is None:
-        obj.pop(key, None)
-    else:
-        _require_int(obj, key, where, lo, hi)
-
-
-def _optional(obj: Json, key: str, typ: type, where: str, default: object = None) -> None:
-    """``obj[key]`` must be a ``typ`` if present; absent/null becomes ``default``."""
-    if obj.get(key) is None:
-        obj.pop(key, None)
-        if default is not None:
-            obj[key] = default
-    elif not isinstance(obj[key], typ):
-        raise InvalidRequestError(
-            f"{where}.{key} must be a {typ.__name__}, got {type(obj[key]).__name__}"
-        )
-
-
-def _require_uri(ext: Json, where: str) -> None:
-    if not isinstance(ext.get("uri"), str) or not ext["uri"]:
-        raise InvalidRequestError(f"{where}.uri must be a non-empty string")
+    return RtpParameters.from_wire(params).to_wire()
 
 
 # ---------------------------------------------------------------------------

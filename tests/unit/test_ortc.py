@@ -542,7 +542,8 @@ def test_validation_normalizes_without_mutating() -> None:
         {"codecs": CHROME_AUDIO_PRODUCE["codecs"], "encodings": [{"ssrc": 1, "rid": None}]}
     )
     assert params["headerExtensions"] == []
-    assert params["encodings"] == [{"ssrc": 1, "dtx": False}]
+    # dtx unset means false (mediasoup writes the false in); no consumer encoding carries it.
+    assert params["encodings"] == [{"ssrc": 1}]
     assert params["rtcp"] == {"reducedSize": True}
     assert "mid" not in params
 
