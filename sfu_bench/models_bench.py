@@ -15,14 +15,13 @@ mean over a batch of calls):
 
 These stand in for join time and signalling throughput: a join parses one
 capabilities object, a produce one parameters object, and each consumer made is
-one dump. The hand-written validators of ``ortc`` (what the server runs today)
-are measured beside them for reference.
+one dump. (The hand-written validators ``ortc`` had before the model, measured
+here when the library was chosen, are gone: ORTC validates with the pydantic model.)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import subprocess
 import sys
@@ -240,23 +239,6 @@ def msgspec_library() -> Library | None:
     )
 
 
-def ortc_library() -> Library | None:
-    """Today's hand-written validators, for reference (they copy, they build no objects)."""
-    for module_name in ("sfu.control.ortc", "sfu.media.ortc"):  # it moves to sfu.control
-        try:
-            ortc = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        return Library(
-            "hand-written",
-            ortc.validate_rtp_capabilities,
-            ortc.validate_rtp_parameters,
-            dict,  # its dicts are the wire already: a shallow copy, the least a dump does
-            f"import {module_name}",
-        )
-    return None
-
-
 # ----------------------------------------------------------------- measuring
 
 
@@ -299,15 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2000, help="calls per run")
     args = parser.parse_args(argv)
 
-    libraries = [lib for lib in (pydantic_library(), msgspec_library(), ortc_library()) if lib]
+    libraries = [lib for lib in (pydantic_library(), msgspec_library()) if lib]
     capabilities, produce = chrome_rtp_capabilities(), chrome_simulcast_produce()
     consumer = consumer_rtp_parameters()
     print(f"median of {args.runs} runs, {args.batch} calls each; Python {sys.version.split()[0]}")
     print(f"{'':14}{'join µs':>10}{'produce µs':>12}{'dump µs':>10}{'import ms':>11}")
     for lib in libraries:
         parsed_consumer = lib.parse_parameters(consumer)
-        # The hand-written validator fills in dtx; the models keep the wire as it came.
-        if lib.name != "hand-written" and lib.dump(parsed_consumer) != consumer:
+        if lib.dump(parsed_consumer) != consumer:
             raise SystemExit(f"{lib.name}: the consumer parameters do not round-trip")
         figures = (
             per_call_us(lib.parse_capabilities, capabilities, args.runs, args.batch),

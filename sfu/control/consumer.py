@@ -6,6 +6,7 @@ from typing import Any
 
 from ..channel import Channel
 from ..channel.messages import Event, Method, SetPreferredLayersRequest, SetPriorityRequest
+from ..models import RtpParameters
 from .channel_object import ChannelObject
 
 
@@ -24,7 +25,7 @@ class Consumer(ChannelObject):
         consumer_id: str,
         producer_id: str,
         kind: str,
-        rtp_parameters: dict[str, Any],
+        rtp_parameters: RtpParameters,
         paused: bool,
         producer_paused: bool,
         app_data: dict[str, Any],

@@ -1,7 +1,9 @@
-"""ORTC rules: mediasoup's ``ortc.ts`` in Python, on mediasoup's camelCase dicts.
+"""ORTC rules: mediasoup's ``ortc.ts`` in Python, on the typed RTP model.
 
-Everything here works on plain ``dict[str, Any]`` in exactly the JSON shapes that
-mediasoup and mediasoup-client exchange (RtpCapabilities, RtpParameters, ...).
+Everything here works on :mod:`sfu.models` objects (RtpCapabilities,
+RtpParameters, RtpMapping, ...); camelCase dicts exist only at the wire, where
+a client's input is parsed (``validate_*``) and where results are sent
+(``to_wire()``).
 
 The flow, as in mediasoup:
 
@@ -16,7 +18,7 @@ The flow, as in mediasoup:
 Deviations from mediasoup (on purpose):
 - Only the feedback and header extensions this server implements are offered:
   no transport-cc, no transport-wide-cc extension; mid is ``sendrecv`` (consumers send their own MID); rid/rrid are ``recvonly``.
-- The mapping also maps header extension ids (``"headerExtensions"``).
+- The mapping also maps header extension ids (``header_extensions``).
 - A consumer codec's rtcpFeedback is the remote's, limited to what the router
   offers for that codec, so a client never negotiates feedback we don't send.
 - Validation is stricter: a value of the wrong type is an error, not coerced.
@@ -24,7 +26,6 @@ Deviations from mediasoup (on purpose):
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 from typing import Any
@@ -32,6 +33,22 @@ from typing import Any
 import h264_profile_level_id as h264
 
 from ..errors import InvalidRequestError, UnsupportedError
+from ..models import (
+    RtcpFeedback,
+    RtcpParameters,
+    RtpCapabilities,
+    RtpCodecCapability,
+    RtpCodecParameters,
+    RtpEncodingParameters,
+    RtpHeaderExtension,
+    RtpHeaderExtensionParameters,
+    RtpMapping,
+    RtpMappingCodec,
+    RtpMappingEncoding,
+    RtpMappingHeaderExtension,
+    RtpParameters,
+    RtxParameters,
+)
 from ..models.rtp_uris import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -43,12 +60,8 @@ from ..models.rtp_uris import (
     URI_VIDEO_ORIENTATION,
 )
 
-Json = dict[str, Any]
+Codec = RtpCodecCapability | RtpCodecParameters
 
-
-_KINDS = ("audio", "video")
-_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-_MIME_RE = re.compile(r"^(audio|video)/(.+)$", re.IGNORECASE)
 _SCALABILITY_RE = re.compile(r"^[LS]([1-9][0-9]?)T([1-9][0-9]?)(_KEY)?(_SHIFT)?$")
 
 # Same order as mediasoup: 100..127 first, then 96..99.
@@ -56,54 +69,42 @@ _DYNAMIC_PAYLOAD_TYPES = [*range(100, 128), *range(96, 100)]
 
 # The feedback the server implements, and nothing more: a router that offers
 # transport-cc or goog-remb but never sends it keeps Chrome's video bitrate low.
-_VIDEO_RTCP_FEEDBACK: list[Json] = [
-    {"type": "nack", "parameter": ""},
-    {"type": "nack", "parameter": "pli"},
-    {"type": "ccm", "parameter": "fir"},
-    {"type": "goog-remb", "parameter": ""},
-]
+_VIDEO_RTCP_FEEDBACK = (
+    RtcpFeedback(type="nack"),
+    RtcpFeedback(type="nack", parameter="pli"),
+    RtcpFeedback(type="ccm", parameter="fir"),
+    RtcpFeedback(type="goog-remb"),
+)
 
 # The codecs a Router may be configured with. PCMU/PCMA keep their static PTs.
-_SUPPORTED_CODECS: list[Json] = [
-    {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2},
-    {
-        "kind": "audio",
-        "mimeType": "audio/PCMU",
-        "clockRate": 8000,
-        "channels": 1,
-        "preferredPayloadType": 0,
-    },
-    {
-        "kind": "audio",
-        "mimeType": "audio/PCMA",
-        "clockRate": 8000,
-        "channels": 1,
-        "preferredPayloadType": 8,
-    },
-    {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
-    {"kind": "video", "mimeType": "video/VP9", "clockRate": 90000},
-    {
-        "kind": "video",
-        "mimeType": "video/H264",
-        "clockRate": 90000,
-        "parameters": {"level-asymmetry-allowed": 1},
-    },
-]
+_SUPPORTED_CODECS = (
+    RtpCodecCapability(kind="audio", mime_type="audio/opus", clock_rate=48000, channels=2),
+    RtpCodecCapability(
+        kind="audio", mime_type="audio/PCMU", clock_rate=8000, preferred_payload_type=0
+    ),
+    RtpCodecCapability(
+        kind="audio", mime_type="audio/PCMA", clock_rate=8000, preferred_payload_type=8
+    ),
+    RtpCodecCapability(kind="video", mime_type="video/VP8", clock_rate=90000),
+    RtpCodecCapability(kind="video", mime_type="video/VP9", clock_rate=90000),
+    RtpCodecCapability(
+        kind="video",
+        mime_type="video/H264",
+        clock_rate=90000,
+        parameters={"level-asymmetry-allowed": 1},
+    ),
+)
 
 
-def _ext(kind: str, uri: str, ext_id: int, direction: str) -> Json:
-    return {
-        "kind": kind,
-        "uri": uri,
-        "preferredId": ext_id,
-        "preferredEncrypt": False,
-        "direction": direction,
-    }
+def _ext(kind: str, uri: str, ext_id: int, direction: str) -> RtpHeaderExtension:
+    return RtpHeaderExtension.model_validate(
+        {"kind": kind, "uri": uri, "preferredId": ext_id, "direction": direction}
+    )
 
 
 # mid/rid/rrid are only received: the server demuxes with them but does not
 # write them into forwarded packets, so consumers never negotiate them.
-_SUPPORTED_HEADER_EXTENSIONS: list[Json] = [
+_SUPPORTED_HEADER_EXTENSIONS = (
     # mid is sendrecv, as in mediasoup: consumers put their own MID on RTX
     # packets, which aiortc routes by MID (it does not register RTX SSRCs).
     _ext("audio", URI_MID, 1, "sendrecv"),
@@ -115,7 +116,7 @@ _SUPPORTED_HEADER_EXTENSIONS: list[Json] = [
     _ext("audio", URI_AUDIO_LEVEL, 10, "sendrecv"),
     _ext("video", URI_VIDEO_ORIENTATION, 11, "sendrecv"),
     _ext("video", URI_TOFFSET, 12, "sendrecv"),
-]
+)
 
 
 # ---------------------------------------------------------------------------
@@ -123,66 +124,72 @@ _SUPPORTED_HEADER_EXTENSIONS: list[Json] = [
 # ---------------------------------------------------------------------------
 
 
-def generate_router_rtp_capabilities(media_codecs: list[Json]) -> Json:
-    """Build the Router's RtpCapabilities from RouterOptions.mediaCodecs.
+def generate_router_rtp_capabilities(media_codecs: object) -> RtpCapabilities:
+    """Build the Router's RtpCapabilities from RouterOptions.mediaCodecs (wire dicts).
 
     Raises InvalidRequestError for malformed codecs and UnsupportedError for
     codecs this server cannot forward.
     """
     if not isinstance(media_codecs, list):
         raise InvalidRequestError("mediaCodecs must be a list")
-    free_pts = list(_DYNAMIC_PAYLOAD_TYPES)
+    configured = [
+        RtpCodecCapability.from_wire(media_codec, where=f"mediaCodecs[{index}]")
+        for index, media_codec in enumerate(media_codecs)
+    ]
     # Explicit preferredPayloadTypes are reserved first, so that a dynamic PT
     # handed out earlier (e.g. to an RTX codec) never collides with them.
-    for media_codec in media_codecs:
-        pt = media_codec.get("preferredPayloadType") if isinstance(media_codec, dict) else None
-        if isinstance(pt, int) and pt in free_pts:
-            free_pts.remove(pt)
+    reserved = {codec.preferred_payload_type for codec in configured}
+    free_pts = [pt for pt in _DYNAMIC_PAYLOAD_TYPES if pt not in reserved]
 
-    codecs: list[Json] = []
-    for index, media_codec in enumerate(media_codecs):
-        codec = _router_codec(
-            _validate_codec_capability(media_codec, f"mediaCodecs[{index}]"), free_pts
-        )
-        if any(c["preferredPayloadType"] == codec["preferredPayloadType"] for c in codecs):
+    codecs: list[RtpCodecCapability] = []
+    for index, media_codec in enumerate(configured):
+        codec = _router_codec(media_codec, free_pts)
+        if any(c.preferred_payload_type == codec.preferred_payload_type for c in codecs):
             raise InvalidRequestError(
-                f"mediaCodecs[{index}] ({codec['mimeType']}): duplicated "
-                f"preferredPayloadType {codec['preferredPayloadType']}"
+                f"mediaCodecs[{index}] ({codec.mime_type}): duplicated "
+                f"preferredPayloadType {codec.preferred_payload_type}"
             )
         codecs.append(codec)
-        if codec["kind"] == "video":
+        if codec.kind == "video":
             codecs.append(_rtx_codec(codec, _take_pt(free_pts)))
-    return {"codecs": codecs, "headerExtensions": copy.deepcopy(_SUPPORTED_HEADER_EXTENSIONS)}
+    return RtpCapabilities(
+        codecs=codecs,
+        header_extensions=[ext.model_copy() for ext in _SUPPORTED_HEADER_EXTENSIONS],
+    )
 
 
-def _router_codec(media_codec: Json, free_pts: list[int]) -> Json:
+def _router_codec(media_codec: RtpCodecCapability, free_pts: list[int]) -> RtpCodecCapability:
     """The supported codec matching ``media_codec``, with its PT and parameters."""
     supported = next((s for s in _SUPPORTED_CODECS if _match_codecs(media_codec, s)), None)
     if supported is None:
         raise UnsupportedError(
-            f"media codec not supported [mimeType:{media_codec['mimeType']}, "
-            f"clockRate:{media_codec['clockRate']}, channels:{media_codec.get('channels')}]"
+            f"media codec not supported [mimeType:{media_codec.mime_type}, "
+            f"clockRate:{media_codec.clock_rate}, channels:{media_codec.channels}]"
         )
-    codec = copy.deepcopy(supported)
-    if isinstance(media_codec.get("preferredPayloadType"), int):
-        codec["preferredPayloadType"] = media_codec["preferredPayloadType"]
-    elif "preferredPayloadType" not in codec:
-        codec["preferredPayloadType"] = _take_pt(free_pts)
-    # The configured parameters (profile-id, profile-level-id, ...) win.
-    codec["parameters"] = {**codec.get("parameters", {}), **media_codec["parameters"]}
-    codec["rtcpFeedback"] = copy.deepcopy(_VIDEO_RTCP_FEEDBACK) if codec["kind"] == "video" else []
-    return codec
+    payload_type = media_codec.preferred_payload_type
+    if payload_type is None:
+        payload_type = supported.preferred_payload_type
+    if payload_type is None:
+        payload_type = _take_pt(free_pts)
+    feedback = _VIDEO_RTCP_FEEDBACK if supported.kind == "video" else ()
+    return supported.model_copy(
+        update={
+            "preferred_payload_type": payload_type,
+            # The configured parameters (profile-id, profile-level-id, ...) win.
+            "parameters": {**supported.parameters, **media_codec.parameters},
+            "rtcp_feedback": [fb.model_copy() for fb in feedback],
+        }
+    )
 
 
-def _rtx_codec(media_codec: Json, pt: int) -> Json:
-    return {
-        "kind": media_codec["kind"],
-        "mimeType": f"{media_codec['kind']}/rtx",
-        "preferredPayloadType": pt,
-        "clockRate": media_codec["clockRate"],
-        "parameters": {"apt": media_codec["preferredPayloadType"]},
-        "rtcpFeedback": [],
-    }
+def _rtx_codec(media_codec: RtpCodecCapability, pt: int) -> RtpCodecCapability:
+    return RtpCodecCapability(
+        kind=media_codec.kind,
+        mime_type=f"{media_codec.kind}/rtx",
+        preferred_payload_type=pt,
+        clock_rate=media_codec.clock_rate,
+        parameters={"apt": media_codec.preferred_payload_type},
+    )
 
 
 def _take_pt(free_pts: list[int]) -> int:
@@ -192,227 +199,19 @@ def _take_pt(free_pts: list[int]) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Validation (returns normalized deep copies; never mutates the input)
+# Validation: the typed model parses a client's wire dicts, fills in
+# mediasoup's defaults and names the bad field.
 # ---------------------------------------------------------------------------
 
 
-def validate_rtp_capabilities(caps: object) -> Json:
-    """Check an RtpCapabilities object and return a normalized copy."""
-    caps = _require_dict(caps, "rtpCapabilities")
-    out = copy.deepcopy(caps)
-    out["codecs"] = [
-        _validate_codec_capability(c, f"rtpCapabilities.codecs[{i}]")
-        for i, c in enumerate(_optional_list(caps, "codecs", "rtpCapabilities"))
-    ]
-    out["headerExtensions"] = [
-        _validate_header_extension(e, f"rtpCapabilities.headerExtensions[{i}]")
-        for i, e in enumerate(_optional_list(caps, "headerExtensions", "rtpCapabilities"))
-    ]
-    return out
+def validate_rtp_capabilities(caps: object) -> RtpCapabilities:
+    """A device's RtpCapabilities (``join``), parsed; InvalidRequestError names a bad field."""
+    return RtpCapabilities.from_wire(caps)
 
 
-def validate_rtp_parameters(params: object) -> Json:
-    """Check produce()'s RtpParameters and return a normalized copy."""
-    params = _require_dict(params, "rtpParameters")
-    out = copy.deepcopy(params)
-    _optional(out, "mid", str, "rtpParameters")
-    codecs = params.get("codecs")
-    if not isinstance(codecs, list) or not codecs:
-        raise InvalidRequestError("rtpParameters.codecs must be a non-empty list")
-    out["codecs"] = [
-        _validate_codec_parameters(c, f"rtpParameters.codecs[{i}]") for i, c in enumerate(codecs)
-    ]
-    if len({_kind_of(c) for c in out["codecs"]}) > 1:
-        raise InvalidRequestError("rtpParameters.codecs mix audio and video codecs")
-    out["headerExtensions"] = [
-        _validate_header_extension_parameters(e, f"rtpParameters.headerExtensions[{i}]")
-        for i, e in enumerate(_optional_list(params, "headerExtensions", "rtpParameters"))
-    ]
-    encodings = params.get("encodings")
-    if not isinstance(encodings, list) or not encodings:
-        raise InvalidRequestError("rtpParameters.encodings must be a non-empty list")
-    out["encodings"] = [
-        _validate_encoding(e, f"rtpParameters.encodings[{i}]") for i, e in enumerate(encodings)
-    ]
-    if len(out["encodings"]) > 1 and any(
-        "ssrc" not in e and "rid" not in e for e in out["encodings"]
-    ):
-        raise InvalidRequestError(
-            "rtpParameters.encodings: with several encodings each needs an ssrc or a rid"
-        )
-    out["rtcp"] = _validate_rtcp(params.get("rtcp"), "rtpParameters.rtcp")
-    return out
-
-
-def _validate_codec_common(codec: object, where: str) -> Json:
-    codec = copy.deepcopy(_require_dict(codec, where))
-    mime = codec.get("mimeType")
-    match = _MIME_RE.match(mime) if isinstance(mime, str) else None
-    if match is None:
-        raise InvalidRequestError(
-            f"{where}.mimeType must be a string like 'audio/opus', got {mime!r}"
-        )
-    kind = match.group(1).lower()
-    _require_int(codec, "clockRate", where)
-    if kind == "audio":
-        if codec.get("channels") is None:
-            codec["channels"] = 1
-        _require_int(codec, "channels", where, 1, 255)
-    else:
-        codec.pop("channels", None)
-    codec["parameters"] = _validate_codec_params(codec.get("parameters"), f"{where}.parameters")
-    codec["rtcpFeedback"] = [
-        _validate_feedback(fb, f"{where}.rtcpFeedback[{i}]")
-        for i, fb in enumerate(_optional_list(codec, "rtcpFeedback", where))
-    ]
-    return codec
-
-
-def _validate_codec_capability(codec: object, where: str) -> Json:
-    out = _validate_codec_common(codec, where)
-    kind = _kind_of(out)
-    if out.get("kind") not in (None, kind):
-        raise InvalidRequestError(
-            f"{where}.kind {out['kind']!r} does not match mimeType {out['mimeType']!r}"
-        )
-    out["kind"] = kind
-    _optional_int(out, "preferredPayloadType", where, 0, 127)
-    return out
-
-
-def _validate_codec_parameters(codec: object, where: str) -> Json:
-    out = _validate_codec_common(codec, where)
-    _require_int(out, "payloadType", where, 0, 127)
-    return out
-
-
-def _validate_codec_params(params: object, where: str) -> Json:
-    if params is None:
-        return {}
-    params = _require_dict(params, where)
-    for key, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise InvalidRequestError(
-                f"{where}[{key!r}] must be a string or a number, got {value!r}"
-            )
-    if "apt" in params and not isinstance(params["apt"], int):
-        raise InvalidRequestError(f"{where}['apt'] must be an integer payload type")
-    return params
-
-
-def _validate_feedback(fb: object, where: str) -> Json:
-    fb = copy.deepcopy(_require_dict(fb, where))
-    if not isinstance(fb.get("type"), str) or not fb["type"]:
-        raise InvalidRequestError(f"{where}.type must be a non-empty string")
-    fb.setdefault("parameter", "")
-    if fb["parameter"] is None:
-        fb["parameter"] = ""
-    if not isinstance(fb["parameter"], str):
-        raise InvalidRequestError(f"{where}.parameter must be a string")
-    return fb
-
-
-def _validate_header_extension(ext: object, where: str) -> Json:
-    ext = copy.deepcopy(_require_dict(ext, where))
-    if ext.get("kind") not in _KINDS:
-        raise InvalidRequestError(
-            f"{where}.kind must be 'audio' or 'video', got {ext.get('kind')!r}"
-        )
-    _require_uri(ext, where)
-    _require_int(ext, "preferredId", where, 1, 255)
-    _optional(ext, "preferredEncrypt", bool, where, default=False)
-    _optional(ext, "direction", str, where, default="sendrecv")
-    if ext["direction"] not in _DIRECTIONS:
-        raise InvalidRequestError(f"{where}.direction must be one of {_DIRECTIONS}")
-    return ext
-
-
-def _validate_header_extension_parameters(ext: object, where: str) -> Json:
-    ext = copy.deepcopy(_require_dict(ext, where))
-    _require_uri(ext, where)
-    _require_int(ext, "id", where, 1, 255)
-    _optional(ext, "encrypt", bool, where, default=False)
-    ext["parameters"] = _validate_codec_params(ext.get("parameters"), f"{where}.parameters")
-    return ext
-
-
-def _validate_encoding(encoding: object, where: str) -> Json:
-    encoding = copy.deepcopy(_require_dict(encoding, where))
-    # JSON null means "absent" for every optional encoding field (as in mediasoup).
-    for key in [k for k, v in encoding.items() if v is None]:
-        del encoding[key]
-    _optional_int(encoding, "ssrc", where, 0, 0xFFFFFFFF)
-    _optional(encoding, "rid", str, where)
-    _optional_int(encoding, "codecPayloadType", where, 0, 127)
-    if "rtx" in encoding:
-        rtx = _require_dict(encoding["rtx"], f"{where}.rtx")
-        _require_int(rtx, "ssrc", f"{where}.rtx", 0, 0xFFFFFFFF)
-    _optional(encoding, "dtx", bool, where, default=False)
-    _optional(encoding, "scalabilityMode", str, where)
-    _optional_int(encoding, "maxBitrate", where, 0, None)
-    return encoding
-
-
-def _validate_rtcp(rtcp: object, where: str) -> Json:
-    if rtcp is None:
-        return {"reducedSize": True}
-    rtcp = copy.deepcopy(_require_dict(rtcp, where))
-    _optional(rtcp, "cname", str, where)
-    _optional(rtcp, "reducedSize", bool, where, default=True)
-    _optional(rtcp, "mux", bool, where)
-    return rtcp
-
-
-# Small type-check helpers: every message names the offending field.
-
-
-def _require_dict(value: object, where: str) -> Json:
-    if not isinstance(value, dict):
-        raise InvalidRequestError(f"{where} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _optional_list(obj: Json, key: str, where: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidRequestError(f"{where}.{key} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _require_int(
-    obj: Json, key: str, where: str, lo: int | None = None, hi: int | None = None
-) -> None:
-    value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidRequestError(f"{where}.{key} must be an integer, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise InvalidRequestError(f"{where}.{key} {value} is out of range [{lo}, {hi}]")
-
-
-def _optional_int(obj: Json, key: str, where: str, lo: int | None, hi: int | None) -> None:
-    if obj.get(key) is None:
-        obj.pop(key, None)
-    else:
-        _require_int(obj, key, where, lo, hi)
-
-
-def _optional(obj: Json, key: str, typ: type, where: str, default: object = None) -> None:
-    """``obj[key]`` must be a ``typ`` if present; absent/null becomes ``default``."""
-    if obj.get(key) is None:
-        obj.pop(key, None)
-        if default is not None:
-            obj[key] = default
-    elif not isinstance(obj[key], typ):
-        raise InvalidRequestError(
-            f"{where}.{key} must be a {typ.__name__}, got {type(obj[key]).__name__}"
-        )
-
-
-def _require_uri(ext: Json, where: str) -> None:
-    if not isinstance(ext.get("uri"), str) or not ext["uri"]:
-        raise InvalidRequestError(f"{where}.uri must be a non-empty string")
+def validate_rtp_parameters(params: object) -> RtpParameters:
+    """produce()'s RtpParameters, parsed; InvalidRequestError names a bad field."""
+    return RtpParameters.from_wire(params)
 
 
 # ---------------------------------------------------------------------------
@@ -420,34 +219,26 @@ def _require_uri(ext: Json, where: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _kind_of(codec: Json) -> str:
-    return str(codec["mimeType"]).split("/", 1)[0].lower()
-
-
-def _is_rtx(codec: Json) -> bool:
-    return str(codec["mimeType"]).lower().endswith("/rtx")
-
-
-def _param(codec: Json, key: str, default: object) -> str:
+def _param(codec: Codec, key: str, default: object) -> str:
     # sdp-transform turns numeric-looking values into numbers: compare as text.
-    value = codec.get("parameters", {}).get(key)
+    value = codec.parameters.get(key)
     return str(default if value is None or value == "" else value)
 
 
-def _h264_params(codec: Json) -> Json:
-    params = dict(codec.get("parameters", {}))
+def _h264_params(codec: Codec) -> dict[str, Any]:
+    params = dict(codec.parameters)
     if "profile-level-id" in params:
         params["profile-level-id"] = str(params["profile-level-id"])
     return params
 
 
-def _match_codecs(a: Json, b: Json, strict: bool = False, modify: bool = False) -> bool:
+def _match_codecs(a: Codec, b: Codec, strict: bool = False, modify: bool = False) -> bool:
     """mediasoup's matchCodecs. With ``modify``, ``a``'s H264 profile-level-id
     becomes the negotiated one (what the Router will forward)."""
-    mime = str(a["mimeType"]).lower()
-    if mime != str(b["mimeType"]).lower() or a["clockRate"] != b["clockRate"]:
+    mime = a.mime_type.lower()
+    if mime != b.mime_type.lower() or a.clock_rate != b.clock_rate:
         return False
-    if a.get("channels") != b.get("channels"):
+    if a.channels != b.channels:
         return False
     if not strict:
         return True
@@ -458,7 +249,7 @@ def _match_codecs(a: Json, b: Json, strict: bool = False, modify: bool = False) 
     return True
 
 
-def _match_h264(a: Json, b: Json, modify: bool) -> bool:
+def _match_h264(a: Codec, b: Codec, modify: bool) -> bool:
     if _param(a, "packetization-mode", 0) != _param(b, "packetization-mode", 0):
         return False
     a_params, b_params = _h264_params(a), _h264_params(b)
@@ -470,9 +261,9 @@ def _match_h264(a: Json, b: Json, modify: bool) -> bool:
         return False
     if modify:
         if selected:
-            a["parameters"]["profile-level-id"] = selected
+            a.parameters["profile-level-id"] = selected
         else:
-            a["parameters"].pop("profile-level-id", None)
+            a.parameters.pop("profile-level-id", None)
     return True
 
 
@@ -481,194 +272,186 @@ def _match_h264(a: Json, b: Json, modify: bool) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def get_producer_rtp_parameters_mapping(rtp_parameters: Json, router_caps: Json) -> Json:
+def get_producer_rtp_parameters_mapping(
+    rtp_parameters: RtpParameters, router_caps: RtpCapabilities
+) -> RtpMapping:
     """Map a Producer's PTs, SSRCs and header extension ids onto the Router's.
 
-    ``rtp_parameters`` must come from ``validate_rtp_parameters``. As in
-    mediasoup, an H264 codec's profile-level-id in it is set to the
-    negotiated one. Raises UnsupportedError if a codec has no router match.
+    As in mediasoup, an H264 codec's profile-level-id in ``rtp_parameters`` is
+    set to the negotiated one. Raises UnsupportedError if a codec has no router match.
     """
-    router_codec_for: list[tuple[Json, Json]] = []
-    for codec in rtp_parameters["codecs"]:
-        if _is_rtx(codec):
+    router_codec_for: list[tuple[RtpCodecParameters, RtpCodecCapability]] = []
+    for codec in rtp_parameters.codecs:
+        if codec.is_rtx:
             continue
         cap = next(
             (
                 c
-                for c in router_caps["codecs"]
-                if not _is_rtx(c) and _match_codecs(codec, c, strict=True, modify=True)
+                for c in router_caps.codecs
+                if not c.is_rtx and _match_codecs(codec, c, strict=True, modify=True)
             ),
             None,
         )
         if cap is None:
             raise UnsupportedError(
-                f"unsupported codec [mimeType:{codec['mimeType']}, "
-                f"payloadType:{codec['payloadType']}]: the router does not offer it"
+                f"unsupported codec [mimeType:{codec.mime_type}, "
+                f"payloadType:{codec.payload_type}]: the router does not offer it"
             )
         router_codec_for.append((codec, cap))
     if not router_codec_for:
         raise UnsupportedError("rtpParameters.codecs has no media codec")
-    for codec in rtp_parameters["codecs"]:
-        if _is_rtx(codec):
-            router_codec_for.append(
-                (codec, _router_rtx_for(codec, rtp_parameters, router_codec_for, router_caps))
-            )
-    return {
-        "codecs": [
-            {"payloadType": c["payloadType"], "mappedPayloadType": cap["preferredPayloadType"]}
+    for codec in rtp_parameters.codecs:
+        if codec.is_rtx:
+            router_codec_for.append((codec, _router_rtx_for(codec, router_codec_for, router_caps)))
+    return RtpMapping(
+        codecs=[
+            RtpMappingCodec(payload_type=c.payload_type, mapped_payload_type=_preferred_pt(cap))
             for c, cap in router_codec_for
         ],
-        "encodings": _map_encodings(rtp_parameters["encodings"]),
-        "headerExtensions": _map_header_extensions(rtp_parameters, router_caps),
-    }
+        encodings=_map_encodings(rtp_parameters.encodings),
+        header_extensions=_map_header_extensions(rtp_parameters, router_caps),
+    )
+
+
+def _preferred_pt(cap: RtpCodecCapability) -> int:
+    # A router codec always has one (generate_router_rtp_capabilities gives it).
+    assert cap.preferred_payload_type is not None
+    return cap.preferred_payload_type
 
 
 def _router_rtx_for(
-    rtx: Json, params: Json, mapped: list[tuple[Json, Json]], router_caps: Json
-) -> Json:
+    rtx: RtpCodecParameters,
+    mapped: list[tuple[RtpCodecParameters, RtpCodecCapability]],
+    router_caps: RtpCapabilities,
+) -> RtpCodecCapability:
     """The Router's RTX codec for the media codec that ``rtx``'s apt points to."""
-    apt = rtx["parameters"].get("apt")
-    cap_media = next((cap for c, cap in mapped if c["payloadType"] == apt), None)
+    apt = rtx.parameters.get("apt")
+    cap_media = next((cap for c, cap in mapped if c.payload_type == apt), None)
     if cap_media is None:
         raise InvalidRequestError(
-            f"rtpParameters: RTX codec with payloadType {rtx['payloadType']} has apt={apt!r}, "
+            f"rtpParameters: RTX codec with payloadType {rtx.payload_type} has apt={apt!r}, "
             "which is not one of its media codecs"
         )
-    cap_rtx = next(
-        (
-            c
-            for c in router_caps["codecs"]
-            if _is_rtx(c) and c["parameters"].get("apt") == cap_media["preferredPayloadType"]
-        ),
-        None,
-    )
+    cap_rtx = _router_rtx_of(router_caps, _preferred_pt(cap_media))
     if cap_rtx is None:
         raise UnsupportedError(
-            f"the router has no RTX codec for {cap_media['mimeType']} "
-            f"(payloadType {cap_media['preferredPayloadType']})"
+            f"the router has no RTX codec for {cap_media.mime_type} "
+            f"(payloadType {cap_media.preferred_payload_type})"
         )
     return cap_rtx
 
 
-def _map_encodings(encodings: list[Json]) -> list[Json]:
+def _router_rtx_of(caps: RtpCapabilities, media_pt: int) -> RtpCodecCapability | None:
+    return next((c for c in caps.codecs if c.is_rtx and c.parameters.get("apt") == media_pt), None)
+
+
+def _map_encodings(encodings: list[RtpEncodingParameters]) -> list[RtpMappingEncoding]:
     # Consecutive SSRCs from one random base, as mediasoup does.
     base = random.randint(1, 0xFFFFFFFF - len(encodings))
-    mapped = []
-    for i, encoding in enumerate(encodings):
-        entry: Json = {
-            key: encoding[key] for key in ("ssrc", "rid", "scalabilityMode") if key in encoding
-        }
-        entry["mappedSsrc"] = base + i
-        mapped.append(entry)
-    return mapped
+    return [
+        RtpMappingEncoding(
+            ssrc=encoding.ssrc,
+            rid=encoding.rid,
+            scalability_mode=encoding.scalability_mode,
+            mapped_ssrc=base + i,
+        )
+        for i, encoding in enumerate(encodings)
+    ]
 
 
-def _map_header_extensions(params: Json, router_caps: Json) -> list[Json]:
+def _map_header_extensions(
+    params: RtpParameters, router_caps: RtpCapabilities
+) -> list[RtpMappingHeaderExtension]:
     """Client ext id -> router ext id, for extensions the router receives.
     Extensions the router does not know are left out: the server ignores them."""
-    kind = _kind_of(params["codecs"][0])
+    kind = params.kind
     mapped = []
-    for ext in params["headerExtensions"]:
+    for ext in params.header_extensions:
         cap = next(
             (
                 c
-                for c in router_caps["headerExtensions"]
-                if c["kind"] == kind
-                and c["uri"] == ext["uri"]
-                and c["direction"] in ("sendrecv", "recvonly")
+                for c in router_caps.header_extensions
+                if c.kind == kind and c.uri == ext.uri and c.direction in ("sendrecv", "recvonly")
             ),
             None,
         )
         if cap is not None:
-            mapped.append({"id": ext["id"], "mappedId": cap["preferredId"], "uri": ext["uri"]})
+            mapped.append(
+                RtpMappingHeaderExtension(id=ext.id, mapped_id=cap.preferred_id, uri=ext.uri)
+            )
     return mapped
 
 
-def get_consumable_rtp_parameters(kind: str, params: Json, caps: Json, mapping: Json) -> Json:
+def get_consumable_rtp_parameters(
+    kind: str, params: RtpParameters, caps: RtpCapabilities, mapping: RtpMapping
+) -> RtpParameters:
     """The Producer's stream as the Router forwards it: router PTs, router ext ids,
     mapped SSRCs. Consumers' parameters are derived from this."""
-    codecs: list[Json] = []
-    for codec in params["codecs"]:
-        if _is_rtx(codec):
+    codecs: list[RtpCodecParameters] = []
+    for codec in params.codecs:
+        if codec.is_rtx:
             continue
-        if _kind_of(codec) != kind:
-            raise InvalidRequestError(f"codec {codec['mimeType']} is not of kind {kind!r}")
-        cap = _router_codec_by_pt(caps, _mapped_pt(mapping, codec["payloadType"]))
-        codecs.append(_consumable_codec(cap, parameters=codec["parameters"]))
-        cap_rtx = next(
-            (
-                c
-                for c in caps["codecs"]
-                if _is_rtx(c) and c["parameters"].get("apt") == cap["preferredPayloadType"]
-            ),
-            None,
-        )
+        if codec.kind != kind:
+            raise InvalidRequestError(f"codec {codec.mime_type} is not of kind {kind!r}")
+        cap = _router_codec_by_pt(caps, _mapped_pt(mapping, codec.payload_type))
+        codecs.append(_consumable_codec(cap, parameters=codec.parameters))
+        cap_rtx = _router_rtx_of(caps, _preferred_pt(cap))
         if cap_rtx is not None:
-            codecs.append(_consumable_codec(cap_rtx, parameters=cap_rtx["parameters"]))
+            codecs.append(_consumable_codec(cap_rtx, parameters=cap_rtx.parameters))
 
     # Only extensions the Router can write into forwarded packets.
     header_extensions = [
-        {
-            "uri": ext["uri"],
-            "id": ext["preferredId"],
-            "encrypt": ext["preferredEncrypt"],
-            "parameters": {},
-        }
-        for ext in caps["headerExtensions"]
-        if ext["kind"] == kind and ext["direction"] in ("sendrecv", "sendonly")
+        RtpHeaderExtensionParameters(
+            uri=ext.uri, id=ext.preferred_id, encrypt=ext.preferred_encrypt
+        )
+        for ext in caps.header_extensions
+        if ext.kind == kind and ext.direction in ("sendrecv", "sendonly")
     ]
-    rtcp: Json = {"reducedSize": True}
-    if params.get("rtcp", {}).get("cname"):
-        rtcp = {"cname": params["rtcp"]["cname"], "reducedSize": True}
-    return {
-        "codecs": codecs,
-        "headerExtensions": header_extensions,
-        "encodings": _consumable_encodings(params["encodings"], mapping["encodings"]),
-        "rtcp": rtcp,
-    }
+    return RtpParameters(
+        codecs=codecs,
+        header_extensions=header_extensions,
+        encodings=_consumable_encodings(params.encodings, mapping.encodings),
+        rtcp=RtcpParameters(cname=params.rtcp.cname or None),
+    )
 
 
-def _mapped_pt(mapping: Json, payload_type: int) -> int:
-    entry = next((e for e in mapping["codecs"] if e["payloadType"] == payload_type), None)
+def _mapped_pt(mapping: RtpMapping, payload_type: int) -> int:
+    entry = next((e for e in mapping.codecs if e.payload_type == payload_type), None)
     if entry is None:
         raise InvalidRequestError(f"no mapping for payloadType {payload_type}")
-    return int(entry["mappedPayloadType"])
+    return entry.mapped_payload_type
 
 
-def _router_codec_by_pt(caps: Json, pt: int) -> Json:
-    cap = next((c for c in caps["codecs"] if c["preferredPayloadType"] == pt), None)
+def _router_codec_by_pt(caps: RtpCapabilities, pt: int) -> RtpCodecCapability:
+    cap = next((c for c in caps.codecs if c.preferred_payload_type == pt), None)
     if cap is None:
         raise InvalidRequestError(f"the router has no codec with payloadType {pt}")
     return cap
 
 
-def _consumable_codec(cap: Json, parameters: Json) -> Json:
-    codec: Json = {
-        "mimeType": cap["mimeType"],
-        "payloadType": cap["preferredPayloadType"],
-        "clockRate": cap["clockRate"],
-    }
-    if "channels" in cap:
-        codec["channels"] = cap["channels"]
-    codec["parameters"] = copy.deepcopy(parameters)
-    codec["rtcpFeedback"] = copy.deepcopy(cap["rtcpFeedback"])
-    return codec
+def _consumable_codec(cap: RtpCodecCapability, parameters: dict[str, Any]) -> RtpCodecParameters:
+    return RtpCodecParameters(
+        mime_type=cap.mime_type,
+        payload_type=_preferred_pt(cap),
+        clock_rate=cap.clock_rate,
+        channels=cap.channels,
+        parameters=dict(parameters),
+        rtcp_feedback=[fb.model_copy() for fb in cap.rtcp_feedback],
+    )
 
 
-def _consumable_encodings(encodings: list[Json], mapped: list[Json]) -> list[Json]:
+def _consumable_encodings(
+    encodings: list[RtpEncodingParameters], mapped: list[RtpMappingEncoding]
+) -> list[RtpEncodingParameters]:
     if len(mapped) != len(encodings):
         raise InvalidRequestError("the mapping does not match rtpParameters.encodings")
-    out = []
-    for encoding, entry in zip(encodings, mapped, strict=True):
-        # rid/rtx/codecPayloadType describe the producer's wire, not the router's.
-        consumable = {
-            k: copy.deepcopy(v)
-            for k, v in encoding.items()
-            if k not in ("rid", "rtx", "codecPayloadType")
-        }
-        consumable["ssrc"] = entry["mappedSsrc"]
-        out.append(consumable)
-    return out
+    # rid/rtx/codecPayloadType describe the producer's wire, not the router's.
+    return [
+        encoding.model_copy(
+            update={"ssrc": entry.mapped_ssrc, "rid": None, "rtx": None, "codec_payload_type": None}
+        )
+        for encoding, entry in zip(encodings, mapped, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -676,7 +459,7 @@ def _consumable_encodings(encodings: list[Json], mapped: list[Json]) -> list[Jso
 # ---------------------------------------------------------------------------
 
 
-def can_consume(consumable_params: Json, caps: Json) -> bool:
+def can_consume(consumable_params: RtpParameters, caps: RtpCapabilities) -> bool:
     """Whether a client with RtpCapabilities ``caps`` can receive the stream.
 
     ``caps`` come from ``validate_rtp_capabilities``: a client's are validated
@@ -684,11 +467,13 @@ def can_consume(consumable_params: Json, caps: Json) -> bool:
     """
     # Same codec selection as get_consumer_rtp_parameters, so the two agree even
     # when a producer has several media codecs (mediasoup only checks the first).
-    codecs = _consumer_codecs(consumable_params["codecs"], caps["codecs"])
-    return bool(codecs) and not _is_rtx(codecs[0])
+    codecs = _consumer_codecs(consumable_params.codecs, caps.codecs)
+    return bool(codecs) and not codecs[0].is_rtx
 
 
-def get_consumer_rtp_parameters(consumable_params: Json, remote_rtp_capabilities: Json) -> Json:
+def get_consumer_rtp_parameters(
+    consumable_params: RtpParameters, remote_rtp_capabilities: RtpCapabilities
+) -> RtpParameters:
     """RtpParameters for one Consumer: the remote's codecs, header extensions in
     common, reduced RTCP feedback, and a single encoding with fresh SSRCs.
 
@@ -697,68 +482,73 @@ def get_consumer_rtp_parameters(consumable_params: Json, remote_rtp_capabilities
     UnsupportedError if no media codec matches.
     """
     remote = remote_rtp_capabilities
-    codecs = _consumer_codecs(consumable_params["codecs"], remote["codecs"])
-    if not codecs or _is_rtx(codecs[0]):
+    codecs = _consumer_codecs(consumable_params.codecs, remote.codecs)
+    if not codecs or codecs[0].is_rtx:
         raise UnsupportedError(
             "no compatible media codecs: the consumer's rtpCapabilities "
             "do not include the producer's codec"
         )
     header_extensions = _consumer_header_extensions(consumable_params, remote)
     _reduce_rtcp_feedback(codecs, header_extensions)
-    has_rtx = any(_is_rtx(c) for c in codecs)
-    return {
-        "codecs": codecs,
-        "headerExtensions": header_extensions,
-        "encodings": [_consumer_encoding(consumable_params["encodings"], has_rtx)],
-        "rtcp": copy.deepcopy(consumable_params["rtcp"]),
-    }
+    has_rtx = any(c.is_rtx for c in codecs)
+    return RtpParameters(
+        codecs=codecs,
+        header_extensions=header_extensions,
+        encodings=[_consumer_encoding(consumable_params.encodings, has_rtx)],
+        rtcp=consumable_params.rtcp.model_copy(),
+    )
 
 
-def _consumer_codecs(consumable_codecs: list[Json], remote_codecs: list[Json]) -> list[Json]:
+def _consumer_codecs(
+    consumable_codecs: list[RtpCodecParameters], remote_codecs: list[RtpCodecCapability]
+) -> list[RtpCodecParameters]:
     codecs = []
     for codec in consumable_codecs:
         cap = next((c for c in remote_codecs if _match_codecs(c, codec, strict=True)), None)
         if cap is None:
             continue
-        out = copy.deepcopy(codec)
         # The remote's feedback, limited to what the router offers for this codec.
-        out["rtcpFeedback"] = [
-            copy.deepcopy(fb)
-            for fb in cap["rtcpFeedback"]
-            if _has_feedback(codec["rtcpFeedback"], fb)
+        feedback = [
+            fb.model_copy() for fb in cap.rtcp_feedback if _has_feedback(codec.rtcp_feedback, fb)
         ]
-        codecs.append(out)
+        codecs.append(
+            codec.model_copy(
+                update={"parameters": dict(codec.parameters), "rtcp_feedback": feedback}
+            )
+        )
     # RTX is useless without its media codec.
-    media_pts = {c["payloadType"] for c in codecs if not _is_rtx(c)}
-    return [c for c in codecs if not _is_rtx(c) or c["parameters"].get("apt") in media_pts]
+    media_pts = {c.payload_type for c in codecs if not c.is_rtx}
+    return [c for c in codecs if not c.is_rtx or c.parameters.get("apt") in media_pts]
 
 
-def _has_feedback(feedbacks: list[Json], fb: Json) -> bool:
-    return any(
-        f["type"] == fb["type"] and f.get("parameter", "") == fb.get("parameter", "")
-        for f in feedbacks
-    )
+def _has_feedback(feedbacks: list[RtcpFeedback], fb: RtcpFeedback) -> bool:
+    return any(f.type == fb.type and f.parameter == fb.parameter for f in feedbacks)
 
 
-def _consumer_header_extensions(consumable_params: Json, remote: Json) -> list[Json]:
-    kind = _kind_of(consumable_params["codecs"][0])
-    out: list[Json] = []
-    for ext in consumable_params["headerExtensions"]:
+def _consumer_header_extensions(
+    consumable_params: RtpParameters, remote: RtpCapabilities
+) -> list[RtpHeaderExtensionParameters]:
+    kind = consumable_params.kind
+    out: list[RtpHeaderExtensionParameters] = []
+    for ext in consumable_params.header_extensions:
         cap = next(
-            (c for c in remote["headerExtensions"] if c["kind"] == kind and c["uri"] == ext["uri"]),
-            None,
+            (c for c in remote.header_extensions if c.kind == kind and c.uri == ext.uri), None
         )
         # The remote's id (mediasoup-client reports the router's); skip id clashes.
-        if cap is None or any(e["id"] == cap["preferredId"] for e in out):
+        if cap is None or any(e.id == cap.preferred_id for e in out):
             continue
-        out.append({**copy.deepcopy(ext), "id": cap["preferredId"]})
+        out.append(
+            ext.model_copy(update={"id": cap.preferred_id, "parameters": dict(ext.parameters)})
+        )
     return out
 
 
-def _reduce_rtcp_feedback(codecs: list[Json], header_extensions: list[Json]) -> None:
+def _reduce_rtcp_feedback(
+    codecs: list[RtpCodecParameters], header_extensions: list[RtpHeaderExtensionParameters]
+) -> None:
     """mediasoup's rule: transport-cc if its extension is negotiated, else REMB
     if abs-send-time is, else neither."""
-    uris = {ext["uri"] for ext in header_extensions}
+    uris = {ext.uri for ext in header_extensions}
     if URI_TRANSPORT_WIDE_CC in uris:
         dropped = {"goog-remb"}
     elif URI_ABS_SEND_TIME in uris:
@@ -766,7 +556,7 @@ def _reduce_rtcp_feedback(codecs: list[Json], header_extensions: list[Json]) -> 
     else:
         dropped = {"transport-cc", "goog-remb"}
     for codec in codecs:
-        codec["rtcpFeedback"] = [fb for fb in codec["rtcpFeedback"] if fb["type"] not in dropped]
+        codec.rtcp_feedback = [fb for fb in codec.rtcp_feedback if fb.type not in dropped]
 
 
 def _random_ssrc(avoid: int | None = None) -> int:
@@ -776,23 +566,22 @@ def _random_ssrc(avoid: int | None = None) -> int:
             return ssrc
 
 
-def _consumer_encoding(consumable_encodings: list[Json], has_rtx: bool) -> Json:
-    encoding: Json = {"ssrc": _random_ssrc()}
-    if has_rtx:
-        encoding["rtx"] = {"ssrc": _random_ssrc(avoid=encoding["ssrc"])}
+def _consumer_encoding(
+    consumable_encodings: list[RtpEncodingParameters], has_rtx: bool
+) -> RtpEncodingParameters:
+    ssrc = _random_ssrc()
+    rtx = RtxParameters(ssrc=_random_ssrc(avoid=ssrc)) if has_rtx else None
     scalability_mode = next(
-        (e["scalabilityMode"] for e in consumable_encodings if e.get("scalabilityMode")), None
+        (e.scalability_mode for e in consumable_encodings if e.scalability_mode), None
     )
     # Simulcast: the consumer sees the N streams as N spatial layers.
     if len(consumable_encodings) > 1:
         temporal = _temporal_layers(scalability_mode)
         scalability_mode = f"L{len(consumable_encodings)}T{temporal}"
-    if scalability_mode:
-        encoding["scalabilityMode"] = scalability_mode
-    max_bitrate = max((e.get("maxBitrate") or 0 for e in consumable_encodings), default=0)
-    if max_bitrate:
-        encoding["maxBitrate"] = max_bitrate
-    return encoding
+    max_bitrate = max((e.max_bitrate or 0 for e in consumable_encodings), default=0)
+    return RtpEncodingParameters(
+        ssrc=ssrc, rtx=rtx, scalability_mode=scalability_mode, max_bitrate=max_bitrate or None
+    )
 
 
 def _temporal_layers(scalability_mode: str | None) -> int:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
 from ..channel.messages import Event, Method
+from ..models import RtpParameters
 from .channel_object import ChannelObject
 
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ class Producer(ChannelObject):
         *,
         producer_id: str,
         kind: str,
-        rtp_parameters: dict[str, Any],
-        consumable_rtp_parameters: dict[str, Any],
+        rtp_parameters: RtpParameters,
+        consumable_rtp_parameters: RtpParameters,
         paused: bool,
         app_data: dict[str, Any],
         transport: Transport,

@@ -18,6 +18,7 @@ from ..channel.messages import (
     Method,
 )
 from ..errors import InvalidStateError, NotFoundError
+from ..models import RtpCapabilities
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
 from .channel_object import ChannelObject
@@ -41,7 +42,7 @@ class Router(ChannelObject):
         self,
         worker: Worker,
         router_id: str,
-        rtp_capabilities: dict[str, Any],
+        rtp_capabilities: RtpCapabilities,
         app_data: dict[str, Any],
     ) -> None:
         super().__init__(worker.channel, router_id)
@@ -101,7 +102,7 @@ class Router(ChannelObject):
         observer.attach()
         return observer
 
-    def can_consume(self, producer_id: str, rtp_capabilities: dict[str, Any]) -> bool:
+    def can_consume(self, producer_id: str, rtp_capabilities: RtpCapabilities) -> bool:
         """Whether a device with ``rtp_capabilities`` (validated, as the room does at
         join) can consume the producer: ORTC on the parameters kept here, with no
         round trip to the worker."""

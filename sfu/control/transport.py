@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..channel import Channel
 from ..channel.messages import Consumed, ConsumeRequest, Event, Method, Produced, ProduceRequest
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
+from ..models import RtpCapabilities, RtpParameters
 from . import ortc
 from .channel_object import ChannelObject
 from .consumer import Consumer
@@ -40,28 +41,33 @@ class Transport(ChannelObject):
         self,
         *,
         kind: str,
-        rtp_parameters: dict[str, Any],
+        rtp_parameters: RtpParameters | dict[str, Any],
         paused: bool = False,
         app_data: dict[str, Any] | None = None,
         producer_id: str | None = None,
     ) -> Producer:
-        """A producer. ORTC runs here: the parameters are validated (the edge for
-        a client's input) and mapped onto the router's, and the worker gets them
-        resolved. ``producer_id`` is given only for pipe producers."""
+        """A producer. ORTC runs here: a client's wire parameters are validated
+        (the edge) and mapped onto the router's, and the worker gets them
+        resolved. ``producer_id`` is given only for pipe producers, whose
+        parameters are another router's consumer's (typed, already valid)."""
         self._check_open()
         if kind not in ("audio", "video"):
             raise InvalidRequestError(f"invalid kind {kind!r}: expected 'audio' or 'video'")
         app_data = app_data or {}
         capabilities = self.router.rtp_capabilities
-        rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
+        if isinstance(rtp_parameters, RtpParameters):
+            # The mapping settles an H264 profile in place: not in the caller's copy.
+            rtp_parameters = rtp_parameters.model_copy(deep=True)
+        else:
+            rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
         rtp_mapping = ortc.get_producer_rtp_parameters_mapping(rtp_parameters, capabilities)
         consumable = ortc.get_consumable_rtp_parameters(
             kind, rtp_parameters, capabilities, rtp_mapping
         )
         request = ProduceRequest(
             kind=kind,
-            rtpParameters=rtp_parameters,
-            rtpMapping=rtp_mapping,
+            rtpParameters=rtp_parameters.to_wire(),
+            rtpMapping=rtp_mapping.to_wire(),
             paused=paused,
             appData=app_data,
         )
@@ -92,20 +98,20 @@ class Transport(ChannelObject):
         self,
         *,
         producer_id: str,
-        rtp_capabilities: dict[str, Any],
+        rtp_capabilities: RtpCapabilities,
         paused: bool = True,
         app_data: dict[str, Any] | None = None,
     ) -> Consumer:
         """A consumer of a producer of this router, for a device with ``rtp_capabilities``
         (validated, as the room does at join: client input is validated once)."""
         rtp_parameters = self._consumer_rtp_parameters(producer_id, rtp_capabilities)
-        rtp_parameters["mid"] = str(self._next_mid)
+        rtp_parameters.mid = str(self._next_mid)
         self._next_mid += 1
         return await self._consume(producer_id, rtp_parameters, paused, app_data or {})
 
     def _consumer_rtp_parameters(
-        self, producer_id: str, rtp_capabilities: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, producer_id: str, rtp_capabilities: RtpCapabilities
+    ) -> RtpParameters:
         self._check_open()
         producer = self.router.producers.get(producer_id)
         if producer is None:
@@ -118,7 +124,7 @@ class Transport(ChannelObject):
     async def _consume(
         self,
         producer_id: str,
-        rtp_parameters: dict[str, Any],
+        rtp_parameters: RtpParameters,
         paused: bool,
         app_data: dict[str, Any],
     ) -> Consumer:
@@ -129,9 +135,11 @@ class Transport(ChannelObject):
             ConsumeRequest(
                 producerId=producer_id,
                 kind=producer.kind,
-                rtpParameters=rtp_parameters,
+                rtpParameters=rtp_parameters.to_wire(),
                 # The producer's streams as the router forwards them (simulcast layers).
-                consumableRtpEncodings=producer.consumable_rtp_parameters["encodings"],
+                consumableRtpEncodings=[
+                    encoding.to_wire() for encoding in producer.consumable_rtp_parameters.encodings
+                ],
                 paused=paused,
                 appData=app_data,
             ),

@@ -2,12 +2,20 @@
 
 - :mod:`sfu.models.rtp_parameters`: mediasoup's RTP model (capabilities,
   parameters, codecs, header extensions, encodings, RTCP).
+- :mod:`sfu.models.rtp_mapping`: a producer's payload types, SSRCs and
+  extension ids mapped onto its router's (computed by ORTC, used by the worker).
 - :mod:`sfu.models.rtp_uris`: the header extension URIs, for ORTC and the media plane.
 - :mod:`sfu.models.stats`: counters both processes name (retransmission suppression reasons).
 - :mod:`sfu.models.validation`: the validation kit (pydantic v2) that the wire
   models and the config share: one clear message naming the bad field.
 """
 
+from .rtp_mapping import (
+    RtpMapping,
+    RtpMappingCodec,
+    RtpMappingEncoding,
+    RtpMappingHeaderExtension,
+)
 from .rtp_parameters import (
     CodecParameters,
     MediaKind,
@@ -57,6 +65,10 @@ __all__ = [
     "RtpHeaderExtension",
     "RtpHeaderExtensionDirection",
     "RtpHeaderExtensionParameters",
+    "RtpMapping",
+    "RtpMappingCodec",
+    "RtpMappingEncoding",
+    "RtpMappingHeaderExtension",
     "RtpParameters",
     "RtxParameters",
     "WireModel",

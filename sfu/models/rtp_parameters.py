@@ -198,6 +198,10 @@ class _Codec(WireModel):
     parameters: CodecParameters = {}
     rtcp_feedback: list[RtcpFeedback] = []
 
+    @property
+    def is_rtx(self) -> bool:
+        return self.mime_type.lower().endswith("/rtx")
+
     @model_validator(mode="after")
     def _default_channels(self) -> Self:
         # As mediasoup: audio has 1 channel unless told otherwise; video has none.
@@ -265,10 +269,6 @@ class RtpCodecParameters(_Codec):
     @property
     def kind(self) -> MediaKind:
         return _kind_of_mime(self.mime_type)
-
-    @property
-    def is_rtx(self) -> bool:
-        return self.mime_type.lower().endswith("/rtx")
 
 
 class RtpHeaderExtensionParameters(WireModel):

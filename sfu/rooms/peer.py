@@ -11,6 +11,7 @@ from ..control.producer import Producer
 from ..control.router import Router
 from ..control.webrtc_transport import WebRtcTransport
 from ..errors import InvalidStateError
+from ..models import RtpCapabilities
 from ..signaling.protoo import ProtooConnection
 
 
@@ -22,7 +23,7 @@ class Peer:
         self.closed = False
         self.display_name = ""
         self.device: dict[str, Any] = {}
-        self.rtp_capabilities: dict[str, Any] | None = None
+        self.rtp_capabilities: RtpCapabilities | None = None
         self.sctp_capabilities: dict[str, Any] | None = None
         # The room's router (one per worker it spans) that hosts this peer's transports.
         self.router: Router | None = None

@@ -63,8 +63,17 @@ def notification(method: str, data: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def encode(message: Mapping[str, Any]) -> str:
-    """The compact JSON text of a message (raises ValueError or TypeError if it has none)."""
-    return json.dumps(message, separators=(",", ":"))
+    """The compact JSON text of a message (raises ValueError or TypeError if it has none).
+    Typed values with a ``to_wire()`` (sfu.models' RTP model) go out as their wire dicts."""
+    return json.dumps(message, separators=(",", ":"), default=_wire)
+
+
+def _wire(value: object) -> Any:
+    # Duck-typed, so this module still imports only the standard library.
+    to_wire = getattr(value, "to_wire", None)
+    if not callable(to_wire):
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return to_wire()
 
 
 def message_kind(message: Mapping[str, Any]) -> MessageKind | None:

@@ -41,7 +41,7 @@ async def test_observers_see_each_object_made_and_the_close_cascade() -> None:
         consumer = await receiving.consume(
             producer_id=producer.id, rtp_capabilities=router.rtp_capabilities
         )
-        assert consumer.rtp_parameters["mid"] == "0"
+        assert consumer.rtp_parameters.mid == "0"
         watch("producer", producer)
         watch("consumer", consumer)
         assert seen == [

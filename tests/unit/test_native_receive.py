@@ -39,7 +39,7 @@ from sfu.models.rtp_uris import (
     URI_TOFFSET,
     URI_VIDEO_ORIENTATION,
 )
-from tests.unit.test_rewriter import ROUTER_CAPS, RecordingTransport, rtp
+from tests.unit.test_rewriter import ROUTER_CAPS, ROUTER_RTP_CAPABILITIES, RecordingTransport, rtp
 
 pytestmark = pytest.mark.skipif(not NATIVE_RECEIVE, reason="sfu.media._native is not built")
 
@@ -114,16 +114,18 @@ class Side:
 
     def __init__(self, kind: str, abs_send_time: bool = False) -> None:
         params = ortc.validate_rtp_parameters(producer_params(kind, abs_send_time))
-        mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_CAPS)
-        consumable = ortc.get_consumable_rtp_parameters(kind, params, ROUTER_CAPS, mapping)
+        mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_RTP_CAPABILITIES)
+        consumable = ortc.get_consumable_rtp_parameters(
+            kind, params, ROUTER_RTP_CAPABILITIES, mapping
+        )
         self.transport = RecordingTransport()
         self.transport.app_data = {"peerId": "alice"}  # type: ignore[attr-defined]
         self.transport.log_extra = {}  # type: ignore[attr-defined]
         self.producer = Producer(
             producer_id="p",
             kind=kind,
-            rtp_parameters=params,
-            rtp_mapping=mapping,
+            rtp_parameters=params.to_wire(),
+            rtp_mapping=mapping.to_wire(),
             transport=self.transport,  # type: ignore[arg-type]
             paused=False,
             app_data={},
@@ -134,13 +136,15 @@ class Side:
         self.consumers: list[Consumer] = []
         self.sinks: list[RecordingTransport] = []
         for index, skip in enumerate([None, skipped, None]):
-            consumer_params = ortc.get_consumer_rtp_parameters(consumable, consumer_caps(skip))
-            consumer_params["mid"] = str(index)
+            consumer_params = ortc.get_consumer_rtp_parameters(
+                consumable, ortc.validate_rtp_capabilities(consumer_caps(skip))
+            )
+            consumer_params.mid = str(index)
             sink = RecordingTransport()
             consumer = Consumer(
                 consumer_id=f"c{index}",
                 producer=self.producer,
-                rtp_parameters=consumer_params,
+                rtp_parameters=consumer_params.to_wire(),
                 transport=sink,  # type: ignore[arg-type]
                 paused=False,
                 app_data={},

@@ -19,6 +19,7 @@ from sfu.control.ortc import (
     validate_rtp_parameters,
 )
 from sfu.errors import InvalidRequestError, UnsupportedError
+from sfu.models import RtpCapabilities, RtpMapping, RtpParameters
 
 Json = dict[str, Any]
 
@@ -63,7 +64,7 @@ OPUS, VP8, VP8_RTX, VP9, VP9_RTX, H264_MAIN, H264_MAIN_RTX, H264_CB, H264_CB_RTX
 
 
 @pytest.fixture(scope="module")
-def router_caps() -> Json:
+def router_caps() -> RtpCapabilities:
     return generate_router_rtp_capabilities(MEDIA_CODECS)
 
 
@@ -72,16 +73,16 @@ def router_caps() -> Json:
 # ---------------------------------------------------------------------------
 
 
-async def _aiortc_client(router_caps: Json) -> Json:
+async def _aiortc_client(router_caps: RtpCapabilities) -> Json:
     """pymediasoup's device.rtpCapabilities, and the rtpParameters its send
     transport hands to the "produce" event for an audio and a video track."""
     from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
     from pymediasoup import Device
     from pymediasoup.handlers.aiortc_handler import AiortcHandler
-    from pymediasoup.rtp_parameters import RtpCapabilities
+    from pymediasoup.rtp_parameters import RtpCapabilities as DeviceRtpCapabilities
 
     device = Device(handlerFactory=AiortcHandler.createFactory(tracks=[]))
-    await device.load(RtpCapabilities.model_validate(router_caps))
+    await device.load(DeviceRtpCapabilities.model_validate(router_caps.to_wire()))
     # Server-side transport parameters: never contacted, since we stop at "produce".
     transport = device.createSendTransport(
         id="t1",
@@ -127,7 +128,7 @@ async def _aiortc_client(router_caps: Json) -> Json:
 
 
 @pytest.fixture(scope="module")
-def aiortc(router_caps: Json) -> Json:
+def aiortc(router_caps: RtpCapabilities) -> Json:
     return asyncio.run(_aiortc_client(router_caps))
 
 
@@ -342,7 +343,9 @@ H264_ONLY_CAPABILITIES: Json = {
 }
 
 
-def _produce(router_caps: Json, kind: str, rtp_parameters: Json) -> tuple[Json, Json, Json]:
+def _produce(
+    router_caps: RtpCapabilities, kind: str, rtp_parameters: Json
+) -> tuple[RtpParameters, RtpMapping, RtpParameters]:
     """What the server does on "produce": validate, map, derive consumable."""
     params = validate_rtp_parameters(rtp_parameters)
     mapping = get_producer_rtp_parameters_mapping(params, router_caps)
@@ -350,12 +353,17 @@ def _produce(router_caps: Json, kind: str, rtp_parameters: Json) -> tuple[Json, 
     return params, mapping, consumable
 
 
-def _pts(mapping: Json) -> dict[int, int]:
-    return {c["payloadType"]: c["mappedPayloadType"] for c in mapping["codecs"]}
+def _pts(mapping: RtpMapping) -> dict[int, int]:
+    return {c.payload_type: c.mapped_payload_type for c in mapping.codecs}
 
 
-def _ext_ids(mapping: Json) -> dict[str, tuple[int, int]]:
-    return {e["uri"]: (e["id"], e["mappedId"]) for e in mapping["headerExtensions"]}
+def _ext_ids(mapping: RtpMapping) -> dict[str, tuple[int, int]]:
+    return {e.uri: (e.id, e.mapped_id) for e in mapping.header_extensions}
+
+
+def _consumer_params(consumable: RtpParameters, caps: RtpCapabilities) -> Json:
+    """The consumer's parameters as the client gets them in newConsumer."""
+    return get_consumer_rtp_parameters(consumable, caps).to_wire()
 
 
 def _fb(codec: Json) -> list[tuple[str, str]]:
@@ -367,8 +375,8 @@ def _fb(codec: Json) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 
 
-def test_router_capabilities_codecs(router_caps: Json) -> None:
-    codecs = router_caps["codecs"]
+def test_router_capabilities_codecs(router_caps: RtpCapabilities) -> None:
+    codecs = router_caps.to_wire()["codecs"]
     assert [(c["mimeType"], c["preferredPayloadType"]) for c in codecs] == [
         ("audio/opus", OPUS),
         ("video/VP8", VP8),
@@ -410,10 +418,10 @@ def test_router_capabilities_codecs(router_caps: Json) -> None:
             assert "channels" not in codec
 
 
-def test_router_capabilities_header_extensions(router_caps: Json) -> None:
+def test_router_capabilities_header_extensions(router_caps: RtpCapabilities) -> None:
     exts = [
         (e["kind"], e["uri"], e["preferredId"], e["direction"])
-        for e in router_caps["headerExtensions"]
+        for e in router_caps.to_wire()["headerExtensions"]
     ]
     assert exts == [
         ("audio", MID, 1, "sendrecv"),
@@ -426,9 +434,9 @@ def test_router_capabilities_header_extensions(router_caps: Json) -> None:
         ("video", ORIENTATION, 11, "sendrecv"),
         ("video", TOFFSET, 12, "sendrecv"),
     ]
-    assert all(e["preferredEncrypt"] is False for e in router_caps["headerExtensions"])
+    assert all(e.preferred_encrypt is False for e in router_caps.header_extensions)
     # The router's own output is valid capabilities.
-    assert validate_rtp_capabilities(router_caps) == router_caps
+    assert validate_rtp_capabilities(router_caps.to_wire()) == router_caps
 
 
 def test_router_capabilities_payload_types() -> None:
@@ -447,7 +455,7 @@ def test_router_capabilities_payload_types() -> None:
         ]
     )
     # 101 is reserved for opus, so VP8's RTX skips it; PCMU/PCMA keep static PTs.
-    assert [(c["mimeType"], c["preferredPayloadType"]) for c in caps["codecs"]] == [
+    assert [(c["mimeType"], c["preferredPayloadType"]) for c in caps.to_wire()["codecs"]] == [
         ("video/VP8", 100),
         ("video/rtx", 102),
         ("audio/opus", 101),
@@ -510,7 +518,7 @@ def test_router_capabilities_bad_input(media_codecs: Any, field: str) -> None:
 
 
 def test_aiortc_device_capabilities(aiortc: Json) -> None:
-    caps = validate_rtp_capabilities(aiortc["rtpCapabilities"])
+    caps = validate_rtp_capabilities(aiortc["rtpCapabilities"]).to_wire()
     # pymediasoup reports the router's PTs and ext ids for receiving.
     assert [(c["mimeType"], c["preferredPayloadType"]) for c in caps["codecs"]] == [
         ("audio/opus", OPUS),
@@ -532,7 +540,7 @@ def test_validation_normalizes_without_mutating() -> None:
     caps["codecs"][0].pop("channels")
     caps["headerExtensions"][0].pop("direction")
     caps["codecs"][1]["rtcpFeedback"] = [{"type": "nack"}]
-    normalized = validate_rtp_capabilities(caps)
+    normalized = validate_rtp_capabilities(caps).to_wire()
     assert normalized["codecs"][0]["channels"] == 1
     assert normalized["headerExtensions"][0]["direction"] == "sendrecv"
     assert normalized["codecs"][1]["rtcpFeedback"] == [{"type": "nack", "parameter": ""}]
@@ -540,9 +548,10 @@ def test_validation_normalizes_without_mutating() -> None:
 
     params = validate_rtp_parameters(
         {"codecs": CHROME_AUDIO_PRODUCE["codecs"], "encodings": [{"ssrc": 1, "rid": None}]}
-    )
+    ).to_wire()
     assert params["headerExtensions"] == []
-    assert params["encodings"] == [{"ssrc": 1, "dtx": False}]
+    # dtx unset means false (mediasoup writes the false in); no consumer encoding carries it.
+    assert params["encodings"] == [{"ssrc": 1}]
     assert params["rtcp"] == {"reducedSize": True}
     assert "mid" not in params
 
@@ -552,7 +561,7 @@ def test_validation_normalizes_without_mutating() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_aiortc_produce_mapping(router_caps: Json, aiortc: Json) -> None:
+def test_aiortc_produce_mapping(router_caps: RtpCapabilities, aiortc: Json) -> None:
     audio, video = aiortc["audio"], aiortc["video"]
     # The real pymediasoup produce parameters: aiortc's own PTs and ext ids.
     assert [c["payloadType"] for c in audio["codecs"]] == [96]
@@ -561,21 +570,21 @@ def test_aiortc_produce_mapping(router_caps: Json, aiortc: Json) -> None:
     _, mapping, _ = _produce(router_caps, "audio", audio)
     assert _pts(mapping) == {96: OPUS}
     assert _ext_ids(mapping) == {MID: (1, 1), AUDIO_LEVEL: (2, 10)}
-    [encoding] = mapping["encodings"]
+    [encoding] = mapping.to_wire()["encodings"]
     assert encoding["ssrc"] == audio["encodings"][0]["ssrc"]
     assert 0 < encoding["mappedSsrc"] <= 0xFFFFFFFF
 
     _, mapping, _ = _produce(router_caps, "video", video)
     assert _pts(mapping) == {97: VP8, 98: VP8_RTX}
     assert _ext_ids(mapping) == {MID: (1, 1), ABS_SEND_TIME: (3, 4)}
-    assert mapping["encodings"][0]["ssrc"] == video["encodings"][0]["ssrc"]
+    assert mapping.to_wire()["encodings"][0]["ssrc"] == video["encodings"][0]["ssrc"]
 
 
-def test_chrome_produce_mapping(router_caps: Json) -> None:
+def test_chrome_produce_mapping(router_caps: RtpCapabilities) -> None:
     _, mapping, _ = _produce(router_caps, "audio", CHROME_AUDIO_PRODUCE)
     assert _pts(mapping) == {111: OPUS}
     assert _ext_ids(mapping) == {MID: (4, 1), ABS_SEND_TIME: (2, 4), AUDIO_LEVEL: (1, 10)}
-    assert mapping["encodings"][0]["ssrc"] == 2875413712
+    assert mapping.to_wire()["encodings"][0]["ssrc"] == 2875413712
 
     _, mapping, _ = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
     assert _pts(mapping) == {96: VP8, 97: VP8_RTX}
@@ -589,40 +598,40 @@ def test_chrome_produce_mapping(router_caps: Json) -> None:
     }
 
 
-def test_mapping_ignores_extensions_the_router_does_not_know(router_caps: Json) -> None:
+def test_mapping_ignores_extensions_the_router_does_not_know(router_caps: RtpCapabilities) -> None:
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
     params["headerExtensions"].append(_ext(TWCC, 3))
     _, mapping, _ = _produce(router_caps, "video", params)
     assert TWCC not in _ext_ids(mapping)
 
 
-def test_chrome_consumable_parameters(router_caps: Json) -> None:
+def test_chrome_consumable_parameters(router_caps: RtpCapabilities) -> None:
     _, mapping, consumable = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
-    assert [(c["mimeType"], c["payloadType"]) for c in consumable["codecs"]] == [
+    assert [(c["mimeType"], c["payloadType"]) for c in consumable.to_wire()["codecs"]] == [
         ("video/VP8", VP8),
         ("video/rtx", VP8_RTX),
     ]
-    assert consumable["codecs"][1]["parameters"] == {"apt": VP8}
+    assert consumable.to_wire()["codecs"][1]["parameters"] == {"apt": VP8}
     # The router's feedback and extensions it can send; mid/rid/rrid are receive-only.
-    assert _fb(consumable["codecs"][0]) == [
+    assert _fb(consumable.to_wire()["codecs"][0]) == [
         ("nack", ""),
         ("nack", "pli"),
         ("ccm", "fir"),
         ("goog-remb", ""),
     ]
-    assert [(e["uri"], e["id"]) for e in consumable["headerExtensions"]] == [
+    assert [(e["uri"], e["id"]) for e in consumable.to_wire()["headerExtensions"]] == [
         (MID, 1),
         (ABS_SEND_TIME, 4),
         (ORIENTATION, 11),
         (TOFFSET, 12),
     ]
-    assert consumable["encodings"] == [
-        {"ssrc": mapping["encodings"][0]["mappedSsrc"], "dtx": False}
+    assert consumable.to_wire()["encodings"] == [
+        {"ssrc": mapping.to_wire()["encodings"][0]["mappedSsrc"], "dtx": False}
     ]
-    assert consumable["rtcp"] == {"cname": "kQ2mM3ec8fRkx+Ad", "reducedSize": True}
+    assert consumable.to_wire()["rtcp"] == {"cname": "kQ2mM3ec8fRkx+Ad", "reducedSize": True}
 
     _, _, consumable = _produce(router_caps, "audio", CHROME_AUDIO_PRODUCE)
-    assert consumable["codecs"] == [
+    assert consumable.to_wire()["codecs"] == [
         {
             "mimeType": "audio/opus",
             "payloadType": OPUS,
@@ -632,21 +641,23 @@ def test_chrome_consumable_parameters(router_caps: Json) -> None:
             "rtcpFeedback": [],
         }
     ]
-    assert [e["uri"] for e in consumable["headerExtensions"]] == [MID, ABS_SEND_TIME, AUDIO_LEVEL]
+    assert [e["uri"] for e in consumable.to_wire()["headerExtensions"]] == [
+        MID,
+        ABS_SEND_TIME,
+        AUDIO_LEVEL,
+    ]
 
 
-def test_simulcast_mapping_and_consumer(router_caps: Json) -> None:
+def test_simulcast_mapping_and_consumer(router_caps: RtpCapabilities) -> None:
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
     params["encodings"] = copy.deepcopy(CHROME_SIMULCAST_ENCODINGS)
     _, mapping, consumable = _produce(router_caps, "video", params)
-    assert [e["rid"] for e in mapping["encodings"]] == ["r0", "r1", "r2"]
-    base = mapping["encodings"][0]["mappedSsrc"]
-    assert [e["mappedSsrc"] for e in mapping["encodings"]] == [base, base + 1, base + 2]
-    assert all("rid" not in e for e in consumable["encodings"])
+    assert [e["rid"] for e in mapping.to_wire()["encodings"]] == ["r0", "r1", "r2"]
+    base = mapping.to_wire()["encodings"][0]["mappedSsrc"]
+    assert [e["mappedSsrc"] for e in mapping.to_wire()["encodings"]] == [base, base + 1, base + 2]
+    assert all("rid" not in e for e in consumable.to_wire()["encodings"])
 
-    consumer = get_consumer_rtp_parameters(
-        consumable, validate_rtp_capabilities(CHROME_RTP_CAPABILITIES)
-    )
+    consumer = _consumer_params(consumable, validate_rtp_capabilities(CHROME_RTP_CAPABILITIES))
     [encoding] = consumer["encodings"]
     assert encoding["scalabilityMode"] == "L3T3"  # three streams = three spatial layers
     assert encoding["maxBitrate"] == 5000000
@@ -657,7 +668,7 @@ def test_simulcast_mapping_and_consumer(router_caps: Json) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _client(name: str, aiortc: Json) -> tuple[Json, Json, Json]:
+def _client(name: str, aiortc: Json) -> tuple[RtpCapabilities, Json, Json]:
     """A device's capabilities (validated, as the room does at join) and what it produces."""
     if name == "aiortc":
         return (
@@ -675,14 +686,14 @@ def _client(name: str, aiortc: Json) -> tuple[Json, Json, Json]:
 @pytest.mark.parametrize("producer", ["aiortc", "chrome"])
 @pytest.mark.parametrize("consumer", ["aiortc", "chrome"])
 def test_consumer_parameters_video(
-    router_caps: Json, aiortc: Json, producer: str, consumer: str
+    router_caps: RtpCapabilities, aiortc: Json, producer: str, consumer: str
 ) -> None:
     _, _, produce_video = _client(producer, aiortc)
     remote_caps, _, _ = _client(consumer, aiortc)
     _, _, consumable = _produce(router_caps, "video", produce_video)
     assert can_consume(consumable, remote_caps)
 
-    params = get_consumer_rtp_parameters(consumable, remote_caps)
+    params = _consumer_params(consumable, remote_caps)
     assert "mid" not in params  # the transport assigns it
     assert [(c["mimeType"], c["payloadType"]) for c in params["codecs"]] == [
         ("video/VP8", VP8),
@@ -704,19 +715,19 @@ def test_consumer_parameters_video(
     [encoding] = params["encodings"]
     assert set(encoding) == {"ssrc", "rtx"}
     assert encoding["ssrc"] != encoding["rtx"]["ssrc"]
-    assert encoding["ssrc"] != consumable["encodings"][0]["ssrc"]
-    assert params["rtcp"] == consumable["rtcp"]
+    assert encoding["ssrc"] != consumable.to_wire()["encodings"][0]["ssrc"]
+    assert params["rtcp"] == consumable.to_wire()["rtcp"]
 
 
 @pytest.mark.parametrize("producer", ["aiortc", "chrome"])
 @pytest.mark.parametrize("consumer", ["aiortc", "chrome"])
 def test_consumer_parameters_audio(
-    router_caps: Json, aiortc: Json, producer: str, consumer: str
+    router_caps: RtpCapabilities, aiortc: Json, producer: str, consumer: str
 ) -> None:
     _, produce_audio, _ = _client(producer, aiortc)
     remote_caps, _, _ = _client(consumer, aiortc)
     _, _, consumable = _produce(router_caps, "audio", produce_audio)
-    params = get_consumer_rtp_parameters(consumable, remote_caps)
+    params = _consumer_params(consumable, remote_caps)
     assert [(c["mimeType"], c["payloadType"]) for c in params["codecs"]] == [("audio/opus", OPUS)]
     assert params["codecs"][0]["rtcpFeedback"] == []
     exts = {e["uri"]: e["id"] for e in params["headerExtensions"]}
@@ -724,16 +735,16 @@ def test_consumer_parameters_audio(
     assert params["encodings"] == [{"ssrc": params["encodings"][0]["ssrc"]}]  # no RTX for audio
 
 
-def test_consumer_without_rtx_gets_no_rtx(router_caps: Json) -> None:
+def test_consumer_without_rtx_gets_no_rtx(router_caps: RtpCapabilities) -> None:
     caps = copy.deepcopy(CHROME_RTP_CAPABILITIES)
     caps["codecs"] = [c for c in caps["codecs"] if c["mimeType"] != "video/rtx"]
     _, _, consumable = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
-    params = get_consumer_rtp_parameters(consumable, validate_rtp_capabilities(caps))
+    params = _consumer_params(consumable, validate_rtp_capabilities(caps))
     assert [c["mimeType"] for c in params["codecs"]] == ["video/VP8"]
     assert set(params["encodings"][0]) == {"ssrc"}
 
 
-def test_rtx_dropped_without_its_media_codec(router_caps: Json) -> None:
+def test_rtx_dropped_without_its_media_codec(router_caps: RtpCapabilities) -> None:
     # A producer offering VP8 and H264 (each with RTX), consumed by a client
     # without VP8: VP8's RTX matches the client's "video/rtx" but must go.
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
@@ -741,9 +752,7 @@ def test_rtx_dropped_without_its_media_codec(router_caps: Json) -> None:
     _, mapping, consumable = _produce(router_caps, "video", params)
     assert _pts(mapping) == {96: VP8, 97: VP8_RTX, 127: H264_CB, 125: H264_CB_RTX}
     assert can_consume(consumable, validate_rtp_capabilities(H264_ONLY_CAPABILITIES))
-    consumer = get_consumer_rtp_parameters(
-        consumable, validate_rtp_capabilities(H264_ONLY_CAPABILITIES)
-    )
+    consumer = _consumer_params(consumable, validate_rtp_capabilities(H264_ONLY_CAPABILITIES))
     assert [(c["mimeType"], c["payloadType"]) for c in consumer["codecs"]] == [
         ("video/H264", H264_CB),
         ("video/rtx", H264_CB_RTX),
@@ -758,25 +767,27 @@ def test_rtx_dropped_without_its_media_codec(router_caps: Json) -> None:
         ([ORIENTATION, TOFFSET], set()),  # neither without it
     ],
 )
-def test_rtcp_feedback_reduction(router_caps: Json, uris: list[str], kept: set[str]) -> None:
+def test_rtcp_feedback_reduction(
+    router_caps: RtpCapabilities, uris: list[str], kept: set[str]
+) -> None:
     caps = copy.deepcopy(CHROME_RTP_CAPABILITIES)
     caps["headerExtensions"] = [
         e for e in caps["headerExtensions"] if e["kind"] == "audio" or e["uri"] in uris
     ]
     caps["codecs"][1]["rtcpFeedback"].append({"type": "transport-cc", "parameter": ""})
     _, _, consumable = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
-    params = get_consumer_rtp_parameters(consumable, validate_rtp_capabilities(caps))
+    params = _consumer_params(consumable, validate_rtp_capabilities(caps))
     types = {t for t, _ in _fb(params["codecs"][0])}
     assert types & {"goog-remb", "transport-cc"} == kept
 
 
-def test_transport_cc_dropped_even_if_consumer_offers_it(router_caps: Json) -> None:
+def test_transport_cc_dropped_even_if_consumer_offers_it(router_caps: RtpCapabilities) -> None:
     # The router never offers transport-cc or its extension, so a consumer never gets them.
     caps = copy.deepcopy(CHROME_RTP_CAPABILITIES)
     caps["headerExtensions"].append({"kind": "video", "uri": TWCC, "preferredId": 5})
     caps["codecs"][1]["rtcpFeedback"].append({"type": "transport-cc", "parameter": ""})
     _, _, consumable = _produce(router_caps, "video", CHROME_VIDEO_PRODUCE)
-    params = get_consumer_rtp_parameters(consumable, validate_rtp_capabilities(caps))
+    params = _consumer_params(consumable, validate_rtp_capabilities(caps))
     assert TWCC not in [e["uri"] for e in params["headerExtensions"]]
     assert ("goog-remb", "") in _fb(params["codecs"][0])
     assert ("transport-cc", "") not in _fb(params["codecs"][0])
@@ -787,7 +798,7 @@ def test_transport_cc_dropped_even_if_consumer_offers_it(router_caps: Json) -> N
 # ---------------------------------------------------------------------------
 
 
-def test_client_without_vp8_cannot_consume_vp8(router_caps: Json, aiortc: Json) -> None:
+def test_client_without_vp8_cannot_consume_vp8(router_caps: RtpCapabilities, aiortc: Json) -> None:
     _, _, consumable = _produce(router_caps, "video", aiortc["video"])
     assert can_consume(consumable, validate_rtp_capabilities(H264_ONLY_CAPABILITIES)) is False
     with pytest.raises(UnsupportedError, match="no compatible media codecs"):
@@ -822,11 +833,11 @@ def _h264_produce(profile_level_id: str, packetization_mode: int = 1) -> Json:
     return params
 
 
-def test_h264_profile_matching(router_caps: Json) -> None:
+def test_h264_profile_matching(router_caps: RtpCapabilities) -> None:
     # Main 3.1 maps onto the router's Main (4d0032); Constrained Baseline onto 42e01f.
     _, mapping, main = _produce(router_caps, "video", _h264_produce("4d001f"))
     assert _pts(mapping) == {127: H264_MAIN, 125: H264_MAIN_RTX}
-    assert main["codecs"][0]["parameters"]["profile-level-id"] == "4d001f"
+    assert main.to_wire()["codecs"][0]["parameters"]["profile-level-id"] == "4d001f"
     _, mapping, _ = _produce(router_caps, "video", _h264_produce("42e01f"))
     assert _pts(mapping) == {127: H264_CB, 125: H264_CB_RTX}
 
@@ -834,7 +845,7 @@ def test_h264_profile_matching(router_caps: Json) -> None:
     assert can_consume(main, validate_rtp_capabilities(H264_ONLY_CAPABILITIES)) is False
     with pytest.raises(UnsupportedError):
         get_consumer_rtp_parameters(main, validate_rtp_capabilities(H264_ONLY_CAPABILITIES))
-    params = get_consumer_rtp_parameters(main, validate_rtp_capabilities(CHROME_RTP_CAPABILITIES))
+    params = _consumer_params(main, validate_rtp_capabilities(CHROME_RTP_CAPABILITIES))
     assert [c["payloadType"] for c in params["codecs"]] == [H264_MAIN, H264_MAIN_RTX]
 
 
@@ -846,12 +857,12 @@ def test_h264_profile_matching(router_caps: Json) -> None:
         _h264_produce("zzzzzz"),  # not a profile-level-id
     ],
 )
-def test_h264_mismatch_is_unsupported(router_caps: Json, params: Json) -> None:
+def test_h264_mismatch_is_unsupported(router_caps: RtpCapabilities, params: Json) -> None:
     with pytest.raises(UnsupportedError, match="video/H264"):
         _produce(router_caps, "video", params)
 
 
-def test_vp9_profile_mismatch_is_unsupported(router_caps: Json) -> None:
+def test_vp9_profile_mismatch_is_unsupported(router_caps: RtpCapabilities) -> None:
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
     params["codecs"] = [
         {
@@ -869,7 +880,7 @@ def test_vp9_profile_mismatch_is_unsupported(router_caps: Json) -> None:
     assert _pts(mapping) == {98: VP9}
 
 
-def test_rtx_without_its_media_codec_is_invalid(router_caps: Json) -> None:
+def test_rtx_without_its_media_codec_is_invalid(router_caps: RtpCapabilities) -> None:
     params = copy.deepcopy(CHROME_VIDEO_PRODUCE)
     params["codecs"][1]["parameters"]["apt"] = 55
     with pytest.raises(InvalidRequestError, match="apt=55"):
@@ -920,7 +931,7 @@ def _with(base: Json, path: list[Any], value: Any) -> Json:
         (_with(CHROME_RTP_CAPABILITIES, ["headerExtensions", 0, "direction"], "both"), "direction"),
     ],
 )
-def test_bad_capabilities(router_caps: Json, caps: Any, field: str) -> None:
+def test_bad_capabilities(router_caps: RtpCapabilities, caps: Any, field: str) -> None:
     with pytest.raises(InvalidRequestError, match=field) as info:
         validate_rtp_capabilities(caps)
     assert isinstance(info.value, TypeError)

@@ -21,11 +21,13 @@ from sfu.media.consumer import Consumer
 from sfu.media.producer import Producer
 from sfu.media.rtp import build_extension_block, header_bounds, iter_one_byte_extensions
 from sfu.media.transport import RTCP_MAX_COMPOUND, Transport
+from sfu.models import RtpMapping, RtpParameters
 from sfu.models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 
-ROUTER_CAPS = ortc.generate_router_rtp_capabilities(
+ROUTER_RTP_CAPABILITIES = ortc.generate_router_rtp_capabilities(
     [c.to_mediasoup() for c in DEFAULT_MEDIA_CODECS]
 )
+ROUTER_CAPS = ROUTER_RTP_CAPABILITIES.to_wire()
 
 
 @pytest.fixture(autouse=True, params=["native", "python"])
@@ -131,11 +133,21 @@ def consumer_caps() -> dict[str, Any]:
     }
 
 
-def resolve(kind: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def resolve(kind: str) -> tuple[RtpParameters, RtpMapping, RtpParameters]:
     """What the control layer resolves for a producer (ORTC): parameters, mapping, consumable."""
     params = ortc.validate_rtp_parameters(audio_params() if kind == "audio" else video_params())
-    mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_CAPS)
-    return params, mapping, ortc.get_consumable_rtp_parameters(kind, params, ROUTER_CAPS, mapping)
+    mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_RTP_CAPABILITIES)
+    consumable = ortc.get_consumable_rtp_parameters(kind, params, ROUTER_RTP_CAPABILITIES, mapping)
+    return params, mapping, consumable
+
+
+def consumer_rtp_parameters(consumable: RtpParameters, mid: str) -> dict[str, Any]:
+    """A consumer's parameters as the worker gets them (ORTC against consumer_caps())."""
+    params = ortc.get_consumer_rtp_parameters(
+        consumable, ortc.validate_rtp_capabilities(consumer_caps())
+    )
+    params.mid = mid
+    return params.to_wire()
 
 
 def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, RecordingTransport]:
@@ -144,14 +156,13 @@ def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, Record
     producer = Producer(
         producer_id="p",
         kind=kind,
-        rtp_parameters=params,
-        rtp_mapping=mapping,
+        rtp_parameters=params.to_wire(),
+        rtp_mapping=mapping.to_wire(),
         transport=producer_transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
     )
-    consumer_params = ortc.get_consumer_rtp_parameters(consumable, consumer_caps())
-    consumer_params["mid"] = "0"
+    consumer_params = consumer_rtp_parameters(consumable, "0")
     consumer = Consumer(
         consumer_id="c",
         producer=producer,
@@ -362,8 +373,7 @@ def tick_transport(consumers: int) -> tuple[TickTransport, list[Consumer]]:
     transport.producers[producer.id] = producer
     made = []
     for index in range(consumers):
-        params = ortc.get_consumer_rtp_parameters(resolve("video")[2], consumer_caps())
-        params["mid"] = str(index)
+        params = consumer_rtp_parameters(resolve("video")[2], str(index))
         consumer = Consumer(
             consumer_id=f"c{index}",
             producer=producer,
