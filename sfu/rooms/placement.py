@@ -27,14 +27,16 @@ logger = logging.getLogger(__name__)
 class Placement:
     def __init__(
         self,
+        router: Router,
+        *,
         room_id: str,
         pool: WorkerPool,
         media_codecs: list[dict[str, Any]],
-        router: Router,
         max_peers_per_router: int,
         members: Callable[[], Iterable[Peer]],
         on_worker_lost: Callable[[Router], None],
     ) -> None:
+        """``router`` is the room's first; ``members`` gives the room's peers."""
         self._room_id = room_id
         self._pool = pool
         self._media_codecs = media_codecs

@@ -105,11 +105,11 @@ class Room(AsyncIOEventEmitter):
         self.peers: dict[str, Peer] = {}
         self.observer = observer
         self.placement = Placement(
-            room_id,
-            pool,
-            media_codecs,
             router,
-            self.settings.max_peers_per_router,
+            room_id=room_id,
+            pool=pool,
+            media_codecs=media_codecs,
+            max_peers_per_router=self.settings.max_peers_per_router,
             members=self.peers.values,
             on_worker_lost=self._on_worker_lost,
         )
