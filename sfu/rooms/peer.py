@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from ..control.consumer import Consumer
@@ -49,3 +50,12 @@ class Peer:
             if transport.app_data.get("consuming") and not transport.closed:
                 return transport
         return None
+
+    def owned(self, kind: str) -> Mapping[str, object]:
+        """This peer's objects of ``kind`` ("transport", "producer" or "consumer"), by id."""
+        owned: dict[str, Mapping[str, object]] = {
+            "transport": self.transports,
+            "producer": self.producers,
+            "consumer": self.consumers,
+        }
+        return owned[kind]

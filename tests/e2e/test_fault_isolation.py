@@ -17,6 +17,8 @@ from aiohttp import web
 
 from sfu.client import ProtooError
 from sfu.config import config_from_dict
+from sfu.rooms.requests import TransportRequest
+from sfu.rooms.room import Route
 from sfu.server import SfuServer
 
 from ..conftest import free_tcp_port
@@ -172,7 +174,7 @@ async def test_injected_faults_stay_contained(inprocess_server: InProcessServer)
         async def broken_handler(peer: Any, data: dict[str, Any]) -> Any:
             raise RuntimeError("injected handler fault")
 
-        room._handlers["getTransportStats"] = broken_handler
+        room._routes["getTransportStats"] = Route(TransportRequest, broken_handler)
         with pytest.raises(ProtooError) as error:
             await bob.client.request("getTransportStats", {"transportId": "x"})
         assert error.value.code == 500
