@@ -129,18 +129,18 @@ class Recorder:
 
 class _Stream:
     __slots__ = (
-        "ssrc",
-        "producer_id",
-        "kind",
-        "packets",
-        "bytes",
         "base_seq",
-        "max_seq",
-        "last_ts",
-        "first_time",
+        "bytes",
         "first_frame_time",
+        "first_time",
+        "kind",
+        "last_ts",
+        "max_seq",
+        "packets",
         "prior_expected",
         "prior_received",
+        "producer_id",
+        "ssrc",
     )
 
     def __init__(self, ssrc: int, producer_id: str, kind: str) -> None:

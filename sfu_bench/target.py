@@ -23,7 +23,7 @@ from typing import Any
 
 from . import worker_profile
 
-__all__ = ["Target", "start_baseline", "start_sfu", "remote_sfu"]
+__all__ = ["Target", "remote_sfu", "start_baseline", "start_sfu"]
 
 START_TIMEOUT = 30.0
 

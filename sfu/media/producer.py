@@ -57,7 +57,7 @@ _NO_ELEMENTS: list[tuple[int, bytes]] = []  # shared, never appended to
 class _Counts:
     """The per-packet counters, when there is no C path to keep them."""
 
-    __slots__ = ("packets_received", "bytes_received")
+    __slots__ = ("bytes_received", "packets_received")
 
     def __init__(self) -> None:
         self.packets_received = 0

@@ -23,41 +23,41 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TypeAlias
 
 __all__ = [
-    "RTCP_SR",
-    "RTCP_RR",
-    "RTCP_SDES",
-    "RTCP_BYE",
-    "RTCP_APP",
-    "RTCP_RTPFB",
-    "RTCP_PSFB",
-    "RTCP_XR",
-    "MAX_REPORT_BLOCKS",
     "MAX_AUDIO_INTERVAL",
-    "report_due",
-    "RtcpError",
-    "ReportBlock",
-    "SenderReport",
-    "ReceiverReport",
-    "Pli",
+    "MAX_REPORT_BLOCKS",
+    "RTCP_APP",
+    "RTCP_BYE",
+    "RTCP_PSFB",
+    "RTCP_RR",
+    "RTCP_RTPFB",
+    "RTCP_SDES",
+    "RTCP_SR",
+    "RTCP_XR",
+    "Bye",
     "Fir",
     "Nack",
+    "Pli",
+    "ReceiverReport",
     "Remb",
-    "Bye",
+    "ReportBlock",
+    "RtcpError",
     "RtcpPacket",
-    "parse_compound",
-    "build_sr",
+    "SenderReport",
+    "build_fir",
+    "build_nack",
+    "build_pli",
+    "build_remb",
     "build_rr",
     "build_sdes",
     "build_sdes_cname",
-    "build_pli",
-    "build_fir",
-    "build_nack",
-    "build_remb",
-    "ntp_now",
-    "seconds_to_ntp",
-    "ntp_to_seconds",
-    "ntp_middle32",
+    "build_sr",
     "is_rtcp",
+    "ntp_middle32",
+    "ntp_now",
+    "ntp_to_seconds",
+    "parse_compound",
+    "report_due",
+    "seconds_to_ntp",
 ]
 
 RTCP_SR = 200
@@ -489,8 +489,7 @@ def seconds_to_ntp(seconds: float) -> int:
     """The 64-bit NTP timestamp of a Unix time in seconds."""
     whole = int(seconds // 1)
     frac = int((seconds - whole) * 4294967296.0)
-    if frac > _U32:
-        frac = _U32
+    frac = min(frac, _U32)
     return ((whole + NTP_UNIX_OFFSET) << 32 | frac) & _U64
 
 

@@ -416,7 +416,8 @@ class WebRtcTransport(Transport):
             self._dtls_task = asyncio.create_task(self._run_dtls())
 
     async def _run_dtls(self) -> None:
-        assert self._remote_dtls is not None and self.dtls_role is not None
+        assert self._remote_dtls is not None
+        assert self.dtls_role is not None
         self._set_dtls_state("connecting")
         try:
             ok = await self._dtls.start(self.dtls_role, self._remote_dtls["fingerprints"])
@@ -432,7 +433,8 @@ class WebRtcTransport(Transport):
             return
         self._rx_srtp = self._dtls.rx_srtp
         self._tx_srtp = self._dtls.tx_srtp
-        assert self._rx_srtp is not None and self._tx_srtp is not None
+        assert self._rx_srtp is not None
+        assert self._tx_srtp is not None
         # RTP goes through the fast codec; RTCP (rare) through pylibsrtp's API.
         self._rtp_in = SrtpCodec(self._rx_srtp)
         self._rtp_out = SrtpCodec(self._tx_srtp)

@@ -188,7 +188,8 @@ async def sender_reports_taken(
 
 async def assert_loopback_pairs(page: Page) -> None:
     pairs = await page.evaluate(SELECTED_PAIRS_JS)
-    assert pairs and all(pairs), f"no selected candidate pair: {pairs}"
+    assert pairs, f"no selected candidate pair: {pairs}"
+    assert all(pairs), f"no selected candidate pair: {pairs}"
     for pair in pairs:
         assert pair == {"local": "127.0.0.1", "remote": "127.0.0.1"}, pairs
 
@@ -302,7 +303,8 @@ async def test_browser_and_python_bot_in_one_room(
         video = bot.sink_for("alice", "video")
         audio = bot.sink_for("alice", "audio")
         assert await video.wait_frames(20, timeout=15), f"bot decoded {video.frames} frames"
-        assert video.size is not None and video.size[0] > 0
+        assert video.size is not None
+        assert video.size[0] > 0
         assert await audio.wait_frames(50, timeout=10)
         print(f"\nbot decoded {video.frames} frames of {video.size} from the browser")
         await assert_loopback_pairs(page)

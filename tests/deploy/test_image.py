@@ -295,7 +295,8 @@ def ensure_base_images(workdir: Path) -> str:
     # Node: this machine's node binary and npm, where the official image has them.
     node = Path(shutil.which("node") or "node").resolve()
     npm = node.parent.parent / "lib" / "node_modules" / "npm"
-    assert node.is_file() and (npm / "bin" / "npm-cli.js").is_file(), (node, npm)
+    assert node.is_file(), (node, npm)
+    assert (npm / "bin" / "npm-cli.js").is_file(), (node, npm)
     version = run([str(node), "--version"], timeout=30).stdout.strip()
     if not version.startswith("v20."):
         say(f"warning: this machine's Node is {version}, not 20")
@@ -573,7 +574,9 @@ async def test_image_builds_and_serves_client_and_media(
     # The image's metadata: HEALTHCHECK on /health, a non-root user, the ports.
     assert "/app/docker/healthcheck.py" in built_image.healthcheck.get("Test", []), built_image
     uid, _, gid = config["User"].partition(":")
-    assert uid.isdigit() and int(uid) != 0 and gid.isdigit(), config["User"]
+    assert uid.isdigit(), config["User"]
+    assert int(uid) != 0, config["User"]
+    assert gid.isdigit(), config["User"]
     assert {"3000/tcp", "40000/udp"} <= set(config.get("ExposedPorts") or {}), config
     assert config["Entrypoint"] == ["/app/docker/entrypoint.sh"], config
 
@@ -583,15 +586,18 @@ async def test_image_builds_and_serves_client_and_media(
     assert f"SFU listening on http://127.0.0.1:{server.http_port}" in log, log
     assert f"UDP {server.udp_port} (single port)" in log, log
     code, output = run_healthcheck(built_image, server)
-    assert code == 0 and "ok" in output, f"HEALTHCHECK: exit {code}: {output}"
+    assert code == 0, f"HEALTHCHECK: exit {code}: {output}"
+    assert "ok" in output, f"HEALTHCHECK: exit {code}: {output}"
 
     # The browser client, built in the image's Node stage.
     dist = built_image.rootfs / "app" / "client" / "dist"
     status, page = server.get("/")
-    assert status == 200 and page == (dist / "index.html").read_bytes()
+    assert status == 200
+    assert page == (dist / "index.html").read_bytes()
     assert b"/static/app.js" in page
     status, script = server.get("/static/app.js")
-    assert status == 200 and len(script) > 10_000
+    assert status == 200
+    assert len(script) > 10_000
     assert script == (dist / "app.js").read_bytes()
 
     # Media: two pymediasoup peers decode each other's video and audio, all
@@ -605,7 +611,8 @@ async def test_image_builds_and_serves_client_and_media(
         for peer in peers:
             assert server_ports(peer) == {server.udp_port}
         health = server.health()
-        assert health["transports"] == 4 and health["rtpPacketsSent"] > 0, health
+        assert health["transports"] == 4, health
+        assert health["rtpPacketsSent"] > 0, health
     finally:
         await close_all(*peers)
 

@@ -219,7 +219,8 @@ class RawPeer:
         response = await self.request(method, data)
         assert response["ok"] is False, f"{method} {data!r} unexpectedly succeeded: {response}"
         assert response["errorCode"] == code, f"{method} {data!r}: {response}"
-        assert isinstance(response["errorReason"], str) and response["errorReason"]
+        assert isinstance(response["errorReason"], str)
+        assert response["errorReason"]
         return str(response["errorReason"])
 
     async def close(self) -> None:

@@ -205,7 +205,8 @@ async def test_a_newer_session_with_the_same_peer_id_is_fatal_for_the_old_one(
         assert "replaced" in reason, reason
         await asyncio.sleep(0.5)
         assert "reconnecting" not in log.names(), log.names()
-        assert alice.client.closed and not newer.closed
+        assert alice.client.closed
+        assert not newer.closed
         assert sfu_server.health()["peers"] == 2
     finally:
         await asyncio.gather(alice.client.close(), bob.client.close(), newer.close())
@@ -286,7 +287,8 @@ async def test_ice_restart_keeps_producers_consumers_and_media(sfu_server: Serve
         restarted = await alice.client.restart_ice()
         assert set(restarted) == {alice.client.send_transport.id, alice.client.recv_transport.id}
         for parameters in restarted.values():
-            assert parameters["usernameFragment"] and parameters["password"]
+            assert parameters["usernameFragment"]
+            assert parameters["password"]
 
         for receiver, sender in ((alice, "bob"), (bob, "alice")):
             assert await keeps_decoding(receiver.sink_for(sender, "video")), (
@@ -294,7 +296,8 @@ async def test_ice_restart_keeps_producers_consumers_and_media(sfu_server: Serve
             )
         assert {p.client.peer_id: set(p.client.consumers) for p in (alice, bob)} == consumers
         assert {p.client.peer_id: set(p.client.producers) for p in (alice, bob)} == producers
-        assert alice_log.events == [] and bob_log.events == []
+        assert alice_log.events == []
+        assert bob_log.events == []
         health = sfu_server.health()
         assert (health["producers"], health["consumers"]) == (4, 4)
     finally:
@@ -321,7 +324,8 @@ async def test_server_shutdown_is_fatal_and_not_retried(sfu_server: ServerProces
             names = logs[p.client.peer_id].names()
             assert "reconnecting" not in names, names
             assert names.index("disconnected") < names.index("fatal")
-            assert p.client.closed and p.client.fatal_reason == "the server is shutting down"
+            assert p.client.closed
+            assert p.client.fatal_reason == "the server is shutting down"
             assert not p.client.reconnecting
     finally:
         await close_all(alice, bob)

@@ -131,7 +131,9 @@ async def test_leaving_peer_is_closed_everywhere_and_others_keep_decoding(
             assert "p3" not in peers[pid].client.peers
             assert all(c.peer_id != "p3" for c in peers[pid].client.consumers.values())
         health = sfu_server.health()
-        assert health["peers"] == 2 and health["consumers"] == 4 and health["producers"] == 4
+        assert health["peers"] == 2
+        assert health["consumers"] == 4
+        assert health["producers"] == 4
 
         # The two who stayed keep decoding each other.
         for receiver, sender in (("p1", "p2"), ("p2", "p1")):

@@ -60,7 +60,8 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         ]:
             await evil.send_raw(frame)
         caps = await evil.request("getRouterRtpCapabilities")
-        assert caps["ok"] and caps["data"]["codecs"]
+        assert caps["ok"]
+        assert caps["data"]["codecs"]
 
         # Envelope errors.
         await evil.expect_error(17, {}, 400)  # non-string method
@@ -100,7 +101,8 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         joined = await evil.request(
             "join", {"displayName": "evil", "device": {}, "rtpCapabilities": caps["data"]}
         )
-        assert joined["ok"] and {p["id"] for p in joined["data"]["peers"]} == {"alice", "bob"}
+        assert joined["ok"]
+        assert {p["id"] for p in joined["data"]["peers"]} == {"alice", "bob"}
         await evil.expect_error(
             "join", {"displayName": "evil", "rtpCapabilities": caps["data"]}, 409
         )
@@ -192,7 +194,8 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         # The evil connection itself is still usable.
         assert (await evil.request("getTransportStats", {"transportId": evil_transport}))["ok"]
         health = sfu_server.health()
-        assert health["rooms"] == 1 and health["peers"] == 3
+        assert health["rooms"] == 1
+        assert health["peers"] == 3
         assert "Traceback" not in sfu_server.log()
     finally:
         await alice.client.close()
@@ -213,7 +216,8 @@ async def test_rejoin_with_same_peer_id_replaces_the_old_session(sfu_server: Ser
         assert closed == ["bob"], closed
         assert list(alice.client.peers) == ["bob"], "one bob, not two"
         health = sfu_server.health()
-        assert health["peers"] == 2 and health["producers"] == 4
+        assert health["peers"] == 2
+        assert health["producers"] == 4
         sink = alice.sink_for("bob", "video")
         assert await sink.wait_frames(5, timeout=10)
     finally:

@@ -114,9 +114,11 @@ async def test_counter_counts_loss_rtx_and_unknown_and_passes_the_rest_on(native
         "unknown": 1,
     }
     blocks = {block.ssrc: block for block in counter.report_blocks()}
-    assert blocks[VIDEO].packets_lost == 1 and blocks[VIDEO].highest_seq == 0x10003
+    assert blocks[VIDEO].packets_lost == 1
+    assert blocks[VIDEO].highest_seq == 0x10003
     assert blocks[VIDEO].fraction_lost == 256 // 7
-    assert blocks[AUDIO].packets_lost == 0 and blocks[AUDIO].highest_seq == 19
+    assert blocks[AUDIO].packets_lost == 0
+    assert blocks[AUDIO].highest_seq == 19
     # The STUN and RTCP datagrams reached the protocol, with the sender's address.
     assert [data[1] for data, _ in protocol.datagrams] == [0x01, 0xC9]
     assert all(address == sender_address for _, address in protocol.datagrams)

@@ -212,7 +212,8 @@ async def test_send_rtp_fields_delivers_the_protected_packet(send_path: str) -> 
             assert not stats["droppedPackets"]
             assert (transport._fast.sender is not None) == (send_path == "native")
             counters = transport.counters()
-            assert counters["rtp_packets_sent"] == 10 and not counters["dropped:send-failed"]
+            assert counters["rtp_packets_sent"] == 10
+            assert not counters["dropped:send-failed"]
         finally:
             transport.close()
 
@@ -251,7 +252,8 @@ async def test_send_rtp_fields_before_srtp_or_ice_sends_nothing(send_path: str) 
             transport._rtp_out = None
             transport.send_rtp_fields(0x80, 96, 2, 1, 1, b"x")
             stats = transport.get_stats()[0]
-            assert stats["rtpPacketsSent"] == 0 and stats["bytesSent"] == 0
+            assert stats["rtpPacketsSent"] == 0
+            assert stats["bytesSent"] == 0
         finally:
             transport.close()
 
@@ -349,7 +351,8 @@ def test_two_byte_block_when_an_element_does_not_fit_one_byte(
     body = block[4:]
     pos = 0
     for ext_id, value in elements:
-        assert body[pos] == ext_id and body[pos + 1] == len(value)
+        assert body[pos] == ext_id
+        assert body[pos + 1] == len(value)
         assert body[pos + 2 : pos + 2 + len(value)] == value
         pos += 2 + len(value)
     assert set(body[pos:]) <= {0}

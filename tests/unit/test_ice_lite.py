@@ -65,7 +65,8 @@ def test_use_candidate_nominates() -> None:
     outcome = responder.handle(
         binding_request("serverufrag:client", credentials.password, use_candidate=True), ADDR
     )
-    assert outcome.verdict is StunVerdict.VALID and outcome.nominated
+    assert outcome.verdict is StunVerdict.VALID
+    assert outcome.nominated
 
 
 def test_bad_message_integrity_is_rejected_with_401() -> None:

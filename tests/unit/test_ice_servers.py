@@ -37,7 +37,8 @@ def test_ice_servers_from_config() -> None:
         "username": "u",
         "credential": "p",
     }
-    assert servers[2]["username"].endswith(":bob") and servers[2]["credential"]
+    assert servers[2]["username"].endswith(":bob")
+    assert servers[2]["credential"]
 
 
 @pytest.mark.parametrize(

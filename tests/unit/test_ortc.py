@@ -536,7 +536,8 @@ def test_validation_normalizes_without_mutating() -> None:
     assert normalized["codecs"][0]["channels"] == 1
     assert normalized["headerExtensions"][0]["direction"] == "sendrecv"
     assert normalized["codecs"][1]["rtcpFeedback"] == [{"type": "nack", "parameter": ""}]
-    assert "channels" not in caps["codecs"][0] and "direction" not in caps["headerExtensions"][0]
+    assert "channels" not in caps["codecs"][0]
+    assert "direction" not in caps["headerExtensions"][0]
 
     params = validate_rtp_parameters(
         {"codecs": CHROME_AUDIO_PRODUCE["codecs"], "encodings": [{"ssrc": 1, "rid": None}]}
@@ -690,13 +691,16 @@ def test_consumer_parameters_video(
     ]
     assert params["codecs"][1]["parameters"] == {"apt": VP8}
     feedback = _fb(params["codecs"][0])
-    assert ("goog-remb", "") in feedback and ("nack", "pli") in feedback
+    assert ("goog-remb", "") in feedback
+    assert ("nack", "pli") in feedback
     assert not any(t == "transport-cc" for t, _ in feedback)
     # The consumer's own feedback set: aiortc has no FIR.
     assert (("ccm", "fir") in feedback) is (consumer == "chrome")
     uris = [e["uri"] for e in params["headerExtensions"]]
     # The consumer's own MID goes on its RTX packets; rid is receive-only.
-    assert MID in uris and RID not in uris and ABS_SEND_TIME in uris
+    assert MID in uris
+    assert RID not in uris
+    assert ABS_SEND_TIME in uris
     assert all(
         e["id"] == {MID: 1, ABS_SEND_TIME: 4, ORIENTATION: 11, TOFFSET: 12}[e["uri"]]
         for e in params["headerExtensions"]
@@ -720,7 +724,8 @@ def test_consumer_parameters_audio(
     assert [(c["mimeType"], c["payloadType"]) for c in params["codecs"]] == [("audio/opus", OPUS)]
     assert params["codecs"][0]["rtcpFeedback"] == []
     exts = {e["uri"]: e["id"] for e in params["headerExtensions"]}
-    assert exts[AUDIO_LEVEL] == 10 and exts[MID] == 1
+    assert exts[AUDIO_LEVEL] == 10
+    assert exts[MID] == 1
     assert params["encodings"] == [{"ssrc": params["encodings"][0]["ssrc"]}]  # no RTX for audio
 
 

@@ -201,7 +201,8 @@ async def test_audio_rewrites_ssrc_pt_seq_ts_and_maps_extensions() -> None:
     # mid (client id 1) is not forwarded; audio-level moves from id 2 to the router's id.
     assert sent[12:14] == b"\xbe\xde"
     element = sent[16]
-    assert element >> 4 == level and sent[17] == 0x80 | 30
+    assert element >> 4 == level
+    assert sent[17] == 0x80 | 30
     assert consumer.payload_type != 96 or router_pt == 96
 
 
@@ -271,7 +272,8 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     rtx = out.rtp[-1]
     assert consumer.rtx_ssrc is not None
     pt, rtx_seq, ts, ssrc = fields(rtx)
-    assert ssrc == consumer.rtx_ssrc and pt == consumer.rtx_payload_type
+    assert ssrc == consumer.rtx_ssrc
+    assert pt == consumer.rtx_payload_type
     assert ts == fields(original)[2]
     header_len = len(rtx) - len(VP8_DELTA) - 2
     assert struct.unpack_from("!H", rtx, header_len)[0] == fields(original)[1], "OSN"
@@ -297,7 +299,8 @@ async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped(
         for p in rtcp.parse_compound(pkt)
         if isinstance(p, rtcp.Nack)
     ]
-    assert nacks and 101 in nacks[-1].lost, "the gap is NACKed upstream"
+    assert nacks, "the gap is NACKed upstream"
+    assert 101 in nacks[-1].lost, "the gap is NACKed upstream"
     # Chrome repairs 101 on its RTX SSRC: OSN + payload
     producer.receive_rtp(rtp(98, 7, 9000, 3333, struct.pack("!H", 101) + VP8_DELTA), 1.05)
     # ...and sends a bandwidth probe with no payload, and a duplicate repair
@@ -315,7 +318,8 @@ async def test_sender_report_maps_publisher_media_time() -> None:
     ntp = rtcp.ntp_now()
     producer.receive_sender_report(rtcp.SenderReport(1111, ntp, 100_000, 1, 1, ()), 1.0)
     report = rtcp.parse_compound(consumer.sender_report() or b"")[0]
-    assert isinstance(report, rtcp.SenderReport) and report.ssrc == consumer.ssrc
+    assert isinstance(report, rtcp.SenderReport)
+    assert report.ssrc == consumer.ssrc
     elapsed = rtcp.ntp_to_seconds(report.ntp) - rtcp.ntp_to_seconds(ntp)
     expected = 100_000 + elapsed * 48000
     assert abs(report.rtp_timestamp - expected) < 48  # within 1 ms
@@ -430,7 +434,8 @@ async def test_periodic_rtcp_compounds_the_sender_reports_of_a_tick(consumers: i
 async def test_malformed_packets_are_dropped_and_counted(bad: bytes) -> None:
     producer, _, producer_transport, out = make_pair("audio")
     producer.receive_rtp(bad, 1.0)
-    assert out.rtp == [] and producer_transport.drops.get("malformed-rtp") == 1
+    assert out.rtp == []
+    assert producer_transport.drops.get("malformed-rtp") == 1
 
 
 async def test_publisher_restart_keeps_consumer_numbering_continuous() -> None:
