@@ -95,7 +95,7 @@ class SfuClient(AsyncIOEventEmitter):
     silently dead network is noticed.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the client's options, keyword-only (tests, the bench and `python -m sfu.client` pass them by name)
         self,
         url: str,
         room_id: str,

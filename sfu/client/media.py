@@ -79,7 +79,7 @@ class ToneAudioTrack(_PacedTrack):
         self.sample_rate = sample_rate
         self.amplitude = amplitude
         self.channels = channels
-        self.samples_per_frame = int(round(sample_rate * ptime))
+        self.samples_per_frame = round(sample_rate * ptime)
         self._time_base = Fraction(1, sample_rate)
         self._pts = 0
 
@@ -155,7 +155,7 @@ class PatternVideoTrack(_PacedTrack):
         v = np.full(self._chroma_size, v_value, dtype=np.uint8)
         planes = np.concatenate([luma.reshape(-1), u, v]).reshape(self.height * 3 // 2, self.width)
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-        frame.pts = int(round(n * VIDEO_CLOCK_RATE / self.fps))
+        frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = self._time_base
         return frame
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
 import socket
@@ -37,10 +38,8 @@ def bind_udp_socket(listen_ip: str, min_port: int, max_port: int) -> socket.sock
         sock.setblocking(False)
         # Room for bursts of keyframes toward many consumers.
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            try:
+            with contextlib.suppress(OSError):  # the kernel's cap applies
                 sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
-            except OSError:
-                pass
         return sock
     raise PortRangeExhaustedError(
         f"no free UDP port in {min_port}-{max_port} on {listen_ip}: "

@@ -350,11 +350,14 @@ class WebRtcTransport(Transport):
             if mid is None:
                 continue
             for ext_id, start, end in elements:
-                if ext_id == producer.mid_extension_id and packet[start:end] == mid.encode():
-                    if producer.learn_ssrc(ssrc, packet[1] & 0x7F):
-                        self._producers_by_ssrc[ssrc] = producer
-                        self._route_streams(producer)
-                        return producer
+                if (
+                    ext_id == producer.mid_extension_id
+                    and packet[start:end] == mid.encode()
+                    and producer.learn_ssrc(ssrc, packet[1] & 0x7F)
+                ):
+                    self._producers_by_ssrc[ssrc] = producer
+                    self._route_streams(producer)
+                    return producer
         return None
 
     def _receive_srtcp(self, data: bytes) -> None:
