@@ -46,7 +46,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -291,7 +291,7 @@ class NativeReader:
     """Puts a subscriber's sockets in its load process's C poller (one epoll set,
     which the event loop watches), read for its C counter."""
 
-    _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    _pollers: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]] = (
         weakref.WeakKeyDictionary()
     )
 
@@ -326,7 +326,7 @@ class ReceiverReports:
     reach the server in bursts.
     """
 
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReceiverReports] = (
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReceiverReports]] = (
         weakref.WeakKeyDictionary()
     )
 
@@ -615,10 +615,12 @@ class _RelayClient(_Base):
             "room": self.spec.room,
         }
         timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(f"{self.url}{path}", json=body) as response:
-                response.raise_for_status()
-                answer = await response.json()
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(f"{self.url}{path}", json=body) as response,
+        ):
+            response.raise_for_status()
+            answer = await response.json()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
     async def close(self) -> None:

@@ -296,7 +296,7 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - PDEATHSIG is set in the child only; it takes no lock
             env=env,
         )
     target = Target(
