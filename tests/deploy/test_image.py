@@ -195,14 +195,20 @@ def debian_mirror() -> str:
         elif path.name == "sources.list" or path.suffix == ".list":
             for line in text.splitlines():
                 words = [w for w in line.split() if not w.startswith("[") and not w.endswith("]")]
-                if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
-                    if words[1].startswith(("http://", "https://")):
-                        return words[1]
+                if (
+                    len(words) >= 3
+                    and words[0] == "deb"
+                    and words[2] == SUITE
+                    and words[1].startswith(("http://", "https://"))
+                ):
+                    return words[1]
     raise AssertionError(f"no Debian mirror for {SUITE} in /etc/apt/sources.list(.d)")
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["podman", "image", "exists", name], timeout=60).returncode == 0
+    return (
+        subprocess.run(["podman", "image", "exists", name], timeout=60, check=False).returncode == 0
+    )
 
 
 def base_image_current(name: str) -> bool:
@@ -314,7 +320,7 @@ def ensure_base_images(workdir: Path) -> str:
     )
     shutil.rmtree(rootfs)
     for image in stale:  # untagged now; kept while cached build layers still use them
-        subprocess.run(["podman", "rmi", image], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rmi", image], capture_output=True, timeout=120, check=False)
     return f"built in {time.monotonic() - started:.0f} s"
 
 
@@ -349,7 +355,7 @@ def build_image(workdir: Path) -> dict[str, Any]:
     image = inspect(IMAGE)
     if previous is not None and previous != image["Id"]:
         # The previous build of the test image, now untagged (its layers stay cached).
-        subprocess.run(["podman", "rmi", previous], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rmi", previous], capture_output=True, timeout=120, check=False)
     return image
 
 
@@ -365,7 +371,9 @@ def export_image(rootfs: Path) -> None:
             export.stdout.close()
             assert export.wait(60) == 0, "podman export failed"
     finally:
-        subprocess.run(["podman", "rm", "-f", container], capture_output=True, timeout=120)
+        subprocess.run(
+            ["podman", "rm", "-f", container], capture_output=True, timeout=120, check=False
+        )
 
 
 # ------------------------------------------------------------------ the image
@@ -492,7 +500,7 @@ def built_image(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[BuiltIm
         yield BuiltImage(image["Config"], healthcheck, rootfs, size_mb, timings)
     finally:
         for mount in sorted(mounts_under(tmp_path), reverse=True):  # none expected: see LAUNCH
-            subprocess.run(["umount", "-l", mount], timeout=60)
+            subprocess.run(["umount", "-l", mount], timeout=60, check=False)
         shutil.rmtree(tmp_path / "rootfs", ignore_errors=True)
         _PYTEST.clear()
 

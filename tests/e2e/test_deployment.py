@@ -118,6 +118,7 @@ def run_sfu(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        check=False,
     )
 
 
@@ -160,10 +161,12 @@ async def test_https_and_wss_with_sfu_certs(tmp_path: Path) -> None:
     )
     try:
         context = ssl.create_default_context(cafile=str(cert))
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.http_url}/health", ssl=context) as response:
-                assert response.status == 200
-                assert (await response.json())["status"] == "ok"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.http_url}/health", ssl=context) as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"
         reply = await protoo_request(server, "tls", "getRouterRtpCapabilities", ssl_context=context)
         assert reply["ok"]
         assert reply["data"]["codecs"]

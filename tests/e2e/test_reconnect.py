@@ -4,6 +4,7 @@ ICE restarts keep media, and a server shutdown is fatal (docs/protocol.md)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from typing import Any
@@ -93,7 +94,7 @@ async def joined_pair(server: ServerProcess, room: str) -> tuple[Participant, Pa
 def max_gap(sink: TrackSink, since: float, until: float) -> float:
     """The longest time without a decoded frame within [since, until]."""
     arrivals = [since, *(t for t in sink.timestamps if since < t < until), until]
-    return max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(arrivals))
 
 
 async def keeps_decoding(sink: TrackSink, frames: int = 15, timeout: float = 10) -> bool:

@@ -44,7 +44,7 @@ def test_scenario_names_and_families() -> None:
     assert parse_scenario("voice-200").n == 200
     assert set(QUICK_SCENARIOS) <= set(DEFAULT_SCENARIOS)
     for bad in ("fanout", "fanout-0", "room-1", "voice-100000", "mesh-4"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"unknown scenario|N must be within"):
             parse_scenario(bad)
 
 
@@ -123,7 +123,7 @@ def test_baseline_ratio_pairs_equal_n() -> None:
     assert ratio["n"] == 4
     assert ratio["cpu_ratio"] == 15.0
     assert ratio["us_per_packet_ratio"] == 20.0
-    table = format_table(results + [{"name": "room-4", "error": "boom\ndetails"}])
+    table = format_table([*results, {"name": "room-4", "error": "boom\ndetails"}])
     assert "baseline-fanout-4" in table
     assert "error: boom" in table
 

@@ -100,7 +100,7 @@ async def test_an_oversized_frame_closes_the_channel() -> None:
     control = await Channel.over_socket(a)
     reading = asyncio.create_task(control.run())
     b.sendall(struct.pack("!I", 64 * 1024 * 1024) + b"{}")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="frame of 67108864 bytes"):
         await asyncio.wait_for(reading, 5)
     assert control.closed
     b.close()

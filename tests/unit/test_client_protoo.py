@@ -585,6 +585,32 @@ def restore_host_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
 
 
+def assert_join_requests(peer: StubPeer, sfu: StubSfu) -> None:
+    """What the client asked before it joined, and what its join said."""
+    # mediasoup-demo's order: capabilities, both transports, then join.
+    assert peer.methods()[:4] == [
+        "getRouterRtpCapabilities",
+        "createWebRtcTransport",
+        "createWebRtcTransport",
+        "join",
+    ]
+    assert sfu.transports["send-transport"] == {
+        "forceTcp": False,
+        "producing": True,
+        "consuming": False,
+        "sctpCapabilities": None,
+    }
+    assert sfu.transports["recv-transport"]["consuming"] is True
+    join_data = dict(peer.requests)["join"]
+    assert join_data["displayName"] == "Bob"
+    assert isinstance(join_data["device"], dict)
+    assert {c["mimeType"] for c in join_data["rtpCapabilities"]["codecs"]} >= {
+        "audio/opus",
+        "video/VP8",
+    }
+    assert join_data["sctpCapabilities"] == {"numStreams": {"OS": 1024, "MIS": 1024}}
+
+
 @pytest.mark.usefixtures("restore_host_addresses")
 async def test_sfu_client_against_stub(stub: StubServer, black_hole: int) -> None:
     sfu = StubSfu(stub, black_hole)
@@ -605,28 +631,7 @@ async def test_sfu_client_against_stub(stub: StubServer, black_hole: int) -> Non
         assert peers == [{"id": "alice", "displayName": "Alice", "device": {"flag": "y"}}]
         assert set(client.peers) == {"alice", "carol"}
 
-        # mediasoup-demo's order: capabilities, both transports, then join.
-        assert peer.methods()[:4] == [
-            "getRouterRtpCapabilities",
-            "createWebRtcTransport",
-            "createWebRtcTransport",
-            "join",
-        ]
-        assert sfu.transports["send-transport"] == {
-            "forceTcp": False,
-            "producing": True,
-            "consuming": False,
-            "sctpCapabilities": None,
-        }
-        assert sfu.transports["recv-transport"]["consuming"] is True
-        join_data = dict(peer.requests)["join"]
-        assert join_data["displayName"] == "Bob"
-        assert isinstance(join_data["device"], dict)
-        assert {c["mimeType"] for c in join_data["rtpCapabilities"]["codecs"]} >= {
-            "audio/opus",
-            "video/VP8",
-        }
-        assert join_data["sctpCapabilities"] == {"numStreams": {"OS": 1024, "MIS": 1024}}
+        assert_join_requests(peer, sfu)
 
         # newConsumer (sent before the join response) was answered {} after
         # the recv transport connected as DTLS client.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pylibsrtp import Policy, Session
@@ -37,7 +37,7 @@ def session_pair(profile: int, key_length: int) -> tuple[Session, Session]:
     return tx, rx
 
 
-@pytest.mark.parametrize("profile, key_length", PROFILES)
+@pytest.mark.parametrize(("profile", "key_length"), PROFILES)
 def test_protect_fields_equals_protect_of_the_built_packet(profile: int, key_length: int) -> None:
     tx, rx = session_pair(profile, key_length)
     codec = SrtpCodec(tx)
@@ -83,7 +83,7 @@ def sender_counts(native: Any) -> tuple[int, int, int, int]:
     return (native.packets_sent, native.bytes_sent, native.protect_failures, native.send_failures)
 
 
-@pytest.mark.parametrize("profile, key_length", PROFILES)
+@pytest.mark.parametrize(("profile", "key_length"), PROFILES)
 def test_native_sender_sends_what_protect_fields_makes(profile: int, key_length: int) -> None:
     # Two outbound sessions with one key: the same packets protect to the
     # same bytes, so the C path must send exactly what the Python path builds.
@@ -165,12 +165,12 @@ def test_native_sender_only_for_plain_udp_addresses() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         assert codec.native_sender(sender, ("127.0.0.1", 5000, "tcp")) is None
         assert codec.native_sender(sender, ("fe80::1", 5000, 0, 2)) is None  # scoped
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a numeric IP address"):
             codec.native_sender(sender, ("localhost", 5000))
 
 
 class _Router:
-    app_data: dict[str, Any] = {"roomId": "room"}
+    app_data: ClassVar[dict[str, Any]] = {"roomId": "room"}
 
 
 async def _transport_to(receiver: socket.socket, tx: Session) -> WebRtcTransport:

@@ -457,7 +457,7 @@ def test_router_capabilities_payload_types() -> None:
 
 
 @pytest.mark.parametrize(
-    "codec, field",
+    ("codec", "field"),
     [
         ({"kind": "audio", "mimeType": "audio/G722", "clockRate": 8000}, "audio/G722"),
         ({"kind": "video", "mimeType": "video/AV1", "clockRate": 90000}, "video/AV1"),
@@ -470,7 +470,7 @@ def test_router_capabilities_unsupported_codec(codec: Json, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "media_codecs, field",
+    ("media_codecs", "field"),
     [
         ({"kind": "audio"}, "mediaCodecs"),
         (["audio/opus"], r"mediaCodecs\[0\]"),
@@ -757,7 +757,7 @@ def test_rtx_dropped_without_its_media_codec(router_caps: Json) -> None:
 
 
 @pytest.mark.parametrize(
-    "uris, kept",
+    ("uris", "kept"),
     [
         ([ABS_SEND_TIME, ORIENTATION, TOFFSET], {"goog-remb"}),  # REMB with abs-send-time
         ([ORIENTATION, TOFFSET], set()),  # neither without it
@@ -896,7 +896,7 @@ def _with(base: Json, path: list[Any], value: Any) -> Json:
 
 
 @pytest.mark.parametrize(
-    "caps, field",
+    ("caps", "field"),
     [
         ([], "rtpCapabilities"),
         ({"codecs": {}}, "codecs"),
@@ -932,7 +932,7 @@ def test_bad_capabilities(router_caps: Json, caps: Any, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "params, field",
+    ("params", "field"),
     [
         ("rtp", "rtpParameters"),
         (_with(CHROME_VIDEO_PRODUCE, ["mid"], 1), "mid"),

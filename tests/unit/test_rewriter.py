@@ -207,7 +207,7 @@ async def test_audio_rewrites_ssrc_pt_seq_ts_and_maps_extensions() -> None:
 
 
 async def test_sequence_numbers_wrap_around() -> None:
-    producer, consumer, _, out = make_pair("audio")
+    producer, _consumer, _, out = make_pair("audio")
     seqs = [65533, 65534, 65535, 0, 1, 2]
     for i, seq in enumerate(seqs):
         producer.receive_rtp(rtp(96, seq, 960 * i, 1111, b"x"), 1.0 + i * 0.02)
@@ -249,7 +249,7 @@ async def test_continuity_across_pause_and_resume() -> None:
 
 
 async def test_video_waits_for_keyframe_and_requests_one() -> None:
-    producer, consumer, producer_transport, out = make_pair("video")
+    producer, _consumer, producer_transport, out = make_pair("video")
     assert producer_transport.rtcp, "a new video consumer asks for a keyframe"
     requests = [p for pkt in producer_transport.rtcp for p in rtcp.parse_compound(pkt)]
     assert any(isinstance(p, rtcp.Pli) and p.media_ssrc == 2222 for p in requests)
@@ -271,7 +271,7 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     consumer.receive_nack((fields(original)[1],), now=1.05)
     rtx = out.rtp[-1]
     assert consumer.rtx_ssrc is not None
-    pt, rtx_seq, ts, ssrc = fields(rtx)
+    pt, _rtx_seq, ts, ssrc = fields(rtx)
     assert ssrc == consumer.rtx_ssrc
     assert pt == consumer.rtx_payload_type
     assert ts == fields(original)[2]
@@ -280,7 +280,7 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     assert rtx.endswith(VP8_DELTA)
     assert consumer.packets_retransmitted == 1
     # The RTX packet carries the consumer's MID, which aiortc routes RTX by.
-    csrc_end, ext_start, ext_end, _ = header_bounds(rtx)
+    _csrc_end, ext_start, ext_end, _ = header_bounds(rtx)
     mid_id = router_ext_id(URI_MID, "video")
     assert [
         (i, rtx[s:e])
@@ -313,7 +313,7 @@ async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped(
 
 
 async def test_sender_report_maps_publisher_media_time() -> None:
-    producer, consumer, _, out = make_pair("audio")
+    producer, consumer, _, _out = make_pair("audio")
     producer.receive_rtp(rtp(96, 1, 100_000, 1111, b"a"), 1.0)
     ntp = rtcp.ntp_now()
     producer.receive_sender_report(rtcp.SenderReport(1111, ntp, 100_000, 1, 1, ()), 1.0)
@@ -441,7 +441,7 @@ async def test_malformed_packets_are_dropped_and_counted(bad: bytes) -> None:
 async def test_publisher_restart_keeps_consumer_numbering_continuous() -> None:
     """A new source behind the same SSRC (replaceTrack, a restarted sender): the
     consumer's sequence numbers and timestamps go on without a jump."""
-    producer, consumer, _, out = make_pair("audio")
+    producer, _consumer, _, out = make_pair("audio")
     for i in range(5):
         producer.receive_rtp(rtp(96, 100 + i, 1000 + 960 * i, 1111, b"a"), 1.0 + i * 0.02)
     last_seq, last_ts = fields(out.rtp[-1])[1:3]

@@ -329,7 +329,7 @@ def test_chrome_compound() -> None:
     # transport-cc feedback, which is one reason we have our own parser.
     kinds = [type(p) for p in RtcpPacket.parse(CHROME_COMPOUND[:84])]
     assert kinds == [RtcpRrPacket, RtcpSdesPacket, RtcpPsfbPacket]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="feedback length is invalid"):
         RtcpPacket.parse(CHROME_COMPOUND)
 
 

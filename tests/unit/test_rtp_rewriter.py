@@ -258,9 +258,9 @@ def test_a_cycle_through_a_history_tail_is_collected() -> None:
 
 def test_an_uninitialised_sender_is_refused() -> None:
     blank = native.SrtpSender.__new__(native.SrtpSender)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not initialised"):
         blank.send_fields(0x80, 96, 1, 1, 1, b"x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not initialised"):
         native.RtpRewriter(1).use_sender(blank.send_fields)
 
 
