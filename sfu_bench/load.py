@@ -113,7 +113,8 @@ def arrival_time(fd: int, read_time: float) -> float:
         sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(fd, _SIOCGSTAMPNS, bytes(_TIMESPEC.size)))
     except OSError:
         return read_time
-    return min(sec + nsec * 1e-9 - (time.time() - time.monotonic()), read_time)
+    stamp: float = sec + nsec * 1e-9 - (time.time() - time.monotonic())
+    return min(stamp, read_time)
 
 
 class Recorder:

@@ -23,6 +23,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -83,7 +84,7 @@ class ToneAudioTrack(_PacedTrack):
         self._time_base = Fraction(1, sample_rate)
         self._pts = 0
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         pts = self._pts
         await self._pace(pts / self.sample_rate)
         self._pts += self.samples_per_frame
@@ -124,11 +125,11 @@ class PatternVideoTrack(_PacedTrack):
         self.frame_index = 0
         self._time_base = Fraction(1, VIDEO_CLOCK_RATE)
         yy, xx = np.mgrid[0:height, 0:width]
-        self._diagonal = (xx + yy).astype(np.int32)
+        self._diagonal: npt.NDArray[np.int32] = (xx + yy).astype(np.int32)
         self._box = max(4, min(width, height) // 4) & ~1
         self._chroma_size = (height // 2) * (width // 2)
 
-    def _luma(self, n: int) -> np.ndarray:
+    def _luma(self, n: int) -> npt.NDArray[np.uint8]:
         luma = ((self._diagonal + 4 * n) % 220 + 16).astype(np.uint8)
         # A bright square crossing the frame, one step per frame.
         box = self._box
@@ -139,7 +140,7 @@ class PatternVideoTrack(_PacedTrack):
         luma[y : y + box, x : x + box] = 235
         return luma
 
-    async def recv(self) -> av.VideoFrame:  # type: ignore[override]
+    async def recv(self) -> av.VideoFrame:
         n = self.frame_index
         await self._pace(n / self.fps)
         self.frame_index += 1

@@ -8,11 +8,15 @@ import ipaddress
 import random
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import SfuError
 
-DatagramHandler = Callable[[bytes, tuple], None]
+# A socket address as the socket module gives it: (host, port) for IPv4,
+# (host, port, flowinfo, scope_id) for IPv6; a TCP connection's key (tcp.tcp_key)
+# is (host, port, "tcp").
+Address = tuple[Any, ...]
+DatagramHandler = Callable[[bytes, Address], None]
 
 
 class PortRangeExhaustedError(SfuError):
@@ -51,7 +55,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, handler: DatagramHandler) -> None:
         self._handler = handler
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         self._handler(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -76,7 +80,7 @@ class UdpEndpoint:
     def __init__(self, sock: socket.socket, close: Callable[[], None]) -> None:
         self.socket = sock
         self._close = close
-        self.local_address: tuple = sock.getsockname()
+        self.local_address: Address = sock.getsockname()
         self.sendto = sock.sendto
 
     @classmethod
