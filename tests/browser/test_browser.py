@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from sfu.client import SfuClient
 
@@ -66,7 +66,12 @@ async def open_peer(
     context = await browser.new_context(viewport={"width": 1000, "height": 700})
     await context.grant_permissions(["camera", "microphone"])
     page = await context.new_page()
-    page.on("console", lambda msg: msg.type == "error" and print(f"[{peer_id} console] {msg.text}"))
+
+    def print_errors(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            print(f"[{peer_id} console] {msg.text}")
+
+    page.on("console", print_errors)
     await page.goto(
         f"{server.http_url}/?roomId={room}&peerId={peer_id}&displayName={peer_id}"
         f"&mode={mode}&handler=Chrome111&autojoin=1"

@@ -75,6 +75,8 @@ def say(message: str) -> None:
         return
     capture = _PYTEST[0].pluginmanager.get_plugin("capturemanager")
     reporter = _PYTEST[0].pluginmanager.get_plugin("terminalreporter")
+    assert capture is not None
+    assert reporter is not None
     with capture.global_and_fixture_disabled():
         reporter.ensure_newline()
         reporter.write_line(f"[image] {message}")

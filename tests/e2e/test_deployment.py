@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -20,9 +21,9 @@ async def protoo_request(
     server: ServerProcess,
     peer: str,
     method: str,
-    data: dict | None = None,
+    data: dict[str, Any] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-) -> dict:
+) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(
@@ -35,7 +36,7 @@ async def protoo_request(
             json.dumps({"request": True, "id": 1, "method": method, "data": data or {}})
         )
         while True:
-            message = json.loads((await ws.receive(timeout=5)).data)
+            message: dict[str, Any] = json.loads((await ws.receive(timeout=5)).data)
             if message.get("response"):
                 return message
 

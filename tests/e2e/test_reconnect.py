@@ -49,7 +49,7 @@ class Recorder:
             client.on(name, lambda *args, name=name: self._add(name, *args))
 
     def _add(self, name: str, *args: Any) -> None:
-        value = args[0] if args else None
+        value: Any = args[0] if args else None
         if name == "newpeer":
             value = value["id"]
         self.events.append((name, value))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -14,7 +15,9 @@ from .helpers import RawPeer, join
 
 
 @pytest.fixture
-async def raw_peer_factory(sfu_server: ServerProcess):  # type: ignore[no-untyped-def]
+async def raw_peer_factory(
+    sfu_server: ServerProcess,
+) -> AsyncIterator[Callable[[str, str], Awaitable[RawPeer]]]:
     session = aiohttp.ClientSession()
     sockets: list[aiohttp.ClientWebSocketResponse] = []
 
@@ -35,8 +38,8 @@ DTLS = {"role": "client", "fingerprints": [{"algorithm": "sha-256", "value": "AB
 
 
 async def test_every_method_rejects_bad_input_and_the_room_lives_on(
-    sfu_server: ServerProcess, raw_peer_factory
-) -> None:  # type: ignore[no-untyped-def]
+    sfu_server: ServerProcess, raw_peer_factory: Callable[[str, str], Awaitable[RawPeer]]
+) -> None:
     alice = await join(sfu_server, "fuzz", "alice", 440)
     bob = await join(sfu_server, "fuzz", "bob", 660)
     evil = await raw_peer_factory("fuzz", "evil")
@@ -50,14 +53,15 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         bob_consumer = bob.consumer_for("alice", "video").id
 
         # Frames that cannot be answered are ignored; the connection stays open.
-        for frame in [
+        frames: list[str | bytes] = [
             "not json",
             "[1,2,3]",
             "42",
             json.dumps({"request": True, "method": "join"}),
             json.dumps({"response": True, "id": 999, "ok": True}),
             b"\x00\x01binary",
-        ]:
+        ]
+        for frame in frames:
             await evil.send_raw(frame)
         caps = await evil.request("getRouterRtpCapabilities")
         assert caps["ok"]

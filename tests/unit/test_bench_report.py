@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_distribution() -> None:
     assert 99 <= d["p99"] <= 100
 
 
-def _fanout(n: int, out: float, cpu: float) -> dict:
+def _fanout(n: int, out: float, cpu: float) -> dict[str, Any]:
     return {
         "name": f"fanout-{n}",
         "family": "fanout",
@@ -90,8 +91,11 @@ def test_floor_fit_and_ratios_pair_fanout_with_floor() -> None:
         for n in (1, 8)
     ]
     results = sfu + floor
-    assert fanout_fit(results)["marginal_us_per_packet"] == pytest.approx(30.0, abs=0.01)
+    sfu_fit = fanout_fit(results)
+    assert sfu_fit is not None
+    assert sfu_fit["marginal_us_per_packet"] == pytest.approx(30.0, abs=0.01)
     floor_fit = fanout_fit(results, family="floor")
+    assert floor_fit is not None
     assert floor_fit["marginal_us_per_packet"] == pytest.approx(20.0, abs=0.01)
     ratios = floor_ratios(results)
     assert [r["n"] for r in ratios] == [1, 8]  # fanout-16 has no floor-16

@@ -103,7 +103,6 @@ def test_truncated_and_garbage_inputs_are_malformed() -> None:
             StunVerdict.IGNORED,
             StunVerdict.BAD_REQUEST,
         )
-        assert outcome.verdict is not StunVerdict.VALID
 
 
 def test_missing_priority_is_bad_request() -> None:

@@ -380,7 +380,7 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
             loopback_socket(),
         )
         try:
-            datagrams: list[tuple[bytes, tuple]] = []
+            datagrams: list[tuple[bytes, tuple[Any, ...]]] = []
             left: list[bytes] = []
 
             def on_rtp(packet: bytes) -> None:
@@ -473,7 +473,7 @@ def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> 
         side = Side("audio")
         server, client, other = loopback_socket(), loopback_socket(), loopback_socket()
         try:
-            demuxed: list[tuple] = []
+            demuxed: list[tuple[Any, ...]] = []
             left: list[bytes] = []
 
             def never(packet: bytes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -53,18 +54,23 @@ class RecordingTransport:
     def send_rtcp(self, packet: bytes) -> None:
         self.rtcp.append(packet)
 
-    # Consumers send header fields + tail; the base class builds the packet for send_rtp.
-    send_rtp_fields = Transport.send_rtp_fields
+    def send_rtp_fields(
+        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
+    ) -> None:
+        # Consumers send header fields + tail; the base class builds the packet for send_rtp.
+        Transport.send_rtp_fields(self, b0, b1, seq, timestamp, ssrc, tail)  # type: ignore[arg-type]
 
     def count_drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
 
 def router_ext_id(uri: str, kind: str) -> int:
-    return next(
-        e["preferredId"]
-        for e in ROUTER_CAPS["headerExtensions"]
-        if e["uri"] == uri and e["kind"] == kind
+    return int(
+        next(
+            e["preferredId"]
+            for e in ROUTER_CAPS["headerExtensions"]
+            if e["uri"] == uri and e["kind"] == kind
+        )
     )
 
 
@@ -156,10 +162,10 @@ def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, Record
         consumer_id="c",
         producer=producer,
         rtp_parameters=consumer_params,
-        transport=consumer_transport,
+        transport=consumer_transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
-    )  # type: ignore[arg-type]
+    )
     producer.add_consumer(consumer)
     return producer, consumer, producer_transport, consumer_transport
 
@@ -170,7 +176,7 @@ def rtp(
     ts: int,
     ssrc: int,
     payload: bytes,
-    extensions: list[tuple[int, bytes]] = (),
+    extensions: Sequence[tuple[int, bytes]] = (),
     marker: bool = False,
 ) -> bytes:
     block = build_extension_block(list(extensions))
@@ -406,10 +412,10 @@ async def test_periodic_rtcp_compounds_the_sender_reports_of_a_tick(consumers: i
         parsed = aiortc_rtp.RtcpPacket.parse(packet)
         assert isinstance(parsed[0], aiortc_rtp.RtcpSrPacket)
         srs = [p.ssrc for p in parsed if isinstance(p, aiortc_rtp.RtcpSrPacket)]
-        sdes = [
+        cnames = [
             c.ssrc for p in parsed if isinstance(p, aiortc_rtp.RtcpSdesPacket) for c in p.chunks
         ]
-        assert sdes == srs, "each SR has its CNAME in the same compound packet"
+        assert cnames == srs, "each SR has its CNAME in the same compound packet"
         assert all(
             c.items == [(1, consumer.cname.encode())]
             for p in parsed

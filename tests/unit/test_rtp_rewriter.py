@@ -35,18 +35,18 @@ FIELDS = (
 )
 
 
-def pair(ssrc: int = 0xDEADBEEF) -> tuple[list[tuple[Any, ...]], list[Any]]:
+def pair(ssrc: int = 0xDEADBEEF) -> tuple[list[list[tuple[Any, ...]]], list[Any]]:
     """A C and a Python rewriter, each recording what it sends."""
-    sent: list[tuple[Any, ...]] = [[], []]  # type: ignore[list-item]
+    sent: list[list[tuple[Any, ...]]] = [[], []]
     rewriters = [native.RtpRewriter(ssrc), RtpRewriter(ssrc)]
     for record, rewriter in zip(sent, rewriters, strict=True):
 
-        def send(*fields: Any, record: list[Any] = record) -> None:  # type: ignore[assignment]
+        def send(*fields: Any, record: list[Any] = record) -> None:
             record.append((*fields[:5], bytes(fields[5])))
 
         rewriter.use_sender(send)
         rewriter.active = True
-    return sent, rewriters  # type: ignore[return-value]
+    return sent, rewriters
 
 
 def start(rewriter: Any, seq: int, offset_seq: int = 0, offset_ts: int = 0) -> None:
