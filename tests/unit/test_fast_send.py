@@ -108,7 +108,7 @@ def test_native_sender_sends_what_protect_fields_makes(profile: int, key_length:
         for seq, view in ((2, memoryview(tail)[5:]), (3, bytearray(b"abc"))):
             expected = python_codec.protect_fields(0x80, 96, seq, 1, 2, bytes(view))
             assert expected is not None
-            assert send(0x80, 96, seq, 1, 2, view) == len(expected)  # type: ignore[arg-type]
+            assert send(0x80, 96, seq, 1, 2, view) == len(expected)  # type: ignore[arg-type]  # the point: any buffer
             assert receiver.recv(2048) == bytes(expected)
 
 
@@ -302,7 +302,7 @@ async def test_send_rtp_fields_drops_and_counts_send_errors(
             raise error()
 
         try:
-            transport._endpoint.sendto = failing_sendto  # type: ignore[assignment]
+            transport._endpoint.sendto = failing_sendto  # type: ignore[assignment]  # a stand-in
             for seq in range(5):
                 transport.send_rtp_fields(0x80, 96, seq, 0, 1, b"y" * 1200)
             assert transport.drops["send-failed"] == 5

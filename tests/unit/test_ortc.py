@@ -105,11 +105,11 @@ async def _aiortc_client(router_caps: Json) -> Json:
     )
     produced: dict[str, Json] = {}
 
-    @transport.on("connect")  # type: ignore[untyped-decorator]
+    @transport.on("connect")  # type: ignore[untyped-decorator]  # pymediasoup: untyped
     async def on_connect(dtls_parameters: Any) -> None:
         pass
 
-    @transport.on("produce")  # type: ignore[untyped-decorator]
+    @transport.on("produce")  # type: ignore[untyped-decorator]  # pymediasoup: untyped
     async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
         produced[kind] = rtp_parameters.model_dump(exclude_none=True)
         return f"producer-{kind}"

@@ -58,7 +58,7 @@ class RecordingTransport:
         self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
     ) -> None:
         # Consumers send header fields + tail; the base class builds the packet for send_rtp.
-        Transport.send_rtp_fields(self, b0, b1, seq, timestamp, ssrc, tail)  # type: ignore[arg-type]
+        Transport.send_rtp_fields(self, b0, b1, seq, timestamp, ssrc, tail)  # type: ignore[arg-type]  # a stand-in
 
     def count_drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1

@@ -476,7 +476,7 @@ def test_rtcp_error_is_value_error() -> None:
 def test_bytes_like_input() -> None:
     data = build_pli(1, 2) + build_nack(1, 2, [5])
     expected = [Pli(1, 2), Nack(1, 2, (5,))]
-    assert parse_compound(bytearray(data)) == expected  # type: ignore[arg-type]
+    assert parse_compound(bytearray(data)) == expected  # type: ignore[arg-type]  # the point
     assert parse_compound(memoryview(data)) == expected  # type: ignore[arg-type]
 
 
