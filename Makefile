@@ -20,7 +20,7 @@ test: $(INSTALLED) $(CLIENT_BUNDLE) test-deps lint
 lint: $(INSTALLED)
 	$(PY) -m ruff check sfu sfu_bench tests
 	$(PY) -m ruff format --check sfu sfu_bench tests
-	$(PY) -m mypy sfu sfu_bench
+	$(PY) -m mypy sfu sfu_bench tests
 
 client: $(CLIENT_BUNDLE)
 

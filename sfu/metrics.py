@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .models.stats import SUPPRESSION_REASONS
 
@@ -31,7 +32,7 @@ _COUNTERS = (
 )
 
 
-class SfuCollector:
+class SfuCollector(Collector):
     def __init__(self, server: SfuServer) -> None:
         self.server = server
 
@@ -94,7 +95,7 @@ class SfuCollector:
 
 def metrics_registry(server: SfuServer) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SfuCollector(server))  # type: ignore[arg-type]
+    registry.register(SfuCollector(server))
     return registry
 
 

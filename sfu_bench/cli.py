@@ -221,6 +221,18 @@ def _settings(args: argparse.Namespace) -> Any:
     return settings
 
 
+def _profile_path(
+    profile: Path | None, target_kind: str, label: str, *, several: bool
+) -> Path | None:
+    """Where the server profile of one run goes (None: not profiled); with
+    several SFU runs, one file each, named after the run."""
+    if profile is None or target_kind != "sfu":
+        return None
+    if several:
+        return profile.with_name(f"{profile.name}.{label}")
+    return profile
+
+
 def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
     from .clip import ClipSpec, load_or_encode_clip
     from .report import (
@@ -265,11 +277,12 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
         for index, (scenario, count) in enumerate(runs):
             label = f"{scenario.name}@{count}w" if len(counts) > 1 else scenario.name
             progress.start(index, label)
-            profile_path = None
-            if args.profile and scenario.target_kind == "sfu":
-                profile_path = args.profile
-                if len(sfu_scenarios) > 1 or len(counts) > 1:
-                    profile_path = args.profile.with_name(f"{args.profile.name}.{label}")
+            profile_path = _profile_path(
+                args.profile,
+                scenario.target_kind,
+                label,
+                several=len(sfu_scenarios) > 1 or len(counts) > 1,
+            )
             settings.profile = profile_path
             settings.workers = count
             result = runner.run(scenario)

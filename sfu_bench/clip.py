@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -291,7 +292,7 @@ class VideoPacketTrack(_LoopingTrack):
         self.keyframe_requests += 1
         self._jump = True
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         n = await self._pace()
         if self._jump:
             self._jump = False
@@ -315,7 +316,7 @@ class AudioPacketTrack(_LoopingTrack):
         self._packets = clip.audio
         self._time_base = Fraction(1, AUDIO_CLOCK_RATE)
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         n = await self._pace()
         packet = av.Packet(self._packets[n % len(self._packets)])
         packet.pts = n * OPUS_FRAME_SAMPLES

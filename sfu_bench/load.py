@@ -46,7 +46,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -113,7 +113,8 @@ def arrival_time(fd: int, read_time: float) -> float:
         sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(fd, _SIOCGSTAMPNS, bytes(_TIMESPEC.size)))
     except OSError:
         return read_time
-    return min(sec + nsec * 1e-9 - (time.time() - time.monotonic()), read_time)
+    stamp: float = sec + nsec * 1e-9 - (time.time() - time.monotonic())
+    return min(stamp, read_time)
 
 
 class Recorder:
@@ -129,18 +130,18 @@ class Recorder:
 
 class _Stream:
     __slots__ = (
-        "ssrc",
-        "producer_id",
-        "kind",
-        "packets",
-        "bytes",
         "base_seq",
-        "max_seq",
-        "last_ts",
-        "first_time",
+        "bytes",
         "first_frame_time",
+        "first_time",
+        "kind",
+        "last_ts",
+        "max_seq",
+        "packets",
         "prior_expected",
         "prior_received",
+        "producer_id",
+        "ssrc",
     )
 
     def __init__(self, ssrc: int, producer_id: str, kind: str) -> None:
@@ -291,7 +292,7 @@ class NativeReader:
     """Puts a subscriber's sockets in its load process's C poller (one epoll set,
     which the event loop watches), read for its C counter."""
 
-    _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    _pollers: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]] = (
         weakref.WeakKeyDictionary()
     )
 
@@ -326,7 +327,7 @@ class ReceiverReports:
     reach the server in bursts.
     """
 
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReceiverReports] = (
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReceiverReports]] = (
         weakref.WeakKeyDictionary()
     )
 
@@ -615,10 +616,12 @@ class _RelayClient(_Base):
             "room": self.spec.room,
         }
         timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(f"{self.url}{path}", json=body) as response:
-                response.raise_for_status()
-                answer = await response.json()
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(f"{self.url}{path}", json=body) as response,
+        ):
+            response.raise_for_status()
+            answer = await response.json()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
     async def close(self) -> None:

@@ -376,7 +376,7 @@ class Progress:
             self.stream.flush()
         else:
             # Without a terminal: one line per phase, not per tick.
-            phase = text.split(" ")[0]
+            phase = text.split(" ", maxsplit=1)[0]
             if phase != self._last_phase:
                 self._last_phase = phase
                 self.stream.write(line + "\n")

@@ -28,6 +28,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import signal
@@ -108,10 +109,10 @@ def expand_scenarios(items: Iterable[str]) -> list[Scenario]:
     names: list[str] = []
     for item in items:
         for part in item.split(","):
-            part = part.strip()
-            if not part:
+            name = part.strip()
+            if not name:
                 continue
-            names.extend(FAMILIES.get(part, [part]))
+            names.extend(FAMILIES.get(name, [name]))
     seen: dict[str, Scenario] = {}
     for name in names:
         scenario = parse_scenario(name)
@@ -438,10 +439,8 @@ class Runner:
                 requests.append((worker, -1))
         for worker, request in requests:
             if request >= 0:
-                try:
+                with contextlib.suppress(WorkerError):  # stopped below either way
                     worker.wait(request, 30)
-                except WorkerError:
-                    pass
             worker.stop(1)
 
     # --- scenarios -------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import worker_profile
 
-__all__ = ["Target", "start_baseline", "start_sfu", "remote_sfu"]
+__all__ = ["Target", "remote_sfu", "start_baseline", "start_sfu"]
 
 START_TIMEOUT = 30.0
 
@@ -296,7 +296,7 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - PDEATHSIG is set in the child only; it takes no lock
             env=env,
         )
     target = Target(

@@ -87,14 +87,15 @@ class ServerProcess:
     def http_url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         import ssl
 
         context = ssl._create_unverified_context() if self.scheme == "https" else None
         with urllib.request.urlopen(
             self.http_url + "/health", timeout=5, context=context
         ) as response:
-            return json.loads(response.read())
+            health: dict[str, Any] = json.loads(response.read())
+            return health
 
     def cpu_seconds(self) -> float:
         """utime + stime of the server process, from /proc/<pid>/stat."""

@@ -95,7 +95,7 @@ class SfuClient(AsyncIOEventEmitter):
     silently dead network is noticed.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the client's options, keyword-only (tests, the bench and `python -m sfu.client` pass them by name)
         self,
         url: str,
         room_id: str,
@@ -209,8 +209,9 @@ class SfuClient(AsyncIOEventEmitter):
         method: str,
         data: Mapping[str, Any] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109
-    ) -> dict[str, Any]:
-        """Send a protoo request; raise :class:`ProtooError` on an error response.
+    ) -> Any:
+        """Send a protoo request and return the response data (any JSON value);
+        raise :class:`ProtooError` on an error response.
 
         Raises ``ConnectionError`` while the WebSocket is down (reconnecting).
         """

@@ -23,6 +23,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -79,11 +80,11 @@ class ToneAudioTrack(_PacedTrack):
         self.sample_rate = sample_rate
         self.amplitude = amplitude
         self.channels = channels
-        self.samples_per_frame = int(round(sample_rate * ptime))
+        self.samples_per_frame = round(sample_rate * ptime)
         self._time_base = Fraction(1, sample_rate)
         self._pts = 0
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         pts = self._pts
         await self._pace(pts / self.sample_rate)
         self._pts += self.samples_per_frame
@@ -124,11 +125,11 @@ class PatternVideoTrack(_PacedTrack):
         self.frame_index = 0
         self._time_base = Fraction(1, VIDEO_CLOCK_RATE)
         yy, xx = np.mgrid[0:height, 0:width]
-        self._diagonal = (xx + yy).astype(np.int32)
+        self._diagonal: npt.NDArray[np.int32] = (xx + yy).astype(np.int32)
         self._box = max(4, min(width, height) // 4) & ~1
         self._chroma_size = (height // 2) * (width // 2)
 
-    def _luma(self, n: int) -> np.ndarray:
+    def _luma(self, n: int) -> npt.NDArray[np.uint8]:
         luma = ((self._diagonal + 4 * n) % 220 + 16).astype(np.uint8)
         # A bright square crossing the frame, one step per frame.
         box = self._box
@@ -139,7 +140,7 @@ class PatternVideoTrack(_PacedTrack):
         luma[y : y + box, x : x + box] = 235
         return luma
 
-    async def recv(self) -> av.VideoFrame:  # type: ignore[override]
+    async def recv(self) -> av.VideoFrame:
         n = self.frame_index
         await self._pace(n / self.fps)
         self.frame_index += 1
@@ -155,7 +156,7 @@ class PatternVideoTrack(_PacedTrack):
         v = np.full(self._chroma_size, v_value, dtype=np.uint8)
         planes = np.concatenate([luma.reshape(-1), u, v]).reshape(self.height * 3 // 2, self.width)
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-        frame.pts = int(round(n * VIDEO_CLOCK_RATE / self.fps))
+        frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = self._time_base
         return frame
 

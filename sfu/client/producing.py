@@ -62,7 +62,7 @@ class _ForwardingTrack(MediaStreamTrack):
         if hasattr(self.source, "enabled"):
             self.source.enabled = value
 
-    async def recv(self) -> Frame | Packet:
+    async def recv(self) -> Frame | Packet[Any]:
         if self.readyState != "live" or self.source.readyState != "live":
             raise MediaStreamError
         return await self.source.recv()

@@ -186,8 +186,9 @@ class ProtooConnection:
         method: str,
         data: Mapping[str, Any] | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109
-    ) -> dict[str, Any]:
-        """Send a request; return the response data.
+    ) -> Any:
+        """Send a request; return the response data (any JSON value: an object for
+        most methods, a list for the stats requests).
 
         Raises :class:`ProtooError` on ``ok: false``, ``asyncio.TimeoutError``
         after ``timeout`` seconds and ``ConnectionError`` if the connection is
@@ -198,8 +199,7 @@ class ProtooConnection:
         request_id, future = self._pending.add()
         try:
             await self._send(protoo_message.request(request_id, method, data))
-            result: dict[str, Any] = await asyncio.wait_for(future, timeout)
-            return result
+            return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.discard(request_id)
 

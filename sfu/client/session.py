@@ -130,7 +130,7 @@ class Session:
         # mediasoup-demo sends no rtpCapabilities when it does not consume.
         if client.consume_enabled:
             join_data["rtpCapabilities"] = dump_model(device.rtpCapabilities)
-        response = await client.request("join", join_data)
+        response: dict[str, Any] = await client.request("join", join_data)
         token = response.get("sessionToken")
         self.session_token = token if isinstance(token, str) and token else None
         return response

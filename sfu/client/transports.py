@@ -57,8 +57,8 @@ def _ice_servers(servers: Any) -> list[RTCIceServer]:
 def _transport_options(info: Mapping[str, Any]) -> dict[str, Any]:
     """pymediasoup's createSendTransport/createRecvTransport arguments from the server's reply."""
     candidates = []
-    for candidate in info["iceCandidates"]:
-        candidate = dict(candidate)
+    for server_candidate in info["iceCandidates"]:
+        candidate = dict(server_candidate)
         # pymediasoup reads `ip`; newer mediasoup sends only `address`.
         if "ip" not in candidate and "address" in candidate:
             candidate["ip"] = candidate["address"]

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..aiortc_adapter import srtp_function_addresses, srtp_internals
 from .rtp_rewriter import RtpRewriter, SendAll, send_all
+from .udp import Address, DatagramHandler
 
 if TYPE_CHECKING:
     from pylibsrtp import Session
@@ -193,7 +194,7 @@ class SrtpCodec:
             return None
         return view[: length[0]]
 
-    def native_sender(self, sock: socket.socket, address: tuple) -> NativeSender | None:
+    def native_sender(self, sock: socket.socket, address: Address) -> NativeSender | None:
         """An ``SrtpSender`` (sfu/media/native/send.c) whose ``send_fields(b0, b1,
         seq, timestamp, ssrc, tail)`` protects with this session and sends from
         ``sock`` to ``address`` in one C call, returning the bytes sent or
@@ -276,7 +277,6 @@ def _no_rtp(packet: bytes) -> None:
     """A shared socket's reader has no keys of its own: never called."""
 
 
-DatagramHandler = Callable[[bytes, tuple], None]
 RtpHandler = Callable[[bytes], None]
 SocketReaderFactory = Callable[[socket.socket], "RtpReceiver"]
 
@@ -356,7 +356,7 @@ class TransportFastPath:
         self,
         incoming: SrtpCodec | None,
         outgoing: SrtpCodec | None,
-        address: tuple | None,
+        address: Address | None,
         sock: socket.socket | None,
     ) -> NativeSender | None:
         """Follow the current keys and ICE selected tuple (None when unknown, or

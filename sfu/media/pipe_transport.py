@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..channel.messages import ConnectPipeTransportRequest, Event, Method, PipeTransportCreated
 from ..errors import InvalidRequestError, InvalidStateError
 from .transport import Transport
-from .udp import UdpEndpoint
+from .udp import Address, UdpEndpoint
 
 if TYPE_CHECKING:
     from .router import Router
@@ -68,7 +68,7 @@ class PipeTransport(Transport):
 
     # ---- datagrams --------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         try:
             self._demux(data, addr)
         except Exception:
@@ -76,7 +76,7 @@ class PipeTransport(Transport):
             logger.exception("pipe transport %s: error handling a datagram; closing it", self.id)
             self.close(reason="error")
 
-    def _demux(self, data: bytes, addr: tuple) -> None:
+    def _demux(self, data: bytes, addr: Address) -> None:
         if self.closed:
             return
         # Pipes bind 127.0.0.1: the sender's address is an (ip, port) pair.

@@ -57,7 +57,7 @@ _NO_ELEMENTS: list[tuple[int, bytes]] = []  # shared, never appended to
 class _Counts:
     """The per-packet counters, when there is no C path to keep them."""
 
-    __slots__ = ("packets_received", "bytes_received")
+    __slots__ = ("bytes_received", "packets_received")
 
     def __init__(self) -> None:
         self.packets_received = 0
@@ -272,7 +272,7 @@ class Producer(MediaEntity):
             return True
         return False
 
-    def receive_rtp(self, packet: bytes, now: float) -> None:
+    def receive_rtp(self, packet: bytes, now: float) -> None:  # noqa: C901, PLR0911, PLR0912 - per packet, flat on purpose (the Python twin of producer_path.c): a helper call per packet costs
         """Forward one unprotected RTP packet of this producer to its consumers."""
         try:
             csrc_end, ext_start, ext_end, payload_end = header_bounds(packet)
@@ -308,24 +308,9 @@ class Producer(MediaEntity):
         counts.bytes_received += len(packet)
         newly_missing = stream.receive(seq, timestamp, now, len(packet))
         if newly_missing < 0:
-            if newly_missing == DUPLICATE:
-                self.transport.count_drop("duplicate")
+            # Rare: only a packet out of sequence pays for the call.
+            if not self._on_sequence_break(newly_missing):
                 return
-            if newly_missing == TOO_LATE:
-                # Asked for, but out of the repair window when it came.
-                self.transport.count_drop("late-repair")
-                self._close_gap_with_key_frame()
-                return
-            # GAP_TOO_WIDE (a blackout upstream: too much lost to repair) or
-            # RESTARTED (a new source behind this SSRC): consumers continue
-            # their own numbering without a hole, from the next keyframe after
-            # a blackout, so subscribers do not wait for packets that will
-            # never come.
-            after_blackout = newly_missing == GAP_TOO_WIDE
-            for consumer in self.consumers.values():
-                consumer.resync(wait_for_keyframe=after_blackout)
-            if after_blackout:
-                self._close_gap_with_key_frame()
             newly_missing = 0
         if media_ssrc is not None:
             self.packets_repaired += 1
@@ -375,7 +360,29 @@ class Producer(MediaEntity):
             if pending is not None:
                 self._finish_sends(pending, consumers, b0, b1, tail, seq, timestamp, keyframe, now)
 
-    def _finish_sends(
+    def _on_sequence_break(self, verdict: int) -> bool:
+        """Handle RtpStreamRecv.receive's negative verdict; True to forward the packet."""
+        if verdict == DUPLICATE:
+            self.transport.count_drop("duplicate")
+            return False
+        if verdict == TOO_LATE:
+            # Asked for, but out of the repair window when it came.
+            self.transport.count_drop("late-repair")
+            self._close_gap_with_key_frame()
+            return False
+        # GAP_TOO_WIDE (a blackout upstream: too much lost to repair) or
+        # RESTARTED (a new source behind this SSRC): consumers continue
+        # their own numbering without a hole, from the next keyframe after
+        # a blackout, so subscribers do not wait for packets that will
+        # never come.
+        after_blackout = verdict == GAP_TOO_WIDE
+        for consumer in self.consumers.values():
+            consumer.resync(wait_for_keyframe=after_blackout)
+        if after_blackout:
+            self._close_gap_with_key_frame()
+        return True
+
+    def _finish_sends(  # noqa: PLR0913, PLR0917 - the packet's fields as they are; a tuple would allocate per send
         self,
         pending: list[tuple[int, BaseException | None]],
         consumers: tuple[Consumer, ...],
@@ -400,7 +407,7 @@ class Producer(MediaEntity):
             except Exception as failure:
                 consumer.fail(failure)
 
-    def _follow_up(
+    def _follow_up(  # noqa: PLR0913, PLR0917 - called from C (producer_path.c) with these positional fields
         self,
         consumers: tuple[Consumer, ...],
         pending: list[tuple[int, BaseException | None]],

@@ -23,41 +23,41 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TypeAlias
 
 __all__ = [
-    "RTCP_SR",
-    "RTCP_RR",
-    "RTCP_SDES",
-    "RTCP_BYE",
-    "RTCP_APP",
-    "RTCP_RTPFB",
-    "RTCP_PSFB",
-    "RTCP_XR",
-    "MAX_REPORT_BLOCKS",
     "MAX_AUDIO_INTERVAL",
-    "report_due",
-    "RtcpError",
-    "ReportBlock",
-    "SenderReport",
-    "ReceiverReport",
-    "Pli",
+    "MAX_REPORT_BLOCKS",
+    "RTCP_APP",
+    "RTCP_BYE",
+    "RTCP_PSFB",
+    "RTCP_RR",
+    "RTCP_RTPFB",
+    "RTCP_SDES",
+    "RTCP_SR",
+    "RTCP_XR",
+    "Bye",
     "Fir",
     "Nack",
+    "Pli",
+    "ReceiverReport",
     "Remb",
-    "Bye",
+    "ReportBlock",
+    "RtcpError",
     "RtcpPacket",
-    "parse_compound",
-    "build_sr",
+    "SenderReport",
+    "build_fir",
+    "build_nack",
+    "build_pli",
+    "build_remb",
     "build_rr",
     "build_sdes",
     "build_sdes_cname",
-    "build_pli",
-    "build_fir",
-    "build_nack",
-    "build_remb",
-    "ntp_now",
-    "seconds_to_ntp",
-    "ntp_to_seconds",
-    "ntp_middle32",
+    "build_sr",
     "is_rtcp",
+    "ntp_middle32",
+    "ntp_now",
+    "ntp_to_seconds",
+    "parse_compound",
+    "report_due",
+    "seconds_to_ntp",
 ]
 
 RTCP_SR = 200
@@ -237,49 +237,59 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
                 if pad == 0 or pad > end - start:
                     raise RtcpError(f"invalid RTCP padding length {pad}")
                 end -= pad
-            count = first & 0x1F
-            plen = end - start
-
-            if pt == RTCP_SR:
-                if plen < 24 + 24 * count:
-                    raise RtcpError(f"SR with {count} blocks needs more than {plen} bytes")
-                ssrc, ntp, rtp_ts, pkts, octets = _SENDER_INFO.unpack_from(data, start)
-                packets.append(
-                    SenderReport(
-                        ssrc, ntp, rtp_ts, pkts, octets, _parse_blocks(data, start + 24, count)
-                    )
-                )
-            elif pt == RTCP_RR:
-                if plen < 4 + 24 * count:
-                    raise RtcpError(f"RR with {count} blocks needs more than {plen} bytes")
-                (ssrc,) = _U32S.unpack_from(data, start)
-                packets.append(ReceiverReport(ssrc, _parse_blocks(data, start + 4, count)))
-            elif pt == RTCP_BYE:
-                if plen < 4 * count:
-                    raise RtcpError(f"BYE with {count} sources needs more than {plen} bytes")
-                packets.append(Bye(struct.unpack_from(f"!{count}I", data, start)))
-            elif pt == RTCP_RTPFB or pt == RTCP_PSFB:
-                if plen < 8:
-                    raise RtcpError(f"feedback packet of {plen} bytes (needs 8)")
-                sender, media = _FB_HEADER.unpack_from(data, start)
-                fci = start + 8
-                fci_len = plen - 8
-                if pt == RTCP_RTPFB:
-                    if count == RTPFB_NACK:
-                        packets.append(Nack(sender, media, _parse_nack_fci(data, fci, fci_len)))
-                elif count == PSFB_PLI:
-                    packets.append(Pli(sender, media))
-                elif count == PSFB_FIR:
-                    if fci_len == 0 or fci_len % 8:
-                        raise RtcpError(f"FIR FCI of {fci_len} bytes (needs 8 per entry)")
-                    entries = tuple((e[0], e[1]) for e in _FIR_ENTRY.iter_unpack(data[fci:end]))
-                    packets.append(Fir(sender, entries))
-                elif count == PSFB_AFB and fci_len >= 4 and data[fci : fci + 4] == b"REMB":
-                    packets.append(_parse_remb(data, sender, fci, fci_len))
-            # SDES, APP, XR and anything else in 192..223: skipped.
-    except struct.error as exc:  # defensive: every length is checked above
+            message = _parse_message(data, pt, first & 0x1F, start, end)
+            if message is not None:
+                packets.append(message)
+    except struct.error as exc:  # defensive: every length is checked before it is read
         raise RtcpError(f"malformed RTCP: {exc}") from exc
     return packets
+
+
+def _parse_message(data: bytes, pt: int, count: int, start: int, end: int) -> RtcpPacket | None:
+    """One RTCP packet's body (its header checked, padding removed), or None for
+    SDES, APP, XR, anything else in 192..223 and feedback formats the SFU ignores."""
+    plen = end - start
+    if pt == RTCP_SR:
+        if plen < 24 + 24 * count:
+            raise RtcpError(f"SR with {count} blocks needs more than {plen} bytes")
+        ssrc, ntp, rtp_ts, pkts, octets = _SENDER_INFO.unpack_from(data, start)
+        return SenderReport(ssrc, ntp, rtp_ts, pkts, octets, _parse_blocks(data, start + 24, count))
+    if pt == RTCP_RR:
+        if plen < 4 + 24 * count:
+            raise RtcpError(f"RR with {count} blocks needs more than {plen} bytes")
+        (ssrc,) = _U32S.unpack_from(data, start)
+        return ReceiverReport(ssrc, _parse_blocks(data, start + 4, count))
+    if pt == RTCP_BYE:
+        if plen < 4 * count:
+            raise RtcpError(f"BYE with {count} sources needs more than {plen} bytes")
+        return Bye(struct.unpack_from(f"!{count}I", data, start))
+    if pt in (RTCP_RTPFB, RTCP_PSFB):
+        return _parse_feedback(data, pt, count, start, end)
+    return None
+
+
+def _parse_feedback(data: bytes, pt: int, fmt: int, start: int, end: int) -> RtcpPacket | None:
+    """A transport-layer (RTPFB) or payload-specific (PSFB) feedback message (RFC 4585)."""
+    plen = end - start
+    if plen < 8:
+        raise RtcpError(f"feedback packet of {plen} bytes (needs 8)")
+    sender, media = _FB_HEADER.unpack_from(data, start)
+    fci = start + 8
+    fci_len = plen - 8
+    if pt == RTCP_RTPFB:
+        if fmt == RTPFB_NACK:
+            return Nack(sender, media, _parse_nack_fci(data, fci, fci_len))
+        return None
+    if fmt == PSFB_PLI:
+        return Pli(sender, media)
+    if fmt == PSFB_FIR:
+        if fci_len == 0 or fci_len % 8:
+            raise RtcpError(f"FIR FCI of {fci_len} bytes (needs 8 per entry)")
+        entries = tuple((e[0], e[1]) for e in _FIR_ENTRY.iter_unpack(data[fci:end]))
+        return Fir(sender, entries)
+    if fmt == PSFB_AFB and fci_len >= 4 and data[fci : fci + 4] == b"REMB":
+        return _parse_remb(data, sender, fci, fci_len)
+    return None
 
 
 def _parse_nack_fci(data: bytes, pos: int, fci_len: int) -> tuple[int, ...]:
@@ -489,8 +499,7 @@ def seconds_to_ntp(seconds: float) -> int:
     """The 64-bit NTP timestamp of a Unix time in seconds."""
     whole = int(seconds // 1)
     frac = int((seconds - whole) * 4294967296.0)
-    if frac > _U32:
-        frac = _U32
+    frac = min(frac, _U32)
     return ((whole + NTP_UNIX_OFFSET) << 32 | frac) & _U64
 
 

@@ -233,7 +233,7 @@ def rtx_unwrap(
     Returns (packet, original sequence number), or None for padding-only RTX
     (bandwidth probes) and packets too short to carry an OSN.
     """
-    csrc_end, _, ext_end, payload_end = header_bounds(packet)
+    _, _, ext_end, payload_end = header_bounds(packet)
     if payload_end - ext_end < 2:
         return None
     osn = _U16.unpack_from(packet, ext_end)[0]

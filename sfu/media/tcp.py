@@ -13,18 +13,18 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
-from .udp import DatagramHandler, PortRangeExhaustedError
+from .udp import Address, DatagramHandler, PortRangeExhaustedError
 
 _LENGTH = struct.Struct("!H")
 # A connection that lets this much pile up unsent is too slow: drop packets.
 MAX_WRITE_BUFFER = 1 << 20
 
 
-def tcp_key(peername: tuple) -> tuple:
+def tcp_key(peername: Address) -> Address:
     return (peername[0], peername[1], "tcp")
 
 
-def is_tcp_key(address: tuple) -> bool:
+def is_tcp_key(address: Address) -> bool:
     return len(address) == 3 and address[2] == "tcp"
 
 
@@ -55,7 +55,7 @@ class _Connection(asyncio.Protocol):
         self.listener = listener
         self.decoder = FrameDecoder()
         self.transport: asyncio.Transport | None = None
-        self.key: tuple = ()
+        self.key: Address = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's does not subclass asyncio.Transport).
@@ -77,10 +77,10 @@ class _Connection(asyncio.Protocol):
 class TcpListener:
     """A passive ICE-TCP listener; ``handler(packet, key)`` gets every framed packet."""
 
-    def __init__(self, handler: DatagramHandler, on_closed: Callable[[tuple], None]) -> None:
+    def __init__(self, handler: DatagramHandler, on_closed: Callable[[Address], None]) -> None:
         self.handler = handler
         self.on_closed = on_closed
-        self.connections: dict[tuple, asyncio.Transport] = {}
+        self.connections: dict[Address, asyncio.Transport] = {}
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -99,7 +99,7 @@ class TcpListener:
             f"no free TCP port for ICE-TCP in {ports[0]}-{ports[-1]} on {listen_ip}"
         )
 
-    def send(self, key: tuple, data: bytes) -> bool:
+    def send(self, key: Address, data: bytes) -> bool:
         connection = self.connections.get(key)
         if connection is None or connection.is_closing():
             return False

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import SfuError
 
-DatagramHandler = Callable[[bytes, tuple], None]
+# A socket address as the socket module gives it: (host, port) for IPv4,
+# (host, port, flowinfo, scope_id) for IPv6; a TCP connection's key (tcp.tcp_key)
+# is (host, port, "tcp").
+Address = tuple[Any, ...]
+DatagramHandler = Callable[[bytes, Address], None]
 
 
 class PortRangeExhaustedError(SfuError):
@@ -37,10 +42,8 @@ def bind_udp_socket(listen_ip: str, min_port: int, max_port: int) -> socket.sock
         sock.setblocking(False)
         # Room for bursts of keyframes toward many consumers.
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            try:
+            with contextlib.suppress(OSError):  # the kernel's cap applies
                 sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
-            except OSError:
-                pass
         return sock
     raise PortRangeExhaustedError(
         f"no free UDP port in {min_port}-{max_port} on {listen_ip}: "
@@ -52,7 +55,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, handler: DatagramHandler) -> None:
         self._handler = handler
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         self._handler(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -77,7 +80,7 @@ class UdpEndpoint:
     def __init__(self, sock: socket.socket, close: Callable[[], None]) -> None:
         self.socket = sock
         self._close = close
-        self.local_address: tuple = sock.getsockname()
+        self.local_address: Address = sock.getsockname()
         self.sendto = sock.sendto
 
     @classmethod

@@ -17,7 +17,7 @@ from aioice import stun
 from .fastpath import NATIVE_RECEIVE, new_socket_reader
 from .ice_lite import is_stun
 from .tcp import TcpListener
-from .udp import UdpEndpoint
+from .udp import Address, UdpEndpoint
 
 if TYPE_CHECKING:
     import socket
@@ -38,7 +38,7 @@ class WebRtcServer:
         # TransportFastPath.share_reader) and hands the rest to datagram_received.
         self.receiver: RtpReceiver | None = None
         self._by_ufrag: dict[str, WebRtcTransport] = {}
-        self._by_address: dict[tuple, WebRtcTransport] = {}
+        self._by_address: dict[Address, WebRtcTransport] = {}
         self._drops: Counter[str] = Counter()
 
     @classmethod
@@ -66,7 +66,7 @@ class WebRtcServer:
         self.receiver = new_socket_reader(sock.fileno(), self.datagram_received)
         return self.receiver
 
-    def _tcp_closed(self, key: tuple) -> None:
+    def _tcp_closed(self, key: Address) -> None:
         transport = self._by_address.pop(key, None)
         if transport is not None:
             transport.forget_address(key)
@@ -89,7 +89,7 @@ class WebRtcServer:
     def add_ufrag(self, ufrag: str, transport: WebRtcTransport) -> None:
         self._by_ufrag[ufrag] = transport
 
-    def add_address(self, address: tuple, transport: WebRtcTransport) -> None:
+    def add_address(self, address: Address, transport: WebRtcTransport) -> None:
         owner = self._by_address.get(address)
         if owner is not None and owner is not transport:
             owner.forget_address(address)  # the address moved to another transport
@@ -103,7 +103,7 @@ class WebRtcServer:
 
     # ---- the demultiplexer -------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         transport = self._by_address.get(addr)
         if transport is not None:
             transport.datagram_received(data, addr)

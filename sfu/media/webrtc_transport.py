@@ -28,7 +28,7 @@ from .producer import Producer
 from .rtp import header_bounds, iter_one_byte_extensions
 from .tcp import TcpListener
 from .transport import Transport
-from .udp import UdpEndpoint
+from .udp import Address, UdpEndpoint
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -73,7 +73,7 @@ class WebRtcTransport(Transport):
         self.enable_tcp = enable_tcp or force_tcp
         self.force_tcp = force_tcp
         self._tcp_listener: TcpListener | None = None
-        self._tcp_send: Callable[[tuple, bytes], bool] | None = None
+        self._tcp_send: Callable[[Address, bytes], bool] | None = None
         self._tcp_port = 0
         self.ice_timeout = ice_timeout
         self._endpoint: UdpEndpoint | None = None
@@ -83,8 +83,8 @@ class WebRtcTransport(Transport):
         self.ice = IceLiteResponder(IceCredentials.generate())
         self.ice_state = "new"
         # Behind the ice_selected_tuple property: the C sender follows it.
-        self._ice_selected_tuple: tuple | None = None
-        self._valid_addresses: set[tuple] = set()
+        self._ice_selected_tuple: Address | None = None
+        self._valid_addresses: set[Address] = set()
         self.last_ice_activity = time.monotonic()
 
         self.dtls_state = "new"
@@ -133,7 +133,7 @@ class WebRtcTransport(Transport):
         self._tcp_send = listener.send
         self._tcp_port = listener.port
 
-    def forget_address(self, address: tuple) -> None:
+    def forget_address(self, address: Address) -> None:
         """``address`` is gone: its ICE-TCP connection closed, or (single-port
         mode) it now belongs to another transport."""
         self._valid_addresses.discard(address)
@@ -249,7 +249,7 @@ class WebRtcTransport(Transport):
 
     # ---- datagrams in -----------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         try:
             self._demux(data, addr)
         except Exception:
@@ -262,7 +262,7 @@ class WebRtcTransport(Transport):
         except Exception:
             self._contain_error(len(packet), self.ice_selected_tuple)
 
-    def _contain_error(self, size: int, addr: tuple | None) -> None:
+    def _contain_error(self, size: int, addr: Address | None) -> None:
         # A bug here is contained to this transport: it is closed cleanly
         # and its peer told; the room and the other transports go on.
         self.drops["internal-error"] += 1
@@ -276,7 +276,7 @@ class WebRtcTransport(Transport):
         )
         self.close(reason="error")
 
-    def _demux(self, data: bytes, addr: tuple) -> None:
+    def _demux(self, data: bytes, addr: Address) -> None:
         if self.closed or not data:
             return
         self.bytes_received += len(data)
@@ -350,11 +350,14 @@ class WebRtcTransport(Transport):
             if mid is None:
                 continue
             for ext_id, start, end in elements:
-                if ext_id == producer.mid_extension_id and packet[start:end] == mid.encode():
-                    if producer.learn_ssrc(ssrc, packet[1] & 0x7F):
-                        self._producers_by_ssrc[ssrc] = producer
-                        self._route_streams(producer)
-                        return producer
+                if (
+                    ext_id == producer.mid_extension_id
+                    and packet[start:end] == mid.encode()
+                    and producer.learn_ssrc(ssrc, packet[1] & 0x7F)
+                ):
+                    self._producers_by_ssrc[ssrc] = producer
+                    self._route_streams(producer)
+                    return producer
         return None
 
     def _receive_srtcp(self, data: bytes) -> None:
@@ -368,7 +371,7 @@ class WebRtcTransport(Transport):
         self.last_ice_activity = now
         self._receive_rtcp(packet, now)
 
-    def _receive_stun(self, data: bytes, addr: tuple) -> None:
+    def _receive_stun(self, data: bytes, addr: Address) -> None:
         outcome = self.ice.handle(data, addr)
         if outcome.response is not None:
             self._sendto(outcome.response, addr)
@@ -416,7 +419,8 @@ class WebRtcTransport(Transport):
             self._dtls_task = asyncio.create_task(self._run_dtls())
 
     async def _run_dtls(self) -> None:
-        assert self._remote_dtls is not None and self.dtls_role is not None
+        assert self._remote_dtls is not None
+        assert self.dtls_role is not None
         self._set_dtls_state("connecting")
         try:
             ok = await self._dtls.start(self.dtls_role, self._remote_dtls["fingerprints"])
@@ -432,7 +436,8 @@ class WebRtcTransport(Transport):
             return
         self._rx_srtp = self._dtls.rx_srtp
         self._tx_srtp = self._dtls.tx_srtp
-        assert self._rx_srtp is not None and self._tx_srtp is not None
+        assert self._rx_srtp is not None
+        assert self._tx_srtp is not None
         # RTP goes through the fast codec; RTCP (rare) through pylibsrtp's API.
         self._rtp_in = SrtpCodec(self._rx_srtp)
         self._rtp_out = SrtpCodec(self._tx_srtp)
@@ -457,7 +462,7 @@ class WebRtcTransport(Transport):
 
     # ---- datagrams out ------------------------------------------------------
 
-    def _sendto(self, data: bytes, addr: tuple) -> None:
+    def _sendto(self, data: bytes, addr: Address) -> None:
         if len(addr) == 3:  # an ICE-TCP connection (see tcp.tcp_key)
             if self._tcp_send is None or not self._tcp_send(addr, data):
                 self.drops["send-failed"] += 1
@@ -521,18 +526,18 @@ class WebRtcTransport(Transport):
         self.bytes_sent += len(protected)
 
     @property
-    def ice_selected_tuple(self) -> tuple | None:
+    def ice_selected_tuple(self) -> Address | None:
         return self._ice_selected_tuple
 
     @ice_selected_tuple.setter
-    def ice_selected_tuple(self, address: tuple | None) -> None:
+    def ice_selected_tuple(self, address: Address | None) -> None:
         self._ice_selected_tuple = address
         self._refresh_native_sender()
 
     def _refresh_native_sender(self) -> None:
         """Make the C sender (and point the C receiver) for the current keys and
         selected tuple, and bind the consumers to it, or to send_rtp_fields
-        without it (no keys yet, no tuple, ICE-TCP, closed, not built)."""
+        without it (no keys yet, no Address, ICE-TCP, closed, not built)."""
         self._fast.harvest(self)
         address = self._ice_selected_tuple if not self.closed else None
         sock = self._endpoint.socket if self._endpoint is not None else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from sfu.client import SfuClient
 
@@ -66,7 +66,12 @@ async def open_peer(
     context = await browser.new_context(viewport={"width": 1000, "height": 700})
     await context.grant_permissions(["camera", "microphone"])
     page = await context.new_page()
-    page.on("console", lambda msg: msg.type == "error" and print(f"[{peer_id} console] {msg.text}"))
+
+    def print_errors(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            print(f"[{peer_id} console] {msg.text}")
+
+    page.on("console", print_errors)
     await page.goto(
         f"{server.http_url}/?roomId={room}&peerId={peer_id}&displayName={peer_id}"
         f"&mode={mode}&handler=Chrome111&autojoin=1"
@@ -188,7 +193,8 @@ async def sender_reports_taken(
 
 async def assert_loopback_pairs(page: Page) -> None:
     pairs = await page.evaluate(SELECTED_PAIRS_JS)
-    assert pairs and all(pairs), f"no selected candidate pair: {pairs}"
+    assert pairs, f"no selected candidate pair: {pairs}"
+    assert all(pairs), f"no selected candidate pair: {pairs}"
     for pair in pairs:
         assert pair == {"local": "127.0.0.1", "remote": "127.0.0.1"}, pairs
 
@@ -302,7 +308,8 @@ async def test_browser_and_python_bot_in_one_room(
         video = bot.sink_for("alice", "video")
         audio = bot.sink_for("alice", "audio")
         assert await video.wait_frames(20, timeout=15), f"bot decoded {video.frames} frames"
-        assert video.size is not None and video.size[0] > 0
+        assert video.size is not None
+        assert video.size[0] > 0
         assert await audio.wait_frames(50, timeout=10)
         print(f"\nbot decoded {video.frames} frames of {video.size} from the browser")
         await assert_loopback_pairs(page)

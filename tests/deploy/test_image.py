@@ -75,6 +75,8 @@ def say(message: str) -> None:
         return
     capture = _PYTEST[0].pluginmanager.get_plugin("capturemanager")
     reporter = _PYTEST[0].pluginmanager.get_plugin("terminalreporter")
+    assert capture is not None
+    assert reporter is not None
     with capture.global_and_fixture_disabled():
         reporter.ensure_newline()
         reporter.write_line(f"[image] {message}")
@@ -195,14 +197,20 @@ def debian_mirror() -> str:
         elif path.name == "sources.list" or path.suffix == ".list":
             for line in text.splitlines():
                 words = [w for w in line.split() if not w.startswith("[") and not w.endswith("]")]
-                if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
-                    if words[1].startswith(("http://", "https://")):
-                        return words[1]
+                if (
+                    len(words) >= 3
+                    and words[0] == "deb"
+                    and words[2] == SUITE
+                    and words[1].startswith(("http://", "https://"))
+                ):
+                    return words[1]
     raise AssertionError(f"no Debian mirror for {SUITE} in /etc/apt/sources.list(.d)")
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["podman", "image", "exists", name], timeout=60).returncode == 0
+    return (
+        subprocess.run(["podman", "image", "exists", name], timeout=60, check=False).returncode == 0
+    )
 
 
 def base_image_current(name: str) -> bool:
@@ -295,7 +303,8 @@ def ensure_base_images(workdir: Path) -> str:
     # Node: this machine's node binary and npm, where the official image has them.
     node = Path(shutil.which("node") or "node").resolve()
     npm = node.parent.parent / "lib" / "node_modules" / "npm"
-    assert node.is_file() and (npm / "bin" / "npm-cli.js").is_file(), (node, npm)
+    assert node.is_file(), (node, npm)
+    assert (npm / "bin" / "npm-cli.js").is_file(), (node, npm)
     version = run([str(node), "--version"], timeout=30).stdout.strip()
     if not version.startswith("v20."):
         say(f"warning: this machine's Node is {version}, not 20")
@@ -313,7 +322,7 @@ def ensure_base_images(workdir: Path) -> str:
     )
     shutil.rmtree(rootfs)
     for image in stale:  # untagged now; kept while cached build layers still use them
-        subprocess.run(["podman", "rmi", image], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rmi", image], capture_output=True, timeout=120, check=False)
     return f"built in {time.monotonic() - started:.0f} s"
 
 
@@ -348,7 +357,7 @@ def build_image(workdir: Path) -> dict[str, Any]:
     image = inspect(IMAGE)
     if previous is not None and previous != image["Id"]:
         # The previous build of the test image, now untagged (its layers stay cached).
-        subprocess.run(["podman", "rmi", previous], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rmi", previous], capture_output=True, timeout=120, check=False)
     return image
 
 
@@ -364,7 +373,9 @@ def export_image(rootfs: Path) -> None:
             export.stdout.close()
             assert export.wait(60) == 0, "podman export failed"
     finally:
-        subprocess.run(["podman", "rm", "-f", container], capture_output=True, timeout=120)
+        subprocess.run(
+            ["podman", "rm", "-f", container], capture_output=True, timeout=120, check=False
+        )
 
 
 # ------------------------------------------------------------------ the image
@@ -491,7 +502,7 @@ def built_image(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[BuiltIm
         yield BuiltImage(image["Config"], healthcheck, rootfs, size_mb, timings)
     finally:
         for mount in sorted(mounts_under(tmp_path), reverse=True):  # none expected: see LAUNCH
-            subprocess.run(["umount", "-l", mount], timeout=60)
+            subprocess.run(["umount", "-l", mount], timeout=60, check=False)
         shutil.rmtree(tmp_path / "rootfs", ignore_errors=True)
         _PYTEST.clear()
 
@@ -573,7 +584,9 @@ async def test_image_builds_and_serves_client_and_media(
     # The image's metadata: HEALTHCHECK on /health, a non-root user, the ports.
     assert "/app/docker/healthcheck.py" in built_image.healthcheck.get("Test", []), built_image
     uid, _, gid = config["User"].partition(":")
-    assert uid.isdigit() and int(uid) != 0 and gid.isdigit(), config["User"]
+    assert uid.isdigit(), config["User"]
+    assert int(uid) != 0, config["User"]
+    assert gid.isdigit(), config["User"]
     assert {"3000/tcp", "40000/udp"} <= set(config.get("ExposedPorts") or {}), config
     assert config["Entrypoint"] == ["/app/docker/entrypoint.sh"], config
 
@@ -583,15 +596,18 @@ async def test_image_builds_and_serves_client_and_media(
     assert f"SFU listening on http://127.0.0.1:{server.http_port}" in log, log
     assert f"UDP {server.udp_port} (single port)" in log, log
     code, output = run_healthcheck(built_image, server)
-    assert code == 0 and "ok" in output, f"HEALTHCHECK: exit {code}: {output}"
+    assert code == 0, f"HEALTHCHECK: exit {code}: {output}"
+    assert "ok" in output, f"HEALTHCHECK: exit {code}: {output}"
 
     # The browser client, built in the image's Node stage.
     dist = built_image.rootfs / "app" / "client" / "dist"
     status, page = server.get("/")
-    assert status == 200 and page == (dist / "index.html").read_bytes()
+    assert status == 200
+    assert page == (dist / "index.html").read_bytes()
     assert b"/static/app.js" in page
     status, script = server.get("/static/app.js")
-    assert status == 200 and len(script) > 10_000
+    assert status == 200
+    assert len(script) > 10_000
     assert script == (dist / "app.js").read_bytes()
 
     # Media: two pymediasoup peers decode each other's video and audio, all
@@ -605,7 +621,8 @@ async def test_image_builds_and_serves_client_and_media(
         for peer in peers:
             assert server_ports(peer) == {server.udp_port}
         health = server.health()
-        assert health["transports"] == 4 and health["rtpPacketsSent"] > 0, health
+        assert health["transports"] == 4, health
+        assert health["rtpPacketsSent"] > 0, health
     finally:
         await close_all(*peers)
 

@@ -77,9 +77,11 @@ def check_reply(message: dict[str, Any], what: str = "") -> None:
         return
     assert message.get("ok") is False, f"{what}: ok is neither true nor false: {message}"
     code, reason = message.get("errorCode"), message.get("errorReason")
-    assert isinstance(code, int) and not isinstance(code, bool), f"{what}: errorCode {code!r}"
+    assert isinstance(code, int), f"{what}: errorCode {code!r}"
+    assert not isinstance(code, bool), f"{what}: errorCode {code!r}"
     assert code in DOCUMENTED_ERRORS, f"{what}: errorCode {code} (never 500): {message}"
-    assert isinstance(reason, str) and reason.strip(), f"{what}: empty errorReason: {message}"
+    assert isinstance(reason, str), f"{what}: empty errorReason: {message}"
+    assert reason.strip(), f"{what}: empty errorReason: {message}"
 
 
 def frame_gaps(sink: TrackSink, start: float, end: float) -> float:
@@ -687,7 +689,7 @@ class Fuzzer:
         got: Counter[tuple[str, Any]] = Counter()
         for response in responses:
             key = id_key(response.get("id"))
-            assert key in sent and sent[key], (
+            assert sent.get(key), (
                 f"a reply nobody asked for (or one too many): {response} after {frames!r}"
             )
             method, size = sent[key].popleft()
@@ -726,9 +728,8 @@ async def run_scripted_cases(connect: Callable[..., Awaitable[RawPeer]]) -> int:
         if code is None:
             assert reply["ok"] is True, f"{method} {data!r}: {reply}"
         else:
-            assert reply["ok"] is False and reply["errorCode"] == code, (
-                f"{method} {data!r}: {reply}"
-            )
+            assert reply["ok"] is False, f"{method} {data!r}: {reply}"
+            assert reply["errorCode"] == code, f"{method} {data!r}: {reply}"
         cases += 1
         return reply
 

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +82,9 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int = 48000) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / sample_rate)[int(np.argmax(spectrum))])
 
 
-async def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+async def wait_until(
+    predicate: Callable[..., object], timeout: float, interval: float = 0.05
+) -> bool:
     """Poll a cheap condition with a bounded timeout (for server-side state we cannot await)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -219,7 +222,8 @@ class RawPeer:
         response = await self.request(method, data)
         assert response["ok"] is False, f"{method} {data!r} unexpectedly succeeded: {response}"
         assert response["errorCode"] == code, f"{method} {data!r}: {response}"
-        assert isinstance(response["errorReason"], str) and response["errorReason"]
+        assert isinstance(response["errorReason"], str)
+        assert response["errorReason"]
         return str(response["errorReason"])
 
     async def close(self) -> None:

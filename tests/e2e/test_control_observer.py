@@ -62,6 +62,8 @@ async def test_observers_see_each_object_made_and_the_close_cascade() -> None:
             ("close", "receiving"),
             ("close", "router"),
         ]
-        assert consumer.closed and producer.closed and not worker.routers
+        assert consumer.closed
+        assert producer.closed
+        assert not worker.routers
     finally:
         await worker.close()

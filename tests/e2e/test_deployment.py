@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -20,22 +21,24 @@ async def protoo_request(
     server: ServerProcess,
     peer: str,
     method: str,
-    data: dict | None = None,
+    data: dict[str, Any] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-) -> dict:
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(
+) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
             f"{server.ws_url}/?roomId=deploy&peerId={peer}",
             protocols=("protoo",),
             ssl=ssl_context if ssl_context is not None else True,
-        ) as ws:
-            await ws.send_str(
-                json.dumps({"request": True, "id": 1, "method": method, "data": data or {}})
-            )
-            while True:
-                message = json.loads((await ws.receive(timeout=5)).data)
-                if message.get("response"):
-                    return message
+        ) as ws,
+    ):
+        await ws.send_str(
+            json.dumps({"request": True, "id": 1, "method": method, "data": data or {}})
+        )
+        while True:
+            message: dict[str, Any] = json.loads((await ws.receive(timeout=5)).data)
+            if message.get("response"):
+                return message
 
 
 def socket_addresses(pid: int) -> set[str]:
@@ -81,23 +84,25 @@ async def test_exhausted_port_range_is_a_clear_error_and_the_server_goes_on(tmp_
     base = free_tcp_port()  # any number; UDP ports base..base+1 are tried
     server = start_server(tmp_path, {"media": {"rtc_min_port": base, "rtc_max_port": base + 1}})
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
                 f"{server.ws_url}/?roomId=ports&peerId=p", protocols=("protoo",)
-            ) as ws:
-                replies = []
-                for i in range(3):
-                    await ws.send_str(
-                        json.dumps(
-                            {
-                                "request": True,
-                                "id": i,
-                                "method": "createWebRtcTransport",
-                                "data": {"producing": True},
-                            }
-                        )
+            ) as ws,
+        ):
+            replies = []
+            for i in range(3):
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "request": True,
+                            "id": i,
+                            "method": "createWebRtcTransport",
+                            "data": {"producing": True},
+                        }
                     )
-                    replies.append(json.loads((await ws.receive(timeout=5)).data))
+                )
+                replies.append(json.loads((await ws.receive(timeout=5)).data))
         assert [r["ok"] for r in replies] == [True, True, False], replies
         assert replies[2]["errorCode"] == 503
         assert f"{base}-{base + 1}" in replies[2]["errorReason"], replies[2]
@@ -114,6 +119,7 @@ def run_sfu(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        check=False,
     )
 
 
@@ -142,7 +148,8 @@ def test_bad_tls_settings_stop_start_up_naming_the_problem(tmp_path: Path) -> No
     for name, (env, key_name, words) in cases.items():
         result = run_sfu("--port", str(free_tcp_port()), env=env)
         assert result.returncode == 2, (name, result.stderr)
-        assert key_name in result.stderr and words in result.stderr, (name, result.stderr)
+        assert key_name in result.stderr, (name, result.stderr)
+        assert words in result.stderr, (name, result.stderr)
     assert cert.exists()
 
 
@@ -155,11 +162,15 @@ async def test_https_and_wss_with_sfu_certs(tmp_path: Path) -> None:
     )
     try:
         context = ssl.create_default_context(cafile=str(cert))
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.http_url}/health", ssl=context) as response:
-                assert response.status == 200 and (await response.json())["status"] == "ok"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.http_url}/health", ssl=context) as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"
         reply = await protoo_request(server, "tls", "getRouterRtpCapabilities", ssl_context=context)
-        assert reply["ok"] and reply["data"]["codecs"]
+        assert reply["ok"]
+        assert reply["data"]["codecs"]
         assert "https://127.0.0.1" in server.log()
     finally:
         stop_server(server)
@@ -176,9 +187,9 @@ async def test_json_logs_carry_room_and_peer_ids(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     connected = [e for e in entries if "peer jsonpeer connected" in e["message"]]
-    assert (
-        connected and connected[0]["room_id"] == "deploy" and connected[0]["peer_id"] == "jsonpeer"
-    )
+    assert connected
+    assert connected[0]["room_id"] == "deploy"
+    assert connected[0]["peer_id"] == "jsonpeer"
 
 
 def test_knobs_in_the_config_file_reach_the_server(tmp_path: Path) -> None:

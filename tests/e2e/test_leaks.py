@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ..conftest import ServerProcess
-from .helpers import join, wait_until
+from .helpers import Participant, join, wait_until
 
 CYCLES = 50
 BATCH = 5  # bots joining and leaving at once
@@ -30,7 +30,7 @@ def snapshot(server: ServerProcess) -> dict[str, int]:
     }
 
 
-async def run_batch(server: ServerProcess, watcher, start: int) -> None:  # type: ignore[no-untyped-def]
+async def run_batch(server: ServerProcess, watcher: Participant, start: int) -> None:
     bots = await asyncio.gather(
         # Bots only publish: decoding each other's video would load the test, not the server.
         *(

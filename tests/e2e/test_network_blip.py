@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sfu.client import SfuClient
+from sfu.client import SfuClient, TrackSink
 
 from ..conftest import ServerProcess
 from .helpers import Participant, join, wait_until
@@ -107,7 +107,7 @@ async def join_through_relays(
         SfuClient.request = original_request  # type: ignore[method-assign]
 
 
-async def frames_resume(sink, timeout: float) -> float | None:  # type: ignore[no-untyped-def]
+async def frames_resume(sink: TrackSink, timeout: float) -> float | None:
     """Seconds until the sink gets 5 new frames, or None."""
     started = time.monotonic()
     count = sink.frames

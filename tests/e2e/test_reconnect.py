@@ -4,6 +4,7 @@ ICE restarts keep media, and a server shutdown is fatal (docs/protocol.md)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from typing import Any
@@ -48,7 +49,7 @@ class Recorder:
             client.on(name, lambda *args, name=name: self._add(name, *args))
 
     def _add(self, name: str, *args: Any) -> None:
-        value = args[0] if args else None
+        value: Any = args[0] if args else None
         if name == "newpeer":
             value = value["id"]
         self.events.append((name, value))
@@ -93,7 +94,7 @@ async def joined_pair(server: ServerProcess, room: str) -> tuple[Participant, Pa
 def max_gap(sink: TrackSink, since: float, until: float) -> float:
     """The longest time without a decoded frame within [since, until]."""
     arrivals = [since, *(t for t in sink.timestamps if since < t < until), until]
-    return max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(arrivals))
 
 
 async def keeps_decoding(sink: TrackSink, frames: int = 15, timeout: float = 10) -> bool:
@@ -205,7 +206,8 @@ async def test_a_newer_session_with_the_same_peer_id_is_fatal_for_the_old_one(
         assert "replaced" in reason, reason
         await asyncio.sleep(0.5)
         assert "reconnecting" not in log.names(), log.names()
-        assert alice.client.closed and not newer.closed
+        assert alice.client.closed
+        assert not newer.closed
         assert sfu_server.health()["peers"] == 2
     finally:
         await asyncio.gather(alice.client.close(), bob.client.close(), newer.close())
@@ -286,7 +288,8 @@ async def test_ice_restart_keeps_producers_consumers_and_media(sfu_server: Serve
         restarted = await alice.client.restart_ice()
         assert set(restarted) == {alice.client.send_transport.id, alice.client.recv_transport.id}
         for parameters in restarted.values():
-            assert parameters["usernameFragment"] and parameters["password"]
+            assert parameters["usernameFragment"]
+            assert parameters["password"]
 
         for receiver, sender in ((alice, "bob"), (bob, "alice")):
             assert await keeps_decoding(receiver.sink_for(sender, "video")), (
@@ -294,7 +297,8 @@ async def test_ice_restart_keeps_producers_consumers_and_media(sfu_server: Serve
             )
         assert {p.client.peer_id: set(p.client.consumers) for p in (alice, bob)} == consumers
         assert {p.client.peer_id: set(p.client.producers) for p in (alice, bob)} == producers
-        assert alice_log.events == [] and bob_log.events == []
+        assert alice_log.events == []
+        assert bob_log.events == []
         health = sfu_server.health()
         assert (health["producers"], health["consumers"]) == (4, 4)
     finally:
@@ -321,7 +325,8 @@ async def test_server_shutdown_is_fatal_and_not_retried(sfu_server: ServerProces
             names = logs[p.client.peer_id].names()
             assert "reconnecting" not in names, names
             assert names.index("disconnected") < names.index("fatal")
-            assert p.client.closed and p.client.fatal_reason == "the server is shutting down"
+            assert p.client.closed
+            assert p.client.fatal_reason == "the server is shutting down"
             assert not p.client.reconnecting
     finally:
         await close_all(alice, bob)

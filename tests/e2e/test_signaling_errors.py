@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -14,7 +15,9 @@ from .helpers import RawPeer, join
 
 
 @pytest.fixture
-async def raw_peer_factory(sfu_server: ServerProcess):  # type: ignore[no-untyped-def]
+async def raw_peer_factory(
+    sfu_server: ServerProcess,
+) -> AsyncIterator[Callable[[str, str], Awaitable[RawPeer]]]:
     session = aiohttp.ClientSession()
     sockets: list[aiohttp.ClientWebSocketResponse] = []
 
@@ -35,8 +38,8 @@ DTLS = {"role": "client", "fingerprints": [{"algorithm": "sha-256", "value": "AB
 
 
 async def test_every_method_rejects_bad_input_and_the_room_lives_on(
-    sfu_server: ServerProcess, raw_peer_factory
-) -> None:  # type: ignore[no-untyped-def]
+    sfu_server: ServerProcess, raw_peer_factory: Callable[[str, str], Awaitable[RawPeer]]
+) -> None:
     alice = await join(sfu_server, "fuzz", "alice", 440)
     bob = await join(sfu_server, "fuzz", "bob", 660)
     evil = await raw_peer_factory("fuzz", "evil")
@@ -50,17 +53,19 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         bob_consumer = bob.consumer_for("alice", "video").id
 
         # Frames that cannot be answered are ignored; the connection stays open.
-        for frame in [
+        frames: list[str | bytes] = [
             "not json",
             "[1,2,3]",
             "42",
             json.dumps({"request": True, "method": "join"}),
             json.dumps({"response": True, "id": 999, "ok": True}),
             b"\x00\x01binary",
-        ]:
+        ]
+        for frame in frames:
             await evil.send_raw(frame)
         caps = await evil.request("getRouterRtpCapabilities")
-        assert caps["ok"] and caps["data"]["codecs"]
+        assert caps["ok"]
+        assert caps["data"]["codecs"]
 
         # Envelope errors.
         await evil.expect_error(17, {}, 400)  # non-string method
@@ -100,7 +105,8 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         joined = await evil.request(
             "join", {"displayName": "evil", "device": {}, "rtpCapabilities": caps["data"]}
         )
-        assert joined["ok"] and {p["id"] for p in joined["data"]["peers"]} == {"alice", "bob"}
+        assert joined["ok"]
+        assert {p["id"] for p in joined["data"]["peers"]} == {"alice", "bob"}
         await evil.expect_error(
             "join", {"displayName": "evil", "rtpCapabilities": caps["data"]}, 409
         )
@@ -192,7 +198,8 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         # The evil connection itself is still usable.
         assert (await evil.request("getTransportStats", {"transportId": evil_transport}))["ok"]
         health = sfu_server.health()
-        assert health["rooms"] == 1 and health["peers"] == 3
+        assert health["rooms"] == 1
+        assert health["peers"] == 3
         assert "Traceback" not in sfu_server.log()
     finally:
         await alice.client.close()
@@ -213,7 +220,8 @@ async def test_rejoin_with_same_peer_id_replaces_the_old_session(sfu_server: Ser
         assert closed == ["bob"], closed
         assert list(alice.client.peers) == ["bob"], "one bob, not two"
         health = sfu_server.health()
-        assert health["peers"] == 2 and health["producers"] == 4
+        assert health["peers"] == 2
+        assert health["producers"] == 4
         sink = alice.sink_for("bob", "video")
         assert await sink.wait_frames(5, timeout=10)
     finally:

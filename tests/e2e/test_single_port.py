@@ -30,7 +30,7 @@ def server_overrides() -> dict[str, dict[str, Any]]:
 
 
 def server_ports(participant: Any) -> set[int]:
-    ports = set()
+    ports: set[int] = set()
     for transport in (participant.client.send_transport, participant.client.recv_transport):
         ice = transport.handler.pc.getTransceivers()[0].receiver.transport.transport
         ports.update(c.port for c in ice.getRemoteCandidates())

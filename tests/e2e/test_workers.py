@@ -54,7 +54,8 @@ async def close_all(*participants: Participant) -> None:
 
 async def test_rooms_go_to_the_least_loaded_worker(sfu_server: ServerProcess) -> None:
     workers = workers_of(sfu_server)
-    assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2
+    assert len(workers) == 2
+    assert len({w["pid"] for w in workers}) == 2
     assert all(w["pid"] != sfu_server.pid and is_alive(w["pid"]) for w in workers)
 
     alice = await join(sfu_server, "first", "alice", 440)
@@ -125,7 +126,8 @@ async def test_a_killed_worker_is_replaced_and_its_peers_rejoin(sfu_server: Serv
         )
         assert sfu_server.health()["workerRestarts"] == 1
         assert not is_alive(doomed_pid)
-        assert await frames_rise(carol, "dave") and await frames_rise(dave, "carol")
+        assert await frames_rise(carol, "dave")
+        assert await frames_rise(dave, "carol")
         assert carol_closed == []
         assert sfu_server.process.poll() is None
     finally:

@@ -56,17 +56,21 @@ async def test_one_task_sends_every_member_on_its_own_schedule(
     task = reports._task
     for member in (slow, gone, broken):
         reports.add(member)  # type: ignore[arg-type]
-    assert reports._task is task and len(reports) == 4
+    assert reports._task is task
+    assert len(reports) == 4
 
     await wait_until(lambda: len(slow.sent) >= 2)
     # Each interval is varied over 0.5-1.5 times its length, never shorter.
     gaps = [b - a for a, b in zip(fast.sent, fast.sent[1:], strict=False)]
-    assert gaps and min(gaps) >= 0.025 - 0.001, gaps
+    assert gaps, gaps
+    assert min(gaps) >= 0.025 - 0.001, gaps
     assert slow.sent[1] - slow.sent[0] >= 0.25 - 0.001
     assert len(fast.sent) > len(slow.sent)
     # A member whose transport is gone, or whose report raised, is sent to once, then
     # left out; the others go on.
-    assert len(gone.sent) == 1 and len(broken.sent) == 1 and len(reports) == 2
+    assert len(gone.sent) == 1
+    assert len(broken.sent) == 1
+    assert len(reports) == 2
 
     reports.discard(fast)  # type: ignore[arg-type]
     reports.discard(slow)  # type: ignore[arg-type]

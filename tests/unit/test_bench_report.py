@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -44,18 +45,20 @@ def test_scenario_names_and_families() -> None:
     assert parse_scenario("voice-200").n == 200
     assert set(QUICK_SCENARIOS) <= set(DEFAULT_SCENARIOS)
     for bad in ("fanout", "fanout-0", "room-1", "voice-100000", "mesh-4"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"unknown scenario|N must be within"):
             parse_scenario(bad)
 
 
 def test_distribution() -> None:
     assert distribution([])["samples"] == 0
     d = distribution([float(x) for x in range(1, 101)])
-    assert d["p50"] == 50.5 and d["max"] == 100 and d["samples"] == 100
+    assert d["p50"] == 50.5
+    assert d["max"] == 100
+    assert d["samples"] == 100
     assert 99 <= d["p99"] <= 100
 
 
-def _fanout(n: int, out: float, cpu: float) -> dict:
+def _fanout(n: int, out: float, cpu: float) -> dict[str, Any]:
     return {
         "name": f"fanout-{n}",
         "family": "fanout",
@@ -88,14 +91,18 @@ def test_floor_fit_and_ratios_pair_fanout_with_floor() -> None:
         for n in (1, 8)
     ]
     results = sfu + floor
-    assert fanout_fit(results)["marginal_us_per_packet"] == pytest.approx(30.0, abs=0.01)
+    sfu_fit = fanout_fit(results)
+    assert sfu_fit is not None
+    assert sfu_fit["marginal_us_per_packet"] == pytest.approx(30.0, abs=0.01)
     floor_fit = fanout_fit(results, family="floor")
+    assert floor_fit is not None
     assert floor_fit["marginal_us_per_packet"] == pytest.approx(20.0, abs=0.01)
     ratios = floor_ratios(results)
     assert [r["n"] for r in ratios] == [1, 8]  # fanout-16 has no floor-16
     assert ratios[1]["ratio"] == pytest.approx((2.0 + 3.36) / (2.0 + 2.24), abs=0.01)
     summary = format_summary(results, fanout_fit(results), [], floor_fit)
-    assert "20.0 µs per extra packet" in summary and "the SFU's is 1.50x that" in summary
+    assert "20.0 µs per extra packet" in summary
+    assert "the SFU's is 1.50x that" in summary
     assert "fanout-8 5.4 % / 4.2 % = 1.26x" in summary
 
 
@@ -117,9 +124,12 @@ def test_baseline_ratio_pairs_equal_n() -> None:
         },
     ]
     [ratio] = baseline_ratios(results)
-    assert ratio["n"] == 4 and ratio["cpu_ratio"] == 15.0 and ratio["us_per_packet_ratio"] == 20.0
-    table = format_table(results + [{"name": "room-4", "error": "boom\ndetails"}])
-    assert "baseline-fanout-4" in table and "error: boom" in table
+    assert ratio["n"] == 4
+    assert ratio["cpu_ratio"] == 15.0
+    assert ratio["us_per_packet_ratio"] == 20.0
+    table = format_table([*results, {"name": "room-4", "error": "boom\ndetails"}])
+    assert "baseline-fanout-4" in table
+    assert "error: boom" in table
 
 
 def test_rtp_counter_counts_loss_and_reports_it() -> None:
@@ -142,10 +152,13 @@ def test_rtp_counter_counts_loss_and_reports_it() -> None:
     counter(packet(7, ssrc=0x5678))  # RTX: counted apart
     counter(packet(7, ssrc=0x9999))  # unknown
     totals = counter.totals()
-    assert totals["received"] == 4 and totals["expected"] == 5
-    assert totals["rtx"] == 1 and totals["unknown"] == 1
+    assert totals["received"] == 4
+    assert totals["expected"] == 5
+    assert totals["rtx"] == 1
+    assert totals["unknown"] == 1
     [block] = counter.report_blocks()
-    assert block.ssrc == 0x1234 and block.packets_lost == 1
+    assert block.ssrc == 0x1234
+    assert block.packets_lost == 1
     assert block.highest_seq == 0x10002  # one wrap
     assert block.fraction_lost == 256 // 5
     assert len(recorder.received) == 3  # new timestamps only: 32767, 0, 1
@@ -196,4 +209,5 @@ def test_latencies_to_the_socket_and_as_read() -> None:
     packet = bytes([0x80, 0x60, 0, 1]) + (90).to_bytes(4, "big") + (0x1234).to_bytes(4, "big")
     counter(packet)  # no socket: read time for both
     [(producer_id, ts, arrival, read)] = counter.recorder.received
-    assert (producer_id, ts) == ("producer", 90) and arrival == read
+    assert (producer_id, ts) == ("producer", 90)
+    assert arrival == read

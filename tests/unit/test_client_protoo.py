@@ -294,17 +294,21 @@ async def test_server_request_handled_in_own_task(stub: StubServer) -> None:
         assert not pending.done()
         await peer.notify("release", {})
         reply = await pending
-        assert reply["ok"] is True and reply["data"] == {"answer": 42}
+        assert reply["ok"] is True
+        assert reply["data"] == {"answer": 42}
 
         reply = await peer.request("forbidden", {})
         assert reply["ok"] is False
         assert (reply["errorCode"], reply["errorReason"]) == (403, "not for you")
 
         reply = await peer.request("broken", {})
-        assert reply["ok"] is False and reply["errorCode"] == 500 and "boom" in reply["errorReason"]
+        assert reply["ok"] is False
+        assert reply["errorCode"] == 500
+        assert "boom" in reply["errorReason"]
 
         reply = await peer.request("unknownMethod", {})
-        assert reply["ok"] is False and reply["errorCode"] == 501
+        assert reply["ok"] is False
+        assert reply["errorCode"] == 501
     finally:
         await conn.close()
 
@@ -581,6 +585,32 @@ def restore_host_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
 
 
+def assert_join_requests(peer: StubPeer, sfu: StubSfu) -> None:
+    """What the client asked before it joined, and what its join said."""
+    # mediasoup-demo's order: capabilities, both transports, then join.
+    assert peer.methods()[:4] == [
+        "getRouterRtpCapabilities",
+        "createWebRtcTransport",
+        "createWebRtcTransport",
+        "join",
+    ]
+    assert sfu.transports["send-transport"] == {
+        "forceTcp": False,
+        "producing": True,
+        "consuming": False,
+        "sctpCapabilities": None,
+    }
+    assert sfu.transports["recv-transport"]["consuming"] is True
+    join_data = dict(peer.requests)["join"]
+    assert join_data["displayName"] == "Bob"
+    assert isinstance(join_data["device"], dict)
+    assert {c["mimeType"] for c in join_data["rtpCapabilities"]["codecs"]} >= {
+        "audio/opus",
+        "video/VP8",
+    }
+    assert join_data["sctpCapabilities"] == {"numStreams": {"OS": 1024, "MIS": 1024}}
+
+
 @pytest.mark.usefixtures("restore_host_addresses")
 async def test_sfu_client_against_stub(stub: StubServer, black_hole: int) -> None:
     sfu = StubSfu(stub, black_hole)
@@ -601,32 +631,12 @@ async def test_sfu_client_against_stub(stub: StubServer, black_hole: int) -> Non
         assert peers == [{"id": "alice", "displayName": "Alice", "device": {"flag": "y"}}]
         assert set(client.peers) == {"alice", "carol"}
 
-        # mediasoup-demo's order: capabilities, both transports, then join.
-        assert peer.methods()[:4] == [
-            "getRouterRtpCapabilities",
-            "createWebRtcTransport",
-            "createWebRtcTransport",
-            "join",
-        ]
-        assert sfu.transports["send-transport"] == {
-            "forceTcp": False,
-            "producing": True,
-            "consuming": False,
-            "sctpCapabilities": None,
-        }
-        assert sfu.transports["recv-transport"]["consuming"] is True
-        join_data = dict(peer.requests)["join"]
-        assert join_data["displayName"] == "Bob"
-        assert isinstance(join_data["device"], dict)
-        assert {c["mimeType"] for c in join_data["rtpCapabilities"]["codecs"]} >= {
-            "audio/opus",
-            "video/VP8",
-        }
-        assert join_data["sctpCapabilities"] == {"numStreams": {"OS": 1024, "MIS": 1024}}
+        assert_join_requests(peer, sfu)
 
         # newConsumer (sent before the join response) was answered {} after
         # the recv transport connected as DTLS client.
-        assert sfu.consumer_answer is not None and sfu.consumer_answer["ok"] is True
+        assert sfu.consumer_answer is not None
+        assert sfu.consumer_answer["ok"] is True
         assert sfu.consumer_answer["data"] == {}
         connect = dict(peer.requests)["connectWebRtcTransport"]
         assert connect["transportId"] == "recv-transport"
@@ -723,7 +733,8 @@ async def test_sfu_client_disconnected(stub: StubServer, black_hole: int) -> Non
     client.on("disconnected", disconnected.set)
     try:
         assert await client.join() == []
-        assert client.send_transport is None and client.recv_transport is not None
+        assert client.send_transport is None
+        assert client.recv_transport is not None
         assert list(sfu.transports) == ["recv-transport"]
         peer = await stub.peer()
         await peer.ws.close()
@@ -805,7 +816,8 @@ async def test_track_sink_audio_and_video() -> None:
     try:
         assert await audio_sink.wait_frames(10, timeout=3)
         assert await video_sink.wait_frames(4, timeout=3)
-        assert audio_sink.sample_rate == 48000 and audio_sink.channels == 2
+        assert audio_sink.sample_rate == 48000
+        assert audio_sink.channels == 2
         assert audio_sink.rms(0.1) == pytest.approx(0.3 / math.sqrt(2), rel=0.02)
         assert audio_sink.audio(0.1).size == 4800 * 2
         assert video_sink.size == (160, 120)
@@ -830,7 +842,8 @@ async def test_sfu_client_errors_propagate(stub: StubServer, black_hole: int) ->
         answer = await peer.request(
             "newConsumer", {"id": "c-bad", "producerId": "p", "kind": "audio"}
         )
-        assert answer["ok"] is False and answer["errorCode"] == 400
+        assert answer["ok"] is False
+        assert answer["errorCode"] == 400
         return {"peers": []}
 
     async def refuse_produce(peer: StubPeer, data: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,8 @@ def test_ice_servers_from_config() -> None:
         "username": "u",
         "credential": "p",
     }
-    assert servers[2]["username"].endswith(":bob") and servers[2]["credential"]
+    assert servers[2]["username"].endswith(":bob")
+    assert servers[2]["credential"]
 
 
 @pytest.mark.parametrize(
@@ -49,6 +51,6 @@ def test_ice_servers_from_config() -> None:
         ({"urls": ["turn:x:3478"], "password": "p"}, "ice_servers[0].password"),
     ],
 )
-def test_bad_ice_servers_name_the_key(entry: dict, key: str) -> None:
+def test_bad_ice_servers_name_the_key(entry: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         config_from_dict({"ice_servers": [entry]})

@@ -343,7 +343,8 @@ def test_a_failing_audio_level_sink_fails_the_producer_on_the_c_path() -> None:
         # Taken, and the failure is the producer's: closed, as the transport
         # does for an exception out of the Python path.
         assert path.receive(side.producer.streams[AUDIO_SSRC], packet, 1.02) is True
-        assert closed == ["error"] and side.producer.closed
+        assert closed == ["error"]
+        assert side.producer.closed
         assert [len(sink.rtp) for sink in side.sinks] == sent
 
     asyncio.run(main())
@@ -383,7 +384,7 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
             loopback_socket(),
         )
         try:
-            datagrams: list[tuple[bytes, tuple]] = []
+            datagrams: list[tuple[bytes, tuple[Any, ...]]] = []
             left: list[bytes] = []
 
             def on_rtp(packet: bytes) -> None:
@@ -413,7 +414,8 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
             # No keys yet: everything is Python's, as it came.
             send(client, tx.protect(first))
             drain()
-            assert len(datagrams) == 1 and datagrams[0][1] == client.getsockname()
+            assert len(datagrams) == 1
+            assert datagrams[0][1] == client.getsockname()
             datagrams.clear()
 
             codec = SrtpCodec(rx)
@@ -438,7 +440,8 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
             send(client, b"\x80\x64" + os.urandom(58))  # SRTP that does not authenticate
             send(client, b"\x00\x01\x00\x00" + os.urandom(16))  # STUN-ish
             drain()
-            assert len(left) == 2 and struct.unpack_from("!H", left[1], 2)[0] == 25
+            assert len(left) == 2
+            assert struct.unpack_from("!H", left[1], 2)[0] == 25
             assert [addr for _, addr in datagrams] == [
                 stranger.getsockname(),
                 client.getsockname(),
@@ -455,7 +458,8 @@ def test_the_receiver_takes_in_order_srtp_and_hands_everything_else_to_python() 
             receiver.close()
             send(client, tx.protect(build_packet("video", 28, 0, "all", "none", False, 0)))
             receiver.drain()  # closed: reads nothing
-            assert len(left) == 3 and len(datagrams) == 3
+            assert len(left) == 3
+            assert len(datagrams) == 3
         finally:
             for sock in sockets:
                 sock.close()
@@ -473,7 +477,7 @@ def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> 
         side = Side("audio")
         server, client, other = loopback_socket(), loopback_socket(), loopback_socket()
         try:
-            demuxed: list[tuple] = []
+            demuxed: list[tuple[Any, ...]] = []
             left: list[bytes] = []
 
             def never(packet: bytes) -> None:
@@ -506,7 +510,8 @@ def test_a_shared_socket_reads_for_the_transport_whose_selected_tuple_sent() -> 
             shared.drain()
             assert left == []
             assert [len(sink.rtp) for sink in side.sinks] == [6, 6, 6]
-            assert transport.rtp_packets_received == 5 and shared.rtp_packets_received == 0
+            assert transport.rtp_packets_received == 5
+            assert shared.rtp_packets_received == 0
             assert demuxed == [other.getsockname()]
 
             shared.remove_child(transport)

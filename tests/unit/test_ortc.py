@@ -106,11 +106,11 @@ async def _aiortc_client(router_caps: RtpCapabilities) -> Json:
     )
     produced: dict[str, Json] = {}
 
-    @transport.on("connect")
+    @transport.on("connect")  # type: ignore[untyped-decorator]  # pymediasoup: untyped
     async def on_connect(dtls_parameters: Any) -> None:
         pass
 
-    @transport.on("produce")
+    @transport.on("produce")  # type: ignore[untyped-decorator]  # pymediasoup: untyped
     async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
         produced[kind] = rtp_parameters.model_dump(exclude_none=True)
         return f"producer-{kind}"
@@ -465,7 +465,7 @@ def test_router_capabilities_payload_types() -> None:
 
 
 @pytest.mark.parametrize(
-    "codec, field",
+    ("codec", "field"),
     [
         ({"kind": "audio", "mimeType": "audio/G722", "clockRate": 8000}, "audio/G722"),
         ({"kind": "video", "mimeType": "video/AV1", "clockRate": 90000}, "video/AV1"),
@@ -478,7 +478,7 @@ def test_router_capabilities_unsupported_codec(codec: Json, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "media_codecs, field",
+    ("media_codecs", "field"),
     [
         ({"kind": "audio"}, "mediaCodecs"),
         (["audio/opus"], r"mediaCodecs\[0\]"),
@@ -544,7 +544,8 @@ def test_validation_normalizes_without_mutating() -> None:
     assert normalized["codecs"][0]["channels"] == 1
     assert normalized["headerExtensions"][0]["direction"] == "sendrecv"
     assert normalized["codecs"][1]["rtcpFeedback"] == [{"type": "nack", "parameter": ""}]
-    assert "channels" not in caps["codecs"][0] and "direction" not in caps["headerExtensions"][0]
+    assert "channels" not in caps["codecs"][0]
+    assert "direction" not in caps["headerExtensions"][0]
 
     params = validate_rtp_parameters(
         {"codecs": CHROME_AUDIO_PRODUCE["codecs"], "encodings": [{"ssrc": 1, "rid": None}]}
@@ -701,13 +702,16 @@ def test_consumer_parameters_video(
     ]
     assert params["codecs"][1]["parameters"] == {"apt": VP8}
     feedback = _fb(params["codecs"][0])
-    assert ("goog-remb", "") in feedback and ("nack", "pli") in feedback
+    assert ("goog-remb", "") in feedback
+    assert ("nack", "pli") in feedback
     assert not any(t == "transport-cc" for t, _ in feedback)
     # The consumer's own feedback set: aiortc has no FIR.
     assert (("ccm", "fir") in feedback) is (consumer == "chrome")
     uris = [e["uri"] for e in params["headerExtensions"]]
     # The consumer's own MID goes on its RTX packets; rid is receive-only.
-    assert MID in uris and RID not in uris and ABS_SEND_TIME in uris
+    assert MID in uris
+    assert RID not in uris
+    assert ABS_SEND_TIME in uris
     assert all(
         e["id"] == {MID: 1, ABS_SEND_TIME: 4, ORIENTATION: 11, TOFFSET: 12}[e["uri"]]
         for e in params["headerExtensions"]
@@ -731,7 +735,8 @@ def test_consumer_parameters_audio(
     assert [(c["mimeType"], c["payloadType"]) for c in params["codecs"]] == [("audio/opus", OPUS)]
     assert params["codecs"][0]["rtcpFeedback"] == []
     exts = {e["uri"]: e["id"] for e in params["headerExtensions"]}
-    assert exts[AUDIO_LEVEL] == 10 and exts[MID] == 1
+    assert exts[AUDIO_LEVEL] == 10
+    assert exts[MID] == 1
     assert params["encodings"] == [{"ssrc": params["encodings"][0]["ssrc"]}]  # no RTX for audio
 
 
@@ -761,7 +766,7 @@ def test_rtx_dropped_without_its_media_codec(router_caps: RtpCapabilities) -> No
 
 
 @pytest.mark.parametrize(
-    "uris, kept",
+    ("uris", "kept"),
     [
         ([ABS_SEND_TIME, ORIENTATION, TOFFSET], {"goog-remb"}),  # REMB with abs-send-time
         ([ORIENTATION, TOFFSET], set()),  # neither without it
@@ -902,7 +907,7 @@ def _with(base: Json, path: list[Any], value: Any) -> Json:
 
 
 @pytest.mark.parametrize(
-    "caps, field",
+    ("caps", "field"),
     [
         ([], "rtpCapabilities"),
         ({"codecs": {}}, "codecs"),
@@ -938,7 +943,7 @@ def test_bad_capabilities(router_caps: RtpCapabilities, caps: Any, field: str) -
 
 
 @pytest.mark.parametrize(
-    "params, field",
+    ("params", "field"),
     [
         ("rtp", "rtpParameters"),
         (_with(CHROME_VIDEO_PRODUCE, ["mid"], 1), "mid"),

@@ -45,7 +45,8 @@ def test_messages_have_protoos_shapes() -> None:
         "data": {"id": "p"},
     }
     text = protoo_message.encode(protoo_message.notification("x", None))
-    assert " " not in text and json.loads(text)["method"] == "x"
+    assert " " not in text
+    assert json.loads(text)["method"] == "x"
 
 
 @pytest.mark.parametrize(

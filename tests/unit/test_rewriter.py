@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,18 +56,23 @@ class RecordingTransport:
     def send_rtcp(self, packet: bytes) -> None:
         self.rtcp.append(packet)
 
-    # Consumers send header fields + tail; the base class builds the packet for send_rtp.
-    send_rtp_fields = Transport.send_rtp_fields
+    def send_rtp_fields(
+        self, b0: int, b1: int, seq: int, timestamp: int, ssrc: int, tail: bytes
+    ) -> None:
+        # Consumers send header fields + tail; the base class builds the packet for send_rtp.
+        Transport.send_rtp_fields(self, b0, b1, seq, timestamp, ssrc, tail)  # type: ignore[arg-type]  # a stand-in
 
     def count_drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
 
 def router_ext_id(uri: str, kind: str) -> int:
-    return next(
-        e["preferredId"]
-        for e in ROUTER_CAPS["headerExtensions"]
-        if e["uri"] == uri and e["kind"] == kind
+    return int(
+        next(
+            e["preferredId"]
+            for e in ROUTER_CAPS["headerExtensions"]
+            if e["uri"] == uri and e["kind"] == kind
+        )
     )
 
 
@@ -167,10 +173,10 @@ def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, Record
         consumer_id="c",
         producer=producer,
         rtp_parameters=consumer_params,
-        transport=consumer_transport,
+        transport=consumer_transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
-    )  # type: ignore[arg-type]
+    )
     producer.add_consumer(consumer)
     return producer, consumer, producer_transport, consumer_transport
 
@@ -181,7 +187,7 @@ def rtp(
     ts: int,
     ssrc: int,
     payload: bytes,
-    extensions: list[tuple[int, bytes]] = (),
+    extensions: Sequence[tuple[int, bytes]] = (),
     marker: bool = False,
 ) -> bytes:
     block = build_extension_block(list(extensions))
@@ -212,12 +218,13 @@ async def test_audio_rewrites_ssrc_pt_seq_ts_and_maps_extensions() -> None:
     # mid (client id 1) is not forwarded; audio-level moves from id 2 to the router's id.
     assert sent[12:14] == b"\xbe\xde"
     element = sent[16]
-    assert element >> 4 == level and sent[17] == 0x80 | 30
+    assert element >> 4 == level
+    assert sent[17] == 0x80 | 30
     assert consumer.payload_type != 96 or router_pt == 96
 
 
 async def test_sequence_numbers_wrap_around() -> None:
-    producer, consumer, _, out = make_pair("audio")
+    producer, _consumer, _, out = make_pair("audio")
     seqs = [65533, 65534, 65535, 0, 1, 2]
     for i, seq in enumerate(seqs):
         producer.receive_rtp(rtp(96, seq, 960 * i, 1111, b"x"), 1.0 + i * 0.02)
@@ -259,7 +266,7 @@ async def test_continuity_across_pause_and_resume() -> None:
 
 
 async def test_video_waits_for_keyframe_and_requests_one() -> None:
-    producer, consumer, producer_transport, out = make_pair("video")
+    producer, _consumer, producer_transport, out = make_pair("video")
     assert producer_transport.rtcp, "a new video consumer asks for a keyframe"
     requests = [p for pkt in producer_transport.rtcp for p in rtcp.parse_compound(pkt)]
     assert any(isinstance(p, rtcp.Pli) and p.media_ssrc == 2222 for p in requests)
@@ -281,15 +288,16 @@ async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     consumer.receive_nack((fields(original)[1],), now=1.05)
     rtx = out.rtp[-1]
     assert consumer.rtx_ssrc is not None
-    pt, rtx_seq, ts, ssrc = fields(rtx)
-    assert ssrc == consumer.rtx_ssrc and pt == consumer.rtx_payload_type
+    pt, _rtx_seq, ts, ssrc = fields(rtx)
+    assert ssrc == consumer.rtx_ssrc
+    assert pt == consumer.rtx_payload_type
     assert ts == fields(original)[2]
     header_len = len(rtx) - len(VP8_DELTA) - 2
     assert struct.unpack_from("!H", rtx, header_len)[0] == fields(original)[1], "OSN"
     assert rtx.endswith(VP8_DELTA)
     assert consumer.packets_retransmitted == 1
     # The RTX packet carries the consumer's MID, which aiortc routes RTX by.
-    csrc_end, ext_start, ext_end, _ = header_bounds(rtx)
+    _csrc_end, ext_start, ext_end, _ = header_bounds(rtx)
     mid_id = router_ext_id(URI_MID, "video")
     assert [
         (i, rtx[s:e])
@@ -308,7 +316,8 @@ async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped(
         for p in rtcp.parse_compound(pkt)
         if isinstance(p, rtcp.Nack)
     ]
-    assert nacks and 101 in nacks[-1].lost, "the gap is NACKed upstream"
+    assert nacks, "the gap is NACKed upstream"
+    assert 101 in nacks[-1].lost, "the gap is NACKed upstream"
     # Chrome repairs 101 on its RTX SSRC: OSN + payload
     producer.receive_rtp(rtp(98, 7, 9000, 3333, struct.pack("!H", 101) + VP8_DELTA), 1.05)
     # ...and sends a bandwidth probe with no payload, and a duplicate repair
@@ -321,12 +330,13 @@ async def test_publisher_rtx_is_unwrapped_only_when_missing_and_padding_dropped(
 
 
 async def test_sender_report_maps_publisher_media_time() -> None:
-    producer, consumer, _, out = make_pair("audio")
+    producer, consumer, _, _out = make_pair("audio")
     producer.receive_rtp(rtp(96, 1, 100_000, 1111, b"a"), 1.0)
     ntp = rtcp.ntp_now()
     producer.receive_sender_report(rtcp.SenderReport(1111, ntp, 100_000, 1, 1, ()), 1.0)
     report = rtcp.parse_compound(consumer.sender_report() or b"")[0]
-    assert isinstance(report, rtcp.SenderReport) and report.ssrc == consumer.ssrc
+    assert isinstance(report, rtcp.SenderReport)
+    assert report.ssrc == consumer.ssrc
     elapsed = rtcp.ntp_to_seconds(report.ntp) - rtcp.ntp_to_seconds(ntp)
     expected = 100_000 + elapsed * 48000
     assert abs(report.rtp_timestamp - expected) < 48  # within 1 ms
@@ -412,10 +422,10 @@ async def test_periodic_rtcp_compounds_the_sender_reports_of_a_tick(consumers: i
         parsed = aiortc_rtp.RtcpPacket.parse(packet)
         assert isinstance(parsed[0], aiortc_rtp.RtcpSrPacket)
         srs = [p.ssrc for p in parsed if isinstance(p, aiortc_rtp.RtcpSrPacket)]
-        sdes = [
+        cnames = [
             c.ssrc for p in parsed if isinstance(p, aiortc_rtp.RtcpSdesPacket) for c in p.chunks
         ]
-        assert sdes == srs, "each SR has its CNAME in the same compound packet"
+        assert cnames == srs, "each SR has its CNAME in the same compound packet"
         assert all(
             c.items == [(1, consumer.cname.encode())]
             for p in parsed
@@ -440,13 +450,14 @@ async def test_periodic_rtcp_compounds_the_sender_reports_of_a_tick(consumers: i
 async def test_malformed_packets_are_dropped_and_counted(bad: bytes) -> None:
     producer, _, producer_transport, out = make_pair("audio")
     producer.receive_rtp(bad, 1.0)
-    assert out.rtp == [] and producer_transport.drops.get("malformed-rtp") == 1
+    assert out.rtp == []
+    assert producer_transport.drops.get("malformed-rtp") == 1
 
 
 async def test_publisher_restart_keeps_consumer_numbering_continuous() -> None:
     """A new source behind the same SSRC (replaceTrack, a restarted sender): the
     consumer's sequence numbers and timestamps go on without a jump."""
-    producer, consumer, _, out = make_pair("audio")
+    producer, _consumer, _, out = make_pair("audio")
     for i in range(5):
         producer.receive_rtp(rtp(96, 100 + i, 1000 + 960 * i, 1111, b"a"), 1.0 + i * 0.02)
     last_seq, last_ts = fields(out.rtp[-1])[1:3]

@@ -52,4 +52,6 @@ def test_a_new_stream_sets_every_field() -> None:
     # An unset slot (or the C struct's object member) would raise AttributeError.
     stream = RtpStreamRecv(1234, 90000)
     values = {name: getattr(stream, name) for name in STREAM_FIELDS}
-    assert values["ssrc"] == 1234 and values["clock_rate"] == 90000 and values["missing"] == {}
+    assert values["ssrc"] == 1234
+    assert values["clock_rate"] == 90000
+    assert values["missing"] == {}
