@@ -7,6 +7,8 @@ packet with it. Not client input: it is built here, never parsed from a client.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from .rtp_parameters import WireModel
 
 
@@ -35,4 +37,4 @@ class RtpMapping(WireModel):
 
     codecs: list[RtpMappingCodec]
     encodings: list[RtpMappingEncoding]
-    header_extensions: list[RtpMappingHeaderExtension] = []
+    header_extensions: list[RtpMappingHeaderExtension] = Field(default_factory=list)
