@@ -6,12 +6,23 @@ it, "" for the worker itself); the media entity with that id answers it
 (mediasoup's per-entity ``HandleRequest``). A notification goes from a media
 entity to the control handle with the same id. Payloads are ``TypedDict``s:
 plain JSON objects on the wire, checked by mypy at both ends.
+
+The RTP parts of ``produce`` and ``consume`` travel as the typed models' wire
+form (:data:`WireDict`). The control layer puts them in and the worker takes
+them out through the helpers below, so camelCase stays at the channel: the
+worker's media objects get :class:`~sfu.models.RtpParameters` and
+:class:`~sfu.models.RtpMapping`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
+
+from ..models import RtpEncodingParameters, RtpMapping, RtpParameters
+
+# A typed model's wire form (``WireModel.to_wire()``): camelCase, plain JSON.
+WireDict = dict[str, Any]
 
 
 class Method(StrEnum):
@@ -96,8 +107,8 @@ class ProduceRequest(TypedDict):
     """Parameters validated and mapped onto the router's by the control layer (ORTC)."""
 
     kind: str
-    rtpParameters: dict[str, Any]
-    rtpMapping: dict[str, Any]
+    rtpParameters: WireDict  # RtpParameters
+    rtpMapping: WireDict  # RtpMapping
     paused: bool
     appData: dict[str, Any]
     id: NotRequired[str]  # a pipe producer keeps the id of the producer it mirrors
@@ -108,10 +119,65 @@ class ConsumeRequest(TypedDict):
 
     producerId: str
     kind: str
-    rtpParameters: dict[str, Any]
-    consumableRtpEncodings: list[dict[str, Any]]
+    rtpParameters: WireDict  # RtpParameters
+    consumableRtpEncodings: list[WireDict]  # RtpEncodingParameters
     paused: bool
     appData: dict[str, Any]
+
+
+def produce_request(
+    *,
+    kind: str,
+    rtp_parameters: RtpParameters,
+    rtp_mapping: RtpMapping,
+    paused: bool,
+    app_data: dict[str, Any],
+    producer_id: str | None = None,
+) -> ProduceRequest:
+    """The control layer's side: a ``produce`` request with its RTP parts on the wire."""
+    request = ProduceRequest(
+        kind=kind,
+        rtpParameters=rtp_parameters.to_wire(),
+        rtpMapping=rtp_mapping.to_wire(),
+        paused=paused,
+        appData=app_data,
+    )
+    if producer_id is not None:
+        request["id"] = producer_id
+    return request
+
+
+def produce_rtp(request: ProduceRequest) -> tuple[RtpParameters, RtpMapping]:
+    """The worker's side: a ``produce`` request's RTP parts, parsed once."""
+    return (
+        RtpParameters.from_wire(request["rtpParameters"]),
+        RtpMapping.from_wire(request["rtpMapping"]),
+    )
+
+
+def consume_request(
+    *,
+    producer_id: str,
+    kind: str,
+    rtp_parameters: RtpParameters,
+    consumable_encodings: list[RtpEncodingParameters],
+    paused: bool,
+    app_data: dict[str, Any],
+) -> ConsumeRequest:
+    """The control layer's side: a ``consume`` request with its RTP parts on the wire."""
+    return ConsumeRequest(
+        producerId=producer_id,
+        kind=kind,
+        rtpParameters=rtp_parameters.to_wire(),
+        consumableRtpEncodings=[encoding.to_wire() for encoding in consumable_encodings],
+        paused=paused,
+        appData=app_data,
+    )
+
+
+def consume_rtp(request: ConsumeRequest) -> RtpParameters:
+    """The worker's side: a ``consume`` request's RTP parameters, parsed once."""
+    return RtpParameters.from_wire(request["rtpParameters"])
 
 
 class SetPriorityRequest(TypedDict):

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
-from ..channel.messages import Consumed, ConsumeRequest, Event, Method, Produced, ProduceRequest
+from ..channel.messages import (
+    Consumed,
+    Event,
+    Method,
+    Produced,
+    consume_request,
+    produce_request,
+)
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
 from ..models import RtpCapabilities, RtpParameters
 from . import ortc
@@ -64,15 +71,14 @@ class Transport(ChannelObject):
         consumable = ortc.get_consumable_rtp_parameters(
             kind, rtp_parameters, capabilities, rtp_mapping
         )
-        request = ProduceRequest(
+        request = produce_request(
             kind=kind,
-            rtpParameters=rtp_parameters.to_wire(),
-            rtpMapping=rtp_mapping.to_wire(),
+            rtp_parameters=rtp_parameters,
+            rtp_mapping=rtp_mapping,
             paused=paused,
-            appData=app_data,
+            app_data=app_data,
+            producer_id=producer_id,
         )
-        if producer_id is not None:
-            request["id"] = producer_id
         info: Produced = await self._request(Method.TRANSPORT_PRODUCE, request)
         producer = Producer(
             self._channel,
@@ -132,16 +138,14 @@ class Transport(ChannelObject):
         producer = self.router.producers[producer_id]
         info: Consumed = await self._request(
             Method.TRANSPORT_CONSUME,
-            ConsumeRequest(
-                producerId=producer_id,
+            consume_request(
+                producer_id=producer_id,
                 kind=producer.kind,
-                rtpParameters=rtp_parameters.to_wire(),
+                rtp_parameters=rtp_parameters,
                 # The producer's streams as the router forwards them (simulcast layers).
-                consumableRtpEncodings=[
-                    encoding.to_wire() for encoding in producer.consumable_rtp_parameters.encodings
-                ],
+                consumable_encodings=producer.consumable_rtp_parameters.encodings,
                 paused=paused,
-                appData=app_data,
+                app_data=app_data,
             ),
         )
         consumer = Consumer(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import Event, Method, SetPriorityRequest
-from ..errors import InvalidStateError
+from ..errors import InvalidRequestError, InvalidStateError
 from ..models.rtp_uris import URI_MID
 from . import rtcp
 from .entity import MediaEntity
@@ -32,6 +32,7 @@ from .rtp import FORWARDED_EXTENSIONS, rtx_wrap
 from .rtp_rewriter import HISTORY_SIZE
 
 if TYPE_CHECKING:
+    from ..models import RtpParameters
     from .producer import Producer
     from .transport import Transport
 
@@ -53,7 +54,7 @@ class Consumer(MediaEntity):
         *,
         consumer_id: str,
         producer: Producer,
-        rtp_parameters: dict[str, Any],
+        rtp_parameters: RtpParameters,
         transport: Transport,
         paused: bool,
         app_data: dict[str, Any],
@@ -73,39 +74,37 @@ class Consumer(MediaEntity):
         self.priority = 1
         self.score = 10
 
-        encoding = rtp_parameters["encodings"][0]
-        self.ssrc: int = encoding["ssrc"]
-        self.rtx_ssrc: int | None = (encoding.get("rtx") or {}).get("ssrc")
-        codecs = rtp_parameters["codecs"]
+        encoding = rtp_parameters.encodings[0]
+        if encoding.ssrc is None:  # the control layer always gives one
+            raise InvalidRequestError("missing rtpParameters.encodings[0].ssrc")
+        self.ssrc: int = encoding.ssrc
+        self.rtx_ssrc: int | None = encoding.rtx.ssrc if encoding.rtx is not None else None
+        codecs = rtp_parameters.codecs
         media_codec = codecs[0]
-        self.payload_type: int = media_codec["payloadType"]
-        self.clock_rate: int = media_codec["clockRate"]
+        self.payload_type: int = media_codec.payload_type
+        self.clock_rate: int = media_codec.clock_rate
         self.rtx_payload_type: int | None = next(
             (
-                c["payloadType"]
+                c.payload_type
                 for c in codecs
-                if c["mimeType"].lower().endswith("/rtx")
-                and int((c.get("parameters") or {}).get("apt", -1)) == self.payload_type
+                if c.is_rtx and int(c.parameters.get("apt", -1)) == self.payload_type
             ),
             None,
         )
         if self.rtx_payload_type is None:
             self.rtx_ssrc = None
-        feedback = media_codec.get("rtcpFeedback") or []
         self.nack_enabled = any(
-            fb.get("type") == "nack" and not fb.get("parameter") for fb in feedback
+            fb.type == "nack" and not fb.parameter for fb in media_codec.rtcp_feedback
         )
-        self.cname: str = (rtp_parameters.get("rtcp") or {}).get("cname") or ""
+        self.cname: str = rtp_parameters.rtcp.cname or ""
         # The consumer's MID, sent on RTX packets (see rtx_wrap).
         self._mid_extension: tuple[int, bytes] | None = None
-        mid = rtp_parameters.get("mid")
-        for ext in rtp_parameters.get("headerExtensions") or []:
-            if ext["uri"] == URI_MID and mid and 0 < ext["id"] < 15 and len(mid) <= 16:
-                self._mid_extension = (ext["id"], mid.encode())
+        mid = rtp_parameters.mid
+        for ext in rtp_parameters.header_extensions:
+            if ext.uri == URI_MID and mid and 0 < ext.id < 15 and len(mid) <= 16:
+                self._mid_extension = (ext.id, mid.encode())
         self.extension_ids: frozenset[int] = frozenset(
-            ext["id"]
-            for ext in rtp_parameters.get("headerExtensions") or []
-            if ext["uri"] in FORWARDED_EXTENSIONS
+            ext.id for ext in rtp_parameters.header_extensions if ext.uri in FORWARDED_EXTENSIONS
         )
 
         # The per-packet rewrite, its history and the send (rtp_rewriter.py; in

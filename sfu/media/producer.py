@@ -37,6 +37,7 @@ from .rtp import (
 from .rtp_stream import DUPLICATE, GAP_TOO_WIDE, TOO_LATE, RtpStreamRecv
 
 if TYPE_CHECKING:
+    from ..models import RtpCodecParameters, RtpMapping, RtpParameters
     from ._native import ProducerPath
     from .consumer import Consumer
     from .transport import Transport
@@ -69,11 +70,8 @@ def _extension_mask(extension_ids: frozenset[int]) -> int:
     return sum(1 << i for i in extension_ids if 0 < i < 15)
 
 
-def _has_feedback(codec: dict[str, Any], fb_type: str, parameter: str = "") -> bool:
-    return any(
-        fb.get("type") == fb_type and (fb.get("parameter") or "") == parameter
-        for fb in codec.get("rtcpFeedback") or []
-    )
+def _has_feedback(codec: RtpCodecParameters, fb_type: str, parameter: str = "") -> bool:
+    return any(fb.type == fb_type and fb.parameter == parameter for fb in codec.rtcp_feedback)
 
 
 class Producer(MediaEntity):
@@ -85,8 +83,8 @@ class Producer(MediaEntity):
         *,
         producer_id: str,
         kind: str,
-        rtp_parameters: dict[str, Any],
-        rtp_mapping: dict[str, Any],
+        rtp_parameters: RtpParameters,
+        rtp_mapping: RtpMapping,
         transport: Transport,
         paused: bool,
         app_data: dict[str, Any],
@@ -106,11 +104,11 @@ class Producer(MediaEntity):
         self.closed = False
         self.transport = transport
 
-        codecs = rtp_parameters["codecs"]
-        media_codecs = [c for c in codecs if not c["mimeType"].lower().endswith("/rtx")]
+        codecs = rtp_parameters.codecs
+        media_codecs = [c for c in codecs if not c.is_rtx]
         main_codec = media_codecs[0]
-        self.mime_type: str = main_codec["mimeType"].lower()
-        self.clock_rate: int = main_codec["clockRate"]
+        self.mime_type: str = main_codec.mime_type.lower()
+        self.clock_rate: int = main_codec.clock_rate
         self._is_keyframe = KEYFRAME_DETECTORS.get(self.mime_type, no_keyframes)
         self._nack_enabled = kind == "video" and _has_feedback(main_codec, "nack")
         self._use_fir = not _has_feedback(main_codec, "nack", "pli") and _has_feedback(
@@ -118,15 +116,15 @@ class Producer(MediaEntity):
         )
 
         # client payload type -> router payload type (media codecs)
-        mapped = {m["payloadType"]: m["mappedPayloadType"] for m in rtp_mapping["codecs"]}
+        mapped = {m.payload_type: m.mapped_payload_type for m in rtp_mapping.codecs}
         self._pt_map: dict[int, int] = {
-            c["payloadType"]: mapped[c["payloadType"]] for c in media_codecs
+            c.payload_type: mapped[c.payload_type] for c in media_codecs
         }
         # client RTX payload type -> client media payload type (its apt)
         self._rtx_apt: dict[int, int] = {
-            c["payloadType"]: int(c["parameters"]["apt"])
+            c.payload_type: int(c.parameters["apt"])
             for c in codecs
-            if c["mimeType"].lower().endswith("/rtx") and "apt" in (c.get("parameters") or {})
+            if c.is_rtx and "apt" in c.parameters
         }
 
         # client extension id -> router extension id, for the ones forwarded
@@ -135,28 +133,27 @@ class Producer(MediaEntity):
         self._abs_send_time_id = -1
         self._audio_level_id = -1
         self.mid_extension_id = -1
-        for ext in rtp_mapping.get("headerExtensions", []):
-            uri = ext["uri"]
+        for ext in rtp_mapping.header_extensions:
+            uri = ext.uri
             if uri in FORWARDED_EXTENSIONS:
-                self._ext_forward[ext["id"]] = ext["mappedId"]
+                self._ext_forward[ext.id] = ext.mapped_id
             if uri == URI_ABS_SEND_TIME:
-                self._abs_send_time_id = ext["id"]
+                self._abs_send_time_id = ext.id
             elif uri == URI_AUDIO_LEVEL:
-                self._audio_level_id = ext["id"]
+                self._audio_level_id = ext.id
             elif uri == URI_MID:
-                self.mid_extension_id = ext["id"]
+                self.mid_extension_id = ext.id
         self._forwarded_router_ids = frozenset(self._ext_forward.values())
 
         # SSRC -> stream, and RTX SSRC -> media SSRC
         self.streams: dict[int, RtpStreamRecv] = {}
         self.rtx_ssrcs: dict[int, int] = {}
-        for encoding in rtp_parameters.get("encodings") or []:
-            ssrc = encoding.get("ssrc")
+        for encoding in rtp_parameters.encodings:
+            ssrc = encoding.ssrc
             if ssrc is not None:
                 self.streams[ssrc] = RtpStreamRecv(ssrc, self.clock_rate)
-                rtx = encoding.get("rtx") or {}
-                if rtx.get("ssrc") is not None:
-                    self.rtx_ssrcs[rtx["ssrc"]] = ssrc
+                if encoding.rtx is not None:
+                    self.rtx_ssrcs[encoding.rtx.ssrc] = ssrc
 
         # consumers grouped by the set of router extension ids they accept
         self._layouts: dict[frozenset[int], list[Consumer]] = {}

@@ -18,8 +18,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..channel.messages import Consumed, ConsumeRequest, Method, Produced, ProduceRequest
+from ..channel.messages import (
+    Consumed,
+    ConsumeRequest,
+    Method,
+    Produced,
+    ProduceRequest,
+    consume_rtp,
+    produce_rtp,
+)
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
+from ..models import RtpMapping, RtpParameters
 from . import rtcp
 from .consumer import Consumer
 from .entity import MediaEntity
@@ -113,8 +122,8 @@ class Transport(MediaEntity):
         self,
         *,
         kind: str,
-        rtp_parameters: dict[str, Any],
-        rtp_mapping: dict[str, Any],
+        rtp_parameters: RtpParameters,
+        rtp_mapping: RtpMapping,
         paused: bool = False,
         app_data: dict[str, Any] | None = None,
         producer_id: str | None = None,
@@ -153,7 +162,7 @@ class Transport(MediaEntity):
         self,
         *,
         producer_id: str,
-        rtp_parameters: dict[str, Any],
+        rtp_parameters: RtpParameters,
         paused: bool = True,
         app_data: dict[str, Any] | None = None,
     ) -> Consumer:
@@ -184,10 +193,12 @@ class Transport(MediaEntity):
         match method:
             case Method.TRANSPORT_PRODUCE:
                 produce: ProduceRequest = data
+                # The channel is an edge: the RTP parts are parsed here, once.
+                rtp_parameters, rtp_mapping = produce_rtp(produce)
                 producer = await self.produce(
                     kind=produce["kind"],
-                    rtp_parameters=produce["rtpParameters"],
-                    rtp_mapping=produce["rtpMapping"],
+                    rtp_parameters=rtp_parameters,
+                    rtp_mapping=rtp_mapping,
                     paused=produce["paused"],
                     app_data=produce["appData"],
                     producer_id=produce.get("id"),
@@ -197,7 +208,7 @@ class Transport(MediaEntity):
                 consume: ConsumeRequest = data
                 consumer = await self.consume(
                     producer_id=consume["producerId"],
-                    rtp_parameters=consume["rtpParameters"],
+                    rtp_parameters=consume_rtp(consume),
                     paused=consume["paused"],
                     app_data=consume["appData"],
                 )

@@ -346,7 +346,7 @@ class WebRtcTransport(Transport):
             return None
         elements = iter_one_byte_extensions(packet, ext_start, ext_end)
         for producer in self.producers.values():
-            mid = producer.rtp_parameters.get("mid")
+            mid = producer.rtp_parameters.mid
             if mid is None:
                 continue
             for ext_id, start, end in elements:

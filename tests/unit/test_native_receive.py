@@ -124,8 +124,8 @@ class Side:
         self.producer = Producer(
             producer_id="p",
             kind=kind,
-            rtp_parameters=params.to_wire(),
-            rtp_mapping=mapping.to_wire(),
+            rtp_parameters=params,
+            rtp_mapping=mapping,
             transport=self.transport,  # type: ignore[arg-type]
             paused=False,
             app_data={},
@@ -144,7 +144,7 @@ class Side:
             consumer = Consumer(
                 consumer_id=f"c{index}",
                 producer=self.producer,
-                rtp_parameters=consumer_params.to_wire(),
+                rtp_parameters=consumer_params,
                 transport=sink,  # type: ignore[arg-type]
                 paused=False,
                 app_data={},

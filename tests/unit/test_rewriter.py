@@ -147,13 +147,13 @@ def resolve(kind: str) -> tuple[RtpParameters, RtpMapping, RtpParameters]:
     return params, mapping, consumable
 
 
-def consumer_rtp_parameters(consumable: RtpParameters, mid: str) -> dict[str, Any]:
+def consumer_rtp_parameters(consumable: RtpParameters, mid: str) -> RtpParameters:
     """A consumer's parameters as the worker gets them (ORTC against consumer_caps())."""
     params = ortc.get_consumer_rtp_parameters(
         consumable, ortc.validate_rtp_capabilities(consumer_caps())
     )
     params.mid = mid
-    return params.to_wire()
+    return params
 
 
 def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, RecordingTransport]:
@@ -162,8 +162,8 @@ def make_pair(kind: str) -> tuple[Producer, Consumer, RecordingTransport, Record
     producer = Producer(
         producer_id="p",
         kind=kind,
-        rtp_parameters=params.to_wire(),
-        rtp_mapping=mapping.to_wire(),
+        rtp_parameters=params,
+        rtp_mapping=mapping,
         transport=producer_transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
