@@ -15,6 +15,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from . import netns
 from .helpers import Participant, join
 
 SHAPED_KBIT = 200
+# Past REPAIR_WINDOW (64), short of aiortc's jitter-buffer reset (100 behind).
+OUTAGE_TARGET_PACKETS = 82
 RTX_SHARE_LIMIT = 0.30  # retransmissions / media packets sent to the shaped subscriber
 
 pytestmark = pytest.mark.skipif(
@@ -133,13 +136,19 @@ async def test_after_an_outage_of_65_to_100_packets_video_resumes_within_3_s(
             sink = subscriber.sink_for("pub", "video")
             assert await sink.wait_frames(10, timeout=20)
             sinks.append(sink)
-        outage = 3.0
-        for _attempt in range(4):
+        # The outage is measured in the publisher's packets, not in seconds: a
+        # busy machine changes the packet rate, never the count. Aim at the
+        # middle of the range; the poll overshoots by a packet or two at most.
+        for _attempt in range(2):
             sent_before = await _packets_sent(publisher, video_id)
             _udp_blackhole(True)
             try:
-                await asyncio.sleep(outage)  # the outage itself
-                gap = await _packets_sent(publisher, video_id) - sent_before
+                started = time.monotonic()
+                gap = 0
+                while gap < OUTAGE_TARGET_PACKETS and time.monotonic() - started < 15:
+                    await asyncio.sleep(0.02)
+                    gap = await _packets_sent(publisher, video_id) - sent_before
+                outage = time.monotonic() - started
             finally:
                 _udp_blackhole(False)
             starts = [sink.frames for sink in sinks]
@@ -148,14 +157,10 @@ async def test_after_an_outage_of_65_to_100_packets_video_resumes_within_3_s(
                 for sink, start in zip(sinks, starts, strict=True)
             ]
             fresh = [sink.frames - start for sink, start in zip(sinks, starts, strict=True)]
-            outcomes.append((outage, gap, fresh))
+            outcomes.append((round(outage, 2), gap, fresh))
             assert all(resumed), (
                 f"video froze after an outage of {outage:.1f} s (gap {gap}): {fresh}"
             )
-            if 65 <= gap <= 100:
-                break
-            # Aim the next outage at the middle of the range, at this publisher's rate.
-            outage = min(max(outage * 82 / max(gap, 1), 1.0), 6.0)
             # Let the room settle (keyframes, NACKs) before the next outage.
             assert all([await sink.wait_frames(sink.frames + 10, timeout=5) for sink in sinks])
         stats = (await publisher.client.request("getProducerStats", {"producerId": video_id}))[0]
@@ -165,4 +170,4 @@ async def test_after_an_outage_of_65_to_100_packets_video_resumes_within_3_s(
         f"\noutages (seconds, publisher's gap, frames decoded within 3 s): {outcomes}; "
         f"gaps closed with keyframes: {stats.get('gapsResynchronized')}"
     )
-    assert any(65 <= gap <= 100 for _, gap, _ in outcomes), f"no gap in 65-100: {outcomes}"
+    assert all(65 <= gap <= 100 for _, gap, _ in outcomes), f"a gap outside 65-100: {outcomes}"
