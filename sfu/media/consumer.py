@@ -319,9 +319,10 @@ class Consumer(AsyncIOEventEmitter):
 
     def on_transport_connected(self) -> None:
         """The transport can deliver from now on. What this consumer sent before
-        went nowhere, the keyframe it started on too: start over, or the
-        subscriber's first frames would be deltas it cannot decode
+        went nowhere, the keyframe it started on too: start over as if new, or
+        the subscriber's first frames would be deltas it cannot decode
         (mediasoup's Consumer::TransportConnected)."""
+        self._ever_sent = False  # so the numbering starts as a new consumer's
         if self._active:
             self._start_over()
 
