@@ -307,12 +307,25 @@ class Consumer(MediaEntity):
         self._active = not (self.paused or self.producer_paused or self.closed)
         self._rewriter.active = self._active
         if self._active and not was_active:
-            # Restart numbering from here; video waits for a keyframe.
-            self._rewriter.needs_sync = True
-            if self.kind == "video":
-                self._needs_keyframe = True
-                self._last_keyframe_request = time.monotonic()
-                self.producer.request_key_frame()
+            self._start_over()
+
+    def _start_over(self) -> None:
+        """Restart numbering from the next packet; video waits for a keyframe,
+        asked for now."""
+        self._rewriter.needs_sync = True
+        if self.kind == "video":
+            self._needs_keyframe = True
+            self._last_keyframe_request = time.monotonic()
+            self.producer.request_key_frame()
+
+    def on_transport_connected(self) -> None:
+        """The transport can deliver from now on. What this consumer sent before
+        went nowhere, the keyframe it started on too: start over as if new, or
+        the subscriber's first frames would be deltas it cannot decode
+        (mediasoup's Consumer::TransportConnected)."""
+        self._ever_sent = False  # so the numbering starts as a new consumer's
+        if self._active:
+            self._start_over()
 
     async def pause(self) -> None:
         self._check_open()

@@ -444,11 +444,10 @@ class WebRtcTransport(Transport):
         self._refresh_native_sender()
         self._set_dtls_state("connected")
         self._dtls.on_state_change(self._on_dtls_state)
-        # Ask every video producer already consumed here for a keyframe now
-        # that we can actually deliver it.
+        # Consumers may have started (on a keyframe) before we could deliver:
+        # each starts over, video from a keyframe it asks for now.
         for consumer in self.consumers.values():
-            if consumer.kind == "video":
-                consumer.producer.request_key_frame()
+            consumer.on_transport_connected()
 
     def _on_dtls_state(self, state: str) -> None:
         if state in ("closed", "failed") and not self.closed:

@@ -278,6 +278,28 @@ async def test_video_waits_for_keyframe_and_requests_one() -> None:
     assert [fields(p)[1] for p in out.rtp] == [12, 13]
 
 
+async def test_video_starts_over_from_a_keyframe_when_its_transport_connects() -> None:
+    # A consumer resumed before its transport's DTLS finished starts on a
+    # keyframe that goes nowhere; what follows would be deltas the subscriber
+    # cannot decode.
+    producer, consumer, producer_transport, out = make_pair("video")
+    producer.receive_rtp(rtp(97, 10, 900, 2222, VP8_KEY), 1.0)
+    producer.receive_rtp(rtp(97, 11, 3900, 2222, VP8_DELTA), 1.03)
+    assert len(out.rtp) == 2  # sent before the transport could deliver them
+    out.rtp.clear()
+    producer_transport.rtcp.clear()
+    producer._last_keyframe_request = 0.0  # outside the merge window
+
+    consumer.on_transport_connected()
+    requests = [p for pkt in producer_transport.rtcp for p in rtcp.parse_compound(pkt)]
+    assert any(isinstance(p, rtcp.Pli) for p in requests), "a keyframe is asked for"
+    producer.receive_rtp(rtp(97, 12, 6900, 2222, VP8_DELTA), 1.06)
+    assert out.rtp == [], "no delta before the next keyframe"
+    producer.receive_rtp(rtp(97, 13, 9900, 2222, VP8_KEY), 1.1)
+    # Numbered as a new consumer's would be: the subscriber saw nothing before.
+    assert [fields(p)[1:3] for p in out.rtp] == [(13, 9900)], "the keyframe first"
+
+
 async def test_nack_is_answered_with_rtx_carrying_the_original_seq() -> None:
     producer, consumer, _, out = make_pair("video")
     for i in range(5):
