@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 from aiortc.rtp import RtpPacket
 
-from sfu.client import RemoteConsumer
+from sfu.client import RemoteConsumer, TrackSink
 from sfu.media.loss_repair import MAX_RETRANSMISSION_AGE_VIDEO
-
-from sfu.client import TrackSink
 
 from ..conftest import ServerProcess, start_server, stop_server
 from .helpers import VIDEO_SIZE, Participant, dominant_frequency, join, wait_until
