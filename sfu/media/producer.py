@@ -104,47 +104,8 @@ class Producer(MediaEntity):
         self.closed = False
         self.transport = transport
 
-        codecs = rtp_parameters.codecs
-        media_codecs = [c for c in codecs if not c.is_rtx]
-        main_codec = media_codecs[0]
-        self.mime_type: str = main_codec.mime_type.lower()
-        self.clock_rate: int = main_codec.clock_rate
-        self._is_keyframe = KEYFRAME_DETECTORS.get(self.mime_type, no_keyframes)
-        self._nack_enabled = kind == "video" and _has_feedback(main_codec, "nack")
-        self._use_fir = not _has_feedback(main_codec, "nack", "pli") and _has_feedback(
-            main_codec, "ccm", "fir"
-        )
-
-        # client payload type -> router payload type (media codecs)
-        mapped = {m.payload_type: m.mapped_payload_type for m in rtp_mapping.codecs}
-        self._pt_map: dict[int, int] = {
-            c.payload_type: mapped[c.payload_type] for c in media_codecs
-        }
-        # client RTX payload type -> client media payload type (its apt)
-        self._rtx_apt: dict[int, int] = {
-            c.payload_type: int(c.parameters["apt"])
-            for c in codecs
-            if c.is_rtx and "apt" in c.parameters
-        }
-
-        # client extension id -> router extension id, for the ones forwarded
-        self._ext_forward: dict[int, int] = {}
-        self._forwarded_router_ids: frozenset[int] = frozenset()
-        self._abs_send_time_id = -1
-        self._audio_level_id = -1
-        self.mid_extension_id = -1
-        for ext in rtp_mapping.header_extensions:
-            uri = ext.uri
-            if uri in FORWARDED_EXTENSIONS:
-                self._ext_forward[ext.id] = ext.mapped_id
-            if uri == URI_ABS_SEND_TIME:
-                self._abs_send_time_id = ext.id
-            elif uri == URI_AUDIO_LEVEL:
-                self._audio_level_id = ext.id
-            elif uri == URI_MID:
-                self.mid_extension_id = ext.id
-        self._forwarded_router_ids = frozenset(self._ext_forward.values())
-
+        self._map_codecs(rtp_parameters, rtp_mapping)
+        self._map_extensions(rtp_mapping)
         # SSRC -> stream, and RTX SSRC -> media SSRC
         self.streams: dict[int, RtpStreamRecv] = {}
         self.rtx_ssrcs: dict[int, int] = {}
@@ -190,6 +151,49 @@ class Producer(MediaEntity):
         self.keyframe_requests_sent = 0
         self.score = 10
         self._last_receiver_report = -math.inf
+
+    def _map_codecs(self, rtp_parameters: RtpParameters, rtp_mapping: RtpMapping) -> None:
+        """The main codec's traits and the payload-type tables the hot path reads."""
+        codecs = rtp_parameters.codecs
+        media_codecs = [c for c in codecs if not c.is_rtx]
+        main_codec = media_codecs[0]
+        self.mime_type: str = main_codec.mime_type.lower()
+        self.clock_rate: int = main_codec.clock_rate
+        self._is_keyframe = KEYFRAME_DETECTORS.get(self.mime_type, no_keyframes)
+        self._nack_enabled = self.kind == "video" and _has_feedback(main_codec, "nack")
+        self._use_fir = not _has_feedback(main_codec, "nack", "pli") and _has_feedback(
+            main_codec, "ccm", "fir"
+        )
+        # client payload type -> router payload type (media codecs)
+        mapped = {m.payload_type: m.mapped_payload_type for m in rtp_mapping.codecs}
+        self._pt_map: dict[int, int] = {
+            c.payload_type: mapped[c.payload_type] for c in media_codecs
+        }
+        # client RTX payload type -> client media payload type (its apt)
+        self._rtx_apt: dict[int, int] = {
+            c.payload_type: int(c.parameters["apt"])
+            for c in codecs
+            if c.is_rtx and "apt" in c.parameters
+        }
+
+    def _map_extensions(self, rtp_mapping: RtpMapping) -> None:
+        """Client extension id -> router extension id for the forwarded ones, and
+        the ids the producer reads itself."""
+        self._ext_forward: dict[int, int] = {}
+        self._abs_send_time_id = -1
+        self._audio_level_id = -1
+        self.mid_extension_id = -1
+        for ext in rtp_mapping.header_extensions:
+            uri = ext.uri
+            if uri in FORWARDED_EXTENSIONS:
+                self._ext_forward[ext.id] = ext.mapped_id
+            if uri == URI_ABS_SEND_TIME:
+                self._abs_send_time_id = ext.id
+            elif uri == URI_AUDIO_LEVEL:
+                self._audio_level_id = ext.id
+            elif uri == URI_MID:
+                self.mid_extension_id = ext.id
+        self._forwarded_router_ids: frozenset[int] = frozenset(self._ext_forward.values())
 
     @property
     def paused(self) -> bool:
