@@ -259,7 +259,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from sfu.auth.claims import VideoGrants
     from sfu.auth.tokens import mint_token
 
-    keys = load_config(args.config, environ=os.environ).auth.keys
+    keys = load_config(args.config, environ=os.environ).auth.secrets
     if not keys:
         raise ConfigError(
             "no API key is configured: set [auth] keys or SFU_API_KEY / SFU_API_SECRET"

@@ -66,7 +66,7 @@ class SfuServer:
             max_peers_per_router=config.workers.max_peers_per_router,
         )
         # Access control: None when no key is configured (the server is open).
-        self.verifier = TokenVerifier(config.auth.keys) if config.auth.enabled else None
+        self.verifier = TokenVerifier(config.auth.secrets) if config.auth.enabled else None
         # WebSocket upgrades refused by access control, by reason (for /metrics).
         self.refusals: Counter[str] = Counter()
         self.accepting = True

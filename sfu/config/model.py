@@ -423,7 +423,7 @@ def _check_tls(tls: TlsConfig) -> TlsConfig:
 MIN_SECRET_BYTES = 32
 
 
-def _api_keys(value: object) -> dict[str, str]:
+def _api_keys(value: object) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, Mapping):
         raise _expected('a table of KEY = "SECRET"', value)
     for key, secret in value.items():
@@ -435,7 +435,7 @@ def _api_keys(value: object) -> dict[str, str]:
                 " are needed (`openssl rand -base64 32` makes one)",
                 field=str(key),
             )
-    return {str(key): secret for key, secret in value.items()}
+    return tuple((str(key), secret) for key, secret in value.items())
 
 
 @dataclass(frozen=True)
@@ -443,12 +443,18 @@ class AuthConfig:
     """Access control: LiveKit access tokens (docs/auth.md). With no key the
     server is open: anyone who reaches it may join any room."""
 
-    # API key -> its secret (at least 32 bytes). SFU_API_KEY / SFU_API_SECRET add one.
-    keys: Annotated[dict[str, str], PlainValidator(_api_keys)] = field(default_factory=dict)
+    # A table API key -> its secret (at least 32 bytes), kept as (key, secret)
+    # pairs so that the config stays hashable. SFU_API_KEY / SFU_API_SECRET add one.
+    keys: Annotated[tuple[tuple[str, str], ...], PlainValidator(_api_keys)] = ()
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """API key -> secret."""
+        return dict(self.keys)
 
 
 @dataclass(frozen=True)
