@@ -3,8 +3,9 @@
 defaults: publishing, subscribing and data are allowed when absent).
 
 Parsing is strict, as LiveKit's Go server decodes JSON: ``"canPublish": "no"``
-is an invalid token, not a truthy string. Unknown claims are ignored (LiveKit
-adds new grants over time: ``sip``, ``agent``...).
+is an invalid token, not a truthy string, and ``null`` is absent (the default).
+Unknown claims are ignored (LiveKit adds new grants over time: ``sip``,
+``agent``...).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
+
+from ..models import WireModel
 
 __all__ = ["OPEN_GRANTS", "AccessClaims", "Source", "VideoGrants", "track_source"]
 
@@ -44,15 +46,10 @@ def track_source(kind: str, app_data: Mapping[str, Any]) -> str:
     return source
 
 
-class _Claims(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_alias=True,
-        validate_by_name=True,
-        strict=True,
-        extra="ignore",
-        frozen=True,
-    )
+class _Claims(WireModel):
+    """camelCase JSON, strict, null as absent (WireModel's rules), and frozen."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class VideoGrants(_Claims):

@@ -332,9 +332,8 @@ huge = st.one_of(
     ),
 )
 SOURCES = {"camera", "microphone", "screen_share", "screen_share_audio"}
-not_bool = st.one_of(
-    st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2)
-)
+# (null is absent, as in LiveKit: the default.)
+not_bool = st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2))
 wrong_grants = (
     st.builds(
         lambda name, value: hs256(claims(video={"room": ROOM, "roomJoin": True, name: value})),

@@ -200,3 +200,15 @@ def test_environment_pair_adds_a_key() -> None:
         load_config(None, environ={"SFU_API_KEY": "env"})
     with pytest.raises(ConfigError, match="at least 32"):
         load_config(None, environ={"SFU_API_KEY": "env", "SFU_API_SECRET": "short"})
+
+
+def test_null_grants_are_absent_as_in_livekit() -> None:
+    claims = {
+        "iss": KEY,
+        "sub": "alice",
+        "exp": int(time.time()) + 600,
+        "video": {"room": "r1", "roomJoin": True, "canPublish": None, "hidden": None},
+    }
+    grants = VERIFIER.verify(signed(claims)).video
+    assert grants.can_publish
+    assert not grants.hidden
