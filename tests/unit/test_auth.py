@@ -212,3 +212,24 @@ def test_null_grants_are_absent_as_in_livekit() -> None:
     grants = VERIFIER.verify(signed(claims)).video
     assert grants.can_publish
     assert not grants.hidden
+
+
+def test_sfu_token_prints_a_token_signed_with_the_configured_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sfu.cli import main
+
+    monkeypatch.setenv("SFU_API_KEY", KEY)
+    monkeypatch.setenv("SFU_API_SECRET", SECRET)
+    argv = ["token", "--room", "r1", "--identity", "alice", "--name", "A", "--ttl", "30m"]
+    assert main([*argv, "--no-publish", "--no-subscribe", "--admin"]) == 0
+    claims = VERIFIER.verify(capsys.readouterr().out.strip())
+    assert claims.nbf is not None
+    assert (claims.sub, claims.name, claims.exp - claims.nbf) == ("alice", "A", 1800)
+    grants = claims.video
+    assert (grants.room, grants.room_join, grants.room_admin) == ("r1", True, True)
+    assert (grants.can_publish, grants.can_publish_data, grants.can_subscribe) == (False,) * 3
+    monkeypatch.delenv("SFU_API_KEY")
+    monkeypatch.delenv("SFU_API_SECRET")
+    assert main(argv) == 2
+    assert "no API key is configured" in capsys.readouterr().err
