@@ -1,7 +1,8 @@
 """The ``sfu`` command line.
 
 ``sfu [--config PATH] [--log-level LEVEL]`` starts the server; it is short for
-``sfu run ...``. ``sfu bench ...`` runs the benchmark: the separate package
+``sfu run ...``. ``sfu token ...`` prints an access token signed with a
+configured API key (docs/auth.md). ``sfu bench ...`` runs the benchmark: the separate package
 :mod:`sfu_bench` (installed beside ``sfu`` from this repository), imported only
 for that command. Other subcommands (``sfu certs``) hang off the same
 parser later.
@@ -51,6 +52,7 @@ examples:
   sfu --config config.toml              start with settings from config.toml
   sfu --config config.toml --log-level debug
   sfu run --config config.toml          the same as `sfu --config config.toml`
+  sfu token --room R --identity alice   an access token for room R (see docs/auth.md)
   sfu bench --quick                     benchmark the server (see `sfu bench --help`)
 """
 
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--days", type=int, default=365, help="validity in days")
     certs.set_defaults(handler=_cmd_certs)
 
+    _add_token_command(commands)
+
     bench = commands.add_parser(
         "bench",
         help="run the benchmark (see `sfu bench --help`)",
@@ -145,6 +149,45 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_cmd_bench)
     return parser
+
+
+def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = commands.add_parser(
+        "token",
+        help="print an access token for a room (a LiveKit access token)",
+        description="Print a LiveKit access token (JWT, HS256) for joining ROOM as IDENTITY, "
+        "signed with an API key of the configuration ([auth] keys or SFU_API_KEY / "
+        "SFU_API_SECRET). Clients pass it as access_token on the WebSocket URL.",
+    )
+    token.add_argument(
+        "-c", "--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML configuration file"
+    )
+    token.add_argument("--room", required=True, help="the room it admits to")
+    token.add_argument("--identity", required=True, help="the participant's identity: its peerId")
+    token.add_argument("--name", default="", help="display name")
+    token.add_argument(
+        "--ttl", default="6h", type=_duration, help="validity: 90s, 30m, 6h, 2d (default: 6h)"
+    )
+    token.add_argument("--key", help="which API key signs it (needed when several are set)")
+    token.add_argument("--no-publish", action="store_true", help="may not publish media or data")
+    token.add_argument("--no-subscribe", action="store_true", help="may not receive media")
+    token.add_argument("--admin", action="store_true", help="roomAdmin for the room")
+    token.set_defaults(handler=_cmd_token)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds in "90", "90s", "30m", "6h" or "2d"."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 6h") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the validity must be positive")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +252,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.debug("server failed", exc_info=True)
         print(f"sfu: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from sfu.auth.claims import VideoGrants
+    from sfu.auth.tokens import mint_token
+
+    keys = load_config(args.config, environ=os.environ).auth.secrets
+    if not keys:
+        raise ConfigError(
+            "no API key is configured: set [auth] keys or SFU_API_KEY / SFU_API_SECRET"
+        )
+    if args.key is None and len(keys) > 1:
+        raise ConfigError(
+            f"several API keys are configured: choose one with --key ({', '.join(keys)})"
+        )
+    key = args.key if args.key is not None else next(iter(keys))
+    if key not in keys:
+        raise ConfigError(f"no API key {key!r} in the configuration")
+    grants = VideoGrants(
+        room=args.room,
+        room_join=True,
+        room_admin=args.admin,
+        can_publish=not args.no_publish,
+        can_publish_data=not args.no_publish,
+        can_subscribe=not args.no_subscribe,
+    )
+    print(
+        mint_token(
+            key, keys[key], identity=args.identity, grants=grants, ttl=args.ttl, name=args.name
+        )
+    )
     return 0
 
 

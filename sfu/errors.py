@@ -14,7 +14,8 @@ class InvalidRequestError(SfuError, TypeError):
 
 
 class ForbiddenError(SfuError):
-    """The caller names an object that is not its own."""
+    """The caller names an object that is not its own, or its access token does
+    not grant what it asks (publishing, data)."""
 
     code = 403
 

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .auth.tokens import REFUSAL_REASONS
 from .models.stats import SUPPRESSION_REASONS
 
 if TYPE_CHECKING:
@@ -68,6 +69,14 @@ class SfuCollector(Collector):
         for reason in SUPPRESSION_REASONS:
             suppressed.add_metric([reason], totals[f"retransmissions_suppressed:{reason}"])
         yield suppressed
+        refused = CounterMetricFamily(
+            "sfu_websocket_refusals",
+            "WebSocket upgrades refused by access control (401/403), by reason",
+            labels=["reason"],
+        )
+        for reason in REFUSAL_REASONS:
+            refused.add_metric([reason], server.refusals[reason])
+        yield refused
         yield CounterMetricFamily(
             "sfu_worker_restarts",
             "Media workers replaced after dying",

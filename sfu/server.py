@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import signal
 import ssl
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from .auth.admission import admit, token_from
+from .auth.claims import OPEN_GRANTS, VideoGrants
+from .auth.tokens import TokenRefusal, TokenVerifier
 from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, SfuError
@@ -60,6 +65,10 @@ class SfuServer:
             ice_servers=config.ice_servers,
             max_peers_per_router=config.workers.max_peers_per_router,
         )
+        # Access control: None when no key is configured (the server is open).
+        self.verifier = TokenVerifier(config.auth.secrets) if config.auth.enabled else None
+        # WebSocket upgrades refused by access control, by reason (for /metrics).
+        self.refusals: Counter[str] = Counter()
         self.accepting = True
         self.loop_lag = 0.0
         self._lag_task: asyncio.Task[None] | None = None
@@ -135,9 +144,25 @@ class SfuServer:
             content_type="text/plain",
         )
 
+    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> tuple[str, VideoGrants]:
+        """The peer and its grants; a 401/403 with a JSON body saying why not.
+        Open (no keys): everyone, with every grant; a token is ignored."""
+        if self.verifier is None:
+            return peer_id, OPEN_GRANTS
+        try:
+            admission = admit(
+                self.verifier, token_from(request.query, request.headers), room_id, peer_id
+            )
+        except TokenRefusal as refusal:
+            self.refusals[refusal.reason] += 1
+            logger.info("room %s: WebSocket refused: %s", room_id, refusal.message)
+            error = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
+            raise error(text=json.dumps(refusal.body()), content_type="application/json") from None
+        return admission.peer_id, admission.grants
+
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         room_id = request.query.get("roomId", "")
-        peer_id = request.query.get("peerId", "")
+        peer_id, grants = self._admit(request, room_id, request.query.get("peerId", ""))
         for name, value in (("roomId", room_id), ("peerId", peer_id)):
             if not _ID_PATTERN.match(value):
                 raise web.HTTPBadRequest(
@@ -171,7 +196,7 @@ class SfuServer:
             label=f"room {room_id} peer {peer_id}",
             rate_limit=TokenBucket(limits.requests_per_second, limits.request_burst),
         )
-        await room.run_session(peer_id, connection)
+        await room.run_session(peer_id, connection, grants)
         return ws
 
     async def health(self, request: web.Request) -> web.Response:
@@ -183,6 +208,7 @@ class SfuServer:
         counts = self.workers.counts()
         return {
             "status": "ok" if self.accepting else "shutting-down",
+            "auth": "on" if self.verifier is not None else "off",
             "rooms": len(self.rooms),
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],
@@ -279,6 +305,13 @@ async def run_server(config: Config) -> None:
         media_ports,
         workers,
     )
+    if server.verifier is None:
+        logger.warning(
+            "access control is off: no API key is configured ([auth] keys or"
+            " SFU_API_KEY/SFU_API_SECRET), so anyone who reaches this server may join any room"
+        )
+    else:
+        logger.info("access control is on: %d API keys; joins need a token", len(config.auth.keys))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

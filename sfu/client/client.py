@@ -92,7 +92,8 @@ class SfuClient(AsyncIOEventEmitter):
     seconds; after ``reconnect_timeout`` seconds without a resume the client
     joins afresh, up to ``rejoin_attempts`` times, then gives up (``fatal``).
     ``heartbeat``: WebSocket ping interval in seconds (None: off), so that a
-    silently dead network is noticed.
+    silently dead network is noticed. ``access_token``: a LiveKit access token
+    for a server with access control (docs/auth.md), sent as ``access_token``.
     """
 
     def __init__(  # noqa: PLR0913 - the client's options, keyword-only (tests, the bench and `python -m sfu.client` pass them by name)
@@ -114,6 +115,7 @@ class SfuClient(AsyncIOEventEmitter):
         reconnect_timeout: float = 10.0,
         rejoin_attempts: int = 3,
         heartbeat: float | None = 15.0,
+        access_token: str | None = None,
     ) -> None:
         super().__init__()
         if reconnect_initial_delay < 0 or reconnect_max_delay < 0 or reconnect_timeout < 0:
@@ -135,6 +137,7 @@ class SfuClient(AsyncIOEventEmitter):
         self.reconnect_timeout = reconnect_timeout
         self.rejoin_attempts = rejoin_attempts
         self.heartbeat = heartbeat
+        self.access_token = access_token
         self.ssl = ssl
         # Why the client gave up (see the `fatal` event), if it did.
         self.fatal_reason: str | None = None

@@ -78,12 +78,15 @@ class Session:
 
     @property
     def url(self) -> str:
-        """The WebSocket URL with this peer's ``roomId`` and ``peerId``."""
+        """The WebSocket URL with this peer's ``roomId``, ``peerId`` and access token."""
         client = self._client
         url = URL(client.url)
         if not url.path:
             url = url.with_path("/")
-        return str(url.update_query(roomId=client.room_id, peerId=client.peer_id))
+        url = url.update_query(roomId=client.room_id, peerId=client.peer_id)
+        if client.access_token is not None:
+            url = url.update_query(access_token=client.access_token)
+        return str(url)
 
     def install(self, protoo: ProtooConnection) -> None:
         protoo.on_notification("newPeer", self._on_new_peer)

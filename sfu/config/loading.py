@@ -68,6 +68,22 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, str]) -> di
     return merged
 
 
+def _with_environment_key(
+    data: Mapping[str, Any], environ: Mapping[str, str], source: str
+) -> Mapping[str, Any]:
+    """SFU_API_KEY / SFU_API_SECRET: one more ``[auth] keys`` entry."""
+    key, secret = environ.get("SFU_API_KEY"), environ.get("SFU_API_SECRET")
+    if key is None and secret is None:
+        return data
+    if not key or not secret:
+        raise ConfigError(f"{source}: SFU_API_KEY and SFU_API_SECRET must be set together")
+    auth = data.get("auth", {})
+    keys = auth.get("keys", {}) if isinstance(auth, Mapping) else {}
+    if not isinstance(auth, Mapping) or not isinstance(keys, Mapping):
+        return data  # validation reports the bad table
+    return {**data, "auth": {**auth, "keys": {**keys, key: secret}}}
+
+
 def environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         key: environ[variable]
@@ -84,11 +100,13 @@ def load_config(
 ) -> Config:
     """Load and validate a TOML file (``None``: the built-in defaults), then
     the SFU_* environment variables, then ``overrides`` (command-line flags)."""
-    layered = {**environment_overrides(environ or {}), **(overrides or {})}
+    environ = environ or {}
+    layered = {**environment_overrides(environ), **(overrides or {})}
     if path is None:
+        data = _with_environment_key({}, environ, "settings")
         return (
-            config_from_dict(apply_overrides({}, layered), source="settings")
-            if layered
+            config_from_dict(apply_overrides(data, layered), source="settings")
+            if layered or data
             else Config()
         )
     source = os.fspath(path)
@@ -105,6 +123,7 @@ def load_config(
         raise ConfigError(f"{source}: not valid UTF-8: {e.reason} at byte {e.start}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    data = _with_environment_key(data, environ, source)
     return config_from_dict(apply_overrides(data, layered), source=source)
 
 

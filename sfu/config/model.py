@@ -419,6 +419,44 @@ def _check_tls(tls: TlsConfig) -> TlsConfig:
     return tls
 
 
+# HS256 keys shorter than this are brute-forceable; LiveKit asks for 32 too.
+MIN_SECRET_BYTES = 32
+
+
+def _api_keys(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise _expected('a table of KEY = "SECRET"', value)
+    for key, secret in value.items():
+        if not isinstance(secret, str):
+            raise invalid(f"expected a string, got {show(secret)}", field=str(key))
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise invalid(
+                f"the secret is {len(secret.encode())} bytes; at least {MIN_SECRET_BYTES}"
+                " are needed (`openssl rand -base64 32` makes one)",
+                field=str(key),
+            )
+    return tuple((str(key), secret) for key, secret in value.items())
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Access control: LiveKit access tokens (docs/auth.md). With no key the
+    server is open: anyone who reaches it may join any room."""
+
+    # A table API key -> its secret (at least 32 bytes), kept as (key, secret)
+    # pairs so that the config stays hashable. SFU_API_KEY / SFU_API_SECRET add one.
+    keys: Annotated[tuple[tuple[str, str], ...], PlainValidator(_api_keys)] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """API key -> secret."""
+        return dict(self.keys)
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: Annotated[str, _one_of(LOG_LEVELS, lower=True)] = "info"
@@ -445,3 +483,4 @@ class Config:
         _array_of_tables("ice_servers"),
     ] = ()
     server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from ..auth.claims import OPEN_GRANTS, VideoGrants
 from ..control.consumer import Consumer
 from ..control.producer import Producer
 from ..control.router import Router
@@ -17,9 +18,13 @@ from ..signaling.protoo import ProtooConnection
 
 
 class Peer:
-    def __init__(self, peer_id: str, connection: ProtooConnection) -> None:
+    def __init__(
+        self, peer_id: str, connection: ProtooConnection, grants: VideoGrants = OPEN_GRANTS
+    ) -> None:
         self.id = peer_id
         self.connection = connection
+        # What its access token allows (publish, subscribe, data, hidden).
+        self.grants = grants
         self.joined = False
         self.closed = False
         self.display_name = ""
@@ -40,6 +45,11 @@ class Peer:
 
     def public_info(self) -> dict[str, Any]:
         return {"id": self.id, "displayName": self.display_name, "device": self.device}
+
+    @property
+    def hidden(self) -> bool:
+        """A hidden peer (a recorder, a listening bot): the others are not told about it."""
+        return self.grants.hidden
 
     def require_joined(self) -> None:
         if not self.joined:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..control.producer import Producer
 from ..control.webrtc_transport import WebRtcTransport
-from ..errors import InvalidStateError, LimitError, UnsupportedError
+from ..errors import ForbiddenError, InvalidStateError, LimitError, UnsupportedError
 from ..signaling.ice_servers import ice_servers_for
 from .peer import Peer
 from .requests import (
@@ -95,12 +95,18 @@ class PeerMedia:
         return await self._transport(peer, request).get_stats()
 
     async def produce_data(self, peer: Peer, request: NoData) -> Any:
+        refusal = peer.grants.data_refusal()
+        if refusal is not None:
+            raise ForbiddenError(refusal)
         raise UnsupportedError("data channels are not supported yet")
 
     # ---- producers -----------------------------------------------------------
 
     async def produce(self, peer: Peer, request: ProduceRequest) -> Any:
         room = self._room
+        refusal = peer.grants.publish_refusal(request.kind, request.app_data)
+        if refusal is not None:
+            raise ForbiddenError(refusal)
         transport = self._transport(peer, request)
         limit = room.limits.max_producers_per_peer
         if len(peer.producers) >= limit:

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..auth.claims import OPEN_GRANTS, VideoGrants
 from ..config import IceServerConfig, LimitsConfig
 from ..control.active_speaker_observer import ActiveSpeakerObserver
 from ..control.router import Router
@@ -184,12 +185,18 @@ class Room(AsyncIOEventEmitter):
 
     # ---- peers ---------------------------------------------------------------
 
-    async def run_session(self, peer_id: str, connection: ProtooConnection) -> None:
+    async def run_session(
+        self, peer_id: str, connection: ProtooConnection, grants: VideoGrants = OPEN_GRANTS
+    ) -> None:
         """Serve one WebSocket until it closes (see :mod:`.sessions`)."""
-        await self.sessions.run(peer_id, connection)
+        await self.sessions.run(peer_id, connection, grants)
 
     def joined_peers(self, excluding: Peer | None = None) -> list[Peer]:
         return [p for p in self.peers.values() if p.joined and not p.closed and p is not excluding]
+
+    def visible_peers(self, excluding: Peer | None = None) -> list[Peer]:
+        """The joined peers the others are told about (not the hidden ones)."""
+        return [p for p in self.joined_peers(excluding) if not p.hidden]
 
     @staticmethod
     def broadcast(peers: list[Peer], method: str, data: dict[str, Any]) -> None:

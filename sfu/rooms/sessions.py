@@ -14,6 +14,7 @@ import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..auth.claims import VideoGrants
 from ..control import ortc
 from ..errors import ForbiddenError, InvalidStateError, LimitError, NotFoundError
 from ..logs import peer_id_var, room_id_var
@@ -57,13 +58,13 @@ class Sessions:
     def __init__(self, room: Room) -> None:
         self._room = room
 
-    async def run(self, peer_id: str, connection: ProtooConnection) -> None:
-        """Serve one WebSocket until it closes."""
+    async def run(self, peer_id: str, connection: ProtooConnection, grants: VideoGrants) -> None:
+        """Serve one WebSocket until it closes, for a peer with ``grants``."""
         room = self._room
         # Every log line of this session (and of tasks it starts) names the room and peer.
         room_id_var.set(room.id)
         peer_id_var.set(peer_id)
-        session = _Session(connection, Peer(peer_id, connection))
+        session = _Session(connection, Peer(peer_id, connection, grants))
         if peer_id not in room.peers and len(room.peers) >= 2 * room.limits.max_peers_per_room:
             # Connections that never join count too (each may hold transports and
             # ports), with room for joiners to get the friendlier "room is full" reply.
@@ -127,10 +128,9 @@ class Sessions:
         session.peer = peer
         logger.info("room %s: peer %s resumed its session", room.id, peer.id)
         # Catch up on producers it missed while away (after this reply is queued).
-        others = room.joined_peers(excluding=peer)
-        room.subscriptions.consume_all(peer, others)
+        room.subscriptions.consume_all(peer, room.joined_peers(excluding=peer))
         return {
-            "peers": [other.public_info() for other in others],
+            "peers": [other.public_info() for other in room.visible_peers(excluding=peer)],
             "producers": [
                 {"id": p.id, "kind": p.kind, "paused": p.paused} for p in peer.producers.values()
             ],
@@ -190,7 +190,7 @@ class Sessions:
         if room.peers.get(peer.id) is peer:
             del room.peers[peer.id]
         peer.connection.close(code, reason)
-        if peer.joined:
+        if peer.joined and not peer.hidden:
             room.broadcast(room.joined_peers(excluding=peer), "peerClosed", {"peerId": peer.id})
         for transport in list(peer.transports.values()):
             transport.close()
@@ -215,16 +215,19 @@ class Sessions:
         peer.sctp_capabilities = request.sctp_capabilities
         peer.joined = True
         others = room.joined_peers(excluding=peer)
-        room.broadcast(others, "newPeer", peer.public_info())
+        if not peer.hidden:
+            room.broadcast(others, "newPeer", peer.public_info())
         room.subscriptions.consume_all(peer, others)
         return {
-            "peers": [other.public_info() for other in others],
+            "peers": [other.public_info() for other in room.visible_peers(excluding=peer)],
             "sessionToken": peer.session_token,
         }
 
     async def change_display_name(self, peer: Peer, request: ChangeDisplayNameRequest) -> Any:
         room = self._room
         old, peer.display_name = peer.display_name, request.display_name
+        if peer.hidden:
+            return {}
         room.broadcast(
             room.joined_peers(excluding=peer),
             "peerDisplayNameChanged",

@@ -44,6 +44,7 @@ class Subscriptions:
             producer.id in consumer_peer.consumed_producer_ids
             or consumer_peer is producer_peer
             or consumer_peer.rtp_capabilities is None
+            or not consumer_peer.grants.can_subscribe
         ):
             return
         if consumer_peer.consuming_transport() is None:
