@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from .auth.tokens import REFUSAL_REASONS
 from .models.stats import SUPPRESSION_REASONS
+from .signaling.client_limits import LIMIT_REASONS
 
 if TYPE_CHECKING:
     from .server import SfuServer
@@ -71,10 +72,11 @@ class SfuCollector(Collector):
         yield suppressed
         refused = CounterMetricFamily(
             "sfu_websocket_refusals",
-            "WebSocket upgrades refused by access control (401/403), by reason",
+            "WebSocket upgrades refused by access control (401/403) or the per-IP caps (429),"
+            " by reason",
             labels=["reason"],
         )
-        for reason in REFUSAL_REASONS:
+        for reason in (*REFUSAL_REASONS, *LIMIT_REASONS):
             refused.add_metric([reason], server.refusals[reason])
         yield refused
         yield CounterMetricFamily(

@@ -23,6 +23,7 @@ from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, SfuError
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
+from .signaling.client_limits import ClientLimits, LimitRefusal
 from .signaling.protoo import ProtooConnection, TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,14 @@ class SfuServer:
         )
         # Access control: None when no key is configured (the server is open).
         self.verifier = TokenVerifier(config.auth.secrets) if config.auth.enabled else None
-        # WebSocket upgrades refused by access control, by reason (for /metrics).
+        # Per client IP: concurrent WebSockets and the join rate.
+        self.client_limits = ClientLimits(
+            config.limits.max_connections_per_ip,
+            config.limits.joins_per_second_per_ip,
+            config.limits.join_burst_per_ip,
+        )
+        # WebSocket upgrades refused by access control or the per-IP caps, by
+        # reason (for /metrics).
         self.refusals: Counter[str] = Counter()
         self.accepting = True
         self.loop_lag = 0.0
@@ -160,8 +168,31 @@ class SfuServer:
             raise error(text=json.dumps(refusal.body()), content_type="application/json") from None
         return admission.peer_id, admission.grants
 
+    def _admit_ip(self, request: web.Request, room_id: str) -> str:
+        """The client's address, counted; a 429 with a JSON body when over its caps."""
+        ip = request.remote or ""
+        try:
+            self.client_limits.admit(ip)
+        except LimitRefusal as refusal:
+            self.refusals[refusal.reason] += 1
+            logger.info("room %s: WebSocket from %s refused: %s", room_id, ip, refusal.message)
+            headers = (
+                {} if refusal.retry_after is None else {"Retry-After": str(refusal.retry_after)}
+            )
+            raise web.HTTPTooManyRequests(
+                text=json.dumps(refusal.body()), content_type="application/json", headers=headers
+            ) from None
+        return ip
+
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         room_id = request.query.get("roomId", "")
+        ip = self._admit_ip(request, room_id)
+        try:
+            return await self._websocket(request, room_id)
+        finally:
+            self.client_limits.release(ip)
+
+    async def _websocket(self, request: web.Request, room_id: str) -> web.StreamResponse:
         peer_id, grants = self._admit(request, room_id, request.query.get("peerId", ""))
         for name, value in (("roomId", room_id), ("peerId", peer_id)):
             if not _ID_PATTERN.match(value):
@@ -209,6 +240,7 @@ class SfuServer:
         return {
             "status": "ok" if self.accepting else "shutting-down",
             "auth": "on" if self.verifier is not None else "off",
+            "limits": self.client_limits.describe(),
             "rooms": len(self.rooms),
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],

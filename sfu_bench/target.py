@@ -232,7 +232,13 @@ def start_sfu(
                     "rtc_max_port": media_min + ports - 1,
                 },
                 # Voice channels with hundreds of members; requests stay rate-limited per peer.
-                "limits": {"max_peers_per_room": 4100, "max_rooms": 1000},
+                # All peers come from 127.0.0.1: no per-IP caps.
+                "limits": {
+                    "max_peers_per_room": 4100,
+                    "max_rooms": 1000,
+                    "max_connections_per_ip": 0,
+                    "joins_per_second_per_ip": 0,
+                },
                 "workers": {
                     "count": workers,
                     **(

@@ -8,9 +8,10 @@ from sfu.client.client import SfuClient
 from sfu.client.consuming import RemoteConsumer
 from sfu.client.media import PatternVideoTrack, ToneAudioTrack, TrackSink
 from sfu.client.protoo import ProtooConnection, ProtooError
-from sfu.client.session import default_device_info
+from sfu.client.session import AccessRefusedError, default_device_info
 
 __all__ = [
+    "AccessRefusedError",
     "PatternVideoTrack",
     "ProtooConnection",
     "ProtooError",

@@ -93,7 +93,9 @@ class SfuClient(AsyncIOEventEmitter):
     joins afresh, up to ``rejoin_attempts`` times, then gives up (``fatal``).
     ``heartbeat``: WebSocket ping interval in seconds (None: off), so that a
     silently dead network is noticed. ``access_token``: a LiveKit access token
-    for a server with access control (docs/auth.md), sent as ``access_token``.
+    for a server with access control (docs/auth.md), sent as ``access_token``;
+    an upgrade refused with 401 or 403 raises ``AccessRefusedError`` from
+    ``join()`` and is never retried by the reconnection (``fatal``).
     """
 
     def __init__(  # noqa: PLR0913 - the client's options, keyword-only (tests, the bench and `python -m sfu.client` pass them by name)

@@ -9,7 +9,8 @@ live on. If the session is gone (``resume`` answers 404 or 403, or
 consumers, joins again and produces the same tracks again (new producer
 ids). Fatal signals stop it: close code 4000 (replaced by a newer session),
 4001 or ``serverShutdown`` (the server is going away), 4029 (a limit), HTTP
-400 on the upgrade. Against a server that sends no ``sessionToken`` (or with
+400 on the upgrade, and HTTP 401 or 403 on the upgrade (the access token is
+refused: expired, or not for this room or peer). Against a server that sends no ``sessionToken`` (or with
 ``auto_reconnect=False``) a dropped WebSocket closes the client.
 """
 
@@ -25,7 +26,7 @@ import aiohttp
 from sfu.client.consuming import Consuming
 from sfu.client.producing import Producing
 from sfu.client.protoo import ProtooConnection, ProtooError
-from sfu.client.session import Session
+from sfu.client.session import AccessRefusedError, Session
 from sfu.client.transports import Transports
 
 if TYPE_CHECKING:
@@ -185,6 +186,8 @@ class Reconnection:
     async def _open_candidate(self, lost: ProtooConnection) -> ProtooConnection:
         try:
             protoo = await self._session.connect(lost)
+        except AccessRefusedError as exc:
+            raise _Fatal(exc.message) from exc
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 400:
                 raise _Fatal(f"the server refused the WebSocket: HTTP 400 {exc.message}") from exc

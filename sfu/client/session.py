@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from yarl import URL
 
 from sfu.client.protoo import ProtooConnection
@@ -23,7 +24,7 @@ from sfu.client.transports import Transports, dump_model
 if TYPE_CHECKING:
     from sfu.client.client import SfuClient
 
-__all__ = ["Session", "default_device_info", "peer_list"]
+__all__ = ["AccessRefusedError", "Session", "default_device_info", "peer_list"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,29 @@ def peer_list(peers: Any) -> list[dict[str, Any]]:
             if isinstance(peer_id, str):
                 result.append({**peer, "id": peer_id})
     return result
+
+
+# Why a server with access control (docs/auth.md) refuses the upgrade, by status.
+_ACCESS_REFUSALS = {
+    401: "the access token is missing, invalid, expired or not yet valid",
+    403: "the access token does not admit this peer to this room",
+}
+
+
+class AccessRefusedError(aiohttp.WSServerHandshakeError):
+    """The server refused the WebSocket upgrade with HTTP 401 or 403: the access
+    token is not accepted. Retrying with the same token cannot help, so the
+    client does not reconnect after it (``fatal``); ``status`` is 401 or 403."""
+
+
+def _access_refused(exc: aiohttp.WSServerHandshakeError) -> AccessRefusedError:
+    return AccessRefusedError(
+        exc.request_info,
+        exc.history,
+        status=exc.status,
+        message=f"the server refused the WebSocket: HTTP {exc.status}, {_ACCESS_REFUSALS[exc.status]}",
+        headers=exc.headers,
+    )
 
 
 class Session:
@@ -98,9 +122,14 @@ class Session:
     async def connect(self, previous: ProtooConnection | None) -> ProtooConnection:
         """Open a protoo connection with this client's handlers (or ``previous``'s)."""
         client = self._client
-        protoo = await ProtooConnection.connect(
-            self.url, timeout=client.request_timeout, ssl=client.ssl, heartbeat=client.heartbeat
-        )
+        try:
+            protoo = await ProtooConnection.connect(
+                self.url, timeout=client.request_timeout, ssl=client.ssl, heartbeat=client.heartbeat
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in _ACCESS_REFUSALS:
+                raise _access_refused(exc) from exc
+            raise
         self._wire(protoo, previous)
         return protoo
 

@@ -85,6 +85,17 @@ def _positive_number(value: object) -> float:
     return float(value)
 
 
+def _non_negative_number(value: object) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _expected("a number >= 0", value)
+    return float(value)
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise _expected("true or false", value)
@@ -359,6 +370,9 @@ class SignalingConfig:
 
 
 AtLeastOne = Annotated[int, _integer(1)]
+# 0 turns the cap off.
+ZeroOrMore = Annotated[int, _integer(0)]
+Rate = Annotated[float, PlainValidator(_non_negative_number)]
 
 
 @dataclass(frozen=True)
@@ -372,6 +386,15 @@ class LimitsConfig:
     max_producers_per_peer: AtLeastOne = 8
     requests_per_second: Seconds = 50.0
     request_burst: AtLeastOne = 100
+    # Per client IP (the TCP peer address; behind a proxy every client is the
+    # proxy's): concurrent protoo WebSockets, and WebSocket upgrades (joins and
+    # resumes) as a token bucket. Over them the upgrade gets HTTP 429.
+    # max_connections_per_ip = 0 or joins_per_second_per_ip = 0: that cap is off.
+    # The defaults stay above `sfu bench`'s largest scenarios, which run
+    # thousands of peers from 127.0.0.1.
+    max_connections_per_ip: ZeroOrMore = 5000
+    joins_per_second_per_ip: Rate = 500.0
+    join_burst_per_ip: AtLeastOne = 5000
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from livekit.api import AccessToken, VideoGrants
 
-from sfu.client import PatternVideoTrack, ProtooError, SfuClient, ToneAudioTrack
+from sfu.client import (
+    AccessRefusedError,
+    PatternVideoTrack,
+    ProtooError,
+    SfuClient,
+    ToneAudioTrack,
+)
 
 from ..conftest import LOOPBACK, ServerProcess, start_server, stop_server
 from .helpers import RawPeer, join, wait_until
@@ -434,3 +440,49 @@ async def test_open_mode_ignores_tokens_and_says_auth_off(
 def test_short_secret_stops_start_up(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"auth\.keys\.k: the secret is 5 bytes"):
         start_server(tmp_path, extra_toml='[auth]\nkeys = { k = "short" }\n')
+
+
+async def test_sfu_client_join_refused_raises_access_refused(auth_server: ServerProcess) -> None:
+    bot = SfuClient(
+        auth_server.ws_url,
+        "client-refused",
+        "nobody",
+        ice_addresses=LOOPBACK,
+        access_token=token("nobody", "client-refused", secret="z" * 40),
+    )
+    with pytest.raises(AccessRefusedError) as refused:
+        await bot.join()
+    assert refused.value.status == 401
+    assert "HTTP 401" in refused.value.message
+    assert bot.closed
+
+
+@pytest.mark.parametrize(
+    ("status", "bad_token"),
+    [
+        (401, token("alice", "client-reconnect", secret="z" * 40)),
+        (403, token("alice", "elsewhere")),
+    ],
+    ids=["401", "403"],
+)
+async def test_sfu_client_does_not_reconnect_after_401_or_403(
+    auth_server: ServerProcess, status: int, bad_token: str
+) -> None:
+    """The WebSocket drops; the reconnection's upgrade is refused: fatal at once, no retry."""
+    bot = client(auth_server, "alice", "client-reconnect")
+    events: list[str] = []
+    fatal = asyncio.Event()
+    for name in ("disconnected", "reconnecting", "reconnected"):
+        bot.on(name, lambda *_, name=name: events.append(name))
+    bot.on("fatal", lambda *_: fatal.set())
+    try:
+        await bot.join()
+        bot.access_token = bad_token  # e.g. the token expired while connected
+        bot._drop_connection_for_test()
+        await asyncio.wait_for(fatal.wait(), timeout=10)
+        assert bot.fatal_reason is not None
+        assert f"HTTP {status}" in bot.fatal_reason
+        assert events == ["disconnected", "reconnecting"]
+        assert await wait_until(lambda: bot.closed, timeout=5)
+    finally:
+        await bot.close()
