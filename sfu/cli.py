@@ -217,7 +217,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for key in keys
     }
     config = load_config(args.config, environ=os.environ, overrides=overrides)
-    _hand_knobs_to_workers(config)
     if args.log_level is not None:
         config = dataclasses.replace(
             config, log=dataclasses.replace(config.log, level=args.log_level)
@@ -285,20 +284,6 @@ def _cmd_token(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _hand_knobs_to_workers(config: Config) -> None:
-    """The media plane reads these switches from the environment when a process
-    starts (the workers inherit this one's): give it the configured values, so
-    that the file's settings reach it as the SFU_* variables always have. A
-    default that no variable set is left alone (nothing to say)."""
-    for variable, value, default in (
-        ("SFU_EVENT_LOOP", config.server.event_loop, "uvloop"),
-        ("SFU_NATIVE_SEND", "1" if config.media.native_send else "0", "1"),
-        ("SFU_NATIVE_RECEIVE", "1" if config.media.native_receive else "0", "1"),
-    ):
-        if variable in os.environ or value != default:
-            os.environ[variable] = value
 
 
 def _warn_about_addresses(config: Config) -> None:

@@ -57,6 +57,7 @@ class SfuServer:
             config.media,
             log_level=config.log.level,
             log_format=config.log.format,
+            event_loop=config.server.event_loop,
             in_process=in_process_workers,
         )
         self.room_settings = RoomSettings(

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,17 @@ def worker_settings(settings: MediaConfig, index: int) -> MediaConfig:
     return settings
 
 
+def worker_environment(settings: MediaConfig) -> dict[str, str]:
+    """A worker process's environment: ``sfu.media.fastpath`` takes its switches
+    from these variables when it is imported, before the worker reads its
+    settings, so the configured values travel here."""
+    return {
+        **os.environ,
+        "SFU_NATIVE_SEND": "1" if settings.native_send else "0",
+        "SFU_NATIVE_RECEIVE": "1" if settings.native_receive else "0",
+    }
+
+
 class Worker(AsyncIOEventEmitter):
     """Events: ``died(exit_code)`` (it ended without being closed), ``@close``.
     ``observer`` (monitoring, as mediasoup's): ``newrouter(router)``, ``close``."""
@@ -50,6 +62,7 @@ class Worker(AsyncIOEventEmitter):
         *,
         log_level: str = "info",
         log_format: str = "text",
+        event_loop: str = "uvloop",
         in_process: bool = False,
     ) -> None:
         super().__init__()
@@ -63,6 +76,7 @@ class Worker(AsyncIOEventEmitter):
         self.last_stats: dict[str, Any] = {}
         self._log_level = log_level
         self._log_format = log_format
+        self._event_loop = event_loop
         self._in_process = in_process
         self._process: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
@@ -101,7 +115,10 @@ class Worker(AsyncIOEventEmitter):
                     self._log_level,
                     "--log-format",
                     self._log_format,
+                    "--event-loop",
+                    self._event_loop,
                     pass_fds=(theirs.fileno(),),
+                    env=worker_environment(self.settings),
                 )
                 theirs.close()
             self._channel = await Channel.over_socket(ours)

@@ -44,6 +44,7 @@ class WorkerPool(AsyncIOEventEmitter):
         *,
         log_level: str = "info",
         log_format: str = "text",
+        event_loop: str = "uvloop",
         in_process: bool = False,
     ) -> None:
         super().__init__()
@@ -55,6 +56,7 @@ class WorkerPool(AsyncIOEventEmitter):
         self._worker_options: dict[str, Any] = {
             "log_level": log_level,
             "log_format": log_format,
+            "event_loop": event_loop,
             "in_process": in_process,
         }
         # Media counters of workers that are gone, so /metrics totals never go down.

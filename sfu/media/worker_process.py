@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -55,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", required=True, help="MediaConfig as JSON")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text")
+    parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
-    if not NATIVE_SEND and os.environ.get("SFU_NATIVE_SEND", "1") != "0":
+    settings = media_settings(args.settings)
+    if not NATIVE_SEND and settings.native_send:
         logger.warning(
             "sfu.media._native is not built (no C compiler at install?): consumers rewrite "
             "and send in Python, which costs 2-2.5x the CPU per forwarded packet"
@@ -66,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     # process shuts down gracefully and then closes the channel, which ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
-    settings = media_settings(args.settings)
     coroutine = serve(sock, settings)
-    if os.environ.get("SFU_EVENT_LOOP", "uvloop") == "uvloop":
+    if args.event_loop == "uvloop":
         import uvloop
 
         uvloop.run(coroutine)

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from sfu import cli
 from sfu.config import Config, MediaConfig, config_from_dict, load_config
 from sfu.config import loading as config_loading
+from sfu.control.worker import worker_environment
 from sfu.errors import ConfigError
 
 
@@ -82,24 +82,18 @@ def test_bad_knobs_name_the_setting(environ: dict[str, str], message: str) -> No
     assert str(info.value) == message
 
 
-def test_cli_hands_configured_knobs_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stand-in environment: what the CLI writes must not outlive the test.
-    monkeypatch.setattr(os, "environ", {})
-    # Defaults that no variable set: nothing to say.
-    cli._hand_knobs_to_workers(Config())
-    assert "SFU_NATIVE_SEND" not in os.environ
-    assert "SFU_EVENT_LOOP" not in os.environ
-    # From the file: the workers see the values they have always read.
-    cli._hand_knobs_to_workers(
-        config_from_dict({"media": {"native_send": False}, "server": {"event_loop": "asyncio"}})
-    )
-    assert os.environ["SFU_NATIVE_SEND"] == "0"
-    assert os.environ["SFU_EVENT_LOOP"] == "asyncio"
-    assert "SFU_NATIVE_RECEIVE" not in os.environ
+def test_configured_knobs_reach_the_worker_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in environment, as the signalling process would have it.
+    monkeypatch.setattr(os, "environ", {"SFU_NATIVE_RECEIVE": "false", "HOME": "/root"})
+    media = load_config(None, environ=os.environ).media
+    environment = worker_environment(media)
     # A variable in words becomes the "0"/"1" the media plane compares against.
-    os.environ["SFU_NATIVE_RECEIVE"] = "false"
-    cli._hand_knobs_to_workers(load_config(None, environ=os.environ))
-    assert os.environ["SFU_NATIVE_RECEIVE"] == "0"
+    assert environment["SFU_NATIVE_RECEIVE"] == "0"
+    assert environment["SFU_NATIVE_SEND"] == "1"
+    assert environment["HOME"] == "/root"
+    # From the file: the worker sees the configured value.
+    media = config_from_dict({"media": {"native_send": False}}).media
+    assert worker_environment(media)["SFU_NATIVE_SEND"] == "0"
 
 
 def test_media_config_travels_to_the_worker_as_json() -> None:
