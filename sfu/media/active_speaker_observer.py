@@ -118,8 +118,6 @@ class ActiveSpeakerObserver(MediaEntity):
                 Event.DOMINANT_SPEAKER,
                 DominantSpeaker(producerId=self.dominant.id, volume=round(best_volume)),
             )
-        else:
-            self.emit("volume", current, round(best_volume))
 
     def close(self) -> None:
         if self.closed:

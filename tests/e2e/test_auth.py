@@ -232,7 +232,8 @@ async def test_can_subscribe_false_gets_no_consumers(auth_server: ServerProcess)
         await publisher.produce(ToneAudioTrack(frequency=440))
         await publisher.produce(PatternVideoTrack(160, 120, fps=10))
         assert await listener.wait_for_consumers(2, timeout=15)
-        await asyncio.sleep(1.0)
+        # The server's own count settles on the listener's two: none was made for deaf.
+        assert await wait_until(lambda: auth_server.health()["consumers"] == 2, timeout=10)
         assert not deaf.consumers
         # It may still publish: the others consume it.
         await deaf.produce(ToneAudioTrack(frequency=660))

@@ -331,7 +331,7 @@ async def test_injected_loss_is_repaired_with_nack_and_rtx(
         got_clean = clean_sink.frames - start_clean
         # An owed RTX leaves the server at once; the subscriber reaches it
         # after its own lag, which owed() keeps under this.
-        await wait_until(
+        assert await wait_until(
             lambda: all(seq in loss.resent_at for seq in loss.owed()),
             timeout=MAX_RETRANSMISSION_AGE_VIDEO,
         )
@@ -355,6 +355,10 @@ async def test_injected_loss_is_repaired_with_nack_and_rtx(
         assert stats["nackCount"] > 0
         missing = [seq for seq in owed if seq not in loss.resent_at]
         assert not missing, f"no RTX reached the subscriber for {missing} (dropped {loss.dropped})"
+        # Every owed packet's NACK was seen leaving the subscriber: none escapes the bound.
+        assert set(answer_times) == set(owed), (
+            f"no NACK seen for {sorted(set(owed) - set(answer_times))}"
+        )
         late = {seq: round(t, 3) for seq, t in answer_times.items() if t > ANSWER_BOUND}
         assert not late, f"the server answered NACKs late (seq: seconds): {late}"
         assert got_lossy >= got_clean * 0.9, "repaired stream decodes (almost) every frame"
