@@ -38,8 +38,8 @@ from typing import Any
 import pytest
 
 from ..conftest import ISOLATION, REPO, free_tcp_port
-from ..e2e.helpers import join
-from ..e2e.test_room_media import TONES, assert_decodes_from, close_all
+from ..e2e.helpers import close_all, join
+from ..e2e.test_room_media import TONES, assert_decodes_from
 from ..e2e.test_single_port import server_ports
 
 IMAGE = "sfu-test"

@@ -82,6 +82,11 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int = 48000) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / sample_rate)[int(np.argmax(spectrum))])
 
 
+async def close_all(*participants: Participant) -> None:
+    """Close every participant's client, each whatever the others do."""
+    await asyncio.gather(*(p.client.close() for p in participants), return_exceptions=True)
+
+
 async def wait_until(
     predicate: Callable[..., object], timeout: float, interval: float = 0.05
 ) -> bool:

@@ -24,7 +24,7 @@ from sfu.client import PatternVideoTrack
 
 from ..conftest import ISOLATION, REPO, ServerProcess, start_server, stop_server
 from . import netns
-from .helpers import Participant, join
+from .helpers import Participant, close_all, join
 
 SHAPED_KBIT = 200
 # Past REPAIR_WINDOW (64), short of aiortc's jitter-buffer reset (100 behind).
@@ -35,10 +35,6 @@ pytestmark = pytest.mark.skipif(
     not ISOLATION["netns"] or netns.available() is not None,
     reason=f"needs its own network namespace and root: {netns.available()}",
 )
-
-
-async def close_all(*participants: Participant) -> None:
-    await asyncio.gather(*(p.client.close() for p in participants), return_exceptions=True)
 
 
 async def test_a_congested_subscriber_gets_bounded_retransmissions(tmp_path: Any) -> None:

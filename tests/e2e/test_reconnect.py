@@ -15,7 +15,7 @@ from sfu.client import SfuClient
 from sfu.client.media import TrackSink
 
 from ..conftest import LOOPBACK, ServerProcess, free_tcp_port
-from .helpers import Participant, join, wait_until
+from .helpers import Participant, close_all, join, wait_until
 
 GRACE_1S = pytest.mark.parametrize(
     "server_overrides", [{"signaling": {"peer_grace_period": 1.0}}], ids=["grace-1s"]
@@ -72,10 +72,6 @@ class Recorder:
                 await self._changed.wait()
 
         return await asyncio.wait_for(wait(), timeout)
-
-
-async def close_all(*participants: Participant) -> None:
-    await asyncio.gather(*(p.client.close() for p in participants), return_exceptions=True)
 
 
 async def joined_pair(server: ServerProcess, room: str) -> tuple[Participant, Participant]:

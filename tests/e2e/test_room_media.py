@@ -16,13 +16,9 @@ from sfu.client import RemoteConsumer, TrackSink
 from sfu.media.loss_repair import MAX_RETRANSMISSION_AGE_VIDEO
 
 from ..conftest import ServerProcess, start_server, stop_server
-from .helpers import VIDEO_SIZE, Participant, dominant_frequency, join, wait_until
+from .helpers import VIDEO_SIZE, Participant, close_all, dominant_frequency, join, wait_until
 
 TONES = {"p1": 330.0, "p2": 550.0, "p3": 770.0, "p4": 990.0}
-
-
-async def close_all(*participants: Participant) -> None:
-    await asyncio.gather(*(p.client.close() for p in participants), return_exceptions=True)
 
 
 async def assert_decodes_from(receiver: Participant, sender_id: str, frames: int = 30) -> None:

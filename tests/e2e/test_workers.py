@@ -4,7 +4,6 @@ transports. Real server process, pymediasoup bots, decoded media, 127.0.0.1 only
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from ..conftest import ServerProcess
-from .helpers import Participant, dominant_frequency, join, wait_until
+from .helpers import Participant, close_all, dominant_frequency, join, wait_until
 
 TWO_WORKERS: dict[str, dict[str, Any]] = {"workers": {"count": 2}}
 
@@ -46,10 +45,6 @@ async def heard_tone(participant: Participant, sender: str) -> float:
     sink = participant.sink_for(sender, "audio")
     assert await wait_until(lambda: sink.audio(1.0).size >= 2 * 48000, timeout=20)
     return dominant_frequency(sink.audio(1.0)[::2])
-
-
-async def close_all(*participants: Participant) -> None:
-    await asyncio.gather(*(p.client.close() for p in participants), return_exceptions=True)
 
 
 async def test_rooms_go_to_the_least_loaded_worker(sfu_server: ServerProcess) -> None:
