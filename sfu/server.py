@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pyee.asyncio import AsyncIOEventEmitter
 
 from .auth.admission import admit, token_from
 from .auth.claims import OPEN_GRANTS, VideoGrants
@@ -83,6 +84,8 @@ class SfuServer:
         self._lag_task: asyncio.Task[None] | None = None
         self._metrics = metrics_registry(self)
         self.rooms: dict[str, Room] = {}
+        # ``newroom(room)`` for each room opened (webhooks, RoomService).
+        self.observer = AsyncIOEventEmitter()
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         self.app = web.Application()
         self.app.router.add_get("/health", self.health)
@@ -135,6 +138,7 @@ class SfuServer:
             self.rooms[room_id] = room
             room.on("close", lambda: self._forget_room(room))
             logger.info("room %s: created", room_id)
+            self.observer.emit("newroom", room)
         return room
 
     def _forget_room(self, room: Room) -> None:

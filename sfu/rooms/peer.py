@@ -22,12 +22,18 @@ class Peer:
         self, peer_id: str, connection: ProtooConnection, grants: VideoGrants = OPEN_GRANTS
     ) -> None:
         self.id = peer_id
+        # LiveKit's participant sid: this session's, new when the peerId joins again.
+        self.sid = "PA_" + secrets.token_urlsafe(9)
         self.connection = connection
         # What its access token allows (publish, subscribe, data, hidden).
         self.grants = grants
         self.joined = False
         self.closed = False
         self.display_name = ""
+        # LiveKit's participant metadata (from the token; RoomService may change it).
+        self.metadata = ""
+        # When join succeeded (epoch seconds); 0 before.
+        self.joined_at = 0.0
         self.device: dict[str, Any] = {}
         self.rtp_capabilities: RtpCapabilities | None = None
         self.sctp_capabilities: dict[str, Any] | None = None

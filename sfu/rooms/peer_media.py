@@ -120,7 +120,7 @@ class PeerMedia:
         if producer.closed:  # its transport closed meanwhile
             raise InvalidStateError("the transport closed")
         peer.producers[producer.id] = producer
-        producer.observer.on("close", lambda: peer.producers.pop(producer.id, None))
+        producer.observer.on("close", lambda: self._on_producer_closed(peer, producer))
         producer.on(
             "serverclose",
             lambda reason: peer.connection.notify(
@@ -128,10 +128,15 @@ class PeerMedia:
             ),
         )
         if producer.kind == "audio":
-            await room.placement.observe(producer, room.observer)
+            await room.placement.observe(producer, room.speaker_observer)
         for other in room.joined_peers(excluding=peer):
             room.subscriptions.consume(other, peer, producer)
+        room.observer.emit("newproducer", peer, producer)
         return {"id": producer.id}
+
+    def _on_producer_closed(self, peer: Peer, producer: Producer) -> None:
+        if peer.producers.pop(producer.id, None) is not None:
+            self._room.observer.emit("producerclose", peer, producer)
 
     async def close_producer(self, peer: Peer, request: ProducerRequest) -> Any:
         self._producer(peer, request).close()

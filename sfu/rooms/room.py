@@ -17,6 +17,8 @@ to the part that serves it, and runs the close cascade. Its parts:
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -87,7 +89,12 @@ class Route(Generic[RequestT]):
 
 
 class Room(AsyncIOEventEmitter):
-    """Events: ``close``."""
+    """Events: ``close``.
+
+    ``observer`` events, for monitoring and the control plane (webhooks):
+    ``peerjoined(peer)``, ``peerleft(peer)`` (a joined peer closed),
+    ``newproducer(peer, producer)``, ``producerclose(peer, producer)``, ``close()``.
+    """
 
     def __init__(
         self,
@@ -95,16 +102,24 @@ class Room(AsyncIOEventEmitter):
         pool: WorkerPool,
         media_codecs: list[dict[str, Any]],
         router: Router,
-        observer: ActiveSpeakerObserver,
+        speaker_observer: ActiveSpeakerObserver,
         settings: RoomSettings | None = None,
     ) -> None:
         super().__init__()
         self.id = room_id
+        # LiveKit's room sid: stable for this room's lifetime, new if the name is reused.
+        self.sid = "RM_" + secrets.token_urlsafe(9)
+        self.created_at = time.time()
+        self.metadata = ""
+        # LiveKit's room settings, in seconds and peers (0: the server's defaults).
+        self.empty_timeout = 0
+        self.max_participants = 0
+        self.observer = AsyncIOEventEmitter()
         self.settings = settings or RoomSettings()
         self.limits = self.settings.limits
         self.closed = False
         self.peers: dict[str, Peer] = {}
-        self.observer = observer
+        self.speaker_observer = speaker_observer
         self.placement = Placement(
             router,
             room_id=room_id,
@@ -118,8 +133,8 @@ class Room(AsyncIOEventEmitter):
         self.media = PeerMedia(self)
         self.subscriptions = Subscriptions(self)
         self._routes = self._make_routes()
-        observer.on("dominantspeaker", self._on_dominant_speaker)
-        observer.on("silence", self._on_silence)
+        speaker_observer.on("dominantspeaker", self._on_dominant_speaker)
+        speaker_observer.on("silence", self._on_silence)
 
     def _make_routes(self) -> dict[str, Route[Any]]:
         sessions, media, subscriptions = self.sessions, self.media, self.subscriptions
@@ -167,11 +182,11 @@ class Room(AsyncIOEventEmitter):
         worker = pool.least_loaded()
         router = await worker.create_router(media_codecs=media_codecs, app_data={"roomId": room_id})
         try:
-            observer = await router.create_active_speaker_observer(interval=0.3)
+            speaker_observer = await router.create_active_speaker_observer(interval=0.3)
         except Exception:
             router.close()
             raise
-        return cls(room_id, pool, media_codecs, router, observer, settings)
+        return cls(room_id, pool, media_codecs, router, speaker_observer, settings)
 
     @property
     def router(self) -> Router:
@@ -294,6 +309,7 @@ class Room(AsyncIOEventEmitter):
         self.placement.close()
         logger.info("room %s: closed", self.id)
         self.emit("close")
+        self.observer.emit("close")
 
     # ---- active speaker --------------------------------------------------------
 

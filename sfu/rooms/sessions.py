@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..auth.claims import VideoGrants
@@ -195,6 +196,8 @@ class Sessions:
         for transport in list(peer.transports.values()):
             transport.close()
         logger.info("room %s: peer %s closed", room.id, peer.id)
+        if peer.joined:
+            room.observer.emit("peerleft", peer)
         if not room.peers:
             room.close()
 
@@ -214,10 +217,12 @@ class Sessions:
         peer.rtp_capabilities = rtp_capabilities
         peer.sctp_capabilities = request.sctp_capabilities
         peer.joined = True
+        peer.joined_at = time.time()
         others = room.joined_peers(excluding=peer)
         if not peer.hidden:
             room.broadcast(others, "newPeer", peer.public_info())
         room.subscriptions.consume_all(peer, others)
+        room.observer.emit("peerjoined", peer)
         return {
             "peers": [other.public_info() for other in room.visible_peers(excluding=peer)],
             "sessionToken": peer.session_token,
