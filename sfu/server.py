@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth.admission import admit, token_from
-from .auth.claims import OPEN_GRANTS, VideoGrants
+from .auth.admission import Admission, admit, token_from
+from .auth.claims import OPEN_GRANTS
 from .auth.tokens import TokenRefusal, TokenVerifier
 from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
@@ -153,13 +153,13 @@ class SfuServer:
             content_type="text/plain",
         )
 
-    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> tuple[str, VideoGrants]:
-        """The peer and its grants; a 401/403 with a JSON body saying why not.
+    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> Admission:
+        """The peer, its grants and name; a 401/403 with a JSON body saying why not.
         Open (no keys): everyone, with every grant; a token is ignored."""
         if self.verifier is None:
-            return peer_id, OPEN_GRANTS
+            return Admission(peer_id, OPEN_GRANTS)
         try:
-            admission = admit(
+            return admit(
                 self.verifier, token_from(request.query, request.headers), room_id, peer_id
             )
         except TokenRefusal as refusal:
@@ -167,7 +167,6 @@ class SfuServer:
             logger.info("room %s: WebSocket refused: %s", room_id, refusal.message)
             error = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
             raise error(text=json.dumps(refusal.body()), content_type="application/json") from None
-        return admission.peer_id, admission.grants
 
     def _admit_ip(self, request: web.Request, room_id: str) -> str:
         """The client's address, counted; a 429 with a JSON body when over its caps."""
@@ -194,7 +193,8 @@ class SfuServer:
             self.client_limits.release(ip)
 
     async def _websocket(self, request: web.Request, room_id: str) -> web.StreamResponse:
-        peer_id, grants = self._admit(request, room_id, request.query.get("peerId", ""))
+        admission = self._admit(request, room_id, request.query.get("peerId", ""))
+        peer_id = admission.peer_id
         for name, value in (("roomId", room_id), ("peerId", peer_id)):
             if not _ID_PATTERN.match(value):
                 raise web.HTTPBadRequest(
@@ -228,7 +228,13 @@ class SfuServer:
             label=f"room {room_id} peer {peer_id}",
             rate_limit=TokenBucket(limits.requests_per_second, limits.request_burst),
         )
-        await room.run_session(peer_id, connection, grants)
+        await room.run_session(
+            peer_id,
+            connection,
+            admission.grants,
+            name=admission.name,
+            metadata=admission.metadata,
+        )
         return ws
 
     async def health(self, request: web.Request) -> web.Response:

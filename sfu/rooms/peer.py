@@ -19,7 +19,13 @@ from ..signaling.protoo import ProtooConnection
 
 class Peer:
     def __init__(
-        self, peer_id: str, connection: ProtooConnection, grants: VideoGrants = OPEN_GRANTS
+        self,
+        peer_id: str,
+        connection: ProtooConnection,
+        grants: VideoGrants = OPEN_GRANTS,
+        *,
+        name: str = "",
+        metadata: str = "",
     ) -> None:
         self.id = peer_id
         self.connection = connection
@@ -27,7 +33,11 @@ class Peer:
         self.grants = grants
         self.joined = False
         self.closed = False
-        self.display_name = ""
+        # From the access token (LiveKit's participant name and metadata); a
+        # token's name is the displayName and the peer cannot change it.
+        self.name = name
+        self.metadata = metadata
+        self.display_name = name
         self.device: dict[str, Any] = {}
         self.rtp_capabilities: RtpCapabilities | None = None
         self.sctp_capabilities: dict[str, Any] | None = None
