@@ -88,6 +88,7 @@ class SfuServer:
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/", self.index)
+        self.app.router.add_get("/admission", self.admission)
         if CLIENT_DIST.is_dir():
             self.app.router.add_static("/static/", CLIENT_DIST)
 
@@ -167,6 +168,15 @@ class SfuServer:
             logger.info("room %s: WebSocket refused: %s", room_id, refusal.message)
             error = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
             raise error(text=json.dumps(refusal.body()), content_type="application/json") from None
+
+    async def admission(self, request: web.Request) -> web.Response:
+        """The WebSocket's access check alone, for browsers: they cannot read
+        the status of a refused upgrade, so they ask here (same query, same
+        401/403 JSON body) why it was refused."""
+        admitted = self._admit(
+            request, request.query.get("roomId", ""), request.query.get("peerId", "")
+        )
+        return web.json_response({"peerId": admitted.peer_id})
 
     def _admit_ip(self, request: web.Request, room_id: str) -> str:
         """The client's address, counted; a 429 with a JSON body when over its caps."""
