@@ -52,6 +52,7 @@ async def join(
     video: bool = True,
     consume: bool = True,
     ice_addresses: list[str] = LOOPBACK,
+    access_token: str | None = None,
 ) -> Participant:
     client = SfuClient(
         server.ws_url,
@@ -60,6 +61,7 @@ async def join(
         display_name=peer_id,
         ice_addresses=ice_addresses,
         consume=consume,
+        access_token=access_token,
     )
     participant = Participant(client, tone)
 
