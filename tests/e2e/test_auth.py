@@ -35,6 +35,8 @@ from sfu.client import (
 )
 
 from ..conftest import LOOPBACK, ServerProcess, start_server, stop_server
+from .fuzzing import AUDIO_PARAMS as OPUS
+from .fuzzing import DTLS_PARAMS as DTLS
 from .helpers import RawPeer, join, wait_until
 
 KEY = "APIe2e"
@@ -487,3 +489,64 @@ async def test_sfu_client_does_not_reconnect_after_401_or_403(
         assert await wait_until(lambda: bot.closed, timeout=5)
     finally:
         await bot.close()
+
+
+# ---- identity with tokens ------------------------------------------------------
+
+
+async def test_a_tokened_peer_cannot_touch_another_peers_objects(
+    auth_server: ServerProcess,
+) -> None:
+    """alice and bob hold valid tokens for the same room; bob uses alice's (and
+    carol's) ids: every attempt is a 403 and alice's media still reaches carol."""
+    room = "auth-identity"
+    alice = await join(auth_server, room, "alice", 440, access_token=token("alice", room))
+    bob = await join(auth_server, room, "bob", 660, access_token=token("bob", room))
+    carol = await join(
+        auth_server, room, "carol", 0, audio=False, video=False, access_token=token("carol", room)
+    )
+    try:
+        assert await carol.client.wait_for_consumers(4, timeout=20)
+        sink = carol.sink_for("alice", "video")
+        assert await sink.wait_frames(5, timeout=20)
+        assert alice.client.send_transport is not None
+        assert alice.client.recv_transport is not None
+        alice_transports = [alice.client.send_transport.id, alice.client.recv_transport.id]
+        carols_consumers = [carol.consumer_for("alice", kind).id for kind in ("audio", "video")]
+        attempts: list[tuple[str, dict[str, Any]]] = []
+        for transport in alice_transports:
+            attempts += [
+                ("connectWebRtcTransport", {"transportId": transport, "dtlsParameters": DTLS}),
+                ("restartIce", {"transportId": transport}),
+                ("getTransportStats", {"transportId": transport}),
+                (
+                    "produce",
+                    {"transportId": transport, "kind": "audio", "rtpParameters": OPUS},
+                ),
+            ]
+        for producer in alice.producers.values():
+            for method in ("pauseProducer", "closeProducer", "resumeProducer", "getProducerStats"):
+                attempts.append((method, {"producerId": producer}))
+        for consumer in carols_consumers:
+            for method in (
+                "pauseConsumer",
+                "resumeConsumer",
+                "requestConsumerKeyFrame",
+                "getConsumerStats",
+            ):
+                attempts.append((method, {"consumerId": consumer}))
+        for method, data in attempts:
+            with pytest.raises(ProtooError) as refused:
+                await bob.client.request(method, data)
+            assert refused.value.code == 403, (method, refused.value)
+            assert "another peer" in refused.value.reason, (method, refused.value)
+
+        # alice's media is untouched: carol keeps decoding it, nothing paused.
+        for kind in ("audio", "video"):
+            assert not carol.consumer_for("alice", kind).paused
+        assert await sink.wait_frames(sink.frames + 15, timeout=10), "alice's video stopped"
+        assert auth_server.health()["producers"] == 4
+        print(f"\ntokened identity: {len(attempts)} attempts, all 403; alice's media flowed on")
+    finally:
+        for participant in (alice, bob, carol):
+            await participant.client.close()
