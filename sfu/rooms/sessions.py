@@ -72,7 +72,9 @@ class Sessions:
         # Every log line of this session (and of tasks it starts) names the room and peer.
         room_id_var.set(room.id)
         peer_id_var.set(peer_id)
-        session = _Session(connection, Peer(peer_id, connection, grants, name=name, metadata=metadata))
+        session = _Session(
+            connection, Peer(peer_id, connection, grants, name=name, metadata=metadata)
+        )
         if peer_id not in room.peers and len(room.peers) >= 2 * room.limits.max_peers_per_room:
             # Connections that never join count too (each may hold transports and
             # ports), with room for joiners to get the friendlier "room is full" reply.

@@ -62,7 +62,11 @@ async def open_link(
     await context.grant_permissions(["camera", "microphone"])
     page = await context.new_page()
     sockets: list[WebSocket] = []
-    page.on("websocket", lambda socket: sockets.append(socket))
+
+    def opened(socket: WebSocket) -> None:  # Playwright needs a Python function here
+        sockets.append(socket)
+
+    page.on("websocket", opened)
     query = urllib.parse.urlencode(
         {"roomId": room, "access_token": access_token, "handler": "Chrome111", "autojoin": "1"}
     )

@@ -52,8 +52,9 @@ async def join(
     video: bool = True,
     consume: bool = True,
     ice_addresses: list[str] = LOOPBACK,
-    access_token: str | None = None,
+    **client_options: Any,
 ) -> Participant:
+    """``client_options``: more SfuClient arguments (``access_token``...)."""
     client = SfuClient(
         server.ws_url,
         room,
@@ -61,7 +62,7 @@ async def join(
         display_name=peer_id,
         ice_addresses=ice_addresses,
         consume=consume,
-        access_token=access_token,
+        **client_options,
     )
     participant = Participant(client, tone)
 
