@@ -149,6 +149,26 @@ def test_each_refusal_before_the_upgrade(
     assert body["error"] == ("unauthorized" if status == 401 else "forbidden")
 
 
+def test_admission_answers_what_the_upgrade_would_for_browsers(auth_server: ServerProcess) -> None:
+    """GET /admission: the same check and body as the upgrade, readable by a
+    browser's fetch (a refused WebSocket hides its status from the page)."""
+
+    def admission(query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        url = f"{auth_server.http_url}/admission?{urllib.parse.urlencode(query)}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    for reason, query, headers, status in REFUSALS:
+        if headers:
+            continue  # a browser's link carries the token in the query
+        got, body = admission({"roomId": ROOM, "peerId": "alice", **query})
+        assert (got, body.get("reason")) == (status, reason), body
+    assert admission({"roomId": ROOM, "access_token": token("alice")}) == (200, {"peerId": "alice"})
+
+
 async def test_refusals_are_counted_and_health_says_auth_on(auth_server: ServerProcess) -> None:
     assert auth_server.health()["auth"] == "on"
     async with aiohttp.ClientSession() as session:
