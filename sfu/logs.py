@@ -11,8 +11,6 @@ import json
 import logging
 import time
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 room_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("room_id", default=None)
 peer_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("peer_id", default=None)
 
@@ -31,23 +29,6 @@ class ContextFilter(logging.Filter):
         if not hasattr(record, "transport_id"):
             record.transport_id = None
         return True
-
-
-class MalformedRequestFilter(logging.Filter):
-    """aiohttp logs every request it cannot parse (a request line or header
-    over its 8190-byte limits, a broken header) at ERROR with a traceback; a
-    client's bad input is not a server error, so say it at INFO in one line
-    (aiohttp has already answered it with a 4xx)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if record.levelno < logging.ERROR or not isinstance(error, HttpProcessingError):
-            return True
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        record.msg = f"{record.getMessage()}: HTTP {error.code} {error.message}"
-        record.args = None
-        record.exc_info = record.exc_text = None
-        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,6 +60,3 @@ def configure_logging(level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-    server_logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, MalformedRequestFilter) for f in server_logger.filters):
-        server_logger.addFilter(MalformedRequestFilter())

@@ -25,6 +25,7 @@ from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
 from .signaling.protoo import ProtooConnection, TokenBucket
+from .signaling.request_log import quiet_malformed_requests
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ class SfuServer:
 
 async def run_server(config: Config) -> None:
     """Serve until cancelled, SIGTERM or SIGINT; then shut down gracefully."""
+    quiet_malformed_requests()
     server = SfuServer(config)
     await server.start()
     runner = web.AppRunner(server.app, access_log=None)

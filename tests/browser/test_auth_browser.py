@@ -6,51 +6,20 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-from collections.abc import Iterator
 
 import pytest
-from livekit.api import AccessToken, VideoGrants
 from playwright.async_api import Browser, Page, WebSocket
 
-from ..conftest import ServerProcess, start_server, stop_server
+from ..conftest import ServerProcess
 from ..e2e.helpers import join as join_bot
+from ..e2e.test_auth import auth_server, token
 from .test_browser import CHROMIUM, assert_rising, browser, wait_tile_video
 
-__all__ = ["browser"]  # the fixture, used by name
-
-KEY = "APIbrowser"
-SECRET = "browser-secret-" + "b" * 40
+__all__ = ["auth_server", "browser"]  # fixtures, used by name
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Chromium is not installed (make test installs it)"
 )
-
-
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_server(
-        tmp_path_factory.mktemp("browser-auth"),
-        env={"SFU_API_KEY": KEY, "SFU_API_SECRET": SECRET},
-    )
-    try:
-        yield server
-    finally:
-        stop_server(server)
-
-
-def token(
-    identity: str,
-    room: str,
-    *,
-    name: str = "",
-    ttl: datetime.timedelta = datetime.timedelta(hours=1),
-    can_publish: bool = True,
-) -> str:
-    minted = AccessToken(KEY, SECRET).with_identity(identity).with_ttl(ttl)
-    if name:
-        minted = minted.with_name(name)
-    grants = VideoGrants(room=room, room_join=True, can_publish=can_publish)
-    return minted.with_grants(grants).to_jwt()
 
 
 async def open_link(

@@ -66,12 +66,14 @@ def token(
     key: str = KEY,
     secret: str = SECRET,
     ttl: datetime.timedelta = datetime.timedelta(hours=1),
+    name: str = "",
     **grants: Any,
 ) -> str:
     grants.setdefault("room_join", True)
     return (
         AccessToken(key, secret)
         .with_identity(identity)
+        .with_name(name)
         .with_ttl(ttl)
         .with_grants(VideoGrants(room=room, **grants))
         .to_jwt()
@@ -312,6 +314,16 @@ async def test_can_publish_data_false_refuses_produce_data(auth_server: ServerPr
 hostile = hostile_tokens(KEY, SECRET, ROOM)
 
 
+def upgrade_as_alice(
+    server: ServerProcess, bad: str, *, as_header: bool
+) -> tuple[int, dict[str, Any]]:
+    """An upgrade to ROOM as alice with ``bad`` as the query's token or as a bearer."""
+    query = {"roomId": ROOM, "peerId": "alice"}
+    if as_header:
+        return upgrade(server, query, {"Authorization": f"Bearer {bad}"})
+    return upgrade(server, {**query, "access_token": bad})
+
+
 @settings(
     # Bounded against the real server; tests/unit/test_auth.py runs many more.
     max_examples=60,
@@ -322,13 +334,7 @@ hostile = hostile_tokens(KEY, SECRET, ROOM)
 def test_hostile_tokens_are_401_or_403(
     auth_server: ServerProcess, bad: str, as_header: bool
 ) -> None:
-    query = {"roomId": ROOM, "peerId": "alice"}
-    headers = {}
-    if as_header:
-        headers["Authorization"] = f"Bearer {bad}"
-    else:
-        query["access_token"] = bad
-    status, body = upgrade(auth_server, query, headers)
+    status, body = upgrade_as_alice(auth_server, bad, as_header=as_header)
     assert status in (401, 403), (status, body, bad[:200])
     assert body.get("reason"), body
 
@@ -340,15 +346,8 @@ def test_oversize_tokens_are_refused_cleanly(
 ) -> None:
     """Over our 4 KiB token cap: 401. Over aiohttp's 8190-byte request line or
     header field: its own 4xx, before any of our code runs. Never a 5xx."""
-    bad = ("A" * size)[:size]
-    query = {"roomId": ROOM, "peerId": "alice"}
-    headers = {}
-    if as_header:
-        headers["Authorization"] = f"Bearer {bad}"
-    else:
-        query["access_token"] = bad
     try:
-        status, body = upgrade(auth_server, query, headers)
+        status, body = upgrade_as_alice(auth_server, "A" * size, as_header=as_header)
     except (ConnectionError, urllib.error.URLError) as dropped:
         # The server may answer and close before reading all of a 200 kB request.
         pytest.fail(f"no HTTP answer to a {size}-byte token: {dropped!r}")

@@ -9,16 +9,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 from livekit.api import AccessToken, VideoGrants
 
 from sfu.client import ProtooError, SfuClient
-from sfu.config import config_from_dict
 from sfu.rooms.peer import Peer
 from sfu.server import SfuServer
 
-from ..conftest import LOOPBACK, free_tcp_port
-from .helpers import wait_until
+from ..conftest import LOOPBACK
+from .helpers import in_process_server, wait_until
 
 KEY = "APIident"
 SECRET = "identity-secret-" + "i" * 40
@@ -36,24 +34,8 @@ class TokenedServer:
 
 @pytest.fixture
 async def tokened_server() -> AsyncIterator[TokenedServer]:
-    port = free_tcp_port()
-    config = config_from_dict(
-        {
-            "http": {"listen_ip": "127.0.0.1", "port": port},
-            "media": {"listen_ip": "127.0.0.1", "rtc_min_port": 47400, "rtc_max_port": 47599},
-            "auth": {"keys": {KEY: SECRET}},
-        }
-    )
-    server = SfuServer(config, in_process_workers=True)
-    await server.start()
-    runner = web.AppRunner(server.app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield TokenedServer(server, f"ws://127.0.0.1:{port}")
-    finally:
-        await server.close()
-        await runner.cleanup()
+    async with in_process_server(47400, auth={"keys": {KEY: SECRET}}) as (server, ws_url):
+        yield TokenedServer(server, ws_url)
 
 
 def bot(srv: TokenedServer, identity: str, *, name: str = "", metadata: str = "") -> SfuClient:

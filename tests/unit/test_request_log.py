@@ -1,4 +1,4 @@
-"""sfu.logs: a client's malformed HTTP request is INFO, not a server ERROR."""
+"""sfu.signaling.request_log: a client's malformed HTTP request is INFO, not a server ERROR."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 from aiohttp.http_exceptions import LineTooLong
 
-from sfu.logs import MalformedRequestFilter
+from sfu.signaling.request_log import MalformedRequestFilter
 
 
 def record(level: int, error: BaseException | None) -> logging.LogRecord:
