@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
+from pathlib import Path
+from typing import cast
 
 import pytest
 from playwright.async_api import Browser, Page, WebSocket
 
-from ..conftest import ServerProcess
+from ..conftest import ServerProcess, start_server, stop_server
 from ..e2e.helpers import join as join_bot
-from ..e2e.test_auth import auth_server, token
+from ..e2e.test_auth import KEY, auth_server, token
 from .test_browser import CHROMIUM, assert_rising, browser, wait_tile_video
+from .test_reconnect import SeveringProxy, ViaProxy
 
 __all__ = ["auth_server", "browser"]  # fixtures, used by name
 
@@ -111,3 +114,34 @@ async def test_a_link_without_publishing_says_so_and_still_receives(
         assert "listener" in bot.client.peers
     finally:
         await bot.client.close()
+
+
+async def test_a_reconnection_refused_by_the_server_says_why_and_stops(
+    browser: Browser, auth_server: ServerProcess, tmp_path: Path
+) -> None:
+    """alice joins through a proxy; the proxy is cut and then leads to a server
+    that holds another secret for the same key (as after a key rotation), so her
+    reconnection is refused with 401: the page says so and stops trying."""
+    room = "browser-rotated"
+    proxy = SeveringProxy(auth_server.http_port)
+    await proxy.start()
+    rotated = start_server(
+        tmp_path, env={"SFU_API_KEY": KEY, "SFU_API_SECRET": "rotated-secret-" + "r" * 40}
+    )
+    try:
+        page, sockets = await open_link(
+            browser, cast(ServerProcess, ViaProxy(proxy.http_url)), room, token("alice", room)
+        )
+        await page.wait_for_selector("#connection-state[data-state='connected']", timeout=20_000)
+        proxy.upstream_port = rotated.http_port
+        assert proxy.sever() >= 1
+        assert "This link is not valid" in await error_text(page)
+        await page.wait_for_selector("#connection-state[data-state='disconnected']", timeout=10_000)
+        attempts = proxy.websocket_attempts
+        assert attempts == 2, attempts  # the join's, then one refused reconnection
+        await page.wait_for_timeout(3000)  # longer than the resume loop's first backoffs
+        assert proxy.websocket_attempts == attempts, "the page kept retrying"
+        assert len(sockets) == attempts
+    finally:
+        await proxy.close()
+        stop_server(rotated)
