@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .auth.admission import admit, token_from
-from .auth.claims import OPEN_GRANTS, VideoGrants
+from .auth.admission import Admission, admit, token_from
+from .auth.claims import OPEN_GRANTS
 from .auth.tokens import TokenRefusal, TokenVerifier
 from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
@@ -26,6 +26,7 @@ from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
 from .signaling.protoo import ProtooConnection, TokenBucket
+from .signaling.request_log import quiet_malformed_requests
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class SfuServer:
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/", self.index)
+        self.app.router.add_get("/admission", self.admission)
         if CLIENT_DIST.is_dir():
             self.app.router.add_static("/static/", CLIENT_DIST)
 
@@ -157,13 +159,13 @@ class SfuServer:
             content_type="text/plain",
         )
 
-    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> tuple[str, VideoGrants]:
-        """The peer and its grants; a 401/403 with a JSON body saying why not.
+    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> Admission:
+        """The peer, its grants and name; a 401/403 with a JSON body saying why not.
         Open (no keys): everyone, with every grant; a token is ignored."""
         if self.verifier is None:
-            return peer_id, OPEN_GRANTS
+            return Admission(peer_id, OPEN_GRANTS)
         try:
-            admission = admit(
+            return admit(
                 self.verifier, token_from(request.query, request.headers), room_id, peer_id
             )
         except TokenRefusal as refusal:
@@ -171,7 +173,15 @@ class SfuServer:
             logger.info("room %s: WebSocket refused: %s", room_id, refusal.message)
             error = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
             raise error(text=json.dumps(refusal.body()), content_type="application/json") from None
-        return admission.peer_id, admission.grants
+
+    async def admission(self, request: web.Request) -> web.Response:
+        """The WebSocket's access check alone, for browsers: they cannot read
+        the status of a refused upgrade, so they ask here (same query, same
+        401/403 JSON body) why it was refused."""
+        admitted = self._admit(
+            request, request.query.get("roomId", ""), request.query.get("peerId", "")
+        )
+        return web.json_response({"peerId": admitted.peer_id})
 
     def _admit_ip(self, request: web.Request, room_id: str) -> str:
         """The client's address, counted; a 429 with a JSON body when over its caps."""
@@ -198,7 +208,8 @@ class SfuServer:
             self.client_limits.release(ip)
 
     async def _websocket(self, request: web.Request, room_id: str) -> web.StreamResponse:
-        peer_id, grants = self._admit(request, room_id, request.query.get("peerId", ""))
+        admission = self._admit(request, room_id, request.query.get("peerId", ""))
+        peer_id = admission.peer_id
         for name, value in (("roomId", room_id), ("peerId", peer_id)):
             if not _ID_PATTERN.match(value):
                 raise web.HTTPBadRequest(
@@ -232,7 +243,13 @@ class SfuServer:
             label=f"room {room_id} peer {peer_id}",
             rate_limit=TokenBucket(limits.requests_per_second, limits.request_burst),
         )
-        await room.run_session(peer_id, connection, grants)
+        await room.run_session(
+            peer_id,
+            connection,
+            admission.grants,
+            name=admission.name,
+            metadata=admission.metadata,
+        )
         return ws
 
     async def health(self, request: web.Request) -> web.Response:
@@ -311,6 +328,7 @@ class SfuServer:
 
 async def run_server(config: Config) -> None:
     """Serve until cancelled, SIGTERM or SIGINT; then shut down gracefully."""
+    quiet_malformed_requests()
     server = SfuServer(config)
     await server.start()
     runner = web.AppRunner(server.app, access_log=None)
