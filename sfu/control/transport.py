@@ -158,6 +158,8 @@ class Transport(ChannelObject):
             producer_paused=bool(info["producerPaused"]),
             app_data=app_data,
         )
+        if len(producer.consumable_rtp_parameters.encodings) > 1 == len(rtp_parameters.encodings):
+            consumer.type = "simulcast"  # one encoding of several: the worker picks a layer
         if self.closed:
             consumer.transport_closed()
             raise InvalidStateError(f"transport {self.id} closed")

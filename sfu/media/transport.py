@@ -33,6 +33,7 @@ from . import rtcp
 from .consumer import Consumer
 from .entity import MediaEntity
 from .producer import Producer
+from .simulcast_consumer import SimulcastConsumer
 
 if TYPE_CHECKING:
     from .router import Router
@@ -172,7 +173,10 @@ class Transport(MediaEntity):
         producer = self.router.producers.get(producer_id)
         if producer is None:
             raise NotFoundError(f"producer {producer_id} not found")
-        consumer = Consumer(
+        # One encoding of a simulcast producer: this consumer picks a layer.
+        # (A pipe's consumer carries the producer's encodings as they are.)
+        simulcast = producer.type == "simulcast" and len(rtp_parameters.encodings) == 1
+        consumer = (SimulcastConsumer if simulcast else Consumer)(
             consumer_id=str(uuid.uuid4()),
             producer=producer,
             rtp_parameters=rtp_parameters,
