@@ -131,7 +131,7 @@ def make_simulcast(
         app_data={},
     )
     notified = Notified()
-    consumer.notify = notified  # type: ignore[method-assign]  # records what the handle would get
+    consumer.notify = notified  # type: ignore[method-assign,assignment]  # records what the handle would get
     producer.add_consumer(consumer)
     return producer, consumer, producer_transport, consumer_transport, notified
 
