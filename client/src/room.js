@@ -60,6 +60,15 @@ function sleep(ms) {
 
 const AUDIO_CODEC_OPTIONS = { opusStereo: false, opusDtx: true, opusFec: true };
 const VIDEO_CODEC_OPTIONS = { videoGoogleStartBitrate: 1000 };
+// The webcam as three simulcast layers (mediasoup-demo's encodings): a quarter,
+// half and full resolution, three temporal layers each. Only for a capture at
+// least this wide: below it the lower layers would be too small to help.
+const WEBCAM_SIMULCAST_ENCODINGS = [
+  { scaleResolutionDownBy: 4, maxBitrate: 500000, scalabilityMode: 'L1T3' },
+  { scaleResolutionDownBy: 2, maxBitrate: 1000000, scalabilityMode: 'L1T3' },
+  { scaleResolutionDownBy: 1, maxBitrate: 5000000, scalabilityMode: 'L1T3' },
+];
+const SIMULCAST_MIN_WIDTH = 640;
 
 export function browserInfo() {
   const ua = navigator.userAgent;
@@ -286,6 +295,9 @@ export class RoomClient extends Emitter {
       paused,
     };
     if (source === 'screen') track.contentHint = 'detail';
+    if (source === 'webcam' && (track.getSettings().width ?? 0) >= SIMULCAST_MIN_WIDTH) {
+      options.encodings = WEBCAM_SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+    }
     try {
       const producer = await this.media.produce(track, { source }, options);
       producer.on('trackended', () => this.#onProducerTrackEnded(source, producer));

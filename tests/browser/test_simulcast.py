@@ -1,0 +1,100 @@
+"""Simulcast from real headless Chromium: its webcam (1280x720, fake capture)
+goes out as three layers; a Python subscriber picks each in turn and decodes
+it at its size, and falls back when the browser stops the top layer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from playwright.async_api import Browser, Page
+
+from ..conftest import ServerProcess
+from ..e2e.helpers import Participant, wait_until
+from ..e2e.helpers import join as join_bot
+from . import test_browser
+from .test_browser import open_peer
+
+pytestmark = test_browser.pytestmark  # skipped without Chromium
+browser = test_browser.browser  # the fixture: headless Chromium in the loopback-only namespace
+
+# What layers 0, 1, 2 of a 1280x720 capture decode to (scaleResolutionDownBy 4, 2, 1).
+LAYER_WIDTHS = {0: 320, 1: 640, 2: 1280}
+
+SET_TOP_LAYER_ACTIVE_JS = """
+async (active) => {
+  const producer = [...window.sfuDebug.producers.values()].find((p) => p.kind === 'video');
+  const sender = producer.rtpSender;
+  const parameters = sender.getParameters();
+  parameters.encodings[parameters.encodings.length - 1].active = active;
+  await sender.setParameters(parameters);
+  return parameters.encodings.length;
+}
+"""
+
+CAPTURE_JS = """
+() => {
+  const producer = [...window.sfuDebug.producers.values()].find((p) => p.kind === 'video');
+  return producer ? { ...producer.track.getSettings(), encodings: producer.rtpParameters.encodings.length } : null;
+}
+"""
+
+
+async def decoded_width(bot: Participant, width: int, timeout: float) -> bool:
+    sink = bot.sink_for("alice", "video")
+    return await wait_until(lambda: sink.size is not None and sink.size[0] == width, timeout)
+
+
+async def test_python_subscriber_switches_chromium_simulcast_layers(
+    browser: Browser, sfu_server: ServerProcess
+) -> None:
+    page: Page = await open_peer(browser, sfu_server, "simulcast", "alice")
+    bot = await join_bot(sfu_server, "simulcast", "bot", 440, audio=False, video=False)
+    layers_changed: list[tuple[float, Any]] = []
+
+    def on_notification(method: str, data: dict[str, Any]) -> None:
+        if method == "consumerLayersChanged":
+            layers_changed.append((time.monotonic(), data.get("spatialLayer")))
+
+    bot.client.on("notification", on_notification)
+    try:
+        assert await bot.client.wait_for_consumers(2, timeout=15)
+        capture = await page.evaluate(CAPTURE_JS)  # produced before the bot's consumers came
+        assert capture["width"] == 1280, capture
+        assert capture["encodings"] == 3, capture
+        consumer = bot.consumer_for("alice", "video")
+        # The default is the highest layer.
+        assert await decoded_width(bot, 1280, timeout=20), bot.sink_for("alice", "video").size
+
+        switch_times = {}
+        for layer in (0, 1, 2):
+            started = time.monotonic()
+            await bot.client.request(
+                "setConsumerPreferredLayers",
+                {"consumerId": consumer.id, "spatialLayer": layer, "temporalLayer": 2},
+            )
+            assert await decoded_width(bot, LAYER_WIDTHS[layer], timeout=10), (
+                layer,
+                bot.sink_for("alice", "video").size,
+            )
+            switch_times[layer] = time.monotonic() - started
+            assert await wait_until(
+                lambda layer=layer: any(s == layer for t, s in layers_changed if t >= started), 5
+            ), layers_changed
+        print(f"\nswitch to layer -> decoded at its width, seconds: {switch_times}")
+
+        # The browser stops its top layer: the subscriber falls back, then goes back up.
+        stopped = time.monotonic()
+        assert await page.evaluate(SET_TOP_LAYER_ACTIVE_JS, False) == 3
+        assert await decoded_width(bot, 640, timeout=10)
+        fallback = time.monotonic() - stopped
+        assert fallback < 2.5, f"fell back to layer 1 after {fallback:.2f} s"
+        restarted = time.monotonic()
+        await page.evaluate(SET_TOP_LAYER_ACTIVE_JS, True)
+        assert await decoded_width(bot, 1280, timeout=10)
+        back = time.monotonic() - restarted
+        print(f"fallback to 640 wide in {fallback:.2f} s, back to 1280 in {back:.2f} s")
+        assert any(s == 1 for t, s in layers_changed if t >= stopped)
+        assert any(s == 2 for t, s in layers_changed if t >= restarted)
+    finally:
+        await bot.client.close()
