@@ -77,11 +77,13 @@ async def test_python_subscriber_switches_chromium_simulcast_layers(
                 layer,
                 bot.sink_for("alice", "video").size,
             )
-            switch_times[layer] = time.monotonic() - started
+            decoded = time.monotonic() - started
             assert await wait_until(
                 lambda layer=layer: any(s == layer for t, s in layers_changed if t >= started), 5
             ), layers_changed
-        print(f"\nswitch to layer -> decoded at its width, seconds: {switch_times}")
+            told = next(t for t, s in layers_changed if t >= started and s == layer) - started
+            switch_times[layer] = (round(told, 2), round(decoded, 2))
+        print(f"\nswitch to layer -> (layers changed, decoded at its width), seconds: {switch_times}")
 
         # The browser stops its top layer: the subscriber falls back, then goes back up.
         stopped = time.monotonic()
