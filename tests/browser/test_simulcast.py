@@ -79,11 +79,16 @@ async def test_python_subscriber_switches_chromium_simulcast_layers(
             )
             decoded = time.monotonic() - started
             assert await wait_until(
-                lambda layer=layer: any(s == layer for t, s in layers_changed if t >= started), 5
+                lambda layer=layer, since=started: any(
+                    s == layer for t, s in layers_changed if t >= since
+                ),
+                5,
             ), layers_changed
             told = next(t for t, s in layers_changed if t >= started and s == layer) - started
             switch_times[layer] = (round(told, 2), round(decoded, 2))
-        print(f"\nswitch to layer -> (layers changed, decoded at its width), seconds: {switch_times}")
+        print(
+            f"\nswitch to layer -> (layers changed, decoded at its width), seconds: {switch_times}"
+        )
 
         # The browser stops its top layer: the subscriber falls back, then goes back up.
         stopped = time.monotonic()
