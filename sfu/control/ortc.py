@@ -499,6 +499,40 @@ def get_consumer_rtp_parameters(
     )
 
 
+def get_pipe_consumer_rtp_parameters(
+    consumable_params: RtpParameters, router_rtp_capabilities: RtpCapabilities
+) -> RtpParameters:
+    """A pipe consumer's parameters: as get_consumer_rtp_parameters against the
+    router's own capabilities, but with one encoding per layer of a simulcast
+    producer (fresh SSRCs), so the router at the other end gets every layer."""
+    params = get_consumer_rtp_parameters(consumable_params, router_rtp_capabilities)
+    layers = consumable_params.encodings
+    if len(layers) > 1:
+        has_rtx = any(c.is_rtx for c in params.codecs)
+        taken: set[int] = set()
+        encodings = []
+        for layer in layers:
+            ssrc = _fresh_ssrc(taken)
+            rtx = RtxParameters(ssrc=_fresh_ssrc(taken)) if has_rtx else None
+            encodings.append(
+                RtpEncodingParameters(
+                    ssrc=ssrc,
+                    rtx=rtx,
+                    scalability_mode=layer.scalability_mode,
+                    max_bitrate=layer.max_bitrate,
+                )
+            )
+        params.encodings = encodings
+    return params
+
+
+def _fresh_ssrc(taken: set[int]) -> int:
+    while (ssrc := _random_ssrc()) in taken:
+        pass
+    taken.add(ssrc)
+    return ssrc
+
+
 def _consumer_codecs(
     consumable_codecs: list[RtpCodecParameters], remote_codecs: list[RtpCodecCapability]
 ) -> list[RtpCodecParameters]:

@@ -14,7 +14,7 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import Event, Method, SetPriorityRequest
@@ -324,6 +324,15 @@ class Consumer(MediaEntity):
         forwards the lowest layer only."""
         if layer == 0:
             self.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+
+    def resync_layer(self, layer: int, wait_for_keyframe: bool) -> None:
+        """A simulcast producer's ``layer`` broke its numbering (see resync)."""
+        if layer == 0:
+            self.resync(wait_for_keyframe)
+
+    def sending_streams(self) -> Iterator[Consumer]:
+        """The streams this consumer sends, each with its SSRC and SRs (a pipe's: one a layer)."""
+        return iter((self,))
 
     def on_producer_layers_changed(self) -> None:
         """A simulcast producer's active layers changed (see Producer.active_layers)."""

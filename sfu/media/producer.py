@@ -380,7 +380,7 @@ class Producer(MediaEntity):
         newly_missing = stream.receive(seq, timestamp, now, len(packet))
         if newly_missing < 0:
             # Rare: only a packet out of sequence pays for the call.
-            if not self._on_sequence_break(newly_missing):
+            if not self._on_sequence_break(newly_missing, layer):
                 return
             newly_missing = 0
         if media_ssrc is not None:
@@ -497,7 +497,7 @@ class Producer(MediaEntity):
         stream = self.layer_streams[layer] if 0 <= layer < self.layer_count else None
         return self.media_time(stream) if stream is not None else None
 
-    def _on_sequence_break(self, verdict: int) -> bool:
+    def _on_sequence_break(self, verdict: int, layer: int) -> bool:
         """Handle RtpStreamRecv.receive's negative verdict; True to forward the packet."""
         if verdict == DUPLICATE:
             self.transport.count_drop("duplicate")
@@ -514,7 +514,10 @@ class Producer(MediaEntity):
         # never come.
         after_blackout = verdict == GAP_TOO_WIDE
         for consumer in self.consumers.values():
-            consumer.resync(wait_for_keyframe=after_blackout)
+            if layer < 0:
+                consumer.resync(wait_for_keyframe=after_blackout)
+            else:  # a simulcast layer's: only who sends that layer
+                consumer.resync_layer(layer, after_blackout)
         if after_blackout:
             self._close_gap_with_key_frame()
         return True

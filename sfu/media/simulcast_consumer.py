@@ -137,6 +137,10 @@ class SimulcastConsumer(Consumer):
         if 0 < advance < MAX_SWITCH_ADVANCE * self.clock_rate:
             rewriter.ts_offset = (timestamp - out_ts) & 0xFFFFFFFF
 
+    def resync_layer(self, layer: int, wait_for_keyframe: bool) -> None:
+        if layer == self.current_spatial_layer:
+            self.resync(wait_for_keyframe)
+
     # ---- layer choice ----------------------------------------------------------
 
     def _choose_target(self) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sfu.channel.messages import Event
 from sfu.control import ortc
 from sfu.media import fastpath, rtcp
+from sfu.media.pipe_consumer import PipeConsumer
 from sfu.media.producer import LAYER_INACTIVE_AFTER, Producer
 from sfu.media.simulcast_consumer import SimulcastConsumer, continued_timestamp
 from sfu.models.rtp_uris import URI_ABS_SEND_TIME, URI_MID, URI_RID, URI_RRID
@@ -390,3 +391,101 @@ async def test_any_interleaving_gives_continuous_monotonic_output(
             assert (out_ts - prev_ts) & 0xFFFFFFFF == ((frame - prev_frame) * 3000) & 0xFFFFFFFF
         if highest is None or 0 < (out_seq - highest[0]) & 0xFFFF < 0x8000:
             highest = (out_seq, out_ts, frame)
+
+
+# ---- pipes: every layer to the other worker ------------------------------------------
+
+
+async def test_a_pipe_carries_every_layer_and_the_far_consumer_switches() -> None:
+    producer, _, _, _, _ = make_simulcast()
+    consumable = ortc.get_consumable_rtp_parameters(
+        "video", producer.rtp_parameters, ROUTER_RTP_CAPABILITIES, producer.rtp_mapping
+    )
+    pipe_params = ortc.get_pipe_consumer_rtp_parameters(consumable, ROUTER_RTP_CAPABILITIES)
+    assert len(pipe_params.encodings) == 3
+    pipe_params.mid = None
+    pipe_out = RecordingTransport()
+    pipe = PipeConsumer(
+        consumer_id="pipe",
+        producer=producer,
+        rtp_parameters=pipe_params,
+        transport=pipe_out,  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+    )
+    producer.add_consumer(pipe)
+    layer_ssrcs = [stream.ssrc for stream in pipe.sending_streams()]
+    assert layer_ssrcs == [e.ssrc for e in pipe_params.encodings]
+
+    # The far end: the pipe producer with the pipe consumer's parameters.
+    far_mapping = ortc.get_producer_rtp_parameters_mapping(pipe_params, ROUTER_RTP_CAPABILITIES)
+    far_transport, far_out = RecordingTransport(), RecordingTransport()
+    far = Producer(
+        producer_id="p",
+        kind="video",
+        rtp_parameters=pipe_params,
+        rtp_mapping=far_mapping,
+        transport=far_transport,  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+    )
+    assert far.type == "simulcast"
+    far_consumable = ortc.get_consumable_rtp_parameters(
+        "video", pipe_params, ROUTER_RTP_CAPABILITIES, far_mapping
+    )
+    far_consumer = SimulcastConsumer(
+        consumer_id="far",
+        producer=far,
+        rtp_parameters=consumer_rtp_parameters(far_consumable, "0"),
+        transport=far_out,  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+    )
+    notified = Notified()
+    far_consumer.notify = notified  # type: ignore[method-assign,assignment]
+    far.add_consumer(far_consumer)
+
+    now = time.monotonic()
+    frame = 0
+    for key in (True, False, False):
+        for layer in (2, 1, 0):
+            send(producer, layer, 100 * layer + frame, frame, key=key, now=now + frame * 0.033)
+        frame += 1
+    by_ssrc: dict[int, int] = {}
+    for packet in pipe_out.rtp:
+        by_ssrc[fields(packet)[3]] = by_ssrc.get(fields(packet)[3], 0) + 1
+    assert by_ssrc == dict.fromkeys(layer_ssrcs, 3), "each layer on its own SSRC"
+
+    # Through the pipe, the far consumer starts on the top layer and switches down.
+    for packet in pipe_out.rtp:
+        far.receive_rtp(packet, now + 0.1)
+    assert notified.layers == [2]
+    far_consumer.set_preferred_layers(0, 2)
+    far_transport.rtcp.clear()
+    pipe_out.rtp.clear()
+    send(producer, 0, frame, frame, key=True, now=now + 0.2)
+    for packet in pipe_out.rtp:
+        far.receive_rtp(packet, now + 0.2)
+    assert notified.layers == [2, 0]
+    out_seqs = [fields(p)[1] for p in far_out.rtp]
+    assert out_seqs == list(range(out_seqs[0], out_seqs[0] + len(out_seqs)))
+
+
+async def test_a_keyframe_request_through_the_pipe_reaches_its_layer() -> None:
+    producer, _, producer_transport, _, _ = make_simulcast()
+    consumable = ortc.get_consumable_rtp_parameters(
+        "video", producer.rtp_parameters, ROUTER_RTP_CAPABILITIES, producer.rtp_mapping
+    )
+    pipe_params = ortc.get_pipe_consumer_rtp_parameters(consumable, ROUTER_RTP_CAPABILITIES)
+    pipe = PipeConsumer(
+        consumer_id="pipe",
+        producer=producer,
+        rtp_parameters=pipe_params,
+        transport=RecordingTransport(),  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+    )
+    producer_transport.rtcp.clear()
+    producer._last_keyframe_request.clear()
+    pipe.layers[1].receive_key_frame_request()
+    assert plis(producer_transport) == [SSRCS[1]]
