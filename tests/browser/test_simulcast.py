@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page
 
 from ..conftest import ServerProcess
@@ -45,8 +46,13 @@ async def decoded_width(bot: Participant, width: int, timeout: float) -> bool:
     return await wait_until(lambda: sink.size is not None and sink.size[0] == width, timeout)
 
 
+@pytest.mark.parametrize(
+    "server_overrides",
+    [{}, {"workers": {"count": 2, "max_peers_per_router": 1}}],
+    ids=["one-worker", "two-workers"],  # two: the subscriber's router is on the other worker
+)
 async def test_python_subscriber_switches_chromium_simulcast_layers(
-    browser: Browser, sfu_server: ServerProcess
+    browser: Browser, sfu_server: ServerProcess, server_overrides: dict[str, Any]
 ) -> None:
     page: Page = await open_peer(browser, sfu_server, "simulcast", "alice")
     bot = await join_bot(sfu_server, "simulcast", "bot", 440, audio=False, video=False)
@@ -63,6 +69,9 @@ async def test_python_subscriber_switches_chromium_simulcast_layers(
         assert capture["width"] == 1280, capture
         assert capture["encodings"] == 3, capture
         consumer = bot.consumer_for("alice", "video")
+        if server_overrides:  # one router a worker, joined by a pipe
+            routers = [w["routers"] for w in sfu_server.health()["workers"]]
+            assert routers == [1, 1], routers
         # The default is the highest layer.
         assert await decoded_width(bot, 1280, timeout=20), bot.sink_for("alice", "video").size
 
