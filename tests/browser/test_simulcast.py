@@ -4,6 +4,7 @@ it at its size, and falls back when the browser stops the top layer."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from ..conftest import ServerProcess
 from ..e2e.helpers import Participant, wait_until
 from ..e2e.helpers import join as join_bot
 from . import test_browser
-from .test_browser import open_peer
+from .test_browser import assert_rising, open_peer, wait_tile_video
 
 pytestmark = test_browser.pytestmark  # skipped without Chromium
 browser = test_browser.browser  # the fixture: headless Chromium in the loopback-only namespace
@@ -114,3 +115,54 @@ async def test_python_subscriber_switches_chromium_simulcast_layers(
         assert any(s == 2 for t, s in layers_changed if t >= restarted)
     finally:
         await bot.client.close()
+
+
+SET_LAYERS_JS = """
+async ([peerId, spatialLayer]) => {
+  const consumer = [...window.sfuDebug.consumers.values()].find(
+    (c) => c.kind === 'video' && !c.closed && (c.appData || {}).peerId === peerId);
+  await window.sfuDebug.client.signaling.request(
+    'setConsumerPreferredLayers', { consumerId: consumer.id, spatialLayer, temporalLayer: 2 });
+}
+"""
+
+FRAME_WIDTH_JS = """
+async (peerId) => {
+  for (const consumer of window.sfuDebug.consumers.values()) {
+    if (consumer.closed || consumer.kind !== 'video' || (consumer.appData || {}).peerId !== peerId) continue;
+    let width = null;
+    (await consumer.getStats()).forEach((s) => { if (s.type === 'inbound-rtp') width = s.frameWidth || null; });
+    return width;
+  }
+  return null;
+}
+"""
+
+
+async def browser_width(page: Page, peer_id: str, width: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await page.evaluate(FRAME_WIDTH_JS, peer_id) == width:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_chromium_subscriber_switches_chromium_simulcast_layers(
+    browser: Browser, sfu_server: ServerProcess
+) -> None:
+    alice = await open_peer(browser, sfu_server, "simulcast2", "alice")
+    bob = await open_peer(browser, sfu_server, "simulcast2", "bob")
+    await wait_tile_video(bob, "alice")
+    for layer in (0, 1, 2):
+        started = time.monotonic()
+        await bob.evaluate(SET_LAYERS_JS, ["alice", layer])
+        assert await browser_width(bob, "alice", LAYER_WIDTHS[layer], timeout=20), (
+            layer,
+            await bob.evaluate(FRAME_WIDTH_JS, "alice"),
+        )
+        print(
+            f"\nChromium subscriber: layer {layer} decoded after {time.monotonic() - started:.2f} s"
+        )
+    await assert_rising(bob, "alice", "video", "framesDecoded")
+    assert await alice.evaluate(CAPTURE_JS) is not None
