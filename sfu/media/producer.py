@@ -461,7 +461,11 @@ class Producer(MediaEntity):
         active = list(self.active_layers)
         active[layer] = True
         self._set_active_layers(tuple(active))
-        if self._layer_timer is None and not self.closed:
+        if self._layer_timer is None:
+            self._schedule_layer_check()
+
+    def _schedule_layer_check(self) -> None:
+        if not self.closed:
             self._layer_timer = asyncio.get_running_loop().call_later(
                 LAYER_CHECK_INTERVAL, self._check_layers
             )
@@ -481,9 +485,7 @@ class Producer(MediaEntity):
             )
         )
         if any(self.active_layers):
-            self._layer_timer = asyncio.get_running_loop().call_later(
-                LAYER_CHECK_INTERVAL, self._check_layers
-            )
+            self._schedule_layer_check()
 
     def _set_active_layers(self, active: tuple[bool, ...]) -> None:
         if active == self.active_layers:

@@ -22,6 +22,7 @@ from sfu.media import fastpath, rtcp
 from sfu.media.pipe_consumer import PipeConsumer
 from sfu.media.producer import LAYER_INACTIVE_AFTER, Producer
 from sfu.media.simulcast_consumer import SimulcastConsumer, continued_timestamp
+from sfu.models import RtpParameters
 from sfu.models.rtp_uris import URI_ABS_SEND_TIME, URI_MID, URI_RID, URI_RRID
 
 from .test_rewriter import (
@@ -101,39 +102,70 @@ class Notified:
             self.layers.append(None if data is None else data["spatialLayer"])
 
 
-def make_simulcast(
-    rid_based: bool = True,
-) -> tuple[Producer, SimulcastConsumer, RecordingTransport, RecordingTransport, Notified]:
-    params = ortc.validate_rtp_parameters(simulcast_params(rid_based))
+def video_producer(
+    params: RtpParameters, transport: RecordingTransport
+) -> tuple[Producer, RtpParameters]:
+    """A producer of ``params`` (resolved by ORTC, as the control layer does) and
+    its consumable parameters."""
     mapping = ortc.get_producer_rtp_parameters_mapping(params, ROUTER_RTP_CAPABILITIES)
-    consumable = ortc.get_consumable_rtp_parameters(
-        "video", params, ROUTER_RTP_CAPABILITIES, mapping
-    )
-    producer_transport, consumer_transport = RecordingTransport(), RecordingTransport()
     producer = Producer(
         producer_id="p",
         kind="video",
         rtp_parameters=params,
         rtp_mapping=mapping,
-        transport=producer_transport,  # type: ignore[arg-type]
+        transport=transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
     )
-    if rid_based:
-        for layer in range(3):
-            assert producer.learn_ssrc(SSRCS[layer], 96, {MID_ID: b"0", RID_ID: RIDS[layer]})
-    consumer_params = consumer_rtp_parameters(consumable, "0")
+    consumable = ortc.get_consumable_rtp_parameters(
+        "video", params, ROUTER_RTP_CAPABILITIES, mapping
+    )
+    return producer, consumable
+
+
+def simulcast_consumer(
+    producer: Producer, consumable: RtpParameters, transport: RecordingTransport
+) -> tuple[SimulcastConsumer, Notified]:
     consumer = SimulcastConsumer(
         consumer_id="c",
         producer=producer,
-        rtp_parameters=consumer_params,
-        transport=consumer_transport,  # type: ignore[arg-type]
+        rtp_parameters=consumer_rtp_parameters(consumable, "0"),
+        transport=transport,  # type: ignore[arg-type]
         paused=False,
         app_data={},
     )
     notified = Notified()
     consumer.notify = notified  # type: ignore[method-assign,assignment]  # records what the handle would get
     producer.add_consumer(consumer)
+    return consumer, notified
+
+
+def pipe_consumer(producer: Producer, transport: RecordingTransport) -> PipeConsumer:
+    consumable = ortc.get_consumable_rtp_parameters(
+        "video", producer.rtp_parameters, ROUTER_RTP_CAPABILITIES, producer.rtp_mapping
+    )
+    pipe = PipeConsumer(
+        consumer_id="pipe",
+        producer=producer,
+        rtp_parameters=ortc.get_pipe_consumer_rtp_parameters(consumable, ROUTER_RTP_CAPABILITIES),
+        transport=transport,  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+    )
+    producer.add_consumer(pipe)
+    return pipe
+
+
+def make_simulcast(
+    rid_based: bool = True,
+) -> tuple[Producer, SimulcastConsumer, RecordingTransport, RecordingTransport, Notified]:
+    params = ortc.validate_rtp_parameters(simulcast_params(rid_based))
+    producer_transport, consumer_transport = RecordingTransport(), RecordingTransport()
+    producer, consumable = video_producer(params, producer_transport)
+    if rid_based:
+        for layer in range(3):
+            assert producer.learn_ssrc(SSRCS[layer], 96, {MID_ID: b"0", RID_ID: RIDS[layer]})
+    consumer, notified = simulcast_consumer(producer, consumable, consumer_transport)
     return producer, consumer, producer_transport, consumer_transport, notified
 
 
@@ -398,52 +430,18 @@ async def test_any_interleaving_gives_continuous_monotonic_output(
 
 async def test_a_pipe_carries_every_layer_and_the_far_consumer_switches() -> None:
     producer, _, _, _, _ = make_simulcast()
-    consumable = ortc.get_consumable_rtp_parameters(
-        "video", producer.rtp_parameters, ROUTER_RTP_CAPABILITIES, producer.rtp_mapping
-    )
-    pipe_params = ortc.get_pipe_consumer_rtp_parameters(consumable, ROUTER_RTP_CAPABILITIES)
-    assert len(pipe_params.encodings) == 3
-    pipe_params.mid = None
     pipe_out = RecordingTransport()
-    pipe = PipeConsumer(
-        consumer_id="pipe",
-        producer=producer,
-        rtp_parameters=pipe_params,
-        transport=pipe_out,  # type: ignore[arg-type]
-        paused=False,
-        app_data={},
-    )
-    producer.add_consumer(pipe)
+    pipe = pipe_consumer(producer, pipe_out)
+    pipe_params = pipe.rtp_parameters
+    assert len(pipe_params.encodings) == 3
     layer_ssrcs = [stream.ssrc for stream in pipe.sending_streams()]
     assert layer_ssrcs == [e.ssrc for e in pipe_params.encodings]
 
     # The far end: the pipe producer with the pipe consumer's parameters.
-    far_mapping = ortc.get_producer_rtp_parameters_mapping(pipe_params, ROUTER_RTP_CAPABILITIES)
     far_transport, far_out = RecordingTransport(), RecordingTransport()
-    far = Producer(
-        producer_id="p",
-        kind="video",
-        rtp_parameters=pipe_params,
-        rtp_mapping=far_mapping,
-        transport=far_transport,  # type: ignore[arg-type]
-        paused=False,
-        app_data={},
-    )
+    far, far_consumable = video_producer(pipe_params, far_transport)
     assert far.type == "simulcast"
-    far_consumable = ortc.get_consumable_rtp_parameters(
-        "video", pipe_params, ROUTER_RTP_CAPABILITIES, far_mapping
-    )
-    far_consumer = SimulcastConsumer(
-        consumer_id="far",
-        producer=far,
-        rtp_parameters=consumer_rtp_parameters(far_consumable, "0"),
-        transport=far_out,  # type: ignore[arg-type]
-        paused=False,
-        app_data={},
-    )
-    notified = Notified()
-    far_consumer.notify = notified  # type: ignore[method-assign,assignment]
-    far.add_consumer(far_consumer)
+    far_consumer, notified = simulcast_consumer(far, far_consumable, far_out)
 
     now = time.monotonic()
     frame = 0
@@ -473,18 +471,7 @@ async def test_a_pipe_carries_every_layer_and_the_far_consumer_switches() -> Non
 
 async def test_a_keyframe_request_through_the_pipe_reaches_its_layer() -> None:
     producer, _, producer_transport, _, _ = make_simulcast()
-    consumable = ortc.get_consumable_rtp_parameters(
-        "video", producer.rtp_parameters, ROUTER_RTP_CAPABILITIES, producer.rtp_mapping
-    )
-    pipe_params = ortc.get_pipe_consumer_rtp_parameters(consumable, ROUTER_RTP_CAPABILITIES)
-    pipe = PipeConsumer(
-        consumer_id="pipe",
-        producer=producer,
-        rtp_parameters=pipe_params,
-        transport=RecordingTransport(),  # type: ignore[arg-type]
-        paused=False,
-        app_data={},
-    )
+    pipe = pipe_consumer(producer, RecordingTransport())
     producer_transport.rtcp.clear()
     producer._last_keyframe_request.clear()
     pipe.layers[1].receive_key_frame_request()
