@@ -6,7 +6,9 @@ below it, or else the lowest active one above it; the consumer switches to the
 target only at a keyframe of that layer, which it asks for. Across a switch its
 sequence numbers continue without a gap and its timestamps continue on the
 previous layer's clock, mapped through both layers' sender reports (the wall
-clock when a report is missing). Every temporal layer is forwarded.
+clock when a report is missing). VP8 temporal layers above the preferred one
+are dropped (from the next frame on), and picture ids and TL0PICIDX are
+rewritten so the subscriber sees one continuous stream.
 
 Per packet of the producer this is a Python call (``send_layer_rtp``): the
 producer takes simulcast packets on its Python path.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..channel.messages import Event, Method, SetPreferredLayersRequest
 from . import rtcp
 from .consumer import KEYFRAME_RETRY_INTERVAL, Consumer
+from .vp8 import parse_vp8_descriptor, payload_start, write_picture_id
 
 if TYPE_CHECKING:
     from ..models import RtpParameters
@@ -76,6 +79,16 @@ class SimulcastConsumer(Consumer):
         self.current_spatial_layer = -1  # the layer being sent (-1: none)
         self.target_spatial_layer = -1  # the layer to send from its next keyframe
         self._previous_spatial_layer = -1  # the layer before a switch, for its clock
+        # VP8: the temporal layer sent (-1: the stream has none), and the rewriting
+        # that keeps sequence numbers, picture ids and TL0PICIDX continuous.
+        self._vp8 = producer.mime_type == "video/vp8"
+        self._current_temporal = -1
+        self._last_in_seq = 0
+        self._picture_id_offset = 0
+        self._dropped_picture_id = -1
+        self._tl0_offset = 0
+        self._last_out_picture_id = -1
+        self._last_out_tl0 = 0
         super().__init__(
             consumer_id=consumer_id,
             producer=producer,
@@ -110,7 +123,63 @@ class SimulcastConsumer(Consumer):
                     self._request_producer_key_frame()
                 return
             self._switch_to(layer)
+            self._last_in_seq = (seq - 1) & 0xFFFF
+            switched = True
+        else:
+            switched = False
+        if self._vp8:
+            rewritten = self._rewrite_vp8(b0, tail, seq, switched)
+            if rewritten is None:
+                return
+            tail = rewritten
         self.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+
+    def _rewrite_vp8(self, b0: int, tail: bytes, seq: int, switched: bool) -> bytes | None:
+        """Drop the temporal layers above the current one, closing their gaps in
+        sequence numbers and picture ids; keep picture id and TL0PICIDX
+        continuous across spatial switches. None: drop the packet."""
+        descriptor = parse_vp8_descriptor(tail, payload_start(b0, tail))
+        if descriptor is None:
+            return tail
+        in_order = seq == (self._last_in_seq + 1) & 0xFFFF
+        if descriptor.tid >= 0 and descriptor.frame_start:
+            self._set_current_temporal(min(self.preferred_temporal_layer, 3))
+        if switched and self._last_out_picture_id >= 0:
+            # The new layer's numbering continues ours.
+            self._picture_id_offset = descriptor.picture_id - self._last_out_picture_id - 1
+            self._tl0_offset = descriptor.tl0 - self._last_out_tl0 - 1
+        # (The packet a switch starts at, a keyframe's, is always sent.)
+        if descriptor.tid > self._current_temporal >= 0 and not switched:
+            if in_order:  # the next packet in sequence: no hole for it downstream
+                rewriter = self._rewriter
+                rewriter.seq_offset = (rewriter.seq_offset + 1) & 0xFFFF
+                self._last_in_seq = seq
+            if descriptor.picture_id_bits and descriptor.picture_id != self._dropped_picture_id:
+                self._dropped_picture_id = descriptor.picture_id
+                self._picture_id_offset += 1
+            return None
+        if in_order or switched:
+            self._last_in_seq = seq
+        if not descriptor.picture_id_bits and descriptor.tl0_at < 0:
+            return tail
+        mask = 0x7FFF if descriptor.picture_id_bits == 15 else 0x7F
+        picture_id = (descriptor.picture_id - self._picture_id_offset) & mask
+        tl0 = (descriptor.tl0 - self._tl0_offset) & 0xFF
+        self._last_out_picture_id, self._last_out_tl0 = picture_id, tl0
+        if picture_id == descriptor.picture_id and tl0 == descriptor.tl0:
+            return tail
+        patched = bytearray(tail)
+        if descriptor.picture_id_bits:
+            write_picture_id(patched, descriptor, picture_id)
+        if descriptor.tl0_at >= 0:
+            patched[descriptor.tl0_at] = tl0
+        return bytes(patched)
+
+    def _set_current_temporal(self, temporal_layer: int) -> None:
+        if temporal_layer != self._current_temporal:
+            self._current_temporal = temporal_layer
+            if self.current_spatial_layer >= 0:
+                self._notify_layers()
 
     def _switch_to(self, layer: int) -> None:
         """From this keyframe on, ``layer`` is sent; the numbering continues."""
@@ -185,8 +254,13 @@ class SimulcastConsumer(Consumer):
             Event.LAYERS_CHANGE,
             None
             if layer < 0
-            else {"spatialLayer": layer, "temporalLayer": self.temporal_layer_count - 1},
+            else {"spatialLayer": layer, "temporalLayer": self._temporal_layer_sent()},
         )
+
+    def _temporal_layer_sent(self) -> int:
+        if self._current_temporal < 0:  # no temporal layer ids seen: all of them
+            return self.temporal_layer_count - 1
+        return min(self._current_temporal, self.temporal_layer_count - 1)
 
     # ---- Consumer's hooks --------------------------------------------------------
 
@@ -230,7 +304,7 @@ class SimulcastConsumer(Consumer):
         stats[0].update(
             {
                 "spatialLayer": current if current >= 0 else None,
-                "temporalLayer": self.temporal_layer_count - 1 if current >= 0 else None,
+                "temporalLayer": self._temporal_layer_sent() if current >= 0 else None,
                 "targetSpatialLayer": self.target_spatial_layer,
                 "preferredSpatialLayer": self.preferred_spatial_layer,
                 "preferredTemporalLayer": self.preferred_temporal_layer,

@@ -9,6 +9,7 @@ runs with the C rewriter and with the Python one (the rewriter_kind fixture).
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from sfu.media import fastpath, rtcp
 from sfu.media.pipe_consumer import PipeConsumer
 from sfu.media.producer import LAYER_INACTIVE_AFTER, Producer
 from sfu.media.simulcast_consumer import SimulcastConsumer, continued_timestamp
+from sfu.media.vp8 import parse_vp8_descriptor, payload_start
 from sfu.models import RtpParameters
 from sfu.models.rtp_uris import URI_ABS_SEND_TIME, URI_MID, URI_RID, URI_RRID
 
@@ -476,3 +478,123 @@ async def test_a_keyframe_request_through_the_pipe_reaches_its_layer() -> None:
     producer._last_keyframe_request.clear()
     pipe.layers[1].receive_key_frame_request()
     assert plis(producer_transport) == [SSRCS[1]]
+
+
+# ---- VP8 temporal layers ---------------------------------------------------------------
+
+# L1T3's frame pattern: temporal layer ids 0, 2, 1, 2, 0, 2, 1, 2...
+T3_PATTERN = (0, 2, 1, 2)
+
+
+def vp8_t3(picture_id: int, tl0: int, tid: int, key: bool, packet_in_frame: int = 0) -> bytes:
+    """A VP8 payload with picture id (15 bits), TL0PICIDX and TID."""
+    start = 0x10 if packet_in_frame == 0 else 0x00
+    descriptor = bytes(
+        [0x80 | start, 0xE0, 0x80 | (picture_id >> 8), picture_id & 0xFF, tl0, (tid << 6) | 0x20]
+    )
+    header = bytes([0x00, 0x9D, 0x01, 0x2A]) if key else bytes([0x01])
+    return descriptor + (header if packet_in_frame == 0 else b"") + b"v" * 40
+
+
+def descriptor_of(packet: bytes) -> tuple[int, int, int]:
+    """(picture id, TL0PICIDX, TID) of a sent packet (no CSRC, no extension block)."""
+    d = parse_vp8_descriptor(packet, 12 + payload_start(packet[0], packet[12:]))
+    assert d is not None
+    return d.picture_id, d.tl0, d.tid
+
+
+def send_t3_frames(
+    producer: Producer, layer: int, first_frame: int, frames: int, now: float, key_first: bool
+) -> None:
+    """``frames`` frames of two packets each on ``layer``; seq, picture id and TL0PICIDX follow
+    the frame number (each layer with its own picture id base)."""
+    for frame in range(first_frame, first_frame + frames):
+        tid = T3_PATTERN[frame % 4]
+        tl0 = (frame + 3) // 4 + 50 * layer
+        picture_id = (1000 * layer + frame) & 0x7FFF
+        key = key_first and frame == first_frame
+        ts = (TS_BASE[layer] + frame * 3000) & 0xFFFFFFFF
+        for part in range(2):
+            seq = (100 * layer + 2 * frame + part) & 0xFFFF
+            payload = vp8_t3(picture_id, tl0, tid, key, part)
+            producer.receive_rtp(rtp(96, seq, ts, SSRCS[layer], payload), now + frame * 0.033)
+
+
+async def test_temporal_layers_above_the_preferred_one_are_dropped_without_holes() -> None:
+    producer, consumer, _, out, notified = make_simulcast()
+    now = time.monotonic()
+    send_t3_frames(producer, 2, 0, 1, now, key_first=True)  # the top layer starts
+    consumer.set_preferred_layers(2, 0)
+    send_t3_frames(producer, 2, 1, 8, now, key_first=False)
+    sent = [descriptor_of(p) for p in out.rtp]
+    assert {tid for _, _, tid in sent} == {0}, "only temporal layer 0"
+    seqs = [fields(p)[1] for p in out.rtp]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no hole for dropped packets"
+    picture_ids = sorted({pid for pid, _, _ in sent})
+    assert picture_ids == list(range(picture_ids[0], picture_ids[0] + len(picture_ids)))
+    assert notified.layers[-1] == 2
+    assert consumer.get_stats()[0]["temporalLayer"] == 0
+
+    # Up to temporal layer 2 again: every frame from the next one.
+    consumer.set_preferred_layers(2, 2)
+    out.rtp.clear()
+    send_t3_frames(producer, 2, 9, 4, now, key_first=False)
+    assert sorted({tid for _, _, tid in map(descriptor_of, out.rtp)}) == [0, 1, 2]
+    assert consumer.get_stats()[0]["temporalLayer"] == 2
+
+
+async def test_picture_id_and_tl0picidx_continue_across_a_spatial_switch() -> None:
+    producer, consumer, _, out, _ = make_simulcast()
+    now = time.monotonic()
+    send_t3_frames(producer, 2, 0, 5, now, key_first=True)
+    last_pid, last_tl0, _ = descriptor_of(out.rtp[-1])
+    consumer.set_preferred_layers(0, 2)
+    send_t3_frames(producer, 0, 5, 3, now, key_first=True)
+    after = [descriptor_of(p) for p in out.rtp[10:]]
+    assert after[0][:2] == ((last_pid + 1) & 0x7FFF, (last_tl0 + 1) & 0xFF)
+    assert [pid for pid, _, _ in after[::2]] == [last_pid + 1, last_pid + 2, last_pid + 3]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frames=st.integers(4, 40),
+    keyframes=st.sets(st.tuples(st.integers(0, 2), st.integers(1, 10))),  # (layer, frame / 4)
+    preferences=st.dictionaries(
+        st.integers(1, 40), st.tuples(st.integers(0, 2), st.integers(0, 2))
+    ),
+)
+async def test_any_layer_choice_gives_continuous_vp8_numbering(
+    frames: int,
+    keyframes: set[tuple[int, int]],
+    preferences: dict[int, tuple[int, int]],
+) -> None:
+    """One packet a frame on every layer, keyframes and preferred (spatial,
+    temporal) layers changing at random: out seq +1 a packet, picture id +1 a
+    frame, TL0PICIDX +0 or +1, never a temporal layer above the preferred one."""
+    producer, consumer, _, out, _ = make_simulcast()
+    now = time.monotonic()
+    temporal = 2
+    for frame in range(frames):
+        if frame in preferences:
+            spatial, temporal = preferences[frame]
+            consumer.set_preferred_layers(spatial, temporal)
+        for layer in (2, 1, 0):
+            before = len(out.rtp)
+            tid = T3_PATTERN[frame % 4]
+            # Keyframes are temporal layer 0 frames, as an encoder makes them.
+            key = frame == 0 or (frame % 4 == 0 and (layer, frame // 4) in keyframes)
+            payload = vp8_t3(
+                (1000 * layer + frame) & 0x7FFF, (frame + 3) // 4 + 50 * layer, tid, key
+            )
+            ts = (TS_BASE[layer] + frame * 3000) & 0xFFFFFFFF
+            seq = (100 * layer + frame) & 0xFFFF
+            producer.receive_rtp(rtp(96, seq, ts, SSRCS[layer], payload), now + frame * 0.033)
+            if len(out.rtp) > before:
+                assert tid <= temporal, "a temporal layer above the preferred one"
+    sent = [(fields(p)[1], *descriptor_of(p)) for p in out.rtp]
+    for (seq_a, pid_a, tl0_a, _), (seq_b, pid_b, tl0_b, _) in itertools.pairwise(sent):
+        assert seq_b == (seq_a + 1) & 0xFFFF
+        assert pid_b == (pid_a + 1) & 0x7FFF
+        assert (tl0_b - tl0_a) & 0xFF in (0, 1)
