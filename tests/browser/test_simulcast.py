@@ -47,6 +47,15 @@ async def decoded_width(bot: Participant, width: int, timeout: float) -> bool:
     return await wait_until(lambda: sink.size is not None and sink.size[0] == width, timeout)
 
 
+async def frame_rate(bot: Participant, settle: float, seconds: float) -> float:
+    """Frames the bot decoded per second over ``seconds``, after ``settle``."""
+    sink = bot.sink_for("alice", "video")
+    await asyncio.sleep(settle)
+    first = sink.frames
+    await asyncio.sleep(seconds)
+    return (sink.frames - first) / seconds
+
+
 @pytest.mark.parametrize(
     "server_overrides",
     [{}, {"workers": {"count": 2, "max_peers_per_router": 1}}],
@@ -98,6 +107,21 @@ async def test_python_subscriber_switches_chromium_simulcast_layers(
             switch_times[layer] = (round(told, 2), round(decoded, 2))
         print(
             f"\nswitch to layer -> (layers changed, decoded at its width), seconds: {switch_times}"
+        )
+
+        # Temporal layer 0 of L1T3 is a quarter of the frames.
+        rates = {}
+        for temporal in (2, 0):
+            await bot.client.request(
+                "setConsumerPreferredLayers",
+                {"consumerId": consumer.id, "spatialLayer": 2, "temporalLayer": temporal},
+            )
+            rates[temporal] = await frame_rate(bot, settle=1.0, seconds=3.0)
+        print(f"frames per second at temporal layer 2 and 0: {rates}")
+        assert rates[0] < 0.6 * rates[2], rates
+        await bot.client.request(
+            "setConsumerPreferredLayers",
+            {"consumerId": consumer.id, "spatialLayer": 2, "temporalLayer": 2},
         )
 
         # The browser stops its top layer: the subscriber falls back, then goes back up.
