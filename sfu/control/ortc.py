@@ -278,8 +278,10 @@ def get_producer_rtp_parameters_mapping(
     """Map a Producer's PTs, SSRCs and header extension ids onto the Router's.
 
     As in mediasoup, an H264 codec's profile-level-id in ``rtp_parameters`` is
-    set to the negotiated one. Raises UnsupportedError if a codec has no router match.
+    set to the negotiated one. Raises UnsupportedError if a codec has no router match,
+    InvalidRequestError for encodings that are not simulcast layers the server takes.
     """
+    _check_layers(rtp_parameters.encodings)
     router_codec_for: list[tuple[RtpCodecParameters, RtpCodecCapability]] = []
     for codec in rtp_parameters.codecs:
         if codec.is_rtx:
@@ -311,6 +313,29 @@ def get_producer_rtp_parameters_mapping(
         encodings=_map_encodings(rtp_parameters.encodings),
         header_extensions=_map_header_extensions(rtp_parameters, router_caps),
     )
+
+
+MAX_SIMULCAST_LAYERS = 3
+
+
+def _check_layers(encodings: list[RtpEncodingParameters]) -> None:
+    """Several encodings are simulcast layers: at most three, each named by a
+    distinct rid or a distinct ssrc (the worker finds a packet's layer by them)."""
+    if len(encodings) <= 1:
+        return
+    if len(encodings) > MAX_SIMULCAST_LAYERS:
+        raise InvalidRequestError(
+            f"rtpParameters.encodings: {len(encodings)} simulcast layers, "
+            f"at most {MAX_SIMULCAST_LAYERS} are supported"
+        )
+    rids = [e.rid for e in encodings]
+    ssrcs = [e.ssrc for e in encodings]
+    by_rid = all(rids) and len(set(rids)) == len(rids)
+    by_ssrc = all(ssrcs) and len(set(ssrcs)) == len(ssrcs)
+    if not (by_rid or by_ssrc):
+        raise InvalidRequestError(
+            "rtpParameters.encodings: each simulcast layer needs a distinct rid or a distinct ssrc"
+        )
 
 
 def _preferred_pt(cap: RtpCodecCapability) -> int:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from sfu.channel.messages import Event
 from sfu.control import ortc
+from sfu.errors import InvalidRequestError
 from sfu.media import fastpath, rtcp
 from sfu.media.pipe_consumer import PipeConsumer
 from sfu.media.producer import LAYER_INACTIVE_AFTER, Producer
@@ -598,3 +599,35 @@ async def test_any_layer_choice_gives_continuous_vp8_numbering(
         assert seq_b == (seq_a + 1) & 0xFFFF
         assert pid_b == (pid_a + 1) & 0x7FFF
         assert (tl0_b - tl0_a) & 0xFF in (0, 1)
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encodings", "message"),
+    [
+        ([{"rid": r} for r in ("a", "b", "c", "d")], "at most 3"),
+        ([{"rid": "a"}, {"rid": "a"}], "distinct rid"),
+        ([{"rid": "a"}, {"ssrc": 5}], "distinct rid"),
+        ([{"ssrc": 5}, {"ssrc": 5}], "distinct rid or a distinct ssrc"),
+    ],
+)
+async def test_encodings_that_are_not_layers_are_refused(
+    encodings: list[dict[str, Any]], message: str
+) -> None:
+    params = simulcast_params(rid_based=True)
+    params["encodings"] = encodings
+    with pytest.raises(InvalidRequestError, match=message):
+        ortc.get_producer_rtp_parameters_mapping(
+            ortc.validate_rtp_parameters(params), ROUTER_RTP_CAPABILITIES
+        )
+
+
+async def test_a_truncated_vp8_descriptor_is_forwarded_untouched() -> None:
+    assert parse_vp8_descriptor(bytes([0x90, 0xE0, 0x80]), 0) is None
+    producer, _, _, out, _ = make_simulcast()
+    send(producer, 2, 10, 0, key=True, now=time.monotonic())
+    bad = bytes([0x90, 0xE0, 0x80])
+    producer.receive_rtp(rtp(96, 11, TS_BASE[2] + 3000, SSRCS[2], bad), time.monotonic())
+    assert out.rtp[-1].endswith(bad)
