@@ -98,6 +98,9 @@ function describePeer(peer) {
 }
 
 export class RoomClient extends Emitter {
+  /** consumerId -> the spatial layer last asked for (setConsumerWidth). */
+  #preferredLayers = new Map();
+
   /**
    * @param {object} options
    * @param {'video'|'voice'} options.mode
@@ -444,8 +447,11 @@ export class RoomClient extends Emitter {
       case 'serverShutdown':
         this.shutdownReason = data?.reason ?? '';
         break;
+      case 'consumerLayersChanged':
+        this.emit('consumerlayers', data.consumerId, data.spatialLayer);
+        break;
       default:
-        // consumerScore, producerScore, downlinkBwe, consumerLayersChanged: not shown.
+        // consumerScore, producerScore, downlinkBwe: not shown.
         break;
     }
   }
@@ -864,6 +870,19 @@ export class RoomClient extends Emitter {
       this.busy.delete(name);
       this.#emitLocal();
     }
+  }
+
+  /**
+   * A remote camera is shown `width` device pixels wide: ask for the simulcast
+   * layer that fits it (a quarter, half or full 1280), once per change.
+   */
+  setConsumerWidth(consumerId, width) {
+    const spatialLayer = width <= 400 ? 0 : width <= 800 ? 1 : 2;
+    if (!this.signaling || this.#preferredLayers.get(consumerId) === spatialLayer) return;
+    this.#preferredLayers.set(consumerId, spatialLayer);
+    this.signaling
+      .request('setConsumerPreferredLayers', { consumerId, spatialLayer, temporalLayer: 2 })
+      .catch(() => this.#preferredLayers.delete(consumerId)); // a simple or closed consumer
   }
 
   toggleMic(deviceId = '') {

@@ -163,6 +163,14 @@ async (peerId) => {
 """
 
 
+TILE_WIDTH_JS = """
+(peerId) => {
+  const video = document.querySelector(`.tile[data-peer-id="${peerId}"] video`);
+  return Math.round(video.getBoundingClientRect().width * (window.devicePixelRatio || 1));
+}
+"""
+
+
 async def browser_width(page: Page, peer_id: str, width: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,6 +186,17 @@ async def test_chromium_subscriber_switches_chromium_simulcast_layers(
     alice = await open_peer(browser, sfu_server, "simulcast2", "alice")
     bob = await open_peer(browser, sfu_server, "simulcast2", "bob")
     await wait_tile_video(bob, "alice")
+    # The tile asks for the layer that fits its width, and shows the layer received.
+    tile_width = await bob.evaluate(TILE_WIDTH_JS, "alice")
+    fitting = 0 if tile_width <= 400 else 1 if tile_width <= 800 else 2
+    assert await browser_width(bob, "alice", LAYER_WIDTHS[fitting], timeout=20), (
+        tile_width,
+        await bob.evaluate(FRAME_WIDTH_JS, "alice"),
+    )
+    await bob.wait_for_selector(
+        f'.tile[data-peer-id="alice"] video[data-spatial-layer="{fitting}"]', timeout=5_000
+    )
+    print(f"\na tile {tile_width} px wide receives layer {fitting}")
     for layer in (0, 1, 2):
         started = time.monotonic()
         await bob.evaluate(SET_LAYERS_JS, ["alice", layer])
