@@ -135,6 +135,9 @@ export class RoomClient extends Emitter {
     this.activeSpeaker = null;
     this.joined = false;
     this.closed = false; // leave() or the session ended
+    // A hidden tab receives no video: its consumers pause until it shows again.
+    this.onVisibilityChange = () => this.#applyVisibility();
+    document.addEventListener('visibilitychange', this.onVisibilityChange);
     this.signalingLost = false;
     this.transportStates = { send: 'new', recv: 'new' };
     this.finalState = null;
@@ -374,7 +377,7 @@ export class RoomClient extends Emitter {
 
     // A voice channel shows no video, and a deafened peer hears nothing: keep
     // those consumers paused instead of resuming them.
-    const keepPaused = (kind === 'video' && this.mode === 'voice') || (kind === 'audio' && this.local.deafened);
+    const keepPaused = this.#keepPaused(kind);
     try {
       if (keepPaused) await this.media.pauseConsumer(consumer);
       else await this.signaling.request('resumeConsumer', { consumerId: consumer.id });
@@ -802,7 +805,7 @@ export class RoomClient extends Emitter {
         entry.producerPaused = Boolean(info.producerPaused);
         changed.add(peer);
       }
-      const keepPaused = (entry.kind === 'video' && this.mode === 'voice') || (entry.kind === 'audio' && this.local.deafened);
+      const keepPaused = this.#keepPaused(entry.kind);
       if (Boolean(info.paused) !== keepPaused) {
         this.signaling
           .request(keepPaused ? 'pauseConsumer' : 'resumeConsumer', { consumerId: info.id })
@@ -995,7 +998,30 @@ export class RoomClient extends Emitter {
     this.emit('ended', message);
   }
 
+  /**
+   * A consumer of this kind stays paused: video in a voice channel or a hidden
+   * tab, audio while deafened.
+   */
+  #keepPaused(kind) {
+    if (kind === 'video') return this.mode === 'voice' || document.visibilityState === 'hidden';
+    return this.local.deafened;
+  }
+
+  #applyVisibility() {
+    if (this.closed || !this.media) return;
+    const keepPaused = this.#keepPaused('video');
+    for (const peer of this.peers.values()) {
+      for (const { consumer, kind } of peer.consumers.values()) {
+        if (kind !== 'video' || consumer.closed || consumer.paused === keepPaused) continue;
+        (keepPaused ? this.media.pauseConsumer(consumer) : this.media.resumeConsumer(consumer)).catch((error) => {
+          if (!consumer.closed) console.warn('visibility: consumer pause/resume failed', error);
+        });
+      }
+    }
+  }
+
   #teardown() {
+    document.removeEventListener('visibilitychange', this.onVisibilityChange);
     this.recovery = null;
     // The goodbye (close code 1000) first: #resetMedia would drop the socket
     // without one, and the server would keep the peer for a resume.

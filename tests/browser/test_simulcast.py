@@ -15,7 +15,7 @@ from ..conftest import ServerProcess
 from ..e2e.helpers import Participant, wait_until
 from ..e2e.helpers import join as join_bot
 from . import test_browser
-from .test_browser import assert_rising, open_peer, wait_tile_video
+from .test_browser import assert_rising, inbound, open_peer, wait_tile_video
 
 pytestmark = test_browser.pytestmark  # skipped without Chromium
 browser = test_browser.browser  # the fixture: headless Chromium in the loopback-only namespace
@@ -163,6 +163,18 @@ async (peerId) => {
 """
 
 
+SET_HIDDEN_JS = """
+(hidden) => {
+  Object.defineProperty(document, 'visibilityState', { value: hidden ? 'hidden' : 'visible', configurable: true });
+  document.dispatchEvent(new Event('visibilitychange'));
+}
+"""
+
+VIDEO_PAUSED_JS = """
+(peerId) => [...window.sfuDebug.consumers.values()].some(
+  (c) => c.kind === 'video' && (c.appData || {}).peerId === peerId && c.paused)
+"""
+
 TILE_WIDTH_JS = """
 (peerId) => {
   const video = document.querySelector(`.tile[data-peer-id="${peerId}"] video`);
@@ -209,3 +221,13 @@ async def test_chromium_subscriber_switches_chromium_simulcast_layers(
         )
     await assert_rising(bob, "alice", "video", "framesDecoded")
     assert await alice.evaluate(CAPTURE_JS) is not None
+
+    # A hidden tab pauses its video consumers; shown again, they resume.
+    await bob.evaluate(SET_HIDDEN_JS, True)
+    await bob.wait_for_function(VIDEO_PAUSED_JS, arg="alice", timeout=5_000)
+    await asyncio.sleep(0.5)  # what was in flight
+    first = (await inbound(bob, "alice", "video"))["framesDecoded"]
+    await asyncio.sleep(1.5)
+    assert (await inbound(bob, "alice", "video"))["framesDecoded"] - first <= 1
+    await bob.evaluate(SET_HIDDEN_JS, False)
+    await assert_rising(bob, "alice", "video", "framesDecoded")
