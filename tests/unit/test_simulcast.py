@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sfu.channel.messages import Event
 from sfu.control import ortc
 from sfu.errors import InvalidRequestError
-from sfu.media import fastpath, rtcp
+from sfu.media import rtcp
 from sfu.media.pipe_consumer import PipeConsumer
 from sfu.media.producer import LAYER_INACTIVE_AFTER, Producer
 from sfu.media.simulcast_consumer import SimulcastConsumer, continued_timestamp
@@ -35,8 +35,12 @@ from .test_rewriter import (
     RecordingTransport,
     consumer_rtp_parameters,
     fields,
+    rewriter_kind,  # noqa: F401 - the fixture, used by name
     rtp,
 )
+
+# Every test here runs with the C rewriter and with the Python one.
+pytestmark = pytest.mark.usefixtures("rewriter_kind")
 
 MID_ID, ABS_ID, RID_ID, RRID_ID = 1, 3, 10, 11
 RIDS = (b"r0", b"r1", b"r2")
@@ -45,15 +49,6 @@ RTX_SSRCS = (6000, 6001, 6002)
 # Each layer's RTP clock starts elsewhere, as a browser's do.
 TS_BASE = (1_000, 500_000, 9_000_000)
 CLOCK = 90000
-
-
-@pytest.fixture(autouse=True, params=["native", "python"])
-def rewriter_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "python":
-        monkeypatch.setattr(fastpath, "native", None)
-    else:
-        assert fastpath.NATIVE_SEND, "sfu.media._native is not built"
-    return str(request.param)
 
 
 def simulcast_params(rid_based: bool) -> dict[str, Any]:
