@@ -170,7 +170,8 @@ class Transport(ChannelObject):
             producer_paused=bool(info["producerPaused"]),
             app_data=app_data,
         )
-        if len(producer.consumable_rtp_parameters.encodings) > 1 == len(rtp_parameters.encodings):
+        layers = len(producer.consumable_rtp_parameters.encodings)
+        if layers > 1 and len(rtp_parameters.encodings) == 1:
             consumer.type = "simulcast"  # one encoding of several: the worker picks a layer
         if self.closed:
             consumer.transport_closed()
