@@ -101,6 +101,8 @@ function wire(session) {
     voice.removePeer(peerId);
     updateTitle();
   });
+  session.on('consumerlayers', (consumerId, spatialLayer) => grid.setConsumerLayer(consumerId, spatialLayer));
+  grid.onVideoSize = (consumerId, width) => session.setConsumerWidth(consumerId, width);
   session.on('audiotrack', (consumerId, track) => audio.add(consumerId, track));
   session.on('audiotrackremoved', (consumerId) => audio.remove(consumerId));
   session.on('speaker', (peerId) => {

@@ -60,6 +60,15 @@ function sleep(ms) {
 
 const AUDIO_CODEC_OPTIONS = { opusStereo: false, opusDtx: true, opusFec: true };
 const VIDEO_CODEC_OPTIONS = { videoGoogleStartBitrate: 1000 };
+// The webcam as three simulcast layers (mediasoup-demo's encodings): a quarter,
+// half and full resolution, three temporal layers each. Only for a capture at
+// least this wide: below it the lower layers would be too small to help.
+const WEBCAM_SIMULCAST_ENCODINGS = [
+  { scaleResolutionDownBy: 4, maxBitrate: 500000, scalabilityMode: 'L1T3' },
+  { scaleResolutionDownBy: 2, maxBitrate: 1000000, scalabilityMode: 'L1T3' },
+  { scaleResolutionDownBy: 1, maxBitrate: 5000000, scalabilityMode: 'L1T3' },
+];
+const SIMULCAST_MIN_WIDTH = 640;
 
 export function browserInfo() {
   const ua = navigator.userAgent;
@@ -89,6 +98,9 @@ function describePeer(peer) {
 }
 
 export class RoomClient extends Emitter {
+  /** consumerId -> the spatial layer last asked for (setConsumerWidth). */
+  #preferredLayers = new Map();
+
   /**
    * @param {object} options
    * @param {'video'|'voice'} options.mode
@@ -125,6 +137,9 @@ export class RoomClient extends Emitter {
     this.activeSpeaker = null;
     this.joined = false;
     this.closed = false; // leave() or the session ended
+    // A hidden tab receives no video: its consumers pause until it shows again.
+    this.onVisibilityChange = () => this.#applyVisibility();
+    document.addEventListener('visibilitychange', this.onVisibilityChange);
     this.signalingLost = false;
     this.transportStates = { send: 'new', recv: 'new' };
     this.finalState = null;
@@ -290,6 +305,9 @@ export class RoomClient extends Emitter {
       paused,
     };
     if (source === 'screen') track.contentHint = 'detail';
+    if (source === 'webcam' && (track.getSettings().width ?? 0) >= SIMULCAST_MIN_WIDTH) {
+      options.encodings = WEBCAM_SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+    }
     try {
       const producer = await this.media.produce(track, { source }, options);
       producer.on('trackended', () => this.#onProducerTrackEnded(source, producer));
@@ -368,7 +386,7 @@ export class RoomClient extends Emitter {
 
     // A voice channel shows no video, and a deafened peer hears nothing: keep
     // those consumers paused instead of resuming them.
-    const keepPaused = (kind === 'video' && this.mode === 'voice') || (kind === 'audio' && this.local.deafened);
+    const keepPaused = this.#keepPaused(kind);
     try {
       if (keepPaused) await this.media.pauseConsumer(consumer);
       else await this.signaling.request('resumeConsumer', { consumerId: consumer.id });
@@ -441,8 +459,11 @@ export class RoomClient extends Emitter {
       case 'serverShutdown':
         this.shutdownReason = data?.reason ?? '';
         break;
+      case 'consumerLayersChanged':
+        this.emit('consumerlayers', data.consumerId, data.spatialLayer);
+        break;
       default:
-        // consumerScore, producerScore, downlinkBwe, consumerLayersChanged: not shown.
+        // consumerScore, producerScore, downlinkBwe: not shown.
         break;
     }
   }
@@ -801,7 +822,7 @@ export class RoomClient extends Emitter {
         entry.producerPaused = Boolean(info.producerPaused);
         changed.add(peer);
       }
-      const keepPaused = (entry.kind === 'video' && this.mode === 'voice') || (entry.kind === 'audio' && this.local.deafened);
+      const keepPaused = this.#keepPaused(entry.kind);
       if (Boolean(info.paused) !== keepPaused) {
         this.signaling
           .request(keepPaused ? 'pauseConsumer' : 'resumeConsumer', { consumerId: info.id })
@@ -869,6 +890,19 @@ export class RoomClient extends Emitter {
       this.busy.delete(name);
       this.#emitLocal();
     }
+  }
+
+  /**
+   * A remote camera is shown `width` device pixels wide: ask for the simulcast
+   * layer that fits it (a quarter, half or full 1280), once per change.
+   */
+  setConsumerWidth(consumerId, width) {
+    const spatialLayer = width <= 400 ? 0 : width <= 800 ? 1 : 2;
+    if (!this.signaling || this.#preferredLayers.get(consumerId) === spatialLayer) return;
+    this.#preferredLayers.set(consumerId, spatialLayer);
+    this.signaling
+      .request('setConsumerPreferredLayers', { consumerId, spatialLayer, temporalLayer: 2 })
+      .catch(() => this.#preferredLayers.delete(consumerId)); // a simple or closed consumer
   }
 
   toggleMic(deviceId = '') {
@@ -981,7 +1015,30 @@ export class RoomClient extends Emitter {
     this.emit('ended', message);
   }
 
+  /**
+   * A consumer of this kind stays paused: video in a voice channel or a hidden
+   * tab, audio while deafened.
+   */
+  #keepPaused(kind) {
+    if (kind === 'video') return this.mode === 'voice' || document.visibilityState === 'hidden';
+    return this.local.deafened;
+  }
+
+  #applyVisibility() {
+    if (this.closed || !this.media) return;
+    const keepPaused = this.#keepPaused('video');
+    for (const peer of this.peers.values()) {
+      for (const { consumer, kind } of peer.consumers.values()) {
+        if (kind !== 'video' || consumer.closed || consumer.paused === keepPaused) continue;
+        (keepPaused ? this.media.pauseConsumer(consumer) : this.media.resumeConsumer(consumer)).catch((error) => {
+          if (!consumer.closed) console.warn('visibility: consumer pause/resume failed', error);
+        });
+      }
+    }
+  }
+
   #teardown() {
+    document.removeEventListener('visibilitychange', this.onVisibilityChange);
     this.recovery = null;
     // The goodbye (close code 1000) first: #resetMedia would drop the socket
     // without one, and the server would keep the peer for a resume.

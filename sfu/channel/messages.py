@@ -72,6 +72,8 @@ class Event(StrEnum):
     PRODUCER_RESUME = "producerresume"
     DOMINANT_SPEAKER = "dominantspeaker"  # DominantSpeaker
     SILENCE = "silence"
+    # a simulcast consumer's sent layer: {spatialLayer, temporalLayer}, or None
+    LAYERS_CHANGE = "layerschange"
 
 
 # ---- request payloads (control → worker) ----------------------------------------

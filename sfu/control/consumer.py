@@ -12,7 +12,7 @@ from .channel_object import ChannelObject
 
 class Consumer(ChannelObject):
     """Events: ``transportclose``, ``producerclose``, ``producerpause``,
-    ``producerresume``, ``serverclose(reason)``, ``@close``. ``observer``:
+    ``producerresume``, ``layerschange(layers or None)``, ``serverclose(reason)``, ``@close``. ``observer``:
     ``pause``, ``resume``, ``close``."""
 
     kind_name = "consumer"
@@ -33,7 +33,9 @@ class Consumer(ChannelObject):
         super().__init__(channel, consumer_id)
         self.producer_id = producer_id
         self.kind = kind
-        self.type = "simple"
+        self.type = "simple"  # the transport sets "simulcast"
+        # The layers a simulcast consumer sends ({spatialLayer, temporalLayer}), None: none.
+        self.current_layers: dict[str, int] | None = None
         self.rtp_parameters = rtp_parameters
         self.paused = paused
         self.producer_paused = producer_paused
@@ -75,6 +77,9 @@ class Consumer(ChannelObject):
             self.emit("producerresume")
         elif event == Event.PRODUCER_CLOSE:
             self._closed("producerclose")
+        elif event == Event.LAYERS_CHANGE:
+            self.current_layers = data
+            self.emit("layerschange", data)
         elif event == Event.SERVER_CLOSE:
             self._closed("serverclose", data)
         else:

@@ -278,8 +278,10 @@ def get_producer_rtp_parameters_mapping(
     """Map a Producer's PTs, SSRCs and header extension ids onto the Router's.
 
     As in mediasoup, an H264 codec's profile-level-id in ``rtp_parameters`` is
-    set to the negotiated one. Raises UnsupportedError if a codec has no router match.
+    set to the negotiated one. Raises UnsupportedError if a codec has no router match,
+    InvalidRequestError for encodings that are not simulcast layers the server takes.
     """
+    _check_layers(rtp_parameters.encodings)
     router_codec_for: list[tuple[RtpCodecParameters, RtpCodecCapability]] = []
     for codec in rtp_parameters.codecs:
         if codec.is_rtx:
@@ -311,6 +313,29 @@ def get_producer_rtp_parameters_mapping(
         encodings=_map_encodings(rtp_parameters.encodings),
         header_extensions=_map_header_extensions(rtp_parameters, router_caps),
     )
+
+
+MAX_SIMULCAST_LAYERS = 3
+
+
+def _check_layers(encodings: list[RtpEncodingParameters]) -> None:
+    """Several encodings are simulcast layers: at most three, each named by a
+    distinct rid or a distinct ssrc (the worker finds a packet's layer by them)."""
+    if len(encodings) <= 1:
+        return
+    if len(encodings) > MAX_SIMULCAST_LAYERS:
+        raise InvalidRequestError(
+            f"rtpParameters.encodings: {len(encodings)} simulcast layers, "
+            f"at most {MAX_SIMULCAST_LAYERS} are supported"
+        )
+    rids = [e.rid for e in encodings]
+    ssrcs = [e.ssrc for e in encodings]
+    by_rid = all(rids) and len(set(rids)) == len(rids)
+    by_ssrc = all(ssrcs) and len(set(ssrcs)) == len(ssrcs)
+    if not (by_rid or by_ssrc):
+        raise InvalidRequestError(
+            "rtpParameters.encodings: each simulcast layer needs a distinct rid or a distinct ssrc"
+        )
 
 
 def _preferred_pt(cap: RtpCodecCapability) -> int:
@@ -497,6 +522,40 @@ def get_consumer_rtp_parameters(
         encodings=[_consumer_encoding(consumable_params.encodings, has_rtx)],
         rtcp=consumable_params.rtcp.model_copy(),
     )
+
+
+def get_pipe_consumer_rtp_parameters(
+    consumable_params: RtpParameters, router_rtp_capabilities: RtpCapabilities
+) -> RtpParameters:
+    """A pipe consumer's parameters: as get_consumer_rtp_parameters against the
+    router's own capabilities, but with one encoding per layer of a simulcast
+    producer (fresh SSRCs), so the router at the other end gets every layer."""
+    params = get_consumer_rtp_parameters(consumable_params, router_rtp_capabilities)
+    layers = consumable_params.encodings
+    if len(layers) > 1:
+        has_rtx = any(c.is_rtx for c in params.codecs)
+        taken: set[int] = set()
+        encodings = []
+        for layer in layers:
+            ssrc = _fresh_ssrc(taken)
+            rtx = RtxParameters(ssrc=_fresh_ssrc(taken)) if has_rtx else None
+            encodings.append(
+                RtpEncodingParameters(
+                    ssrc=ssrc,
+                    rtx=rtx,
+                    scalability_mode=layer.scalability_mode,
+                    max_bitrate=layer.max_bitrate,
+                )
+            )
+        params.encodings = encodings
+    return params
+
+
+def _fresh_ssrc(taken: set[int]) -> int:
+    while (ssrc := _random_ssrc()) in taken:
+        pass
+    taken.add(ssrc)
+    return ssrc
 
 
 def _consumer_codecs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
@@ -43,6 +44,9 @@ class Transport(ChannelObject):
         self.consumers: dict[str, Consumer] = {}
         # Consumers' MIDs are numbered here, as in mediasoup's Transport.ts.
         self._next_mid = 0
+        # The CNAME of producers that come without one (the first producer's, if it had one).
+        self._cname_for_producers = secrets.token_hex(8)
+        self._cname_for_producers_fixed = False
 
     async def produce(
         self,
@@ -67,6 +71,14 @@ class Transport(ChannelObject):
             rtp_parameters = rtp_parameters.model_copy(deep=True)
         else:
             rtp_parameters = ortc.validate_rtp_parameters(rtp_parameters)
+        # Chrome's rid-based simulcast has no a=ssrc lines, so no CNAME: without
+        # one, mediasoup-client writes no a=ssrc for the consumers and Chrome
+        # drops their packets. As mediasoup: the transport's, or a fresh one.
+        if not rtp_parameters.rtcp.cname:
+            rtp_parameters.rtcp.cname = self._cname_for_producers
+        elif not self._cname_for_producers_fixed:
+            self._cname_for_producers = rtp_parameters.rtcp.cname
+        self._cname_for_producers_fixed = True
         rtp_mapping = ortc.get_producer_rtp_parameters_mapping(rtp_parameters, capabilities)
         consumable = ortc.get_consumable_rtp_parameters(
             kind, rtp_parameters, capabilities, rtp_mapping
@@ -158,6 +170,9 @@ class Transport(ChannelObject):
             producer_paused=bool(info["producerPaused"]),
             app_data=app_data,
         )
+        layers = len(producer.consumable_rtp_parameters.encodings)
+        if layers > 1 and len(rtp_parameters.encodings) == 1:
+            consumer.type = "simulcast"  # one encoding of several: the worker picks a layer
         if self.closed:
             consumer.transport_closed()
             raise InvalidStateError(f"transport {self.id} closed")

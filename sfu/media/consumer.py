@@ -14,7 +14,7 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import Event, Method, SetPriorityRequest
@@ -157,7 +157,7 @@ class Consumer(MediaEntity):
             if not keyframe:
                 if now - self._last_keyframe_request > KEYFRAME_RETRY_INTERVAL:
                     self._last_keyframe_request = now
-                    self.producer.request_key_frame()
+                    self._request_producer_key_frame()
                 return
             self._needs_keyframe = False
         self._sync(seq, timestamp, now)
@@ -254,7 +254,7 @@ class Consumer(MediaEntity):
     def receive_key_frame_request(self) -> None:
         self.keyframe_requests_received += 1
         if self._active:
-            self.producer.request_key_frame()
+            self._request_producer_key_frame()
 
     def receive_report_block(self, block: rtcp.ReportBlock) -> None:
         self.fraction_lost = block.fraction_lost
@@ -286,7 +286,7 @@ class Consumer(MediaEntity):
         if ntp is None:
             ntp = rtcp.ntp_now()
         wall = rtcp.ntp_to_seconds(ntp)
-        mapping = self.producer.media_time()
+        mapping = self._producer_media_time()
         if mapping is not None:
             sr_ntp, sr_rtp, _ = mapping
             elapsed = wall - rtcp.ntp_to_seconds(sr_ntp)
@@ -299,6 +299,43 @@ class Consumer(MediaEntity):
         return rtcp.build_sr(
             self.ssrc, ntp, rtp_now, self.packets_sent & 0xFFFFFFFF, self.bytes_sent & 0xFFFFFFFF
         )
+
+    # ---- what a simulcast consumer (simulcast_consumer.py) chooses ------------
+
+    def _request_producer_key_frame(self) -> None:
+        self.producer.request_key_frame()
+
+    def _producer_media_time(self) -> tuple[int, int, float] | None:
+        """The SR mapping of the stream this consumer forwards."""
+        return self.producer.media_time()
+
+    def send_layer_rtp(
+        self,
+        layer: int,
+        b0: int,
+        b1: int,
+        tail: bytes,
+        seq: int,
+        timestamp: int,
+        keyframe: bool,
+        now: float,
+    ) -> None:
+        """A simulcast producer's packet of ``layer``: a plain consumer (a pipe's)
+        forwards the lowest layer only."""
+        if layer == 0:
+            self.send_rtp(b0, b1, tail, seq, timestamp, keyframe, now)
+
+    def resync_layer(self, layer: int, wait_for_keyframe: bool) -> None:
+        """A simulcast producer's ``layer`` broke its numbering (see resync)."""
+        if layer == 0:
+            self.resync(wait_for_keyframe)
+
+    def sending_streams(self) -> Iterator[Consumer]:
+        """The streams this consumer sends, each with its SSRC and SRs (a pipe's: one a layer)."""
+        return iter((self,))
+
+    def on_producer_layers_changed(self) -> None:
+        """A simulcast producer's active layers changed (see Producer.active_layers)."""
 
     # ---- state -----------------------------------------------------------
 
@@ -316,7 +353,7 @@ class Consumer(MediaEntity):
         if self.kind == "video":
             self._needs_keyframe = True
             self._last_keyframe_request = time.monotonic()
-            self.producer.request_key_frame()
+            self._request_producer_key_frame()
 
     def on_transport_connected(self) -> None:
         """The transport can deliver from now on. What this consumer sent before
@@ -339,7 +376,7 @@ class Consumer(MediaEntity):
 
     async def request_key_frame(self) -> None:
         self._check_open()
-        self.producer.request_key_frame()
+        self._request_producer_key_frame()
 
     async def set_priority(self, priority: int) -> None:
         self._check_open()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import Event, Method
 from ..errors import InvalidStateError
-from ..models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from ..models.rtp_uris import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_RID, URI_RRID
 from . import rtcp
 from .entity import MediaEntity
 from .fastpath import new_producer_path, send_all_function
@@ -46,6 +46,13 @@ logger = logging.getLogger(__name__)
 
 # Keyframe requests toward the publisher are merged within this window.
 KEYFRAME_REQUEST_WINDOW = 0.3
+# A simulcast layer without packets for this long is inactive (the browser
+# stopped sending it); consumers fall back to a lower one.
+LAYER_INACTIVE_AFTER = 1.0
+# How often a simulcast producer checks its layers' activity.
+LAYER_CHECK_INTERVAL = 0.25
+# The keyframe-request key that means every stream of the producer.
+ALL_LAYERS = -1
 NACK_RETRY_INTERVAL = 0.05
 NACK_MAX_AGE = 1.0
 NACK_MAX_TRIES = 10
@@ -97,7 +104,10 @@ class Producer(MediaEntity):
         self._audio_level_sink: AudioLevelSink | None = None
         self.id = producer_id
         self.kind = kind
-        self.type = "simple"
+        # Several encodings are simulcast layers, lowest first (mediasoup's order).
+        self.layer_count = len(rtp_parameters.encodings)
+        self.type = "simulcast" if self.layer_count > 1 else "simple"
+        self._simulcast = self.type == "simulcast"
         self.rtp_parameters = rtp_parameters
         self.rtp_mapping = rtp_mapping
         self.app_data = app_data
@@ -109,10 +119,18 @@ class Producer(MediaEntity):
         # SSRC -> stream, and RTX SSRC -> media SSRC
         self.streams: dict[int, RtpStreamRecv] = {}
         self.rtx_ssrcs: dict[int, int] = {}
-        for encoding in rtp_parameters.encodings:
+        # Simulcast: each layer's stream (None until its SSRC is known), the
+        # layer of each media SSRC, and the layer each RID names.
+        self.layer_streams: list[RtpStreamRecv | None] = [None] * self.layer_count
+        self._layer_by_ssrc: dict[int, int] = {}
+        self._layer_by_rid: dict[bytes, int] = {
+            e.rid.encode(): i for i, e in enumerate(rtp_parameters.encodings) if e.rid
+        }
+        self.layer_rids: list[str | None] = [e.rid for e in rtp_parameters.encodings]
+        for layer, encoding in enumerate(rtp_parameters.encodings):
             ssrc = encoding.ssrc
             if ssrc is not None:
-                self.streams[ssrc] = RtpStreamRecv(ssrc, self.clock_rate)
+                self._add_layer_stream(layer, ssrc)
                 if encoding.rtx is not None:
                     self.rtx_ssrcs[encoding.rtx.ssrc] = ssrc
 
@@ -125,18 +143,31 @@ class Producer(MediaEntity):
         self._send_all = send_all_function()
         self.consumers: dict[str, Consumer] = {}
 
-        self._last_keyframe_request = 0.0
-        self._keyframe_request_pending = False
+        # Keyframe requests, merged per layer (ALL_LAYERS: every stream).
+        self._last_keyframe_request: dict[int, float] = {}
+        self._keyframe_request_pending: set[int] = set()
         self._nack_timer: asyncio.TimerHandle | None = None
+        # Simulcast: the layers with packets within LAYER_INACTIVE_AFTER, as last told
+        # to the consumers, and the timer that checks them.
+        self.active_layers: tuple[bool, ...] = (False,) * self.layer_count
+        self._layer_timer: asyncio.TimerHandle | None = None
+        # SSRC -> (time, bytes received) at the last stats request, for bitrates.
+        self._stats_marks: dict[int, tuple[float, int]] = {}
 
-        self._path = new_producer_path(
-            self,
-            self._pt_map,
-            self._ext_forward,
-            self._abs_send_time_id,
-            self._audio_level_id,
-            self._follow_up,
-            self.fail,
+        # Simulcast packets take the Python path: the consumers' layer
+        # selection is not in C (yet).
+        self._path = (
+            None
+            if self.type == "simulcast"
+            else new_producer_path(
+                self,
+                self._pt_map,
+                self._ext_forward,
+                self._abs_send_time_id,
+                self._audio_level_id,
+                self._follow_up,
+                self.fail,
+            )
         )
         if self._path is not None:
             self._path.paused = bool(paused)
@@ -183,6 +214,8 @@ class Producer(MediaEntity):
         self._abs_send_time_id = -1
         self._audio_level_id = -1
         self.mid_extension_id = -1
+        self.rid_extension_id = -1
+        self.repaired_rid_extension_id = -1
         for ext in rtp_mapping.header_extensions:
             uri = ext.uri
             if uri in FORWARDED_EXTENSIONS:
@@ -193,6 +226,10 @@ class Producer(MediaEntity):
                 self._audio_level_id = ext.id
             elif uri == URI_MID:
                 self.mid_extension_id = ext.id
+            elif uri == URI_RID:
+                self.rid_extension_id = ext.id
+            elif uri == URI_RRID:
+                self.repaired_rid_extension_id = ext.id
         self._forwarded_router_ids: frozenset[int] = frozenset(self._ext_forward.values())
 
     @property
@@ -261,17 +298,45 @@ class Producer(MediaEntity):
 
     # ---- the hot path ----------------------------------------------------
 
-    def learn_ssrc(self, ssrc: int, payload_type: int) -> bool:
-        """Adopt an SSRC the client did not signal (found by MID): True if taken."""
+    def _add_layer_stream(self, layer: int, ssrc: int) -> None:
+        stream = RtpStreamRecv(ssrc, self.clock_rate)
+        self.streams[ssrc] = stream
+        self.layer_streams[layer] = stream
+        self._layer_by_ssrc[ssrc] = layer
+
+    def learn_ssrc(
+        self, ssrc: int, payload_type: int, extensions: dict[int, bytes] | None = None
+    ) -> bool:
+        """Adopt an SSRC the client did not signal (found by MID; a simulcast
+        layer by its RID, its RTX stream by the repaired RID): True if taken."""
+        if self.type == "simulcast":
+            return self._learn_layer_ssrc(ssrc, payload_type, extensions or {})
         if payload_type in self._rtx_apt:
             if len(self.streams) == 1 and not self.rtx_ssrcs:
                 self.rtx_ssrcs[ssrc] = next(iter(self.streams))
                 return True
             return False
         if payload_type in self._pt_map and not self.streams:
-            self.streams[ssrc] = RtpStreamRecv(ssrc, self.clock_rate)
+            self._add_layer_stream(0, ssrc)
             return True
         return False
+
+    def _learn_layer_ssrc(self, ssrc: int, payload_type: int, extensions: dict[int, bytes]) -> bool:
+        if payload_type in self._rtx_apt:
+            rid = extensions.get(self.repaired_rid_extension_id) or extensions.get(
+                self.rid_extension_id
+            )
+            layer = self._layer_by_rid.get(rid or b"")
+            stream = self.layer_streams[layer] if layer is not None else None
+            if stream is None or stream.ssrc in self.rtx_ssrcs.values():
+                return False  # its media stream is not known yet, or has its RTX
+            self.rtx_ssrcs[ssrc] = stream.ssrc
+            return True
+        layer = self._layer_by_rid.get(extensions.get(self.rid_extension_id) or b"")
+        if payload_type not in self._pt_map or layer is None or self.layer_streams[layer]:
+            return False
+        self._add_layer_stream(layer, ssrc)
+        return True
 
     def receive_rtp(self, packet: bytes, now: float) -> None:  # noqa: C901, PLR0911, PLR0912 - per packet, flat on purpose (the Python twin of producer_path.c): a helper call per packet costs
         """Forward one unprotected RTP packet of this producer to its consumers."""
@@ -307,10 +372,15 @@ class Producer(MediaEntity):
         counts = self._counts
         counts.packets_received += 1
         counts.bytes_received += len(packet)
+        layer = -1
+        if self._simulcast:
+            layer = self._layer_by_ssrc[ssrc]
+            if not self.active_layers[layer]:
+                self._layer_came_back(layer, now)
         newly_missing = stream.receive(seq, timestamp, now, len(packet))
         if newly_missing < 0:
             # Rare: only a packet out of sequence pays for the call.
-            if not self._on_sequence_break(newly_missing):
+            if not self._on_sequence_break(newly_missing, layer):
                 return
             newly_missing = 0
         if media_ssrc is not None:
@@ -356,12 +426,80 @@ class Producer(MediaEntity):
                 block = build_extension_block([e for e in elements if e[0] in extension_ids])
             b0 = (packet[0] & 0xEF) | (0x10 if block else 0)
             tail = b"".join((csrcs, block, payload))
+            if layer >= 0:
+                self._send_layer(layer, consumers, b0, b1, tail, seq, timestamp, keyframe, now)
+                continue
             # Consumer.send_rtp for the whole layout, in one call (in C when built).
             pending = self._send_all(rewriters, b0, b1, tail, seq, timestamp, now)
             if pending is not None:
                 self._finish_sends(pending, consumers, b0, b1, tail, seq, timestamp, keyframe, now)
 
-    def _on_sequence_break(self, verdict: int) -> bool:
+    def _send_layer(  # noqa: PLR0913, PLR0917 - the packet's fields as they are
+        self,
+        layer: int,
+        consumers: tuple[Consumer, ...],
+        b0: int,
+        b1: int,
+        tail: bytes,
+        seq: int,
+        timestamp: int,
+        keyframe: bool,
+        now: float,
+    ) -> None:
+        """A simulcast layer's packet to the consumers of one layout: each takes
+        it or not by its own layer selection (simulcast_consumer.py)."""
+        for consumer in consumers:
+            try:
+                consumer.send_layer_rtp(layer, b0, b1, tail, seq, timestamp, keyframe, now)
+            except Exception as failure:
+                consumer.fail(failure)
+
+    # ---- simulcast layers ---------------------------------------------------
+
+    def _layer_came_back(self, layer: int, now: float) -> None:
+        """The first packet of an inactive layer: it is active from now on."""
+        active = list(self.active_layers)
+        active[layer] = True
+        self._set_active_layers(tuple(active))
+        if self._layer_timer is None:
+            self._schedule_layer_check()
+
+    def _schedule_layer_check(self) -> None:
+        if not self.closed:
+            self._layer_timer = asyncio.get_running_loop().call_later(
+                LAYER_CHECK_INTERVAL, self._check_layers
+            )
+
+    def _check_layers(self) -> None:
+        """The timer: a layer without packets for LAYER_INACTIVE_AFTER is inactive."""
+        self._layer_timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        self._set_active_layers(
+            tuple(
+                stream is not None
+                and stream.started
+                and now - stream.last_packet_time < LAYER_INACTIVE_AFTER
+                for stream in self.layer_streams
+            )
+        )
+        if any(self.active_layers):
+            self._schedule_layer_check()
+
+    def _set_active_layers(self, active: tuple[bool, ...]) -> None:
+        if active == self.active_layers:
+            return
+        self.active_layers = active
+        for consumer in list(self.consumers.values()):
+            consumer.on_producer_layers_changed()
+
+    def layer_media_time(self, layer: int) -> tuple[int, int, float] | None:
+        """A simulcast layer's latest SR mapping (ntp, rtp, arrival), if any."""
+        stream = self.layer_streams[layer] if 0 <= layer < self.layer_count else None
+        return self.media_time(stream) if stream is not None else None
+
+    def _on_sequence_break(self, verdict: int, layer: int) -> bool:
         """Handle RtpStreamRecv.receive's negative verdict; True to forward the packet."""
         if verdict == DUPLICATE:
             self.transport.count_drop("duplicate")
@@ -378,7 +516,10 @@ class Producer(MediaEntity):
         # never come.
         after_blackout = verdict == GAP_TOO_WIDE
         for consumer in self.consumers.values():
-            consumer.resync(wait_for_keyframe=after_blackout)
+            if layer < 0:
+                consumer.resync(wait_for_keyframe=after_blackout)
+            else:  # a simulcast layer's: only who sends that layer
+                consumer.resync_layer(layer, after_blackout)
         if after_blackout:
             self._close_gap_with_key_frame()
         return True
@@ -452,29 +593,36 @@ class Producer(MediaEntity):
     def report_blocks(self, now: float) -> list[rtcp.ReportBlock]:
         return [s.report_block(now) for s in self.streams.values() if s.started]
 
-    def request_key_frame(self) -> None:
-        """Ask the publisher for a keyframe, merging requests: at most one upstream
-        per KEYFRAME_REQUEST_WINDOW, plus one after it if any arrived meanwhile."""
+    def request_key_frame(self, layer: int = ALL_LAYERS) -> None:
+        """Ask the publisher for a keyframe of ``layer`` (a simulcast layer's SSRC;
+        ALL_LAYERS: every stream), merging requests per layer: at most one
+        upstream per KEYFRAME_REQUEST_WINDOW, plus one after it if any arrived
+        meanwhile."""
         if self.kind != "video" or self.closed:
             return
         now = time.monotonic()
-        wait = self._last_keyframe_request + KEYFRAME_REQUEST_WINDOW - now
+        wait = self._last_keyframe_request.get(layer, 0.0) + KEYFRAME_REQUEST_WINDOW - now
         if wait <= 0:
-            self._send_key_frame_request(now)
-        elif not self._keyframe_request_pending:
+            self._send_key_frame_request(layer, now)
+        elif layer not in self._keyframe_request_pending:
             # One more request after the window, covering everything merged meanwhile.
-            self._keyframe_request_pending = True
-            asyncio.get_running_loop().call_later(wait, self._send_pending_key_frame_request)
+            self._keyframe_request_pending.add(layer)
+            asyncio.get_running_loop().call_later(wait, self._send_pending_key_frame_request, layer)
 
-    def _send_pending_key_frame_request(self) -> None:
-        self._keyframe_request_pending = False
+    def _send_pending_key_frame_request(self, layer: int) -> None:
+        self._keyframe_request_pending.discard(layer)
         if not self.closed:
-            self._send_key_frame_request(time.monotonic())
+            self._send_key_frame_request(layer, time.monotonic())
 
-    def _send_key_frame_request(self, now: float) -> None:
-        self._last_keyframe_request = now
+    def _send_key_frame_request(self, layer: int, now: float) -> None:
+        self._last_keyframe_request[layer] = now
         sender = self.transport.rtcp_ssrc
-        for ssrc in self.streams:
+        if layer == ALL_LAYERS or not self._simulcast:
+            ssrcs = list(self.streams)
+        else:
+            stream = self.layer_streams[layer]
+            ssrcs = [stream.ssrc] if stream is not None else []
+        for ssrc in ssrcs:
             if self._use_fir:
                 self.transport.fir_seq = (self.transport.fir_seq + 1) & 0xFF
                 self.transport.send_rtcp(rtcp.build_fir(sender, ssrc, self.transport.fir_seq))
@@ -539,6 +687,8 @@ class Producer(MediaEntity):
         self.closed = True
         if self._nack_timer is not None:
             self._nack_timer.cancel()
+        if self._layer_timer is not None:
+            self._layer_timer.cancel()
         for consumer in list(self.consumers.values()):
             consumer.on_producer_closed()
         self.consumers.clear()
@@ -583,12 +733,24 @@ class Producer(MediaEntity):
                 return await super().handle_request(method, data)
         return None
 
+    def _bitrate_since_last_stats(self, stream: RtpStreamRecv, now: float) -> int:
+        """Bits per second of ``stream`` since the previous stats request (0 at the first)."""
+        then, bytes_then = self._stats_marks.get(stream.ssrc, (now, stream.bytes_received))
+        self._stats_marks[stream.ssrc] = (now, stream.bytes_received)
+        return int((stream.bytes_received - bytes_then) * 8 / (now - then)) if now > then else 0
+
     def get_stats(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
         stats = []
-        for stream in self.streams.values():
+        for ssrc, stream in self.streams.items():
+            layer = self._layer_by_ssrc.get(ssrc, 0)
             stats.append(
                 {
                     "type": "inbound-rtp",
+                    "rid": self.layer_rids[layer],
+                    "spatialLayer": layer,
+                    "active": self.active_layers[layer] if self._simulcast else True,
+                    "bitrate": self._bitrate_since_last_stats(stream, now),
                     "kind": self.kind,
                     "mimeType": self.mime_type,
                     "ssrc": stream.ssrc,

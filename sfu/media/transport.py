@@ -32,7 +32,9 @@ from ..models import RtpMapping, RtpParameters
 from . import rtcp
 from .consumer import Consumer
 from .entity import MediaEntity
+from .pipe_consumer import PipeConsumer
 from .producer import Producer
+from .simulcast_consumer import SimulcastConsumer
 
 if TYPE_CHECKING:
     from .router import Router
@@ -172,7 +174,13 @@ class Transport(MediaEntity):
         producer = self.router.producers.get(producer_id)
         if producer is None:
             raise NotFoundError(f"producer {producer_id} not found")
-        consumer = Consumer(
+        # One encoding of a simulcast producer: this consumer picks a layer.
+        # (A pipe's consumer carries every layer, each on one of its encodings.)
+        consumer_class: type[Consumer] = Consumer
+        if producer.type == "simulcast":
+            single = len(rtp_parameters.encodings) == 1
+            consumer_class = SimulcastConsumer if single else PipeConsumer
+        consumer = consumer_class(
             consumer_id=str(uuid.uuid4()),
             producer=producer,
             rtp_parameters=rtp_parameters,
@@ -181,9 +189,10 @@ class Transport(MediaEntity):
             app_data=app_data or {},
         )
         self.consumers[consumer.id] = consumer
-        self._consumers_by_ssrc[consumer.ssrc] = consumer
-        if consumer.rtx_ssrc is not None:
-            self._consumers_by_ssrc[consumer.rtx_ssrc] = consumer
+        for stream in consumer.sending_streams():
+            self._consumers_by_ssrc[stream.ssrc] = stream
+            if stream.rtx_ssrc is not None:
+                self._consumers_by_ssrc[stream.rtx_ssrc] = stream
         consumer.on("@close", lambda: self._forget_consumer(consumer))
         producer.add_consumer(consumer)
         self.register(consumer)
@@ -239,9 +248,10 @@ class Transport(MediaEntity):
 
     def _forget_consumer(self, consumer: Consumer) -> None:
         self.consumers.pop(consumer.id, None)
-        self._consumers_by_ssrc.pop(consumer.ssrc, None)
-        if consumer.rtx_ssrc is not None:
-            self._consumers_by_ssrc.pop(consumer.rtx_ssrc, None)
+        for stream in consumer.sending_streams():
+            self._consumers_by_ssrc.pop(stream.ssrc, None)
+            if stream.rtx_ssrc is not None:
+                self._consumers_by_ssrc.pop(stream.rtx_ssrc, None)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -338,7 +348,7 @@ class Transport(MediaEntity):
         reports: list[bytes] = []
         chunks: list[tuple[int, str]] = []
         size = len(head) + len(tail)
-        for consumer in self.consumers.values():
+        for consumer in (s for c in self.consumers.values() for s in c.sending_streams()):
             report = consumer.periodic_sender_report(now, ntp)
             if report is None:
                 continue

@@ -344,20 +344,20 @@ class WebRtcTransport(Transport):
             return None
         if ext_end <= ext_start or packet[csrc_end : csrc_end + 2] != b"\xbe\xde":
             return None
-        elements = iter_one_byte_extensions(packet, ext_start, ext_end)
+        extensions = {
+            ext_id: packet[start:end]
+            for ext_id, start, end in iter_one_byte_extensions(packet, ext_start, ext_end)
+        }
         for producer in self.producers.values():
             mid = producer.rtp_parameters.mid
             if mid is None:
                 continue
-            for ext_id, start, end in elements:
-                if (
-                    ext_id == producer.mid_extension_id
-                    and packet[start:end] == mid.encode()
-                    and producer.learn_ssrc(ssrc, packet[1] & 0x7F)
-                ):
-                    self._producers_by_ssrc[ssrc] = producer
-                    self._route_streams(producer)
-                    return producer
+            if extensions.get(producer.mid_extension_id) == mid.encode() and producer.learn_ssrc(
+                ssrc, packet[1] & 0x7F, extensions
+            ):
+                self._producers_by_ssrc[ssrc] = producer
+                self._route_streams(producer)
+                return producer
         return None
 
     def _receive_srtcp(self, data: bytes) -> None:

@@ -126,6 +126,18 @@ class Subscriptions:
         consumer.on("producerpause", lambda: notify("consumerPaused"))
         consumer.on("producerresume", lambda: notify("consumerResumed"))
 
+        def on_layers_change(layers: dict[str, int] | None) -> None:
+            consumer_peer.connection.notify(
+                "consumerLayersChanged",
+                {
+                    "consumerId": consumer.id,
+                    "spatialLayer": layers["spatialLayer"] if layers else None,
+                    "temporalLayer": layers["temporalLayer"] if layers else None,
+                },
+            )
+
+        consumer.on("layerschange", on_layers_change)
+
     @staticmethod
     def _forget(consumer_peer: Peer, consumer: Consumer, producer_id: str) -> None:
         consumer_peer.consumers.pop(consumer.id, None)

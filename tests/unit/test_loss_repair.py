@@ -204,7 +204,7 @@ async def _run_gap_case(
     - the consumer dropped nothing as late that the producer let through."""
     producer, consumer, producer_transport, out = make_pair("video")
     keyframe_requests: list[float] = []
-    producer.request_key_frame = lambda: keyframe_requests.append(0.0)  # type: ignore[method-assign]
+    producer.request_key_frame = lambda layer=-1: keyframe_requests.append(0.0)  # type: ignore[method-assign]
     stream = producer.streams[VIDEO_SSRC]
     first = 65500  # the numbering wraps during the test
     now = send_stream(producer, first, 20, 10.0, keyframe_first=True)

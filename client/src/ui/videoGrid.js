@@ -21,6 +21,26 @@ export class VideoGrid {
     this.screens = new Map(); // consumerId -> screen tile
     this.speaker = null;
     this.localId = null;
+    // Called with (consumerId, width in device pixels) when a remote camera's
+    // <video> changes size: the room asks for the simulcast layer that fits.
+    this.onVideoSize = null;
+    this.resizes = new ResizeObserver((entries) => {
+      for (const { target, contentRect } of entries) {
+        const consumerId = target.dataset.consumerId;
+        if (consumerId && this.onVideoSize) {
+          this.onVideoSize(consumerId, Math.round(contentRect.width * (window.devicePixelRatio || 1)));
+        }
+      }
+    });
+  }
+
+  /** Shows which simulcast layer a remote camera is received at (null: none). */
+  setConsumerLayer(consumerId, spatialLayer) {
+    const video = this.container.querySelector(`video[data-consumer-id="${CSS.escape(consumerId)}"]`);
+    if (video) {
+      video.dataset.spatialLayer = spatialLayer ?? '';
+      video.title = spatialLayer == null ? 'no layer received' : `layer ${spatialLayer + 1} of the camera`;
+    }
   }
 
   // ---- tiles of peers
@@ -71,6 +91,7 @@ export class VideoGrid {
     let video = tile.querySelector('video');
     if (!track) {
       if (video) {
+        this.resizes.unobserve(video);
         video.srcObject = null;
         video.remove();
       }
@@ -83,7 +104,10 @@ export class VideoGrid {
       }
       if (video.dataset.trackKey !== key) {
         video.dataset.trackKey = key;
-        if (consumerId) video.dataset.consumerId = consumerId;
+        if (consumerId) {
+          video.dataset.consumerId = consumerId;
+          this.resizes.observe(video);
+        }
         video.srcObject = new MediaStream([track]);
         video.play().catch(() => {});
       }
