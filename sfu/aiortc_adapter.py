@@ -12,6 +12,14 @@ because of this module (and of the bench's). Each touch says why it is needed:
   aiortc would infer it from the ICE role), and take the SRTP sessions it
   built (``_rx_srtp``/``_tx_srtp``) so that RTP is protected and unprotected
   on our raw path instead of aiortc's ``RtpPacket`` path.
+- ``RTCSctpTransport`` (data channels) is built on the ``RTCDtlsTransport``
+  this module drives over our duck ICE transport: aiortc hands decrypted
+  application data to the SCTP transport itself once DTLS is up. The
+  association's stream counts (``_outbound_streams_count``,
+  ``_inbound_streams_max``) are set to the configured number, so that its
+  INIT says what ``sctpParameters {OS, MIS}`` told the client (aiortc always
+  offers 65535). Everything else (negotiated ``RTCDataChannel``s per stream id,
+  ``bufferedAmount``) is aiortc's public API.
 - ``RTCDtlsTransport._rtp_router.ssrc_table``: aiortc 1.16 registers only a
   receiver's media SSRC with its RTP router, and routes unknown SSRCs by
   payload type alone. With two video receivers sharing the RTX payload type,
@@ -49,6 +57,7 @@ from typing import Any, NamedTuple
 import aioice.ice
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcdtlstransport import RTCDtlsTransport as _AiortcDtlsTransport
+from aiortc.rtcsctptransport import RTCSctpTransport
 from pylibsrtp import Session
 
 __all__ = [
@@ -188,6 +197,16 @@ class DtlsSession:
         self.rx_srtp = self._dtls._rx_srtp
         self.tx_srtp = self._dtls._tx_srtp
         return True
+
+    def sctp_transport(self, num_streams: int) -> RTCSctpTransport:
+        """An SCTP association (port 5000, as mediasoup) over this DTLS session,
+        offering ``num_streams`` streams each way; start it once DTLS is connected."""
+        sctp = RTCSctpTransport(self._dtls, port=5000)
+        # aiortc offers 65535 streams each way in its INIT: make it offer what
+        # the client was told in sctpParameters {OS, MIS}.
+        sctp._outbound_streams_count = num_streams
+        sctp._inbound_streams_max = num_streams
+        return sctp
 
     async def stop(self) -> None:
         self._ice.close()

@@ -52,6 +52,17 @@ class Method(StrEnum):
     CONSUMER_REQUEST_KEY_FRAME = "consumer.requestKeyFrame"
     CONSUMER_GET_STATS = "consumer.getStats"
     CONSUMER_CLOSE = "consumer.close"
+    TRANSPORT_PRODUCE_DATA = "transport.produceData"
+    TRANSPORT_CONSUME_DATA = "transport.consumeData"
+    ROUTER_SEND_DATA = "router.sendData"
+    DATA_PRODUCER_PAUSE = "dataProducer.pause"
+    DATA_PRODUCER_RESUME = "dataProducer.resume"
+    DATA_PRODUCER_GET_STATS = "dataProducer.getStats"
+    DATA_PRODUCER_CLOSE = "dataProducer.close"
+    DATA_CONSUMER_PAUSE = "dataConsumer.pause"
+    DATA_CONSUMER_RESUME = "dataConsumer.resume"
+    DATA_CONSUMER_GET_STATS = "dataConsumer.getStats"
+    DATA_CONSUMER_CLOSE = "dataConsumer.close"
     OBSERVER_ADD_PRODUCER = "observer.addProducer"
     OBSERVER_CLOSE = "observer.close"
 
@@ -70,6 +81,8 @@ class Event(StrEnum):
     PRODUCER_CLOSE = "producerclose"
     PRODUCER_PAUSE = "producerpause"
     PRODUCER_RESUME = "producerresume"
+    DATA_PRODUCER_CLOSE = "dataproducerclose"
+    DATA_MESSAGE = "message"  # DataMessage: to a data producer's handle that asked for them
     DOMINANT_SPEAKER = "dominantspeaker"  # DominantSpeaker
     SILENCE = "silence"
 
@@ -83,6 +96,7 @@ class CreateRouterRequest(TypedDict):
 
 class CreateWebRtcTransportRequest(TypedDict):
     forceTcp: bool
+    enableSctp: NotRequired[bool]  # the client sent sctpCapabilities
     appData: dict[str, Any]
 
 
@@ -180,6 +194,33 @@ def consume_rtp(request: ConsumeRequest) -> RtpParameters:
     return RtpParameters.from_wire(request["rtpParameters"])
 
 
+class ProduceDataRequest(TypedDict):
+    """Stream parameters validated by the control layer (the edge)."""
+
+    sctpStreamParameters: WireDict | None  # SctpStreamParameters; None: a direct (server) producer
+    label: str
+    protocol: str
+    paused: bool
+    appData: dict[str, Any]
+    id: NotRequired[str]  # a pipe data producer keeps the id of the one it mirrors
+
+
+class ConsumeDataRequest(TypedDict):
+    dataProducerId: str
+    # None: no SCTP stream (a pipe data consumer, whose messages go to its handle).
+    sctpStreamParameters: WireDict | None
+    paused: bool
+    appData: dict[str, Any]
+
+
+class SendDataRequest(TypedDict):
+    """A message from the server itself to a router's data consumers of one direct data producer."""
+
+    dataProducerId: str
+    text: NotRequired[str]
+    binary: NotRequired[str]  # base64
+
+
 class SetPriorityRequest(TypedDict):
     priority: int
 
@@ -232,6 +273,12 @@ class Consumed(TypedDict):
     producerPaused: bool
 
 
+class DataConsumed(TypedDict):
+    id: str
+    dataProducerPaused: bool
+    sctpStreamParameters: WireDict  # SctpStreamParameters, the stream id the transport chose
+
+
 class WorkerStats(TypedDict):
     counts: dict[str, int]
     totals: dict[str, int]  # packet counters since start, "<name>" or "<name>:<reason>"
@@ -246,3 +293,10 @@ class WorkerStats(TypedDict):
 class DominantSpeaker(TypedDict):
     producerId: str
     volume: int
+
+
+class DataMessage(TypedDict):
+    """One data message, to a handle that relays it (a pipe, the server's own reader)."""
+
+    text: NotRequired[str]
+    binary: NotRequired[str]  # base64

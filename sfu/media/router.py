@@ -21,6 +21,7 @@ from .transport import Transport
 from .webrtc_transport import WebRtcTransport
 
 if TYPE_CHECKING:
+    from .data_producer import DataProducer
     from .producer import Producer
     from .worker import Worker
 
@@ -38,10 +39,15 @@ class Router(MediaEntity):
         self.closed = False
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
         self.rtp_observers: dict[str, ActiveSpeakerObserver] = {}
 
     async def create_webrtc_transport(
-        self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
+        self,
+        *,
+        force_tcp: bool = False,
+        enable_sctp: bool = False,
+        app_data: dict[str, Any] | None = None,
     ) -> WebRtcTransport:
         self._check_open()
         settings = self.worker.settings
@@ -55,6 +61,9 @@ class Router(MediaEntity):
             webrtc_server=self.worker.webrtc_server,
             enable_tcp=settings.enable_tcp,
             force_tcp=force_tcp,
+            enable_sctp=enable_sctp and settings.enable_sctp,
+            num_sctp_streams=settings.num_sctp_streams,
+            max_sctp_message_size=settings.max_sctp_message_size,
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)
@@ -96,7 +105,9 @@ class Router(MediaEntity):
             case Method.ROUTER_CREATE_WEBRTC_TRANSPORT:
                 webrtc: CreateWebRtcTransportRequest = data
                 transport = await self.create_webrtc_transport(
-                    force_tcp=webrtc["forceTcp"], app_data=webrtc["appData"]
+                    force_tcp=webrtc["forceTcp"],
+                    enable_sctp=webrtc.get("enableSctp", False),
+                    app_data=webrtc["appData"],
                 )
                 return transport.info()
             case Method.ROUTER_CREATE_PIPE_TRANSPORT:
@@ -119,6 +130,12 @@ class Router(MediaEntity):
         for observer in self.rtp_observers.values():
             observer.forget_producer(producer)
 
+    def add_data_producer(self, data_producer: DataProducer) -> None:
+        self.data_producers[data_producer.id] = data_producer
+
+    def remove_data_producer(self, data_producer: DataProducer) -> None:
+        self.data_producers.pop(data_producer.id, None)
+
     def _check_open(self) -> None:
         if self.closed:
             raise InvalidStateError(f"router {self.id} is closed")
@@ -134,6 +151,7 @@ class Router(MediaEntity):
             observer.close()
         self.transports.clear()
         self.producers.clear()
+        self.data_producers.clear()
         self.emit_close()
 
     def worker_closed(self) -> None:

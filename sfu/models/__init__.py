@@ -4,6 +4,7 @@
   parameters, codecs, header extensions, encodings, RTCP).
 - :mod:`sfu.models.rtp_mapping`: a producer's payload types, SSRCs and
   extension ids mapped onto its router's (computed by ORTC, used by the worker).
+- :mod:`sfu.models.sctp_parameters`: a data channel's SCTP stream parameters.
 - :mod:`sfu.models.rtp_uris`: the header extension URIs, for ORTC and the media plane.
 - :mod:`sfu.models.stats`: counters both processes name (retransmission suppression reasons).
 - :mod:`sfu.models.validation`: the validation kit (pydantic v2) that the wire
@@ -33,6 +34,7 @@ from .rtp_parameters import (
     RtxParameters,
     WireModel,
 )
+from .sctp_parameters import MAX_STREAM_ID, SctpStreamParameters
 from .rtp_uris import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -45,6 +47,8 @@ from .rtp_uris import (
 )
 
 __all__ = [
+    "MAX_STREAM_ID",
+    "SctpStreamParameters",
     "URI_ABS_SEND_TIME",
     "URI_AUDIO_LEVEL",
     "URI_MID",
