@@ -22,6 +22,7 @@ from ..models import RtpCapabilities
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
 from .channel_object import ChannelObject
+from .data_producer import DataProducer
 from .pipe_transport import PipeTransport
 from .producer import Producer
 from .transport import Transport
@@ -51,6 +52,7 @@ class Router(ChannelObject):
         self.app_data = app_data
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
         self.observers: dict[str, ActiveSpeakerObserver] = {}
         # Per destination router: the pair of pipe transports, and pipes in progress.
         self._pipe_pairs: dict[str, asyncio.Task[tuple[PipeTransport, PipeTransport]]] = {}
@@ -66,12 +68,19 @@ class Router(ChannelObject):
         self.observer.emit("newtransport", transport)
 
     async def create_webrtc_transport(
-        self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
+        self,
+        *,
+        force_tcp: bool = False,
+        enable_sctp: bool = False,
+        app_data: dict[str, Any] | None = None,
     ) -> WebRtcTransport:
+        """``enable_sctp``: data channels (when the server's config allows them)."""
         app_data = app_data or {}
         info = await self._request(
             Method.ROUTER_CREATE_WEBRTC_TRANSPORT,
-            CreateWebRtcTransportRequest(forceTcp=force_tcp, appData=app_data),
+            CreateWebRtcTransportRequest(
+                forceTcp=force_tcp, enableSctp=enable_sctp, appData=app_data
+            ),
         )
         transport = WebRtcTransport(self._channel, info, self, app_data)
         self._adopt(transport)
@@ -118,6 +127,14 @@ class Router(ChannelObject):
     def _producer_closed(self, producer: Producer) -> None:
         if self.producers.get(producer.id) is producer:
             del self.producers[producer.id]
+
+    def data_producer_added(self, data_producer: DataProducer) -> None:
+        self.data_producers[data_producer.id] = data_producer
+        data_producer.on("@close", lambda: self._data_producer_closed(data_producer))
+
+    def _data_producer_closed(self, data_producer: DataProducer) -> None:
+        if self.data_producers.get(data_producer.id) is data_producer:
+            del self.data_producers[data_producer.id]
 
     # ---- pipes ----------------------------------------------------------------------
 
@@ -234,6 +251,7 @@ class Router(ChannelObject):
             task.cancel()
         self.transports.clear()
         self.producers.clear()
+        self.data_producers.clear()
 
     def worker_closed(self) -> None:
         """Its worker closed or died (which took the router with it)."""

@@ -1,0 +1,71 @@
+"""DataConsumer: the control handle on a data consumer in a worker (mediasoup's DataConsumer.ts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..channel import Channel
+from ..channel.messages import Event, Method
+from ..models import SctpStreamParameters
+from .channel_object import ChannelObject
+
+
+class DataConsumer(ChannelObject):
+    """Events: ``transportclose``, ``dataproducerclose``, ``dataproducerpause``,
+    ``dataproducerresume``, ``serverclose(reason)`` (``"stalled"``: its reader
+    fell too far behind), ``@close``. ``observer``: ``pause``, ``resume``, ``close``."""
+
+    kind_name = "dataConsumer"
+    close_method = Method.DATA_CONSUMER_CLOSE
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        data_consumer_id: str,
+        data_producer_id: str,
+        sctp_stream_parameters: SctpStreamParameters,
+        label: str,
+        protocol: str,
+        paused: bool,
+        data_producer_paused: bool,
+        app_data: dict[str, Any],
+    ) -> None:
+        super().__init__(channel, data_consumer_id)
+        self.type = "sctp"
+        self.data_producer_id = data_producer_id
+        self.sctp_stream_parameters = sctp_stream_parameters
+        self.label = label
+        self.protocol = protocol
+        self.paused = paused
+        self.data_producer_paused = data_producer_paused
+        self.app_data = app_data
+
+    async def pause(self) -> None:
+        await self._request(Method.DATA_CONSUMER_PAUSE)
+        if not self.paused:
+            self.paused = True
+            self.observer.emit("pause")
+
+    async def resume(self) -> None:
+        await self._request(Method.DATA_CONSUMER_RESUME)
+        if self.paused:
+            self.paused = False
+            self.observer.emit("resume")
+
+    async def get_stats(self) -> Any:
+        return await self._request(Method.DATA_CONSUMER_GET_STATS)
+
+    def on_notification(self, event: str, data: Any) -> None:
+        if event == Event.PRODUCER_PAUSE:
+            self.data_producer_paused = True
+            self.emit("dataproducerpause")
+        elif event == Event.PRODUCER_RESUME:
+            self.data_producer_paused = False
+            self.emit("dataproducerresume")
+        elif event == Event.DATA_PRODUCER_CLOSE:
+            self._closed("dataproducerclose")
+        elif event == Event.SERVER_CLOSE:
+            self._closed("serverclose", data)
+        else:
+            super().on_notification(event, data)
