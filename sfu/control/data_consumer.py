@@ -8,6 +8,7 @@ from ..channel import Channel
 from ..channel.messages import Event, Method
 from ..models import SctpStreamParameters
 from .channel_object import ChannelObject
+from .data_producer import DataProducer
 
 
 class DataConsumer(ChannelObject):
@@ -23,20 +24,18 @@ class DataConsumer(ChannelObject):
         channel: Channel,
         *,
         data_consumer_id: str,
-        data_producer_id: str,
+        data_producer: DataProducer,
         sctp_stream_parameters: SctpStreamParameters,
-        label: str,
-        protocol: str,
         paused: bool,
         data_producer_paused: bool,
         app_data: dict[str, Any],
     ) -> None:
         super().__init__(channel, data_consumer_id)
         self.type = "sctp"
-        self.data_producer_id = data_producer_id
+        self.data_producer_id = data_producer.id
         self.sctp_stream_parameters = sctp_stream_parameters
-        self.label = label
-        self.protocol = protocol
+        self.label = data_producer.label
+        self.protocol = data_producer.protocol
         self.paused = paused
         self.data_producer_paused = data_producer_paused
         self.app_data = app_data

@@ -11,8 +11,8 @@ from ..channel.messages import (
     DataConsumed,
     Event,
     Method,
-    ProduceDataRequest,
     Produced,
+    ProduceDataRequest,
     consume_request,
     produce_request,
 )
@@ -242,10 +242,8 @@ class Transport(ChannelObject):
         data_consumer = DataConsumer(
             self._channel,
             data_consumer_id=info["id"],
-            data_producer_id=data_producer_id,
+            data_producer=data_producer,
             sctp_stream_parameters=SctpStreamParameters.from_wire(info["sctpStreamParameters"]),
-            label=data_producer.label,
-            protocol=data_producer.protocol,
             paused=paused,
             data_producer_paused=bool(info["dataProducerPaused"]),
             app_data=app_data,

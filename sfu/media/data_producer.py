@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import Method
@@ -44,6 +45,14 @@ class MessageRate:
         return True
 
 
+@dataclass(frozen=True)
+class InboundDataLimits:
+    """What one transport's client may send, on all its data producers."""
+
+    max_message_size: int
+    rate: MessageRate
+
+
 class DataProducer(MediaEntity):
     """Events: ``@close``."""
 
@@ -57,12 +66,10 @@ class DataProducer(MediaEntity):
         channel: RTCDataChannel | None,
         paused: bool,
         app_data: dict[str, Any],
-        max_message_size: int,
-        rate: MessageRate,
-        producer_id: str | None = None,
+        limits: InboundDataLimits,
     ) -> None:
         super().__init__()
-        self.id = producer_id or str(uuid.uuid4())
+        self.id = str(uuid.uuid4())
         self.transport = transport
         self.label = label
         self.protocol = protocol
@@ -72,8 +79,8 @@ class DataProducer(MediaEntity):
         self.closed = False
         self.consumers: dict[str, DataConsumer] = {}
         self._channel = channel
-        self._max_message_size = max_message_size
-        self._rate = rate
+        self._max_message_size = limits.max_message_size
+        self._rate = limits.rate
         self.messages_received = 0
         self.bytes_received = 0
         self.drops: Counter[str] = Counter()

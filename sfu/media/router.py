@@ -18,7 +18,7 @@ from .active_speaker_observer import ActiveSpeakerObserver
 from .entity import MediaEntity
 from .pipe_transport import PipeTransport
 from .transport import Transport
-from .webrtc_transport import WebRtcTransport
+from .webrtc_transport import SctpSettings, WebRtcTransport
 
 if TYPE_CHECKING:
     from .data_producer import DataProducer
@@ -61,9 +61,11 @@ class Router(MediaEntity):
             webrtc_server=self.worker.webrtc_server,
             enable_tcp=settings.enable_tcp,
             force_tcp=force_tcp,
-            enable_sctp=enable_sctp and settings.enable_sctp,
-            num_sctp_streams=settings.num_sctp_streams,
-            max_sctp_message_size=settings.max_sctp_message_size,
+            sctp=(
+                SctpSettings(settings.num_sctp_streams, settings.max_sctp_message_size)
+                if enable_sctp and settings.enable_sctp
+                else None
+            ),
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)

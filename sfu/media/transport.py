@@ -24,8 +24,8 @@ from ..channel.messages import (
     ConsumeRequest,
     DataConsumed,
     Method,
-    ProduceDataRequest,
     Produced,
+    ProduceDataRequest,
     ProduceRequest,
     consume_rtp,
     produce_rtp,
@@ -35,7 +35,7 @@ from ..models import MAX_STREAM_ID, RtpMapping, RtpParameters, SctpStreamParamet
 from . import rtcp
 from .consumer import Consumer
 from .data_consumer import DataConsumer
-from .data_producer import DataProducer, MessageRate
+from .data_producer import DataProducer, InboundDataLimits, MessageRate
 from .entity import MediaEntity
 from .producer import Producer
 
@@ -98,8 +98,11 @@ class Transport(MediaEntity):
         self.final_counters: Counter[str] = Counter()
         # Closed data producers' and consumers' counters (they are few, unlike packets).
         self.final_data_counters: Counter[str] = Counter()
-        # Data messages per second this transport's client may send (all its data producers).
-        self.data_rate = MessageRate(router.worker.settings.data_messages_per_second)
+        # What this transport's client may send on all its data producers.
+        settings = router.worker.settings
+        self.data_limits = InboundDataLimits(
+            settings.max_sctp_message_size, MessageRate(settings.data_messages_per_second)
+        )
         # What consumers call per packet: send_rtp_fields, or a faster
         # equivalent a subclass binds them to (WebRtcTransport's C sender).
         self.rtp_fields_sender: Callable[[int, int, int, int, int, bytes], object] = (
@@ -226,7 +229,6 @@ class Transport(MediaEntity):
         self._check_open()
         if stream.stream_id in self._sctp_stream_ids_in_use():
             raise InvalidStateError(f"SCTP stream {stream.stream_id} is already in use")
-        settings = self.router.worker.settings
         data_producer = DataProducer(
             transport=self,
             label=label,
@@ -235,8 +237,7 @@ class Transport(MediaEntity):
             channel=self._sctp_stream(stream, label, protocol),
             paused=paused,
             app_data=app_data or {},
-            max_message_size=settings.max_sctp_message_size,
-            rate=self.data_rate,
+            limits=self.data_limits,
         )
         self.data_producers[data_producer.id] = data_producer
         data_producer.on("@close", lambda: self._forget_data_producer(data_producer))
@@ -295,32 +296,9 @@ class Transport(MediaEntity):
         self.final_data_counters.update(data_consumer.counters())
 
     async def handle_request(self, method: Method, data: Any) -> Any:
+        if method in (Method.TRANSPORT_PRODUCE_DATA, Method.TRANSPORT_CONSUME_DATA):
+            return self._handle_data_request(method, data)
         match method:
-            case Method.TRANSPORT_PRODUCE_DATA:
-                produce_data: ProduceDataRequest = data
-                wire_stream = produce_data["sctpStreamParameters"]
-                if wire_stream is None:
-                    raise InvalidRequestError("sctpStreamParameters are required")
-                data_producer = self.produce_data(
-                    stream=SctpStreamParameters.from_wire(wire_stream),
-                    label=produce_data["label"],
-                    protocol=produce_data["protocol"],
-                    paused=produce_data["paused"],
-                    app_data=produce_data["appData"],
-                )
-                return Produced(id=data_producer.id)
-            case Method.TRANSPORT_CONSUME_DATA:
-                consume_data: ConsumeDataRequest = data
-                data_consumer = self.consume_data(
-                    data_producer_id=consume_data["dataProducerId"],
-                    paused=consume_data["paused"],
-                    app_data=consume_data["appData"],
-                )
-                return DataConsumed(
-                    id=data_consumer.id,
-                    dataProducerPaused=data_consumer.producer_paused,
-                    sctpStreamParameters=data_consumer.stream.to_wire(),
-                )
             case Method.TRANSPORT_PRODUCE:
                 produce: ProduceRequest = data
                 # The channel is an edge: the RTP parts are parsed here, once.
@@ -349,6 +327,34 @@ class Transport(MediaEntity):
                 self.close()
                 return None
         return await super().handle_request(method, data)
+
+    def _handle_data_request(self, method: Method, data: Any) -> Produced | DataConsumed:
+        match method:
+            case Method.TRANSPORT_PRODUCE_DATA:
+                produce_data: ProduceDataRequest = data
+                wire_stream = produce_data["sctpStreamParameters"]
+                if wire_stream is None:
+                    raise InvalidRequestError("sctpStreamParameters are required")
+                data_producer = self.produce_data(
+                    stream=SctpStreamParameters.from_wire(wire_stream),
+                    label=produce_data["label"],
+                    protocol=produce_data["protocol"],
+                    paused=produce_data["paused"],
+                    app_data=produce_data["appData"],
+                )
+                return Produced(id=data_producer.id)
+            case _:
+                consume_data: ConsumeDataRequest = data
+                data_consumer = self.consume_data(
+                    data_producer_id=consume_data["dataProducerId"],
+                    paused=consume_data["paused"],
+                    app_data=consume_data["appData"],
+                )
+                return DataConsumed(
+                    id=data_consumer.id,
+                    dataProducerPaused=data_consumer.producer_paused,
+                    sctpStreamParameters=data_consumer.stream.to_wire(),
+                )
 
     def get_stats(self) -> list[dict[str, Any]]:
         raise NotImplementedError

@@ -15,7 +15,7 @@ import random
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pylibsrtp
 from aiortc import RTCDataChannel, RTCDataChannelParameters, RTCSctpCapabilities
@@ -49,6 +49,13 @@ ICE_DISCONNECTED_AFTER = 5.0
 _U32 = struct.Struct("!I")
 
 
+class SctpSettings(NamedTuple):
+    """A transport's SCTP association: streams each way, the largest message."""
+
+    num_streams: int
+    max_message_size: int
+
+
 def _mediasoup_dtls_role(remote_role: str) -> str:
     """Our DTLS role is the opposite of the client's ('auto' clients are DTLS clients)."""
     return "client" if remote_role == "server" else "server"
@@ -59,7 +66,7 @@ class WebRtcTransport(Transport):
     ``routerclose``, ``serverclose(reason)`` (closed by the server itself: ICE
     timeout, DTLS failure, an internal error), ``@close``."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - mediasoup's WebRtcTransportOptions, keyword-only
         self,
         *,
         router: Router,
@@ -70,9 +77,7 @@ class WebRtcTransport(Transport):
         webrtc_server: WebRtcServer | None = None,
         enable_tcp: bool = False,
         force_tcp: bool = False,
-        enable_sctp: bool = False,
-        num_sctp_streams: int = 1024,
-        max_sctp_message_size: int = 262144,
+        sctp: SctpSettings | None = None,
     ) -> None:
         super().__init__(router=router, app_data=app_data)
         # Single-port mode: the shared socket and its demultiplexer.
@@ -102,9 +107,8 @@ class WebRtcTransport(Transport):
         self._dtls_task: asyncio.Task[None] | None = None
         # Data channels: an SCTP association over the DTLS session, started
         # once DTLS is up (its INIT then goes out; the client's comes in).
-        self._num_sctp_streams = num_sctp_streams
-        self._max_sctp_message_size = max_sctp_message_size
-        self._sctp = self._dtls.sctp_transport(num_sctp_streams) if enable_sctp else None
+        self._sctp_settings = sctp or SctpSettings(0, 0)
+        self._sctp = self._dtls.sctp_transport(sctp.num_streams) if sctp is not None else None
         self._rx_srtp: pylibsrtp.Session | None = None
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
@@ -206,9 +210,9 @@ class WebRtcTransport(Transport):
             return None
         return {
             "port": SCTP_PORT,
-            "OS": self._num_sctp_streams,
-            "MIS": self._num_sctp_streams,
-            "maxMessageSize": self._max_sctp_message_size,
+            "OS": self._sctp_settings.num_streams,
+            "MIS": self._sctp_settings.num_streams,
+            "maxMessageSize": self._sctp_settings.max_message_size,
         }
 
     def _sctp_stream(
@@ -487,7 +491,7 @@ class WebRtcTransport(Transport):
         self._dtls.on_state_change(self._on_dtls_state)
         if self._sctp is not None:
             await self._sctp.start(
-                RTCSctpCapabilities(maxMessageSize=self._max_sctp_message_size), SCTP_PORT
+                RTCSctpCapabilities(maxMessageSize=self._sctp_settings.max_message_size), SCTP_PORT
             )
         # Consumers may have started (on a keyframe) before we could deliver:
         # each starts over, video from a keyframe it asks for now.

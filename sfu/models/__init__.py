@@ -34,7 +34,6 @@ from .rtp_parameters import (
     RtxParameters,
     WireModel,
 )
-from .sctp_parameters import MAX_STREAM_ID, SctpStreamParameters
 from .rtp_uris import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -45,10 +44,10 @@ from .rtp_uris import (
     URI_TRANSPORT_WIDE_CC,
     URI_VIDEO_ORIENTATION,
 )
+from .sctp_parameters import MAX_STREAM_ID, SctpStreamParameters
 
 __all__ = [
     "MAX_STREAM_ID",
-    "SctpStreamParameters",
     "URI_ABS_SEND_TIME",
     "URI_AUDIO_LEVEL",
     "URI_MID",
@@ -75,5 +74,6 @@ __all__ = [
     "RtpMappingHeaderExtension",
     "RtpParameters",
     "RtxParameters",
+    "SctpStreamParameters",
     "WireModel",
 ]

@@ -11,6 +11,7 @@ to the part that serves it, and runs the close cascade. Its parts:
 - :mod:`.placement`: which router (one per worker the room spans) hosts a peer;
 - :mod:`.peer_media`: a peer's transports and producers;
 - :mod:`.subscriptions`: consumers of the other peers' producers;
+- :mod:`.data_channels`: data producers and data consumers (SCTP);
 - :mod:`.requests`: the typed data of each request.
 """
 
@@ -30,6 +31,7 @@ from ..control.router import Router
 from ..control.worker_pool import WorkerPool
 from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, NotFoundError
 from ..signaling.protoo import ProtooConnection, notification_text
+from .data_channels import DataChannels
 from .peer import Peer
 from .peer_media import PeerMedia
 from .placement import Placement
@@ -39,8 +41,11 @@ from .requests import (
     ConnectWebRtcTransportRequest,
     ConsumerRequest,
     CreateWebRtcTransportRequest,
+    DataConsumerRequest,
+    DataProducerRequest,
     JoinRequest,
     NoData,
+    ProduceDataRequest,
     ProduceRequest,
     ProducerRequest,
     Request,
@@ -117,12 +122,18 @@ class Room(AsyncIOEventEmitter):
         self.sessions = Sessions(self)
         self.media = PeerMedia(self)
         self.subscriptions = Subscriptions(self)
+        self.data = DataChannels(self)
         self._routes = self._make_routes()
         observer.on("dominantspeaker", self._on_dominant_speaker)
         observer.on("silence", self._on_silence)
 
     def _make_routes(self) -> dict[str, Route[Any]]:
-        sessions, media, subscriptions = self.sessions, self.media, self.subscriptions
+        sessions, media, subscriptions, data = (
+            self.sessions,
+            self.media,
+            self.subscriptions,
+            self.data,
+        )
         return {
             "getRouterRtpCapabilities": Route(NoData, self._get_router_rtp_capabilities),
             "join": Route(JoinRequest, sessions.join),
@@ -140,7 +151,9 @@ class Room(AsyncIOEventEmitter):
             "pauseProducer": Route(ProducerRequest, media.pause_producer),
             "resumeProducer": Route(ProducerRequest, media.resume_producer),
             "getProducerStats": Route(ProducerRequest, media.get_producer_stats),
-            "produceData": Route(NoData, media.produce_data),
+            "produceData": Route(ProduceDataRequest, data.produce_data),
+            "getDataProducerStats": Route(DataProducerRequest, data.get_data_producer_stats),
+            "getDataConsumerStats": Route(DataConsumerRequest, data.get_data_consumer_stats),
             "pauseConsumer": Route(ConsumerRequest, subscriptions.pause_consumer),
             "resumeConsumer": Route(ConsumerRequest, subscriptions.resume_consumer),
             "setConsumerPreferredLayers": Route(
@@ -291,6 +304,7 @@ class Room(AsyncIOEventEmitter):
         for peer in list(self.peers.values()):
             self.sessions.close_peer(peer)
         self.subscriptions.close()
+        self.data.close()
         self.placement.close()
         logger.info("room %s: closed", self.id)
         self.emit("close")
