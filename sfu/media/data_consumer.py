@@ -7,6 +7,11 @@ dropped and counted; a reliable stream may hold up to twice as much while
 its reader catches up, and is closed (``serverclose "stalled"``, the room
 tells the peer ``dataConsumerClosed``) when it stays over the buffer for
 ``media.sctp_stall_timeout`` seconds or reaches twice the buffer.
+
+Messages are held (within the same bound) until the client has its end: while
+the SCTP association is still connecting, and, for a data consumer made
+paused, until its first resume (the room resumes it once the client has
+answered ``newDataConsumer``). A pause after that drops, as mediasoup's.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import Event, Method
@@ -56,9 +61,15 @@ class DataConsumer(MediaEntity):
         self.messages_sent = 0
         self.bytes_sent = 0
         self.drops: Counter[str] = Counter()
+        # Held until the client's end exists (None once they have been sent).
+        self._held: deque[str | bytes] | None = deque()
+        self._held_bytes = 0
+        self._awaiting_resume = paused
+        channel.on("open", self._release)
         # bufferedamountlow fires when the buffer drains to half: the reader caught up.
         channel.bufferedAmountLowThreshold = buffer_size // 2
         channel.on("bufferedamountlow", self._drained)
+        self._release()  # the association may be up already
 
     @property
     def buffered_amount(self) -> int:
@@ -67,13 +78,36 @@ class DataConsumer(MediaEntity):
     def send(self, message: str | bytes) -> None:
         if self.closed:
             return
+        held = self._held
+        if held is not None:
+            if self._held_bytes + len(message) > self._buffer_size:
+                self.drops["buffer-full"] += 1
+            else:
+                held.append(message)
+                self._held_bytes += len(message)
+            return
         if self.paused:
             self.drops["paused"] += 1
             return
-        channel = self._channel
-        if channel.readyState != "open":
+        if self._channel.readyState != "open":
             self.drops["not-open"] += 1
             return
+        self._send(message)
+
+    def _release(self) -> None:
+        """Send what was held once the stream is open and the client has its end."""
+        held = self._held
+        if held is None or self.closed or self._awaiting_resume:
+            return
+        if self._channel.readyState != "open":
+            return
+        self._held = None
+        self._held_bytes = 0
+        for message in held:
+            self._send(message)
+
+    def _send(self, message: str | bytes) -> None:
+        channel = self._channel
         size = len(message)
         buffered = channel.bufferedAmount
         if buffered + size > self._buffer_size:
@@ -113,6 +147,8 @@ class DataConsumer(MediaEntity):
                 return None
             case Method.DATA_CONSUMER_RESUME:
                 self.paused = False
+                self._awaiting_resume = False
+                self._release()
                 return None
             case Method.DATA_CONSUMER_GET_STATS:
                 return self.get_stats()
@@ -158,7 +194,9 @@ class DataConsumer(MediaEntity):
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        self._held = None
         self._channel.remove_all_listeners("bufferedamountlow")
+        self._channel.remove_all_listeners("open")
         self._channel.close()
         if reason is not None:
             self.notify(Event.SERVER_CLOSE, reason)
