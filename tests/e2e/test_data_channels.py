@@ -1,0 +1,179 @@
+"""Data channels between real pymediasoup bots through a real server:
+produceData, newDataConsumer, ordered and unordered delivery, large binary
+messages, dataConsumerClosed when a peer leaves, hostile stream parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from sfu.client import DataMessage, DataOptions, ProtooError, SfuClient
+
+from ..conftest import LOOPBACK, ServerProcess
+from .helpers import wait_until
+
+
+class Inbox:
+    """Every data message a client receives, and a way to wait for some."""
+
+    def __init__(self, client: SfuClient) -> None:
+        self.messages: list[DataMessage] = []
+        self._changed = asyncio.Event()
+        self.closed: list[str] = []
+        client.on("data", self._on_data)
+        client.on("dataconsumerclosed", self._on_closed)
+
+    def _on_data(self, message: DataMessage) -> None:
+        self.messages.append(message)
+        self._changed.set()
+
+    def _on_closed(self, data_consumer_id: str) -> None:
+        self.closed.append(data_consumer_id)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> list[DataMessage]:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.messages
+
+
+async def bot(server: ServerProcess, room: str, peer_id: str) -> SfuClient:
+    client = SfuClient(
+        server.ws_url, room, peer_id, display_name=peer_id, ice_addresses=LOOPBACK
+    )
+    await client.join()
+    return client
+
+
+async def test_chat_between_bots_arrives_in_order_and_binary_intact(
+    sfu_server: ServerProcess,
+) -> None:
+    alice = await bot(sfu_server, "chat", "alice")
+    bob = await bot(sfu_server, "chat", "bob")
+    inbox = Inbox(bob)
+    try:
+        for i in range(20):
+            await alice.send_data(f"message {i}")
+        received = await inbox.wait_for(20)
+        assert [m.data for m in received] == [f"message {i}" for i in range(20)]
+        assert {m.peer_id for m in received} == {"alice"}
+        assert {m.label for m in received} == {"chat"}
+
+        blob = os.urandom(60 * 1024)
+        await alice.send_data(blob)
+        received = await inbox.wait_for(21)
+        assert received[20].data == blob
+
+        # Stats on both sides count what went through.
+        producer_id = received[0].data_producer_id
+        stats = await alice.request("getDataProducerStats", {"dataProducerId": producer_id})
+        assert stats[0]["messagesReceived"] == 21
+        assert stats[0]["bytesReceived"] == sum(len(f"message {i}") for i in range(20)) + len(
+            blob
+        )
+        consumer_stats = await bob.request(
+            "getDataConsumerStats", {"dataConsumerId": received[0].data_consumer_id}
+        )
+        assert consumer_stats[0]["messagesSent"] == 21
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_unordered_channel_without_retransmissions_delivers(
+    sfu_server: ServerProcess,
+) -> None:
+    alice = await bot(sfu_server, "unordered", "alice")
+    bob = await bot(sfu_server, "unordered", "bob")
+    inbox = Inbox(bob)
+    try:
+        options = DataOptions(ordered=False, max_retransmits=0)
+        for i in range(20):
+            await alice.send_data(f"fast {i}", label="game", options=options)
+        # Loopback loses nothing: every message arrives, in any order.
+        received = await inbox.wait_for(20)
+        assert sorted(m.data for m in received) == sorted(f"fast {i}" for i in range(20))
+        remote = bob.data_consumers[received[0].data_consumer_id]
+        assert remote.label == "game"
+        stream = remote.data_consumer.sctpStreamParameters
+        assert stream.ordered is False
+        assert stream.maxRetransmits == 0
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_a_late_joiner_gets_existing_data_producers_and_a_leaver_closes_them(
+    sfu_server: ServerProcess,
+) -> None:
+    alice = await bot(sfu_server, "late", "alice")
+    await alice.send_data("hello before anyone")
+    bob = await bot(sfu_server, "late", "bob")
+    inbox = Inbox(bob)
+    try:
+        assert await wait_until(lambda: len(bob.data_consumers) == 1, 20)
+        await alice.send_data("hello bob")
+        received = await inbox.wait_for(1)
+        assert received[0].data == "hello bob"
+        consumer_id = received[0].data_consumer_id
+
+        await alice.close()
+        assert await wait_until(lambda: consumer_id in inbox.closed, 20)
+        assert bob.data_consumers == {}
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_hostile_produce_data_gets_errors_and_the_peer_stays(
+    sfu_server: ServerProcess,
+) -> None:
+    alice = await bot(sfu_server, "hostile-data", "alice")
+    bob = await bot(sfu_server, "hostile-data", "bob")
+    inbox = Inbox(bob)
+    try:
+        transport_id = alice.send_transport.id
+        bad = [
+            {"transportId": transport_id, "sctpStreamParameters": {"streamId": 70000}},
+            {"transportId": transport_id, "sctpStreamParameters": {"streamId": -1}},
+            {
+                "transportId": transport_id,
+                "sctpStreamParameters": {"streamId": 3, "ordered": True, "maxRetransmits": 2},
+            },
+            {
+                "transportId": transport_id,
+                "sctpStreamParameters": {
+                    "streamId": 3,
+                    "maxRetransmits": 2,
+                    "maxPacketLifeTime": 100,
+                },
+            },
+            {"transportId": transport_id, "sctpStreamParameters": "nope"},
+            {"transportId": transport_id},
+            {"transportId": "no-such-transport", "sctpStreamParameters": {"streamId": 3}},
+            {"transportId": transport_id, "sctpStreamParameters": {"streamId": 3}, "label": 7},
+        ]
+        for data in bad:
+            try:
+                await alice.request("produceData", data)
+            except ProtooError as error:
+                assert error.code in (400, 404), (data, error)
+            else:
+                raise AssertionError(f"produceData accepted {data!r}")
+        # The same stream twice: the second is refused.
+        await alice.send_data("first")
+        stream_id = next(iter(alice._data.data_producers.values())).sctpStreamParameters.streamId
+        try:
+            await alice.request(
+                "produceData",
+                {"transportId": transport_id, "sctpStreamParameters": {"streamId": stream_id}},
+            )
+        except ProtooError as error:
+            assert error.code == 409, error
+        else:
+            raise AssertionError("a stream id in use was accepted")
+        # Alice is still in the room and her chat still reaches bob.
+        await alice.send_data("still here")
+        received = await inbox.wait_for(2)
+        assert [m.data for m in received] == ["first", "still here"]
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
