@@ -33,11 +33,15 @@ class DataChannels:
 
     # ---- producing -------------------------------------------------------------
 
-    async def produce_data(self, peer: Peer, request: ProduceDataRequest) -> Any:
-        room = self._room
+    @staticmethod
+    def may_produce_data(peer: Peer) -> None:
+        """The token's word comes first: no data grant is 403 whatever else is wrong."""
         refusal = peer.grants.data_refusal()
         if refusal is not None:
             raise ForbiddenError(refusal)
+
+    async def produce_data(self, peer: Peer, request: ProduceDataRequest) -> Any:
+        room = self._room
         transport = room.own(peer, peer.transports, "transport", request.transport_id)
         limit = room.limits.max_producers_per_peer
         if len(peer.data_producers) >= limit:

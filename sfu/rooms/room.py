@@ -89,6 +89,8 @@ class Route(Generic[RequestT]):
 
     model: type[RequestT]
     handler: Callable[[Peer, RequestT], Awaitable[Any]]
+    # Checked before anything else (the peer's grants): a refusal whatever the data.
+    guard: Callable[[Peer], None] | None = None
 
 
 class Room(AsyncIOEventEmitter):
@@ -151,7 +153,7 @@ class Room(AsyncIOEventEmitter):
             "pauseProducer": Route(ProducerRequest, media.pause_producer),
             "resumeProducer": Route(ProducerRequest, media.resume_producer),
             "getProducerStats": Route(ProducerRequest, media.get_producer_stats),
-            "produceData": Route(ProduceDataRequest, data.produce_data),
+            "produceData": Route(ProduceDataRequest, data.produce_data, data.may_produce_data),
             "getDataProducerStats": Route(DataProducerRequest, data.get_data_producer_stats),
             "getDataConsumerStats": Route(DataConsumerRequest, data.get_data_consumer_stats),
             "pauseConsumer": Route(ConsumerRequest, subscriptions.pause_consumer),
@@ -244,6 +246,8 @@ class Room(AsyncIOEventEmitter):
         if route is None:
             raise NotFoundError(f"unknown method {method!r}")
         model = route.model
+        if route.guard is not None:
+            route.guard(peer)
         # The peer's state, then the object named, then the rest of the data:
         # the errors come in that order.
         if model.required_state == "joined":
