@@ -741,9 +741,7 @@ class Fuzzer:
             if response["ok"] and method == "produce":
                 self.registry.add("producer", response["data"].get("id"), own=peer is self.main)
             if response["ok"] and method == "produceData":
-                self.registry.add(
-                    "dataProducer", response["data"].get("id"), own=peer is self.main
-                )
+                self.registry.add("dataProducer", response["data"].get("id"), own=peer is self.main)
         missing = expected - got
         assert not missing, f"no reply (silence) to ids {sorted(missing)} of frames {frames!r}"
         assert not peer.ws.closed, f"the server closed the connection after {frames!r}"
