@@ -16,6 +16,8 @@ worker's media objects get :class:`~sfu.models.RtpParameters` and
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
@@ -54,10 +56,11 @@ class Method(StrEnum):
     CONSUMER_CLOSE = "consumer.close"
     TRANSPORT_PRODUCE_DATA = "transport.produceData"
     TRANSPORT_CONSUME_DATA = "transport.consumeData"
-    ROUTER_SEND_DATA = "router.sendData"
+    ROUTER_CREATE_DIRECT_TRANSPORT = "router.createDirectTransport"
     DATA_PRODUCER_PAUSE = "dataProducer.pause"
     DATA_PRODUCER_RESUME = "dataProducer.resume"
     DATA_PRODUCER_GET_STATS = "dataProducer.getStats"
+    DATA_PRODUCER_SEND = "dataProducer.send"  # DataMessage, to a direct data producer
     DATA_PRODUCER_CLOSE = "dataProducer.close"
     DATA_CONSUMER_PAUSE = "dataConsumer.pause"
     DATA_CONSUMER_RESUME = "dataConsumer.resume"
@@ -207,18 +210,8 @@ class ProduceDataRequest(TypedDict):
 
 class ConsumeDataRequest(TypedDict):
     dataProducerId: str
-    # None: no SCTP stream (a pipe data consumer, whose messages go to its handle).
-    sctpStreamParameters: WireDict | None
     paused: bool
     appData: dict[str, Any]
-
-
-class SendDataRequest(TypedDict):
-    """A message from the server itself to a router's data consumers of one direct data producer."""
-
-    dataProducerId: str
-    text: NotRequired[str]
-    binary: NotRequired[str]  # base64
 
 
 class SetPriorityRequest(TypedDict):
@@ -276,7 +269,8 @@ class Consumed(TypedDict):
 class DataConsumed(TypedDict):
     id: str
     dataProducerPaused: bool
-    sctpStreamParameters: WireDict  # SctpStreamParameters, the stream id the transport chose
+    # SctpStreamParameters, the stream id the transport chose (None on a direct transport).
+    sctpStreamParameters: WireDict | None
 
 
 class WorkerStats(TypedDict):
@@ -296,7 +290,29 @@ class DominantSpeaker(TypedDict):
 
 
 class DataMessage(TypedDict):
-    """One data message, to a handle that relays it (a pipe, the server's own reader)."""
+    """One data message crossing the channel: to a direct data producer
+    (``dataProducer.send``) or from a direct data consumer (``message``)."""
 
     text: NotRequired[str]
     binary: NotRequired[str]  # base64
+
+
+def data_message(payload: str | bytes) -> DataMessage:
+    if isinstance(payload, str):
+        return DataMessage(text=payload)
+    return DataMessage(binary=base64.b64encode(payload).decode("ascii"))
+
+
+def data_payload(message: DataMessage) -> str | bytes:
+    """The payload of a DataMessage; ValueError if it is neither text nor base64."""
+    if isinstance(message, dict):
+        text = message.get("text")
+        if isinstance(text, str):
+            return text
+        binary = message.get("binary")
+        if isinstance(binary, str):
+            try:
+                return base64.b64decode(binary, validate=True)
+            except binascii.Error as error:
+                raise ValueError(f"bad base64 data message: {error}") from None
+    raise ValueError("a data message is {text} or {binary}")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..channel import Channel
-from ..channel.messages import Event, Method
+from ..channel.messages import Event, Method, data_payload
 from ..models import SctpStreamParameters
 from .channel_object import ChannelObject
 from .data_producer import DataProducer
 
+logger = logging.getLogger(__name__)
+
 
 class DataConsumer(ChannelObject):
-    """Events: ``transportclose``, ``dataproducerclose``, ``dataproducerpause``,
+    """Events: ``message(str | bytes)`` (on a direct transport), ``transportclose``,
+    ``dataproducerclose``, ``dataproducerpause``,
     ``dataproducerresume``, ``serverclose(reason)`` (``"stalled"``: its reader
     fell too far behind), ``@close``. ``observer``: ``pause``, ``resume``, ``close``."""
 
@@ -25,13 +29,13 @@ class DataConsumer(ChannelObject):
         *,
         data_consumer_id: str,
         data_producer: DataProducer,
-        sctp_stream_parameters: SctpStreamParameters,
+        sctp_stream_parameters: SctpStreamParameters | None,
         paused: bool,
         data_producer_paused: bool,
         app_data: dict[str, Any],
     ) -> None:
         super().__init__(channel, data_consumer_id)
-        self.type = "sctp"
+        self.type = "sctp" if sctp_stream_parameters is not None else "direct"
         self.data_producer_id = data_producer.id
         self.sctp_stream_parameters = sctp_stream_parameters
         self.label = data_producer.label
@@ -56,7 +60,14 @@ class DataConsumer(ChannelObject):
         return await self._request(Method.DATA_CONSUMER_GET_STATS)
 
     def on_notification(self, event: str, data: Any) -> None:
-        if event == Event.PRODUCER_PAUSE:
+        if event == Event.DATA_MESSAGE:
+            try:
+                message = data_payload(data)
+            except ValueError:
+                logger.warning("data consumer %s: a malformed message notification", self.id)
+                return
+            self.emit("message", message)
+        elif event == Event.PRODUCER_PAUSE:
             self.data_producer_paused = True
             self.emit("dataproducerpause")
         elif event == Event.PRODUCER_RESUME:

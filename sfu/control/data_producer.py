@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..channel import Channel
-from ..channel.messages import Event, Method
+from ..channel.messages import Event, Method, data_message
 from ..models import SctpStreamParameters
 from .channel_object import ChannelObject
 
@@ -25,7 +25,7 @@ class DataProducer(ChannelObject):
         channel: Channel,
         *,
         data_producer_id: str,
-        sctp_stream_parameters: SctpStreamParameters,
+        sctp_stream_parameters: SctpStreamParameters | None,
         label: str,
         protocol: str,
         paused: bool,
@@ -33,7 +33,7 @@ class DataProducer(ChannelObject):
         transport: Transport,
     ) -> None:
         super().__init__(channel, data_producer_id)
-        self.type = "sctp"
+        self.type = "sctp" if sctp_stream_parameters is not None else "direct"
         self.sctp_stream_parameters = sctp_stream_parameters
         self.label = label
         self.protocol = protocol
@@ -52,6 +52,10 @@ class DataProducer(ChannelObject):
         if self.paused:
             self.paused = False
             self.observer.emit("resume")
+
+    async def send(self, message: str | bytes) -> None:
+        """Send ``message`` as this (direct) data producer: to all its data consumers."""
+        await self._request(Method.DATA_PRODUCER_SEND, data_message(message))
 
     async def get_stats(self) -> Any:
         return await self._request(Method.DATA_PRODUCER_GET_STATS)

@@ -178,25 +178,30 @@ class Transport(ChannelObject):
     async def produce_data(
         self,
         *,
-        sctp_stream_parameters: SctpStreamParameters,
+        sctp_stream_parameters: SctpStreamParameters | None = None,
         label: str = "",
         protocol: str = "",
         paused: bool = False,
         app_data: dict[str, Any] | None = None,
+        data_producer_id: str | None = None,
     ) -> DataProducer:
-        """A data producer on the client's SCTP stream (parameters validated at the edge)."""
+        """A data producer on the client's SCTP stream (parameters validated at
+        the edge), or with none on a direct transport. ``data_producer_id`` only
+        for a pipe's far end, which keeps the id of the data producer it mirrors."""
         self._check_open()
         app_data = app_data or {}
-        info: Produced = await self._request(
-            Method.TRANSPORT_PRODUCE_DATA,
-            ProduceDataRequest(
-                sctpStreamParameters=sctp_stream_parameters.to_wire(),
-                label=label,
-                protocol=protocol,
-                paused=paused,
-                appData=app_data,
+        request = ProduceDataRequest(
+            sctpStreamParameters=(
+                sctp_stream_parameters.to_wire() if sctp_stream_parameters is not None else None
             ),
+            label=label,
+            protocol=protocol,
+            paused=paused,
+            appData=app_data,
         )
+        if data_producer_id is not None:
+            request["id"] = data_producer_id
+        info: Produced = await self._request(Method.TRANSPORT_PRODUCE_DATA, request)
         data_producer = DataProducer(
             self._channel,
             data_producer_id=info["id"],
@@ -232,18 +237,16 @@ class Transport(ChannelObject):
         app_data = app_data or {}
         info: DataConsumed = await self._request(
             Method.TRANSPORT_CONSUME_DATA,
-            ConsumeDataRequest(
-                dataProducerId=data_producer_id,
-                sctpStreamParameters=None,
-                paused=paused,
-                appData=app_data,
-            ),
+            ConsumeDataRequest(dataProducerId=data_producer_id, paused=paused, appData=app_data),
         )
+        stream = info["sctpStreamParameters"]
         data_consumer = DataConsumer(
             self._channel,
             data_consumer_id=info["id"],
             data_producer=data_producer,
-            sctp_stream_parameters=SctpStreamParameters.from_wire(info["sctpStreamParameters"]),
+            sctp_stream_parameters=(
+                SctpStreamParameters.from_wire(stream) if stream is not None else None
+            ),
             paused=paused,
             data_producer_paused=bool(info["dataProducerPaused"]),
             app_data=app_data,

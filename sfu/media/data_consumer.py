@@ -12,6 +12,9 @@ Messages are held (within the same bound) until the client has its end: while
 the SCTP association is still connecting, and, for a data consumer made
 paused, until its first resume (the room resumes it once the client has
 answered ``newDataConsumer``). A pause after that drops, as mediasoup's.
+
+On a direct transport it has no stream: each message goes to its control
+handle as a channel notification (the server reads it, or a pipe relays it).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import uuid
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
-from ..channel.messages import Event, Method
+from ..channel.messages import Event, Method, data_message
 from ..models import SctpStreamParameters
 from .entity import MediaEntity
 
@@ -39,8 +42,8 @@ class DataConsumer(MediaEntity):
         self,
         *,
         data_producer: DataProducer,
-        stream: SctpStreamParameters,
-        channel: RTCDataChannel,
+        stream: SctpStreamParameters | None,
+        channel: RTCDataChannel | None,
         paused: bool,
         app_data: dict[str, Any],
         buffer_size: int,
@@ -65,15 +68,14 @@ class DataConsumer(MediaEntity):
         self._held: deque[str | bytes] | None = deque()
         self._held_bytes = 0
         self._awaiting_resume = paused
+        if channel is None:
+            self._held = None
+            return
         channel.on("open", self._release)
         # bufferedamountlow fires when the buffer drains to half: the reader caught up.
         channel.bufferedAmountLowThreshold = buffer_size // 2
         channel.on("bufferedamountlow", self._drained)
         self._release()  # the association may be up already
-
-    @property
-    def buffered_amount(self) -> int:
-        return self._channel.bufferedAmount
 
     def send(self, message: str | bytes) -> None:
         if self.closed:
@@ -89,6 +91,11 @@ class DataConsumer(MediaEntity):
         if self.paused:
             self.drops["paused"] += 1
             return
+        if self._channel is None:  # direct: to the handle
+            self.messages_sent += 1
+            self.bytes_sent += len(message)
+            self.notify(Event.DATA_MESSAGE, data_message(message))
+            return
         if self._channel.readyState != "open":
             self.drops["not-open"] += 1
             return
@@ -99,7 +106,7 @@ class DataConsumer(MediaEntity):
         held = self._held
         if held is None or self.closed or self._awaiting_resume:
             return
-        if self._channel.readyState != "open":
+        if self._channel is None or self._channel.readyState != "open":
             return
         self._held = None
         self._held_bytes = 0
@@ -108,10 +115,11 @@ class DataConsumer(MediaEntity):
 
     def _send(self, message: str | bytes) -> None:
         channel = self._channel
+        assert channel is not None
         size = len(message)
         buffered = channel.bufferedAmount
         if buffered + size > self._buffer_size:
-            if not self.stream.reliable:
+            if self.stream is not None and not self.stream.reliable:
                 self.drops["buffer-full"] += 1
                 return
             if buffered + size > 2 * self._buffer_size:
@@ -133,7 +141,7 @@ class DataConsumer(MediaEntity):
 
     def _stalled(self) -> None:
         self._stall_timer = None
-        if self._channel.bufferedAmount > self._buffer_size:
+        if self._channel is not None and self._channel.bufferedAmount > self._buffer_size:
             self.close(reason="stalled")
 
     def data_producer_paused(self, paused: bool) -> None:
@@ -166,7 +174,7 @@ class DataConsumer(MediaEntity):
                 "protocol": self.data_producer.protocol,
                 "messagesSent": self.messages_sent,
                 "bytesSent": self.bytes_sent,
-                "bufferedAmount": self._channel.bufferedAmount,
+                "bufferedAmount": self._channel.bufferedAmount if self._channel else 0,
                 "droppedMessages": dict(self.drops),
             }
         ]
@@ -195,9 +203,10 @@ class DataConsumer(MediaEntity):
             self._stall_timer.cancel()
             self._stall_timer = None
         self._held = None
-        self._channel.remove_all_listeners("bufferedamountlow")
-        self._channel.remove_all_listeners("open")
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.remove_all_listeners("bufferedamountlow")
+            self._channel.remove_all_listeners("open")
+            self._channel.close()
         if reason is not None:
             self.notify(Event.SERVER_CLOSE, reason)
         self.emit_close()

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..channel.messages import Method
+from ..channel.messages import Method, data_payload
+from ..errors import InvalidRequestError, InvalidStateError
 from ..models import SctpStreamParameters
 from .entity import MediaEntity
 
@@ -56,7 +57,7 @@ class InboundDataLimits:
 class DataProducer(MediaEntity):
     """Events: ``@close``."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - mediasoup's DataProducerOptions, keyword-only
         self,
         *,
         transport: Transport,
@@ -67,9 +68,10 @@ class DataProducer(MediaEntity):
         paused: bool,
         app_data: dict[str, Any],
         limits: InboundDataLimits,
+        data_producer_id: str | None = None,
     ) -> None:
         super().__init__()
-        self.id = str(uuid.uuid4())
+        self.id = data_producer_id or str(uuid.uuid4())
         self.transport = transport
         self.label = label
         self.protocol = protocol
@@ -81,6 +83,7 @@ class DataProducer(MediaEntity):
         self._channel = channel
         self._max_message_size = limits.max_message_size
         self._rate = limits.rate
+        self.type = "sctp" if channel is not None else "direct"
         self.messages_received = 0
         self.bytes_received = 0
         self.drops: Counter[str] = Counter()
@@ -120,6 +123,14 @@ class DataProducer(MediaEntity):
                 return None
             case Method.DATA_PRODUCER_GET_STATS:
                 return self.get_stats()
+            case Method.DATA_PRODUCER_SEND:
+                if self._channel is not None:
+                    raise InvalidStateError("only a direct data producer sends the server's data")
+                try:
+                    self.receive(data_payload(data))
+                except ValueError as error:
+                    raise InvalidRequestError(str(error)) from None
+                return None
             case Method.DATA_PRODUCER_CLOSE:
                 self.close()
                 return None

@@ -15,6 +15,7 @@ from ..channel.messages import (
 )
 from ..errors import InvalidStateError, UnsupportedError
 from .active_speaker_observer import ActiveSpeakerObserver
+from .direct_transport import DirectTransport
 from .entity import MediaEntity
 from .pipe_transport import PipeTransport
 from .transport import Transport
@@ -91,6 +92,15 @@ class Router(MediaEntity):
         self.transports.pop(transport.id, None)
         self.worker.closed_totals.update(transport.final_counters)
 
+    async def create_direct_transport(
+        self, *, app_data: dict[str, Any] | None = None
+    ) -> DirectTransport:
+        """A transport with no network, for the server's own data (see direct_transport.py)."""
+        self._check_open()
+        transport = DirectTransport(router=self, app_data=app_data or {})
+        self._adopt(transport)
+        return transport
+
     async def create_active_speaker_observer(
         self, *, interval: float = 0.3, app_data: dict[str, Any] | None = None
     ) -> ActiveSpeakerObserver:
@@ -115,6 +125,9 @@ class Router(MediaEntity):
             case Method.ROUTER_CREATE_PIPE_TRANSPORT:
                 pipe: CreatePipeTransportRequest = data
                 return (await self.create_pipe_transport(app_data=pipe["appData"])).info()
+            case Method.ROUTER_CREATE_DIRECT_TRANSPORT:
+                direct: CreatePipeTransportRequest = data
+                return (await self.create_direct_transport(app_data=direct["appData"])).info()
             case Method.ROUTER_CREATE_ACTIVE_SPEAKER_OBSERVER:
                 speaker: CreateActiveSpeakerObserverRequest = data
                 observer = await self.create_active_speaker_observer(interval=speaker["interval"])

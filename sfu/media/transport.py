@@ -60,6 +60,10 @@ REMB_MAX_BITRATE = 4_000_000
 class Transport(MediaEntity):
     """Events: ``routerclose``, ``serverclose(reason)``, ``@close``."""
 
+    # A DirectTransport: data producers and consumers without SCTP, whose
+    # messages cross the channel (the server's own, and pipes between workers).
+    direct = False
+
     def __init__(self, *, router: Router, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = str(uuid.uuid4())
@@ -103,6 +107,8 @@ class Transport(MediaEntity):
         self.data_limits = InboundDataLimits(
             settings.max_sctp_message_size, MessageRate(settings.data_messages_per_second)
         )
+        # The server's own messages (a direct transport's): no rate limit.
+        self.direct_limits = InboundDataLimits(settings.max_sctp_message_size, MessageRate(0))
         # What consumers call per packet: send_rtp_fields, or a faster
         # equivalent a subclass binds them to (WebRtcTransport's C sender).
         self.rtp_fields_sender: Callable[[int, int, int, int, int, bytes], object] = (
@@ -131,7 +137,7 @@ class Transport(MediaEntity):
         raise UnsupportedError("this transport has no SCTP association")
 
     def _sctp_stream_ids_in_use(self) -> set[int]:
-        used = {d.stream.stream_id for d in self.data_consumers.values()}
+        used = {d.stream.stream_id for d in self.data_consumers.values() if d.stream}
         used.update(d.stream.stream_id for d in self.data_producers.values() if d.stream)
         return used
 
@@ -219,25 +225,37 @@ class Transport(MediaEntity):
     def produce_data(
         self,
         *,
-        stream: SctpStreamParameters,
+        stream: SctpStreamParameters | None,
         label: str,
         protocol: str,
         paused: bool = False,
         app_data: dict[str, Any] | None = None,
+        data_producer_id: str | None = None,
     ) -> DataProducer:
-        """A DataProducer on the client's SCTP stream ``stream.stream_id``."""
+        """A DataProducer on the client's SCTP stream ``stream.stream_id``, or,
+        on a direct transport (no stream), one the server sends on.
+        ``data_producer_id`` only for the far end of a pipe, which keeps the id."""
         self._check_open()
-        if stream.stream_id in self._sctp_stream_ids_in_use():
-            raise InvalidStateError(f"SCTP stream {stream.stream_id} is already in use")
+        if data_producer_id is not None and data_producer_id in self.router.data_producers:
+            raise InvalidStateError(f"data producer {data_producer_id} already exists here")
+        if self.direct:
+            stream, channel, limits = None, None, self.direct_limits
+        elif stream is None:
+            raise InvalidRequestError("sctpStreamParameters are required")
+        else:
+            if stream.stream_id in self._sctp_stream_ids_in_use():
+                raise InvalidStateError(f"SCTP stream {stream.stream_id} is already in use")
+            channel, limits = self._sctp_stream(stream, label, protocol), self.data_limits
         data_producer = DataProducer(
             transport=self,
             label=label,
             protocol=protocol,
             stream=stream,
-            channel=self._sctp_stream(stream, label, protocol),
+            channel=channel,
             paused=paused,
             app_data=app_data or {},
-            limits=self.data_limits,
+            limits=limits,
+            data_producer_id=data_producer_id,
         )
         self.data_producers[data_producer.id] = data_producer
         data_producer.on("@close", lambda: self._forget_data_producer(data_producer))
@@ -259,22 +277,15 @@ class Transport(MediaEntity):
         if data_producer is None:
             raise NotFoundError(f"data producer {data_producer_id} not found")
         settings = self.router.worker.settings
-        used = self._sctp_stream_ids_in_use()
-        limit = min(settings.num_sctp_streams - 1, MAX_STREAM_ID)
-        stream_id = next((i for i in range(limit + 1) if i not in used), None)
-        if stream_id is None:
-            raise InvalidStateError("no free SCTP stream on this transport")
-        source = data_producer.stream
-        stream = SctpStreamParameters(
-            stream_id=stream_id,
-            ordered=source.ordered if source is not None else True,
-            max_packet_life_time=source.max_packet_life_time if source is not None else None,
-            max_retransmits=source.max_retransmits if source is not None else None,
-        )
+        stream = None if self.direct else self._next_consumer_stream(data_producer)
         data_consumer = DataConsumer(
             data_producer=data_producer,
             stream=stream,
-            channel=self._sctp_stream(stream, data_producer.label, data_producer.protocol),
+            channel=(
+                self._sctp_stream(stream, data_producer.label, data_producer.protocol)
+                if stream is not None
+                else None
+            ),
             paused=paused,
             app_data=app_data or {},
             buffer_size=settings.sctp_send_buffer_size,
@@ -285,6 +296,24 @@ class Transport(MediaEntity):
         data_producer.add_consumer(data_consumer)
         self.register(data_consumer)
         return data_consumer
+
+    def _next_consumer_stream(self, data_producer: DataProducer) -> SctpStreamParameters:
+        """The lowest free stream id, with the producer's ordering and reliability
+        (a direct producer's messages go ordered and reliable)."""
+        used = self._sctp_stream_ids_in_use()
+        limit = min(self.router.worker.settings.num_sctp_streams - 1, MAX_STREAM_ID)
+        stream_id = next((i for i in range(limit + 1) if i not in used), None)
+        if stream_id is None:
+            raise InvalidStateError("no free SCTP stream on this transport")
+        source = data_producer.stream
+        if source is None:
+            return SctpStreamParameters(stream_id=stream_id, ordered=True)
+        return SctpStreamParameters(
+            stream_id=stream_id,
+            ordered=source.ordered,
+            max_packet_life_time=source.max_packet_life_time,
+            max_retransmits=source.max_retransmits,
+        )
 
     def _forget_data_producer(self, data_producer: DataProducer) -> None:
         self.data_producers.pop(data_producer.id, None)
@@ -333,14 +362,17 @@ class Transport(MediaEntity):
             case Method.TRANSPORT_PRODUCE_DATA:
                 produce_data: ProduceDataRequest = data
                 wire_stream = produce_data["sctpStreamParameters"]
-                if wire_stream is None:
-                    raise InvalidRequestError("sctpStreamParameters are required")
                 data_producer = self.produce_data(
-                    stream=SctpStreamParameters.from_wire(wire_stream),
+                    stream=(
+                        SctpStreamParameters.from_wire(wire_stream)
+                        if wire_stream is not None
+                        else None
+                    ),
                     label=produce_data["label"],
                     protocol=produce_data["protocol"],
                     paused=produce_data["paused"],
                     app_data=produce_data["appData"],
+                    data_producer_id=produce_data.get("id"),
                 )
                 return Produced(id=data_producer.id)
             case _:
@@ -353,7 +385,9 @@ class Transport(MediaEntity):
                 return DataConsumed(
                     id=data_consumer.id,
                     dataProducerPaused=data_consumer.producer_paused,
-                    sctpStreamParameters=data_consumer.stream.to_wire(),
+                    sctpStreamParameters=(
+                        data_consumer.stream.to_wire() if data_consumer.stream else None
+                    ),
                 )
 
     def get_stats(self) -> list[dict[str, Any]]:

@@ -4,6 +4,12 @@ with SCTP on its consuming transport gets a DataConsumer of it, offered with
 the ``newDataConsumer`` request (on join for the data producers that exist,
 and for each new one). ``dataConsumerClosed`` tells a peer one of its data
 consumers is gone (its data producer closed, or it fell too far behind).
+
+The server speaks too (:meth:`DataChannels.send_data`, ``Room.send_data``):
+one direct data producer per label on the room's first router, consumed by
+every peer like a peer's (``newDataConsumer`` with ``peerId`` null, as
+mediasoup-demo's bot). A data producer reaches peers on another worker
+through ``Router.pipe_data_to_router``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,42 @@ class DataChannels:
     def __init__(self, room: Room) -> None:
         self._room = room
         self._tasks: set[asyncio.Task[None]] = set()
+        # The server's own data producers, by label (made on first use).
+        self._server_producers: dict[str, asyncio.Task[DataProducer]] = {}
+
+    # ---- the server's own messages ------------------------------------------------
+
+    async def send_data(self, payload: str | bytes, label: str = "chat") -> None:
+        """Send ``payload`` to every joined peer that receives data, on the server's
+        data producer of ``label`` (ordered, reliable)."""
+        data_producer = await self._server_producer(label)
+        await data_producer.send(payload)
+
+    async def _server_producer(self, label: str) -> DataProducer:
+        task = self._server_producers.get(label)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.create_task(self._make_server_producer(label))
+            self._server_producers[label] = task
+        data_producer = await asyncio.shield(task)
+        if data_producer.closed:
+            self._server_producers.pop(label, None)
+            return await self._server_producer(label)
+        return data_producer
+
+    async def _make_server_producer(self, label: str) -> DataProducer:
+        room = self._room
+        transport = await room.router.direct_transport()
+        data_producer = await transport.produce_data(label=label, app_data={"server": True})
+        for peer in room.joined_peers():
+            self.consume(peer, None, data_producer)
+        return data_producer
+
+    def _server_data_producers(self) -> list[DataProducer]:
+        return [
+            task.result()
+            for task in self._server_producers.values()
+            if task.done() and not task.cancelled() and task.exception() is None
+        ]
 
     # ---- producing -------------------------------------------------------------
 
@@ -67,9 +109,11 @@ class DataChannels:
         for producer_peer in producer_peers:
             for data_producer in list(producer_peer.data_producers.values()):
                 self.consume(consumer_peer, producer_peer, data_producer)
+        for data_producer in self._server_data_producers():
+            self.consume(consumer_peer, None, data_producer)
 
     def consume(
-        self, consumer_peer: Peer, producer_peer: Peer, data_producer: DataProducer
+        self, consumer_peer: Peer, producer_peer: Peer | None, data_producer: DataProducer
     ) -> None:
         """Start consuming ``data_producer`` for ``consumer_peer`` (in a task), unless
         it does already, it is its own, or it has no SCTP to receive on (yet)."""
@@ -89,19 +133,24 @@ class DataChannels:
         task.add_done_callback(self._tasks.discard)
 
     async def _subscribe(
-        self, consumer_peer: Peer, producer_peer: Peer, data_producer: DataProducer
+        self, consumer_peer: Peer, producer_peer: Peer | None, data_producer: DataProducer
     ) -> None:
         room = self._room
         transport = consumer_peer.consuming_transport()
         if transport is None or data_producer.closed or consumer_peer.closed:
             consumer_peer.consumed_data_producer_ids.discard(data_producer.id)
             return
+        peer_id = producer_peer.id if producer_peer is not None else None
         try:
+            source_router = data_producer.transport.router
+            if source_router is not transport.router:
+                # The consumer's transport is on another worker: the data goes there first.
+                await source_router.pipe_data_to_router(data_producer.id, transport.router)
             # Paused until the client has its data channel: nothing is sent into the void.
             data_consumer = await transport.consume_data(
                 data_producer_id=data_producer.id,
                 paused=True,
-                app_data={"peerId": producer_peer.id, "dataProducerId": data_producer.id},
+                app_data={"peerId": peer_id, "dataProducerId": data_producer.id},
             )
         except SfuError as error:
             logger.warning(
@@ -136,7 +185,7 @@ class DataChannels:
     async def _offer(
         self,
         consumer_peer: Peer,
-        producer_peer: Peer,
+        producer_peer: Peer | None,
         data_producer: DataProducer,
         data_consumer: DataConsumer,
     ) -> None:
@@ -146,10 +195,14 @@ class DataChannels:
             await consumer_peer.connection.request(
                 "newDataConsumer",
                 {
-                    "peerId": producer_peer.id,
+                    "peerId": producer_peer.id if producer_peer is not None else None,
                     "dataProducerId": data_producer.id,
                     "id": data_consumer.id,
-                    "sctpStreamParameters": data_consumer.sctp_stream_parameters.to_wire(),
+                    "sctpStreamParameters": (
+                        data_consumer.sctp_stream_parameters.to_wire()
+                        if data_consumer.sctp_stream_parameters is not None
+                        else None
+                    ),
                     "label": data_consumer.label,
                     "protocol": data_consumer.protocol,
                     "appData": data_producer.app_data,
@@ -171,7 +224,7 @@ class DataChannels:
                 logger.info("room %s: resuming data consumer: %s", room.id, error)
 
     def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._server_producers.values()]:
             task.cancel()
 
     # ---- requests ----------------------------------------------------------------

@@ -273,6 +273,16 @@ class Room(AsyncIOEventEmitter):
     async def _get_router_rtp_capabilities(self, peer: Peer, request: NoData) -> Any:
         return self.router.rtp_capabilities
 
+    # ---- data ------------------------------------------------------------------
+
+    async def send_data(self, payload: str | bytes, *, label: str = "chat") -> None:
+        """Post ``payload`` (text or binary) from the server to every joined peer
+        that receives data, on the server's own data producer of ``label``
+        (ordered, reliable; ``newDataConsumer`` with ``peerId`` null). Peers that
+        join later get the producer, not earlier messages. For RoomService's
+        SendData and system messages."""
+        await self.data.send_data(payload, label)
+
     # ---- the close cascade -----------------------------------------------------
 
     def _on_worker_lost(self, router: Router) -> None:

@@ -169,3 +169,33 @@ async def test_hostile_produce_data_gets_errors_and_the_peer_stays(
         assert [m.data for m in received] == ["first", "still here"]
     finally:
         await asyncio.gather(alice.close(), bob.close())
+
+
+@pytest.mark.parametrize(
+    "server_overrides",
+    [{"workers": {"count": 2, "max_peers_per_router": 2}}],
+    ids=["two-per-router"],
+)
+async def test_chat_reaches_every_peer_of_a_room_spanning_two_workers(
+    sfu_server: ServerProcess,
+) -> None:
+    # Two peers fill the room's first router; the next two get a router on the other worker.
+    names = ["alice", "bob", "carol", "dave"]
+    clients = {name: await bot(sfu_server, "span", name) for name in names}
+    inboxes = {name: Inbox(client) for name, client in clients.items()}
+    try:
+        assert [w["routers"] for w in sfu_server.health()["workers"]] == [1, 1]
+        for name, client in clients.items():
+            await client.send_data(f"hello from {name}")
+        for name, inbox in inboxes.items():
+            received = await inbox.wait_for(3)
+            assert sorted(m.data for m in received) == sorted(
+                f"hello from {other}" for other in names if other != name
+            ), name
+        # Order holds across the workers too.
+        for i in range(20):
+            await clients["alice"].send_data(f"n{i}")
+        got = await inboxes["dave"].wait_for(23)
+        assert [m.data for m in got if m.peer_id == "alice"][1:] == [f"n{i}" for i in range(20)]
+    finally:
+        await asyncio.gather(*(c.close() for c in clients.values()))
