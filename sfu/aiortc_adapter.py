@@ -20,6 +20,9 @@ because of this module (and of the bench's). Each touch says why it is needed:
   INIT says what ``sctpParameters {OS, MIS}`` told the client (aiortc always
   offers 65535). Everything else (negotiated ``RTCDataChannel``s per stream id,
   ``bufferedAmount``) is aiortc's public API.
+- :func:`stop_sctp_reading` (tests only) makes a client's SCTP association
+  ignore what arrives (``RTCSctpTransport._handle_data``): a reader that
+  stopped, which sends no SACKs, so the server's send buffer toward it fills.
 - ``RTCDtlsTransport._rtp_router.ssrc_table``: aiortc 1.16 registers only a
   receiver's media SSRC with its RTP router, and routes unknown SSRCs by
   payload type alone. With two video receivers sharing the RTX payload type,
@@ -219,6 +222,19 @@ def route_rtx_to_receiver(receiver: Any, rtx_ssrc: int) -> None:
     router = getattr(receiver.transport, "_rtp_router", None)
     if router is not None:
         router.ssrc_table[rtx_ssrc] = receiver
+
+
+def stop_sctp_reading(handler: Any) -> None:
+    """Make a pymediasoup aiortc handler's SCTP association drop everything it
+    receives, acknowledging nothing (tests: a stalled data channel reader)."""
+    sctp = handler.pc.sctp
+    if sctp is None:
+        raise RuntimeError("this transport has no SCTP association yet")
+
+    async def ignore(data: bytes) -> None:
+        return None
+
+    sctp._handle_data = ignore
 
 
 def disable_media_section_recycling(handler: Any) -> None:

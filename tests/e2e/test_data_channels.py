@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.request
 
 import pytest
 
+from sfu.aiortc_adapter import stop_sctp_reading
 from sfu.client import DataMessage, DataOptions, ProtooError, SfuClient
 
 from ..conftest import LOOPBACK, ServerProcess
 from .helpers import wait_until
+
+
+def scrape(server: ServerProcess) -> str:
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
 
 
 class Inbox:
@@ -199,3 +207,59 @@ async def test_chat_reaches_every_peer_of_a_room_spanning_two_workers(
         assert [m.data for m in got if m.peer_id == "alice"][1:] == [f"n{i}" for i in range(20)]
     finally:
         await asyncio.gather(*(c.close() for c in clients.values()))
+
+
+@pytest.mark.parametrize(
+    "server_overrides",
+    [
+        {
+            "media": {
+                "sctp_send_buffer_size": 16384,
+                "sctp_stall_timeout": 2.0,
+                "data_messages_per_second": 0,
+            }
+        }
+    ],
+    ids=["small-buffer"],
+)
+async def test_a_stalled_reader_is_bounded_and_the_others_are_unaffected(
+    sfu_server: ServerProcess,
+) -> None:
+    alice = await bot(sfu_server, "stall", "alice")
+    bob = await bot(sfu_server, "stall", "bob")
+    carol = await bot(sfu_server, "stall", "carol")
+    bob_inbox, carol_inbox = Inbox(bob), Inbox(carol)
+    unreliable = DataOptions(ordered=False, max_retransmits=0)
+    try:
+        # Both channels set up while bob still reads.
+        await alice.send_data("hello")
+        await alice.send_data("hi", label="game", options=unreliable)
+        await bob_inbox.wait_for(2)
+        await carol_inbox.wait_for(2)
+        stop_sctp_reading(bob.recv_transport.handler)
+        chat_id = next(m.data_consumer_id for m in bob_inbox.messages if m.label == "chat")
+        game_id = next(m.data_consumer_id for m in bob_inbox.messages if m.label == "game")
+
+        # 60 KB in batches, each waited for by carol: she reads; bob stopped.
+        kilobyte = "x" * 1000
+        for batch in range(6):
+            for i in range(10):
+                await alice.send_data(f"{batch}.{i} {kilobyte}")
+                await alice.send_data(f"{batch}.{i} {kilobyte}", label="game", options=unreliable)
+            await carol_inbox.wait_for(2 + 20 * (batch + 1))
+            stats = (await bob.request("getDataConsumerStats", {"dataConsumerId": game_id}))[0]
+            # Bounded: never more than the buffer queued toward bob's unreliable channel.
+            assert stats["bufferedAmount"] <= 16384, stats
+
+        # Bob's reliable chat overflowed: closed, and he was told.
+        assert await wait_until(lambda: chat_id in bob_inbox.closed, 20)
+        # His unreliable channel stays, with its drops counted.
+        stats = (await bob.request("getDataConsumerStats", {"dataConsumerId": game_id}))[0]
+        assert stats["droppedMessages"].get("buffer-full", 0) > 0, stats
+        # Carol got everything, in order on the reliable channel.
+        chat = [m.data for m in carol_inbox.messages if m.label == "chat"]
+        assert chat == ["hello"] + [f"{b}.{i} {kilobyte}" for b in range(6) for i in range(10)]
+        metrics = await asyncio.to_thread(scrape, sfu_server)
+        assert 'sfu_data_messages_dropped_total{reason="buffer-full"}' in metrics
+    finally:
+        await asyncio.gather(alice.close(), bob.close(), carol.close())
