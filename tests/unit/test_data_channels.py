@@ -89,8 +89,8 @@ async def test_a_data_producer_drops_and_counts_what_it_refuses() -> None:
     # A one-second burst of 5, then the excess is dropped.
     assert consumer.sent == [f"m{i}" for i in range(5)]
     assert producer.drops["rate-limited"] == 3
-    await asyncio.sleep(0.25)
-    producer.receive("later")  # the bucket refilled a little
+    await asyncio.sleep(0.5)
+    producer.receive("later")  # the bucket refilled (2.5 tokens)
     assert consumer.sent[-1] == "later"
     producer.set_paused(True)
     producer.receive("paused")
