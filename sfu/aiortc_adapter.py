@@ -19,7 +19,12 @@ because of this module (and of the bench's). Each touch says why it is needed:
   ``_inbound_streams_max``) are set to the configured number, so that its
   INIT says what ``sctpParameters {OS, MIS}`` told the client (aiortc always
   offers 65535). Everything else (negotiated ``RTCDataChannel``s per stream id,
-  ``bufferedAmount``) is aiortc's public API.
+  ``bufferedAmount``) is aiortc's public API. Its ``_handle_data`` is wrapped:
+  aiortc asserts on some malformed packets (an INIT bundled with other
+  chunks), which would end the DTLS transport's read loop; a hostile packet
+  is dropped and counted instead.
+- :func:`send_raw_sctp` (tests only) sends bytes through a client's DTLS
+  session (``RTCDtlsTransport._send_data``): hostile SCTP packets.
 - :func:`stop_sctp_reading` (tests only) makes a client's SCTP association
   ignore what arrives (``RTCSctpTransport._handle_data``): a reader that
   stopped, which sends no SACKs, so the server's send buffer toward it fills.
@@ -201,14 +206,27 @@ class DtlsSession:
         self.tx_srtp = self._dtls._tx_srtp
         return True
 
-    def sctp_transport(self, num_streams: int) -> RTCSctpTransport:
+    def sctp_transport(
+        self, num_streams: int, on_malformed: Callable[[], None]
+    ) -> RTCSctpTransport:
         """An SCTP association (port 5000, as mediasoup) over this DTLS session,
-        offering ``num_streams`` streams each way; start it once DTLS is connected."""
+        offering ``num_streams`` streams each way; start it once DTLS is connected.
+        ``on_malformed`` is called for each SCTP packet aiortc failed on (dropped)."""
         sctp = RTCSctpTransport(self._dtls, port=5000)
         # aiortc offers 65535 streams each way in its INIT: make it offer what
         # the client was told in sctpParameters {OS, MIS}.
         sctp._outbound_streams_count = num_streams
         sctp._inbound_streams_max = num_streams
+        handle_data = sctp._handle_data
+
+        async def contained(data: bytes) -> None:
+            # An exception here would end aiortc's DTLS read loop (the transport).
+            try:
+                await handle_data(data)
+            except Exception:
+                on_malformed()
+
+        sctp._handle_data = contained  # type: ignore[method-assign]
         return sctp
 
     async def stop(self) -> None:
@@ -235,6 +253,15 @@ def stop_sctp_reading(handler: Any) -> None:
         return None
 
     sctp._handle_data = ignore
+
+
+async def send_raw_sctp(handler: Any, packet: bytes) -> None:
+    """Send ``packet`` as DTLS application data on a pymediasoup aiortc handler's
+    transport, as if it were an SCTP packet (tests: hostile SCTP at the server)."""
+    sctp = handler.pc.sctp
+    if sctp is None:
+        raise RuntimeError("this transport has no SCTP association yet")
+    await sctp.transport._send_data(packet)
 
 
 def disable_media_section_recycling(handler: Any) -> None:

@@ -108,7 +108,11 @@ class WebRtcTransport(Transport):
         # Data channels: an SCTP association over the DTLS session, started
         # once DTLS is up (its INIT then goes out; the client's comes in).
         self._sctp_settings = sctp or SctpSettings(0, 0)
-        self._sctp = self._dtls.sctp_transport(sctp.num_streams) if sctp is not None else None
+        self._sctp = (
+            self._dtls.sctp_transport(sctp.num_streams, self._sctp_malformed)
+            if sctp is not None
+            else None
+        )
         self._rx_srtp: pylibsrtp.Session | None = None
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
@@ -214,6 +218,9 @@ class WebRtcTransport(Transport):
             "MIS": self._sctp_settings.num_streams,
             "maxMessageSize": self._sctp_settings.max_message_size,
         }
+
+    def _sctp_malformed(self) -> None:
+        self.drops["sctp-malformed"] += 1
 
     def _sctp_stream(
         self, stream: SctpStreamParameters, label: str, protocol: str

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import struct
 import urllib.request
 
+import google_crc32c
 import pytest
 
-from sfu.aiortc_adapter import stop_sctp_reading
+from sfu.aiortc_adapter import send_raw_sctp, stop_sctp_reading
 from sfu.client import DataMessage, DataOptions, ProtooError, SfuClient
 
 from ..conftest import LOOPBACK, ServerProcess
@@ -263,3 +266,41 @@ async def test_a_stalled_reader_is_bounded_and_the_others_are_unaffected(
         assert 'sfu_data_messages_dropped_total{reason="buffer-full"}' in metrics
     finally:
         await asyncio.gather(alice.close(), bob.close(), carol.close())
+
+
+def _with_crc(packet: bytes) -> bytes:
+    """An SCTP packet with its CRC32c set, so that it passes the checksum and reaches the chunk parser."""
+    body = packet[:8] + b"\x00\x00\x00\x00" + packet[12:]
+    return packet[:8] + struct.pack("<I", google_crc32c.value(body)) + packet[12:]
+
+
+async def test_garbage_sctp_inside_dtls_is_dropped_and_the_room_goes_on(
+    sfu_server: ServerProcess,
+) -> None:
+    alice = await bot(sfu_server, "garbage-sctp", "alice")
+    bob = await bot(sfu_server, "garbage-sctp", "bob")
+    inbox = Inbox(bob)
+    try:
+        await alice.send_data("before")
+        await inbox.wait_for(1)
+        handler = alice.send_transport.handler
+        rng = random.Random(7)
+        init = struct.pack("!BBHIIHHI", 1, 0, 20, 1, 65536, 10, 10, 1)
+        data = struct.pack("!BBHIHHI", 0, 3, 20, 1, 0, 0, 51) + b"abcd"
+        packets = [rng.randbytes(rng.randrange(1, 1200)) for _ in range(200)]
+        packets += [
+            _with_crc(struct.pack("!HHI", 5000, 5000, 0) + b"\x00" * 4 + init + data),
+            _with_crc(struct.pack("!HHI", 5000, 5000, 0) + b"\x00" * 4 + init[:10]),
+            _with_crc(struct.pack("!HHI", 5000, 5000, 0) + b"\x00" * 4 + b"\x00\x00\xff\xff"),
+        ]
+        for packet in packets:
+            await send_raw_sctp(handler, packet)
+        # Alice's association and transport live on: her chat still reaches bob.
+        await alice.send_data("after")
+        received = await inbox.wait_for(2)
+        assert [m.data for m in received] == ["before", "after"]
+        # The INIT bundled with a DATA chunk, which aiortc asserts on, was contained.
+        assert sfu_server.health()["droppedPackets"].get("sctp-malformed", 0) >= 1
+        assert "Traceback" not in sfu_server.log()
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
