@@ -44,9 +44,10 @@ def test_bad_stream_parameters_are_refused_by_name(wire: dict[str, Any], message
 def test_data_messages_cross_the_channel_as_text_or_base64() -> None:
     assert data_payload(data_message("hé")) == "hé"
     assert data_payload(data_message(b"\x00\xff")) == b"\x00\xff"
-    for bad in ({}, {"binary": "not base64!"}, {"text": 3}, [], "x"):
+    bad_messages: list[Any] = [{}, {"binary": "not base64!"}, {"text": 3}, [], "x"]
+    for bad in bad_messages:
         with pytest.raises(ValueError, match="data message"):
-            data_payload(bad)  # type: ignore[arg-type]
+            data_payload(bad)
 
 
 class Recorder:
