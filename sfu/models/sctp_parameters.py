@@ -10,31 +10,22 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Self
 
-from pydantic import AfterValidator, model_validator
+from pydantic import model_validator
 
 from .rtp_parameters import WireModel
-from .validation import invalid
+from .validation import in_range, invalid
 
 # SCTP stream ids a data channel may use (RFC 8831: 65535 is reserved).
 MAX_STREAM_ID = 65534
 
 
-def _in_range(lo: int, hi: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise invalid(f"must be in {lo}..{hi}, got {value}")
-        return value
-
-    return AfterValidator(check)
-
-
 class SctpStreamParameters(WireModel):
     wire_name: ClassVar[str] = "sctpStreamParameters"
 
-    stream_id: Annotated[int, _in_range(0, MAX_STREAM_ID)]
+    stream_id: Annotated[int, in_range(0, MAX_STREAM_ID)]
     ordered: bool | None = None
-    max_packet_life_time: Annotated[int, _in_range(0, 65535)] | None = None
-    max_retransmits: Annotated[int, _in_range(0, 65535)] | None = None
+    max_packet_life_time: Annotated[int, in_range(0, 65535)] | None = None
+    max_retransmits: Annotated[int, in_range(0, 65535)] | None = None
 
     @model_validator(mode="after")
     def _one_reliability(self) -> Self:

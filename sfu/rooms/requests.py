@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, ConfigDict, Field
 
 from ..models import MediaKind, SctpStreamParameters, WireModel
-from ..models.validation import invalid
+from ..models.validation import in_range, invalid
 
 # Longest id (transport, producer, consumer) and display name a peer may send.
 MAX_ID_LENGTH = 128
@@ -34,19 +34,10 @@ def _at_most(length: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _between(lo: int, hi: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise invalid(f"must be in {lo}..{hi}, got {value}")
-        return value
-
-    return AfterValidator(check)
-
-
 ObjectId = Annotated[str, _at_most(MAX_ID_LENGTH)]
 Name = Annotated[str, _at_most(MAX_NAME_LENGTH)]
 JsonObject = dict[str, Any]
-Layer = Annotated[int, _between(0, 15)]
+Layer = Annotated[int, in_range(0, 15)]
 
 # What a request needs of the peer's state; checked before its data is read
 # (join twice is "already joined" whatever else is wrong with it).
@@ -180,4 +171,4 @@ class SetConsumerPreferredLayersRequest(ConsumerRequest):
 
 
 class SetConsumerPriorityRequest(ConsumerRequest):
-    priority: Annotated[int, _between(1, 255)]
+    priority: Annotated[int, in_range(1, 255)]
