@@ -102,13 +102,9 @@ class Transport(MediaEntity):
         self.final_counters: Counter[str] = Counter()
         # Closed data producers' and consumers' counters (they are few, unlike packets).
         self.final_data_counters: Counter[str] = Counter()
-        # What this transport's client may send on all its data producers.
-        settings = router.worker.settings
-        self.data_limits = InboundDataLimits(
-            settings.max_sctp_message_size, MessageRate(settings.data_messages_per_second)
-        )
-        # The server's own messages (a direct transport's): no rate limit.
-        self.direct_limits = InboundDataLimits(settings.max_sctp_message_size, MessageRate(0))
+        # What this transport's client may send on all its data producers (made
+        # with the first data producer, from the worker's settings).
+        self._data_limits: InboundDataLimits | None = None
         # What consumers call per packet: send_rtp_fields, or a faster
         # equivalent a subclass binds them to (WebRtcTransport's C sender).
         self.rtp_fields_sender: Callable[[int, int, int, int, int, bytes], object] = (
@@ -238,14 +234,19 @@ class Transport(MediaEntity):
         self._check_open()
         if data_producer_id is not None and data_producer_id in self.router.data_producers:
             raise InvalidStateError(f"data producer {data_producer_id} already exists here")
+        settings = self.router.worker.settings
+        if self._data_limits is None:
+            # The server's own messages (a direct transport's) have no rate limit.
+            rate = 0 if self.direct else settings.data_messages_per_second
+            self._data_limits = InboundDataLimits(settings.max_sctp_message_size, MessageRate(rate))
         if self.direct:
-            stream, channel, limits = None, None, self.direct_limits
+            stream, channel = None, None
         elif stream is None:
             raise InvalidRequestError("sctpStreamParameters are required")
         else:
             if stream.stream_id in self._sctp_stream_ids_in_use():
                 raise InvalidStateError(f"SCTP stream {stream.stream_id} is already in use")
-            channel, limits = self._sctp_stream(stream, label, protocol), self.data_limits
+            channel = self._sctp_stream(stream, label, protocol)
         data_producer = DataProducer(
             transport=self,
             label=label,
@@ -254,7 +255,7 @@ class Transport(MediaEntity):
             channel=channel,
             paused=paused,
             app_data=app_data or {},
-            limits=limits,
+            limits=self._data_limits,
             data_producer_id=data_producer_id,
         )
         self.data_producers[data_producer.id] = data_producer
