@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from sfu.channel.messages import data_message, data_payload
+from sfu.channel.messages import Event, data_message, data_payload
 from sfu.errors import InvalidRequestError
+from sfu.media.data_consumer import DataConsumer
 from sfu.media.data_producer import DataProducer, InboundDataLimits, MessageRate
 from sfu.models import SctpStreamParameters
 
@@ -99,3 +100,70 @@ async def test_a_data_producer_drops_and_counts_what_it_refuses() -> None:
     stats = producer.get_stats()[0]
     assert stats["messagesReceived"] == 7
     assert stats["droppedMessages"] == {"too-large": 1, "rate-limited": 3, "paused": 1}
+
+
+class FakeChannel:
+    """The part of aiortc's RTCDataChannel a DataConsumer uses; its buffer never drains."""
+
+    def __init__(self) -> None:
+        self.readyState = "open"
+        self.bufferedAmount = 0
+        self.bufferedAmountLowThreshold = 0
+        self.sent: list[str | bytes] = []
+        self.closed = False
+
+    def on(self, event: str, handler: Any) -> None:
+        pass
+
+    def remove_all_listeners(self, event: str) -> None:
+        pass
+
+    def send(self, message: str | bytes) -> None:
+        self.sent.append(message)
+        self.bufferedAmount += len(message)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def sctp_consumer(stream: dict[str, Any]) -> tuple[DataConsumer, FakeChannel]:
+    channel = FakeChannel()
+    consumer = DataConsumer(
+        data_producer=direct_producer(max_message_size=10_000),
+        stream=SctpStreamParameters.from_wire(stream),
+        channel=channel,  # type: ignore[arg-type]
+        paused=False,
+        app_data={},
+        buffer_size=1000,
+        stall_timeout=0.2,
+    )
+    return consumer, channel
+
+
+async def test_a_reliable_consumer_over_its_buffer_past_the_timeout_is_closed() -> None:
+    consumer, channel = sctp_consumer({"streamId": 1})
+    closed = asyncio.get_running_loop().create_future()
+    consumer.on(Event.SERVER_CLOSE, closed.set_result)
+    for _ in range(15):  # 1500 bytes: over the buffer, under twice it
+        consumer.send("x" * 100)
+    assert len(channel.sent) == 15  # a reliable channel holds it all meanwhile
+    assert await asyncio.wait_for(closed, 5) == "stalled"
+    assert channel.closed
+    assert consumer.closed
+
+
+async def test_an_unreliable_consumer_drops_what_does_not_fit() -> None:
+    consumer, channel = sctp_consumer({"streamId": 1, "maxRetransmits": 0})
+    for _ in range(15):
+        consumer.send("x" * 100)
+    assert len(channel.sent) == 10
+    assert consumer.drops["buffer-full"] == 5
+    assert not consumer.closed
+
+
+async def test_a_reliable_consumer_at_twice_its_buffer_is_closed_at_once() -> None:
+    consumer, channel = sctp_consumer({"streamId": 1})
+    for _ in range(25):
+        consumer.send("x" * 100)
+    assert consumer.closed
+    assert len(channel.sent) == 20
