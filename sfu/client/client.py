@@ -305,6 +305,10 @@ class SfuClient(AsyncIOEventEmitter):
         ``.send()``); :meth:`send_data` then uses it for that label."""
         return await self._data.produce_data(label, options or DataOptions(), app_data or {})
 
+    async def close_data_producer(self, label: str = "chat") -> None:
+        """Close the data producer of ``label``; the others' data consumers close."""
+        await self._data.close_data_producer(label)
+
     # --- closing -----------------------------------------------------------------
 
     def _drop_connection_for_test(self) -> None:

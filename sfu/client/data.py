@@ -115,6 +115,14 @@ class DataChannels:
                 await asyncio.wait_for(opened.wait(), timeout)
         data_producer.send(message)
 
+    async def close_data_producer(self, label: str) -> None:
+        """Close this client's data producer of ``label`` (its stream is reset: the
+        server closes it and the others get ``dataConsumerClosed``)."""
+        data_producer = self.data_producers.pop(label, None)
+        if data_producer is None:
+            raise KeyError(f"no data producer with label {label!r}")
+        await data_producer.close()
+
     # --- receiving ---------------------------------------------------------------------
 
     async def _on_new_data_consumer(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class DataConsumer(MediaEntity):
             self._held = None
             return
         channel.on("open", self._release)
+        channel.on("close", self._stream_closed)
         # bufferedamountlow fires when the buffer drains to half: the reader caught up.
         channel.bufferedAmountLowThreshold = buffer_size // 2
         channel.on("bufferedamountlow", self._drained)
@@ -144,6 +145,10 @@ class DataConsumer(MediaEntity):
         if self._channel is not None and self._channel.bufferedAmount > self._buffer_size:
             self.close(reason="stalled")
 
+    def _stream_closed(self) -> None:
+        """The client closed its end (an SCTP stream reset), or the association ended."""
+        self.close(reason="stream-closed")
+
     def data_producer_paused(self, paused: bool) -> None:
         self.producer_paused = paused
         self.notify(Event.PRODUCER_PAUSE if paused else Event.PRODUCER_RESUME)
@@ -206,6 +211,7 @@ class DataConsumer(MediaEntity):
         if self._channel is not None:
             self._channel.remove_all_listeners("bufferedamountlow")
             self._channel.remove_all_listeners("open")
+            self._channel.remove_all_listeners("close")
             self._channel.close()
         if reason is not None:
             self.notify(Event.SERVER_CLOSE, reason)

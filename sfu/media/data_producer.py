@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..channel.messages import Method, data_payload
+from ..channel.messages import Event, Method, data_payload
 from ..errors import InvalidRequestError, InvalidStateError
 from ..models import SctpStreamParameters
 from .entity import MediaEntity
@@ -89,6 +89,8 @@ class DataProducer(MediaEntity):
         self.drops: Counter[str] = Counter()
         if channel is not None:
             channel.on("message", self.receive)
+            # The client closed its data channel (an SCTP stream reset).
+            channel.on("close", self._stream_closed)
 
     def receive(self, message: str | bytes) -> None:
         """One message from the client (or, for a direct producer, from the server)."""
@@ -108,6 +110,11 @@ class DataProducer(MediaEntity):
             return
         for consumer in list(self.consumers.values()):
             consumer.send(message)
+
+    def _stream_closed(self) -> None:
+        if not self.closed:
+            self.notify(Event.SERVER_CLOSE, "stream-closed")
+            self.close()
 
     def add_consumer(self, consumer: DataConsumer) -> None:
         self.consumers[consumer.id] = consumer
@@ -172,6 +179,7 @@ class DataProducer(MediaEntity):
         self.closed = True
         if self._channel is not None:
             self._channel.remove_all_listeners("message")
+            self._channel.remove_all_listeners("close")
             self._channel.close()
         for consumer in list(self.consumers.values()):
             consumer.data_producer_closed()

@@ -126,8 +126,16 @@ async def test_a_late_joiner_gets_existing_data_producers_and_a_leaver_closes_th
         assert received[0].data == "hello bob"
         consumer_id = received[0].data_consumer_id
 
-        await alice.close()
+        # Alice closes her chat channel: bob's data consumer of it goes.
+        await alice.close_data_producer("chat")
         assert await wait_until(lambda: consumer_id in inbox.closed, 20)
+        assert await wait_until(lambda: sfu_server.health()["dataProducers"] == 0, 10)
+        # A new one on the next send; then alice leaves and it goes too.
+        await alice.send_data("back")
+        received = await inbox.wait_for(2)
+        assert received[1].data == "back"
+        await alice.close()
+        assert await wait_until(lambda: received[1].data_consumer_id in inbox.closed, 20)
         assert bob.data_consumers == {}
     finally:
         await asyncio.gather(alice.close(), bob.close())
