@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..control.data_consumer import DataConsumer
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# What the server hears: (peer id, label, message).
+DataListener = Callable[[str, str, "str | bytes"], None]
+
 
 class DataChannels:
     def __init__(self, room: Room) -> None:
@@ -38,6 +41,62 @@ class DataChannels:
         self._tasks: set[asyncio.Task[None]] = set()
         # The server's own data producers, by label (made on first use).
         self._server_producers: dict[str, asyncio.Task[DataProducer]] = {}
+        # The server listening: its direct data consumers of the peers' data producers.
+        self._listeners: list[DataListener] = []
+        self._readers: dict[str, DataConsumer] = {}
+
+    # ---- the server listening -------------------------------------------------------
+
+    async def listen(self, listener: DataListener) -> Callable[[], None]:
+        """Call ``listener(peer_id, label, message)`` for every message of every
+        peer's data producer (a direct data consumer of each: those that exist
+        when this returns, and each new one before its ``produceData`` is answered);
+        the returned function stops it (the last one closes the readers)."""
+        self._listeners.append(listener)
+        await asyncio.gather(
+            *(
+                self._read(peer, data_producer)
+                for peer in self._room.joined_peers()
+                for data_producer in list(peer.data_producers.values())
+            )
+        )
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+            if not self._listeners:
+                for reader in list(self._readers.values()):
+                    reader.close()
+                self._readers.clear()
+
+        return stop
+
+    async def _read(self, peer: Peer, data_producer: DataProducer) -> None:
+        if data_producer.id in self._readers or data_producer.closed:
+            return
+        try:
+            transport = await data_producer.transport.router.direct_transport()
+            reader = await transport.consume_data(
+                data_producer_id=data_producer.id, app_data={"reader": True}
+            )
+        except SfuError as error:
+            logger.warning("room %s: cannot read data of %s: %s", self._room.id, peer.id, error)
+            return
+        if not self._listeners:  # stopped meanwhile
+            reader.close()
+            return
+        self._readers[data_producer.id] = reader
+        reader.on("@close", lambda: self._readers.pop(data_producer.id, None))
+        label = data_producer.label
+
+        def heard(message: str | bytes) -> None:
+            for listener in list(self._listeners):
+                try:
+                    listener(peer.id, label, message)
+                except Exception:
+                    logger.exception("room %s: a data listener failed", self._room.id)
+
+        reader.on("message", heard)
 
     # ---- the server's own messages ------------------------------------------------
 
@@ -100,6 +159,8 @@ class DataChannels:
         data_producer.observer.on("close", lambda: peer.data_producers.pop(data_producer.id, None))
         for other in room.joined_peers(excluding=peer):
             self.consume(other, peer, data_producer)
+        if self._listeners:
+            await self._read(peer, data_producer)
         return {"id": data_producer.id}
 
     # ---- consuming ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from ..control.router import Router
 from ..control.worker_pool import WorkerPool
 from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, NotFoundError
 from ..signaling.protoo import ProtooConnection, notification_text
-from .data_channels import DataChannels
+from .data_channels import DataChannels, DataListener
 from .peer import Peer
 from .peer_media import PeerMedia
 from .placement import Placement
@@ -282,6 +282,13 @@ class Room(AsyncIOEventEmitter):
         join later get the producer, not earlier messages. For RoomService's
         SendData and system messages."""
         await self.data.send_data(payload, label)
+
+    async def listen_data(self, listener: DataListener) -> Callable[[], None]:
+        """Hear every peer's data messages: ``listener(peer_id, label, message)``,
+        through a direct data consumer of each data producer (they cross the channel:
+        for bots and moderation, not for every message of a busy room). Returns
+        the function that stops listening."""
+        return await self.data.listen(listener)
 
     # ---- the close cascade -----------------------------------------------------
 

@@ -68,3 +68,37 @@ async def test_a_room_posts_a_system_message_to_every_peer(
         assert received[0].data == "welcome carol"
     finally:
         await asyncio.gather(*(c.close() for c in (alice, bob, late) if c is not None))
+
+
+async def test_a_room_hears_its_peers_data(server: tuple[SfuServer, str]) -> None:
+    sfu, url = server
+    alice = SfuClient(url, "listening", "alice", ice_addresses=LOOPBACK)
+    bob = SfuClient(url, "listening", "bob", ice_addresses=LOOPBACK)
+    await alice.join()
+    await bob.join()
+    heard: list[tuple[str, str, str | bytes]] = []
+    changed = asyncio.Event()
+
+    def listener(peer_id: str, label: str, message: str | bytes) -> None:
+        heard.append((peer_id, label, message))
+        changed.set()
+
+    async def hear(count: int) -> None:
+        async with asyncio.timeout(20):
+            while len(heard) < count:
+                changed.clear()
+                await changed.wait()
+
+    try:
+        await alice.send_data("before listening")  # alice's data producer exists first
+        room = sfu.rooms["listening"]
+        stop = await room.listen_data(listener)
+        await alice.send_data("while listening")
+        await hear(1)
+        await bob.send_data(b"\x01bytes", label="game")
+        await hear(len(heard) + 1)
+        assert heard == [("alice", "chat", "while listening"), ("bob", "game", b"\x01bytes")]
+        stop()
+        assert room.data._readers == {}
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
