@@ -18,6 +18,7 @@ from sfu.client import DataMessage, DataOptions, ProtooError, SfuClient
 
 from ..conftest import LOOPBACK, ServerProcess
 from .helpers import wait_until
+from .test_single_port import free_udp_port
 
 
 def scrape(server: ServerProcess) -> str:
@@ -58,6 +59,11 @@ async def bot(server: ServerProcess, room: str, peer_id: str) -> SfuClient:
     return client
 
 
+@pytest.mark.parametrize(
+    "server_overrides",
+    [{}, {"media": {"udp_port": free_udp_port()}}, {"media": {"enable_tcp": True}}],
+    ids=["port-per-transport", "single-port", "tcp-offered"],
+)
 async def test_chat_between_bots_arrives_in_order_and_binary_intact(
     sfu_server: ServerProcess,
 ) -> None:
