@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
 __all__ = ["FieldError", "field_errors", "field_path", "first_error", "invalid", "type_name"]
@@ -43,6 +43,17 @@ class FieldError(NamedTuple):
     @property
     def is_custom(self) -> bool:
         return self.type == CUSTOM_ERROR
+
+
+def in_range(lo: int, hi: int) -> AfterValidator:
+    """An integer field's bounds, with the one message for them (``must be in lo..hi``)."""
+
+    def check(value: int) -> int:
+        if not lo <= value <= hi:
+            raise invalid(f"must be in {lo}..{hi}, got {value}")
+        return value
+
+    return AfterValidator(check)
 
 
 def field_errors(error: ValidationError) -> list[FieldError]:

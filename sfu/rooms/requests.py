@@ -17,8 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field
 
-from ..models import MediaKind, WireModel
-from ..models.validation import invalid
+from ..models import MediaKind, SctpStreamParameters, WireModel
+from ..models.validation import in_range, invalid
 
 # Longest id (transport, producer, consumer) and display name a peer may send.
 MAX_ID_LENGTH = 128
@@ -34,25 +34,16 @@ def _at_most(length: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _between(lo: int, hi: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise invalid(f"must be in {lo}..{hi}, got {value}")
-        return value
-
-    return AfterValidator(check)
-
-
 ObjectId = Annotated[str, _at_most(MAX_ID_LENGTH)]
 Name = Annotated[str, _at_most(MAX_NAME_LENGTH)]
 JsonObject = dict[str, Any]
-Layer = Annotated[int, _between(0, 15)]
+Layer = Annotated[int, in_range(0, 15)]
 
 # What a request needs of the peer's state; checked before its data is read
 # (join twice is "already joined" whatever else is wrong with it).
 PeerState = Literal["any", "joined", "not joined"]
 # The kind of object a request names by id (see TargetedRequest).
-ObjectKind = Literal["transport", "producer", "consumer"]
+ObjectKind = Literal["transport", "producer", "consumer", "dataProducer", "dataConsumer"]
 
 
 class Request(WireModel):
@@ -101,8 +92,26 @@ class ConsumerRequest(TargetedRequest):
     consumer_id: ObjectId
 
 
+class DataProducerRequest(TargetedRequest):
+    """``getDataProducerStats``."""
+
+    target_kind: ClassVar[ObjectKind] = "dataProducer"
+    target_key: ClassVar[str] = "dataProducerId"
+
+    data_producer_id: ObjectId
+
+
+class DataConsumerRequest(TargetedRequest):
+    """``getDataConsumerStats``."""
+
+    target_kind: ClassVar[ObjectKind] = "dataConsumer"
+    target_key: ClassVar[str] = "dataConsumerId"
+
+    data_consumer_id: ObjectId
+
+
 class NoData(Request):
-    """``getRouterRtpCapabilities``, ``produceData``: whatever data comes is ignored."""
+    """``getRouterRtpCapabilities``: whatever data comes is ignored."""
 
 
 class ResumeRequest(Request):
@@ -147,10 +156,19 @@ class ProduceRequest(TransportRequest):
     paused: bool = False
 
 
+class ProduceDataRequest(TransportRequest):
+    required_state: ClassVar[PeerState] = "joined"
+
+    sctp_stream_parameters: SctpStreamParameters
+    label: Name = ""
+    protocol: Name = ""
+    app_data: JsonObject = Field(default_factory=dict)
+
+
 class SetConsumerPreferredLayersRequest(ConsumerRequest):
     spatial_layer: Layer
     temporal_layer: Layer = 0
 
 
 class SetConsumerPriorityRequest(ConsumerRequest):
-    priority: Annotated[int, _between(1, 255)]
+    priority: Annotated[int, in_range(1, 255)]

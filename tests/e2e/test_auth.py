@@ -258,6 +258,11 @@ async def test_can_subscribe_false_gets_no_consumers(auth_server: ServerProcess)
         # The server's own count settles on the listener's two: none was made for deaf.
         assert await wait_until(lambda: auth_server.health()["consumers"] == 2, timeout=10)
         assert not deaf.consumers
+        # Nor data consumers: the publisher's chat reaches the listener alone.
+        await publisher.send_data("hello")
+        assert await wait_until(lambda: len(listener.data_consumers) == 1, timeout=15)
+        assert await wait_until(lambda: auth_server.health()["dataConsumers"] == 1, timeout=10)
+        assert not deaf.data_consumers
         # It may still publish: the others consume it.
         await deaf.produce(ToneAudioTrack(frequency=660))
         assert await listener.wait_for_consumers(3, timeout=15)
@@ -302,8 +307,8 @@ async def test_can_publish_data_false_refuses_produce_data(auth_server: ServerPr
             peers.append(RawPeer(ws))
         try:
             await peers[0].expect_error("produceData", {}, 403)
-            # Allowed: data channels are still unsupported (406).
-            await peers[1].expect_error("produceData", {}, 406)
+            # Allowed by the token: refused only because it has not joined.
+            await peers[1].expect_error("produceData", {}, 409)
         finally:
             for peer in peers:
                 await peer.close()
