@@ -12,6 +12,22 @@ because of this module (and of the bench's). Each touch says why it is needed:
   aiortc would infer it from the ICE role), and take the SRTP sessions it
   built (``_rx_srtp``/``_tx_srtp``) so that RTP is protected and unprotected
   on our raw path instead of aiortc's ``RtpPacket`` path.
+- ``RTCSctpTransport`` (data channels) is built on the ``RTCDtlsTransport``
+  this module drives over our duck ICE transport: aiortc hands decrypted
+  application data to the SCTP transport itself once DTLS is up. The
+  association's stream counts (``_outbound_streams_count``,
+  ``_inbound_streams_max``) are set to the configured number, so that its
+  INIT says what ``sctpParameters {OS, MIS}`` told the client (aiortc always
+  offers 65535). Everything else (negotiated ``RTCDataChannel``s per stream id,
+  ``bufferedAmount``) is aiortc's public API. Its ``_handle_data`` is wrapped:
+  aiortc asserts on some malformed packets (an INIT bundled with other
+  chunks), which would end the DTLS transport's read loop; a hostile packet
+  is dropped and counted instead.
+- :func:`send_raw_sctp` (tests only) sends bytes through a client's DTLS
+  session (``RTCDtlsTransport._send_data``): hostile SCTP packets.
+- :func:`stop_sctp_reading` (tests only) makes a client's SCTP association
+  ignore what arrives (``RTCSctpTransport._handle_data``): a reader that
+  stopped, which sends no SACKs, so the server's send buffer toward it fills.
 - ``RTCDtlsTransport._rtp_router.ssrc_table``: aiortc 1.16 registers only a
   receiver's media SSRC with its RTP router, and routes unknown SSRCs by
   payload type alone. With two video receivers sharing the RTX payload type,
@@ -49,6 +65,7 @@ from typing import Any, NamedTuple
 import aioice.ice
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters
 from aiortc.rtcdtlstransport import RTCDtlsTransport as _AiortcDtlsTransport
+from aiortc.rtcsctptransport import RTCSctpTransport
 from pylibsrtp import Session
 
 __all__ = [
@@ -189,6 +206,29 @@ class DtlsSession:
         self.tx_srtp = self._dtls._tx_srtp
         return True
 
+    def sctp_transport(
+        self, num_streams: int, on_malformed: Callable[[], None]
+    ) -> RTCSctpTransport:
+        """An SCTP association (port 5000, as mediasoup) over this DTLS session,
+        offering ``num_streams`` streams each way; start it once DTLS is connected.
+        ``on_malformed`` is called for each SCTP packet aiortc failed on (dropped)."""
+        sctp = RTCSctpTransport(self._dtls, port=5000)
+        # aiortc offers 65535 streams each way in its INIT: make it offer what
+        # the client was told in sctpParameters {OS, MIS}.
+        sctp._outbound_streams_count = num_streams
+        sctp._inbound_streams_max = num_streams
+        handle_data = sctp._handle_data
+
+        async def contained(data: bytes) -> None:
+            # An exception here would end aiortc's DTLS read loop (the transport).
+            try:
+                await handle_data(data)
+            except Exception:
+                on_malformed()
+
+        sctp._handle_data = contained  # type: ignore[method-assign]
+        return sctp
+
     async def stop(self) -> None:
         self._ice.close()
         with contextlib.suppress(Exception):
@@ -200,6 +240,28 @@ def route_rtx_to_receiver(receiver: Any, rtx_ssrc: int) -> None:
     router = getattr(receiver.transport, "_rtp_router", None)
     if router is not None:
         router.ssrc_table[rtx_ssrc] = receiver
+
+
+def stop_sctp_reading(handler: Any) -> None:
+    """Make a pymediasoup aiortc handler's SCTP association drop everything it
+    receives, acknowledging nothing (tests: a stalled data channel reader)."""
+    sctp = handler.pc.sctp
+    if sctp is None:
+        raise RuntimeError("this transport has no SCTP association yet")
+
+    async def ignore(data: bytes) -> None:
+        return None
+
+    sctp._handle_data = ignore
+
+
+async def send_raw_sctp(handler: Any, packet: bytes) -> None:
+    """Send ``packet`` as DTLS application data on a pymediasoup aiortc handler's
+    transport, as if it were an SCTP packet (tests: hostile SCTP at the server)."""
+    sctp = handler.pc.sctp
+    if sctp is None:
+        raise RuntimeError("this transport has no SCTP association yet")
+    await sctp.transport._send_data(packet)
 
 
 def disable_media_section_recycling(handler: Any) -> None:

@@ -31,6 +31,10 @@ _COUNTERS = (
         "gaps_resynchronized",
         "Gaps in publishers' streams closed with a keyframe request instead of NACKs",
     ),
+    ("data_messages_received", "Data channel messages received from clients"),
+    ("data_messages_sent", "Data channel messages sent to clients"),
+    ("data_bytes_received", "Data channel payload bytes received from clients"),
+    ("data_bytes_sent", "Data channel payload bytes sent to clients"),
 )
 
 
@@ -48,6 +52,8 @@ class SfuCollector(Collector):
             "transports": (counts["transports"], "Open transports (WebRTC and pipe)"),
             "producers": (counts["producers"], "Open producers (pipe producers included)"),
             "consumers": (counts["consumers"], "Open consumers (pipe consumers included)"),
+            "data_producers": (counts["dataProducers"], "Open data producers (SCTP)"),
+            "data_consumers": (counts["dataConsumers"], "Open data consumers (SCTP)"),
             "workers": (len(server.workers.live_workers()), "Live media worker processes"),
         }
         for name, (value, text) in gauges.items():
@@ -62,6 +68,15 @@ class SfuCollector(Collector):
             if key.startswith("dropped:"):
                 dropped.add_metric([key.partition(":")[2]], value)
         yield dropped
+        data_dropped = CounterMetricFamily(
+            "sfu_data_messages_dropped",
+            "Data channel messages dropped, by reason (too-large, rate-limited, buffer-full...)",
+            labels=["reason"],
+        )
+        for key, value in sorted(totals.items()):
+            if key.startswith("data_dropped:"):
+                data_dropped.add_metric([key.partition(":")[2]], value)
+        yield data_dropped
         suppressed = CounterMetricFamily(
             "sfu_retransmissions_suppressed",
             "NACKed packets not retransmitted to subscribers, by reason",

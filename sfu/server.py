@@ -272,6 +272,8 @@ class SfuServer:
                 "video": counts["videoProducers"],
             },
             "consumers": counts["consumers"],
+            "dataProducers": counts["dataProducers"],
+            "dataConsumers": counts["dataConsumers"],
             **self._packet_totals(),
             # Whether consumers send through the C extension (sfu.media._native):
             # the workers know, this process never loads the media plane.

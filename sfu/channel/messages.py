@@ -16,6 +16,8 @@ worker's media objects get :class:`~sfu.models.RtpParameters` and
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
@@ -52,6 +54,18 @@ class Method(StrEnum):
     CONSUMER_REQUEST_KEY_FRAME = "consumer.requestKeyFrame"
     CONSUMER_GET_STATS = "consumer.getStats"
     CONSUMER_CLOSE = "consumer.close"
+    TRANSPORT_PRODUCE_DATA = "transport.produceData"
+    TRANSPORT_CONSUME_DATA = "transport.consumeData"
+    ROUTER_CREATE_DIRECT_TRANSPORT = "router.createDirectTransport"
+    DATA_PRODUCER_PAUSE = "dataProducer.pause"
+    DATA_PRODUCER_RESUME = "dataProducer.resume"
+    DATA_PRODUCER_GET_STATS = "dataProducer.getStats"
+    DATA_PRODUCER_SEND = "dataProducer.send"  # DataMessage, to a direct data producer
+    DATA_PRODUCER_CLOSE = "dataProducer.close"
+    DATA_CONSUMER_PAUSE = "dataConsumer.pause"
+    DATA_CONSUMER_RESUME = "dataConsumer.resume"
+    DATA_CONSUMER_GET_STATS = "dataConsumer.getStats"
+    DATA_CONSUMER_CLOSE = "dataConsumer.close"
     OBSERVER_ADD_PRODUCER = "observer.addProducer"
     OBSERVER_CLOSE = "observer.close"
 
@@ -70,6 +84,8 @@ class Event(StrEnum):
     PRODUCER_CLOSE = "producerclose"
     PRODUCER_PAUSE = "producerpause"
     PRODUCER_RESUME = "producerresume"
+    DATA_PRODUCER_CLOSE = "dataproducerclose"
+    DATA_MESSAGE = "message"  # DataMessage: to a data producer's handle that asked for them
     DOMINANT_SPEAKER = "dominantspeaker"  # DominantSpeaker
     SILENCE = "silence"
 
@@ -83,6 +99,7 @@ class CreateRouterRequest(TypedDict):
 
 class CreateWebRtcTransportRequest(TypedDict):
     forceTcp: bool
+    enableSctp: NotRequired[bool]  # the client sent sctpCapabilities
     appData: dict[str, Any]
 
 
@@ -180,6 +197,23 @@ def consume_rtp(request: ConsumeRequest) -> RtpParameters:
     return RtpParameters.from_wire(request["rtpParameters"])
 
 
+class ProduceDataRequest(TypedDict):
+    """Stream parameters validated by the control layer (the edge)."""
+
+    sctpStreamParameters: WireDict | None  # SctpStreamParameters; None: a direct (server) producer
+    label: str
+    protocol: str
+    paused: bool
+    appData: dict[str, Any]
+    id: NotRequired[str]  # a pipe data producer keeps the id of the one it mirrors
+
+
+class ConsumeDataRequest(TypedDict):
+    dataProducerId: str
+    paused: bool
+    appData: dict[str, Any]
+
+
 class SetPriorityRequest(TypedDict):
     priority: int
 
@@ -232,6 +266,13 @@ class Consumed(TypedDict):
     producerPaused: bool
 
 
+class DataConsumed(TypedDict):
+    id: str
+    dataProducerPaused: bool
+    # SctpStreamParameters, the stream id the transport chose (None on a direct transport).
+    sctpStreamParameters: WireDict | None
+
+
 class WorkerStats(TypedDict):
     counts: dict[str, int]
     totals: dict[str, int]  # packet counters since start, "<name>" or "<name>:<reason>"
@@ -246,3 +287,32 @@ class WorkerStats(TypedDict):
 class DominantSpeaker(TypedDict):
     producerId: str
     volume: int
+
+
+class DataMessage(TypedDict):
+    """One data message crossing the channel: to a direct data producer
+    (``dataProducer.send``) or from a direct data consumer (``message``)."""
+
+    text: NotRequired[str]
+    binary: NotRequired[str]  # base64
+
+
+def data_message(payload: str | bytes) -> DataMessage:
+    if isinstance(payload, str):
+        return DataMessage(text=payload)
+    return DataMessage(binary=base64.b64encode(payload).decode("ascii"))
+
+
+def data_payload(message: DataMessage) -> str | bytes:
+    """The payload of a DataMessage; ValueError if it is neither text nor base64."""
+    if isinstance(message, dict):
+        text = message.get("text")
+        if isinstance(text, str):
+            return text
+        binary = message.get("binary")
+        if isinstance(binary, str):
+            try:
+                return base64.b64decode(binary, validate=True)
+            except binascii.Error as error:
+                raise ValueError(f"bad base64 data message: {error}") from None
+    raise ValueError("a data message is {text} or {binary}")

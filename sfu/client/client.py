@@ -46,6 +46,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from sfu.aiortc_adapter import set_host_addresses
 from sfu.client.consuming import Consuming, RemoteConsumer
+from sfu.client.data import DataChannels, DataOptions, RemoteDataConsumer
 from sfu.client.producing import Producing
 from sfu.client.protoo import ProtooConnection
 from sfu.client.reconnection import Reconnection
@@ -150,6 +151,7 @@ class SfuClient(AsyncIOEventEmitter):
         self._transports = Transports(self)
         self._producing = Producing(self, self._transports)
         self._consuming = Consuming(self, self._transports)
+        self._data = DataChannels(self, self._transports)
         self._session = Session(self, self._transports, self._wire)
         self._reconnection = Reconnection(
             self, self._session, self._transports, self._producing, self._consuming
@@ -166,6 +168,7 @@ class SfuClient(AsyncIOEventEmitter):
             self._transports.install(protoo)
             self._producing.install(protoo)
             self._consuming.install(protoo)
+            self._data.install(protoo)
             self._reconnection.install(protoo)
         protoo.on_close(lambda: self._reconnection.on_lost(protoo))
 
@@ -178,6 +181,7 @@ class SfuClient(AsyncIOEventEmitter):
     session_token = _PartAttribute[str | None]("_session")
     peers = _PartAttribute[dict[str, dict[str, Any]]]("_session")
     consumers = _PartAttribute[dict[str, RemoteConsumer]]("_consuming")
+    data_consumers = _PartAttribute[dict[str, RemoteDataConsumer]]("_data")
     # pymediasoup Producers by id.
     producers = _PartAttribute[dict[str, Any]]("_producing")
     router_rtp_capabilities = _PartAttribute[dict[str, Any] | None]("_transports")
@@ -275,6 +279,32 @@ class SfuClient(AsyncIOEventEmitter):
         """Wait until at least ``count`` consumers (of ``kind``, if given) exist."""
         return await self._consuming.wait_for(count, kind, timeout)
 
+    # --- data channels -------------------------------------------------------------
+
+    async def send_data(
+        self,
+        message: str | bytes,
+        *,
+        label: str = "chat",
+        options: DataOptions | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> None:
+        """Send ``message`` (text or binary) on this client's data producer of
+        ``label``, made on first use with ``options`` (default: ordered,
+        reliable), once its SCTP stream is open. The other peers' clients fire
+        ``data`` with a :class:`~sfu.client.data.DataMessage`."""
+        await self._data.send(message, label, options, timeout)
+
+    async def produce_data(
+        self,
+        label: str = "chat",
+        options: DataOptions | None = None,
+        app_data: dict[str, Any] | None = None,
+    ) -> Any:
+        """A new data producer of ``label`` (the pymediasoup DataProducer: ``.id``,
+        ``.send()``); :meth:`send_data` then uses it for that label."""
+        return await self._data.produce_data(label, options or DataOptions(), app_data or {})
+
     # --- closing -----------------------------------------------------------------
 
     def _drop_connection_for_test(self) -> None:
@@ -294,6 +324,7 @@ class SfuClient(AsyncIOEventEmitter):
             if protoo is not None:
                 await protoo.close()
         self._consuming.drop()
+        self._data.drop()
         self._producing.forget()
         # Closing a transport closes its producers and consumers (and their tracks).
         await self._transports.close()

@@ -99,7 +99,6 @@ class Consuming:
 
     def install(self, protoo: ProtooConnection) -> None:
         protoo.on_request("newConsumer", self._on_new_consumer)
-        protoo.on_request("newDataConsumer", self._on_new_data_consumer)
         protoo.on_notification("consumerClosed", self._on_consumer_closed)
         protoo.on_notification("consumerPaused", self._on_consumer_paused)
         protoo.on_notification("consumerResumed", self._on_consumer_resumed)
@@ -218,9 +217,6 @@ class Consuming:
         self._client._fire("newconsumer", remote)
         self._did_change()
         return remote
-
-    async def _on_new_data_consumer(self, data: dict[str, Any]) -> dict[str, Any]:
-        raise ProtooError(403, "I do not want DataChannels")
 
     async def _resume_on_server(self, remote: RemoteConsumer) -> None:
         """mediasoup-demo's client resumes each new consumer; the server makes it idempotent."""

@@ -129,7 +129,8 @@ class Transports:
                 "forceTcp": False,
                 "producing": direction == "send",
                 "consuming": direction == "recv",
-                "sctpCapabilities": None,
+                # Data channels (pymediasoup's produceData/consumeData) need SCTP.
+                "sctpCapabilities": dump_model(self.device.sctpCapabilities),
             },
         )
         options = _transport_options(info)
@@ -137,6 +138,7 @@ class Transports:
             self.send = self.device.createSendTransport(**options)
             self._wire(self.send, direction)
             self.send.on("produce", self._on_produce(self.send.id))
+            self.send.on("producedata", self._on_produce_data(self.send.id))
         else:
             self.recv = self.device.createRecvTransport(**options)
             # Peers come and go: never recycle a closed m-section (see aiortc_adapter).
@@ -184,6 +186,29 @@ class Transports:
             return producer_id
 
         return on_produce
+
+    def _on_produce_data(self, transport_id: str) -> Any:
+        """The send transport's "producedata" listener: the server's data producer id."""
+
+        async def on_produce_data(
+            sctpStreamParameters: Any, label: str | None, protocol: str | None, appData: Any
+        ) -> str:
+            response = await self._client.request(
+                "produceData",
+                {
+                    "transportId": transport_id,
+                    "sctpStreamParameters": dump_model(sctpStreamParameters),
+                    "label": label or "",
+                    "protocol": protocol or "",
+                    "appData": appData if appData is not None else {},
+                },
+            )
+            data_producer_id = response.get("id")
+            if not isinstance(data_producer_id, str):
+                raise ProtooError(500, f"produceData response without an id: {response!r}")
+            return data_producer_id
+
+        return on_produce_data
 
     # --- ICE restart -------------------------------------------------------------
 

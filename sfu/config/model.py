@@ -228,6 +228,20 @@ class MediaConfig:
     native_send: Flag = True
     # The C extension's receive path: SRTP and RTP parsing in C (false: in Python).
     native_receive: Flag = True
+    # Data channels (SCTP over DTLS, mediasoup's DataProducer/DataConsumer):
+    # offered on a transport whose client sends sctpCapabilities.
+    enable_sctp: Flag = True
+    # SCTP streams each way (mediasoup's numSctpStreams OS and MIS).
+    num_sctp_streams: Annotated[int, _integer(1, 65535)] = 1024
+    # The largest data message accepted or sent (mediasoup's default).
+    max_sctp_message_size: Annotated[int, _integer(1, 16 * 1024 * 1024)] = 262144
+    # Bytes queued toward one data consumer before its messages are dropped
+    # (unreliable) or it is closed after sctp_stall_timeout (reliable).
+    sctp_send_buffer_size: Annotated[int, _integer(1024)] = 262144
+    sctp_stall_timeout: Seconds = 10.0
+    # Messages per second one transport may send on its data producers (its
+    # peer's rate, as a token bucket of one second's burst); 0 is no limit.
+    data_messages_per_second: Annotated[int, _integer(0)] = 200
 
     @property
     def announced_address(self) -> str:

@@ -22,6 +22,8 @@ from ..models import RtpCapabilities
 from . import ortc
 from .active_speaker_observer import ActiveSpeakerObserver
 from .channel_object import ChannelObject
+from .data_producer import DataProducer
+from .direct_transport import DirectTransport
 from .pipe_transport import PipeTransport
 from .producer import Producer
 from .transport import Transport
@@ -51,7 +53,10 @@ class Router(ChannelObject):
         self.app_data = app_data
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
         self.observers: dict[str, ActiveSpeakerObserver] = {}
+        self._direct_transport: asyncio.Task[DirectTransport] | None = None
+        self._data_pipes: dict[tuple[str, str], asyncio.Task[DataProducer]] = {}
         # Per destination router: the pair of pipe transports, and pipes in progress.
         self._pipe_pairs: dict[str, asyncio.Task[tuple[PipeTransport, PipeTransport]]] = {}
         self._pipes: dict[tuple[str, str], asyncio.Task[Producer]] = {}
@@ -66,12 +71,19 @@ class Router(ChannelObject):
         self.observer.emit("newtransport", transport)
 
     async def create_webrtc_transport(
-        self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
+        self,
+        *,
+        force_tcp: bool = False,
+        enable_sctp: bool = False,
+        app_data: dict[str, Any] | None = None,
     ) -> WebRtcTransport:
+        """``enable_sctp``: data channels (when the server's config allows them)."""
         app_data = app_data or {}
         info = await self._request(
             Method.ROUTER_CREATE_WEBRTC_TRANSPORT,
-            CreateWebRtcTransportRequest(forceTcp=force_tcp, appData=app_data),
+            CreateWebRtcTransportRequest(
+                forceTcp=force_tcp, enableSctp=enable_sctp, appData=app_data
+            ),
         )
         transport = WebRtcTransport(self._channel, info, self, app_data)
         self._adopt(transport)
@@ -86,6 +98,30 @@ class Router(ChannelObject):
         transport = PipeTransport(self._channel, info, self, app_data)
         self._adopt(transport)
         transport.attach()
+        return transport
+
+    async def create_direct_transport(
+        self, app_data: dict[str, Any] | None = None
+    ) -> DirectTransport:
+        app_data = app_data or {}
+        info = await self._request(
+            Method.ROUTER_CREATE_DIRECT_TRANSPORT, CreatePipeTransportRequest(appData=app_data)
+        )
+        transport = DirectTransport(self._channel, info["id"], self, app_data)
+        self._adopt(transport)
+        transport.attach()
+        return transport
+
+    async def direct_transport(self) -> DirectTransport:
+        """This router's one direct transport for the server's own data and data pipes (made once)."""
+        task = self._direct_transport
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.create_task(self.create_direct_transport({"direct": True}))
+            self._direct_transport = task
+        transport = await asyncio.shield(task)
+        if transport.closed:
+            self._direct_transport = None
+            return await self.direct_transport()
         return transport
 
     async def create_active_speaker_observer(
@@ -119,6 +155,14 @@ class Router(ChannelObject):
         if self.producers.get(producer.id) is producer:
             del self.producers[producer.id]
 
+    def data_producer_added(self, data_producer: DataProducer) -> None:
+        self.data_producers[data_producer.id] = data_producer
+        data_producer.on("@close", lambda: self._data_producer_closed(data_producer))
+
+    def _data_producer_closed(self, data_producer: DataProducer) -> None:
+        if self.data_producers.get(data_producer.id) is data_producer:
+            del self.data_producers[data_producer.id]
+
     # ---- pipes ----------------------------------------------------------------------
 
     async def pipe_to_router(self, producer_id: str, router: Router) -> Producer:
@@ -138,6 +182,55 @@ class Router(ChannelObject):
             self._pipes[key] = task
             task.add_done_callback(lambda _: self._pipes.pop(key, None))
         return await asyncio.shield(task)
+
+    async def pipe_data_to_router(self, data_producer_id: str, router: Router) -> DataProducer:
+        """The data producer in ``router`` (same id) that repeats this router's
+        ``data_producer_id`` (made once). Unlike mediasoup (SCTP over the pipe
+        transport), the messages cross this process: a direct data consumer
+        here, a direct data producer there."""
+        self._check_open()
+        if router is self:
+            raise InvalidStateError("cannot pipe a router to itself")
+        existing = router.data_producers.get(data_producer_id)
+        if existing is not None:
+            return existing
+        if data_producer_id not in self.data_producers:
+            raise NotFoundError(f"data producer {data_producer_id} not found in router {self.id}")
+        key = (data_producer_id, router.id)
+        task = self._data_pipes.get(key)
+        if task is None:
+            task = asyncio.create_task(self._pipe_data(data_producer_id, router))
+            self._data_pipes[key] = task
+            task.add_done_callback(lambda _: self._data_pipes.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _pipe_data(self, data_producer_id: str, router: Router) -> DataProducer:
+        original = self.data_producers[data_producer_id]
+        reader = await (await self.direct_transport()).consume_data(
+            data_producer_id=data_producer_id, app_data={"pipeTo": router.id}
+        )
+        try:
+            repeater = await (await router.direct_transport()).produce_data(
+                label=original.label,
+                protocol=original.protocol,
+                app_data=original.app_data,
+                data_producer_id=data_producer_id,
+            )
+        except BaseException:
+            reader.close()
+            raise
+
+        def relay(message: str | bytes) -> None:
+            if not repeater.closed:
+                self._spawn(repeater.send(message))
+
+        # In order: each send is one channel request, and the channel answers in order.
+        reader.on("message", relay)
+        reader.on("@close", repeater.close)
+        repeater.on("@close", reader.close)
+        if reader.closed:
+            repeater.close()
+        return repeater
 
     async def _pipe_pair(self, router: Router) -> tuple[PipeTransport, PipeTransport]:
         task = self._pipe_pairs.get(router.id)
@@ -230,10 +323,11 @@ class Router(ChannelObject):
             transport.router_closed()
         for observer in list(self.observers.values()):
             observer.router_closed()
-        for task in [*self._pipes.values(), *self._pipe_pairs.values()]:
+        for task in [*self._pipes.values(), *self._pipe_pairs.values(), *self._data_pipes.values()]:
             task.cancel()
         self.transports.clear()
         self.producers.clear()
+        self.data_producers.clear()
 
     def worker_closed(self) -> None:
         """Its worker closed or died (which took the router with it)."""

@@ -7,17 +7,22 @@ from typing import TYPE_CHECKING, Any
 from ..channel import Channel
 from ..channel.messages import (
     Consumed,
+    ConsumeDataRequest,
+    DataConsumed,
     Event,
     Method,
     Produced,
+    ProduceDataRequest,
     consume_request,
     produce_request,
 )
 from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
-from ..models import RtpCapabilities, RtpParameters
+from ..models import RtpCapabilities, RtpParameters, SctpStreamParameters
 from . import ortc
 from .channel_object import ChannelObject
 from .consumer import Consumer
+from .data_consumer import DataConsumer
+from .data_producer import DataProducer
 from .producer import Producer
 
 if TYPE_CHECKING:
@@ -26,8 +31,9 @@ if TYPE_CHECKING:
 
 class Transport(ChannelObject):
     """Events: ``serverclose(reason)``, ``routerclose``, ``@close``. Closing it
-    closes its producers and consumers (mediasoup's cascade). ``observer``:
-    ``newproducer(producer)``, ``newconsumer(consumer)``, ``close``."""
+    closes its producers and consumers, data producers and data consumers
+    (mediasoup's cascade). ``observer``: ``newproducer(producer)``,
+    ``newconsumer(consumer)``, ``newdataproducer``, ``newdataconsumer``, ``close``."""
 
     kind_name = "transport"
     close_method = Method.TRANSPORT_CLOSE
@@ -41,6 +47,8 @@ class Transport(ChannelObject):
         self.close_reason: str | None = None
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
+        self.data_consumers: dict[str, DataConsumer] = {}
         # Consumers' MIDs are numbered here, as in mediasoup's Transport.ts.
         self._next_mid = 0
 
@@ -167,8 +175,93 @@ class Transport(ChannelObject):
         consumer.attach()
         return consumer
 
+    async def produce_data(
+        self,
+        *,
+        sctp_stream_parameters: SctpStreamParameters | None = None,
+        label: str = "",
+        protocol: str = "",
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+        data_producer_id: str | None = None,
+    ) -> DataProducer:
+        """A data producer on the client's SCTP stream (parameters validated at
+        the edge), or with none on a direct transport. ``data_producer_id`` only
+        for a pipe's far end, which keeps the id of the data producer it mirrors."""
+        self._check_open()
+        app_data = app_data or {}
+        request = ProduceDataRequest(
+            sctpStreamParameters=(
+                sctp_stream_parameters.to_wire() if sctp_stream_parameters is not None else None
+            ),
+            label=label,
+            protocol=protocol,
+            paused=paused,
+            appData=app_data,
+        )
+        if data_producer_id is not None:
+            request["id"] = data_producer_id
+        info: Produced = await self._request(Method.TRANSPORT_PRODUCE_DATA, request)
+        data_producer = DataProducer(
+            self._channel,
+            data_producer_id=info["id"],
+            sctp_stream_parameters=sctp_stream_parameters,
+            label=label,
+            protocol=protocol,
+            paused=paused,
+            app_data=app_data,
+            transport=self,
+        )
+        if self.closed:
+            data_producer.transport_closed()
+            raise InvalidStateError(f"transport {self.id} closed")
+        self.data_producers[data_producer.id] = data_producer
+        data_producer.on("@close", lambda: self._forget(self.data_producers, data_producer))
+        self.router.data_producer_added(data_producer)
+        self.observer.emit("newdataproducer", data_producer)
+        data_producer.attach()
+        return data_producer
+
+    async def consume_data(
+        self,
+        *,
+        data_producer_id: str,
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+    ) -> DataConsumer:
+        """A data consumer of a data producer of this router; the worker picks its stream id."""
+        self._check_open()
+        data_producer = self.router.data_producers.get(data_producer_id)
+        if data_producer is None:
+            raise NotFoundError(f"data producer {data_producer_id} not found")
+        app_data = app_data or {}
+        info: DataConsumed = await self._request(
+            Method.TRANSPORT_CONSUME_DATA,
+            ConsumeDataRequest(dataProducerId=data_producer_id, paused=paused, appData=app_data),
+        )
+        stream = info["sctpStreamParameters"]
+        data_consumer = DataConsumer(
+            self._channel,
+            data_consumer_id=info["id"],
+            data_producer=data_producer,
+            sctp_stream_parameters=(
+                SctpStreamParameters.from_wire(stream) if stream is not None else None
+            ),
+            paused=paused,
+            data_producer_paused=bool(info["dataProducerPaused"]),
+            app_data=app_data,
+        )
+        if self.closed:
+            data_consumer.transport_closed()
+            raise InvalidStateError(f"transport {self.id} closed")
+        self.data_consumers[data_consumer.id] = data_consumer
+        data_consumer.on("@close", lambda: self._forget(self.data_consumers, data_consumer))
+        self.observer.emit("newdataconsumer", data_consumer)
+        data_consumer.attach()
+        return data_consumer
+
     @staticmethod
-    def _forget(table: dict[str, Any], item: Producer | Consumer) -> None:
+    def _forget(table: dict[str, Any], item: ChannelObject) -> None:
         if table.get(item.id) is item:
             del table[item.id]
 
@@ -180,8 +273,14 @@ class Transport(ChannelObject):
             consumer.transport_closed()
         for producer in list(self.producers.values()):
             producer.transport_closed()
+        for data_consumer in list(self.data_consumers.values()):
+            data_consumer.transport_closed()
+        for data_producer in list(self.data_producers.values()):
+            data_producer.transport_closed()
         self.consumers.clear()
         self.producers.clear()
+        self.data_consumers.clear()
+        self.data_producers.clear()
 
     def on_notification(self, event: str, data: Any) -> None:
         if event == Event.SERVER_CLOSE and not self.closed:

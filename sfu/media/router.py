@@ -15,12 +15,14 @@ from ..channel.messages import (
 )
 from ..errors import InvalidStateError, UnsupportedError
 from .active_speaker_observer import ActiveSpeakerObserver
+from .direct_transport import DirectTransport
 from .entity import MediaEntity
 from .pipe_transport import PipeTransport
 from .transport import Transport
-from .webrtc_transport import WebRtcTransport
+from .webrtc_transport import SctpSettings, WebRtcTransport
 
 if TYPE_CHECKING:
+    from .data_producer import DataProducer
     from .producer import Producer
     from .worker import Worker
 
@@ -38,10 +40,15 @@ class Router(MediaEntity):
         self.closed = False
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
         self.rtp_observers: dict[str, ActiveSpeakerObserver] = {}
 
     async def create_webrtc_transport(
-        self, *, force_tcp: bool = False, app_data: dict[str, Any] | None = None
+        self,
+        *,
+        force_tcp: bool = False,
+        enable_sctp: bool = False,
+        app_data: dict[str, Any] | None = None,
     ) -> WebRtcTransport:
         self._check_open()
         settings = self.worker.settings
@@ -55,6 +62,11 @@ class Router(MediaEntity):
             webrtc_server=self.worker.webrtc_server,
             enable_tcp=settings.enable_tcp,
             force_tcp=force_tcp,
+            sctp=(
+                SctpSettings(settings.num_sctp_streams, settings.max_sctp_message_size)
+                if enable_sctp and settings.enable_sctp
+                else None
+            ),
             app_data=app_data or {},
         )
         await transport.start(settings.listen_ip, settings.rtc_min_port, settings.rtc_max_port)
@@ -80,6 +92,15 @@ class Router(MediaEntity):
         self.transports.pop(transport.id, None)
         self.worker.closed_totals.update(transport.final_counters)
 
+    async def create_direct_transport(
+        self, *, app_data: dict[str, Any] | None = None
+    ) -> DirectTransport:
+        """A transport with no network, for the server's own data (see direct_transport.py)."""
+        self._check_open()
+        transport = DirectTransport(router=self, app_data=app_data or {})
+        self._adopt(transport)
+        return transport
+
     async def create_active_speaker_observer(
         self, *, interval: float = 0.3, app_data: dict[str, Any] | None = None
     ) -> ActiveSpeakerObserver:
@@ -96,12 +117,17 @@ class Router(MediaEntity):
             case Method.ROUTER_CREATE_WEBRTC_TRANSPORT:
                 webrtc: CreateWebRtcTransportRequest = data
                 transport = await self.create_webrtc_transport(
-                    force_tcp=webrtc["forceTcp"], app_data=webrtc["appData"]
+                    force_tcp=webrtc["forceTcp"],
+                    enable_sctp=webrtc.get("enableSctp", False),
+                    app_data=webrtc["appData"],
                 )
                 return transport.info()
             case Method.ROUTER_CREATE_PIPE_TRANSPORT:
                 pipe: CreatePipeTransportRequest = data
                 return (await self.create_pipe_transport(app_data=pipe["appData"])).info()
+            case Method.ROUTER_CREATE_DIRECT_TRANSPORT:
+                direct: CreatePipeTransportRequest = data
+                return (await self.create_direct_transport(app_data=direct["appData"])).info()
             case Method.ROUTER_CREATE_ACTIVE_SPEAKER_OBSERVER:
                 speaker: CreateActiveSpeakerObserverRequest = data
                 observer = await self.create_active_speaker_observer(interval=speaker["interval"])
@@ -119,6 +145,12 @@ class Router(MediaEntity):
         for observer in self.rtp_observers.values():
             observer.forget_producer(producer)
 
+    def add_data_producer(self, data_producer: DataProducer) -> None:
+        self.data_producers[data_producer.id] = data_producer
+
+    def remove_data_producer(self, data_producer: DataProducer) -> None:
+        self.data_producers.pop(data_producer.id, None)
+
     def _check_open(self) -> None:
         if self.closed:
             raise InvalidStateError(f"router {self.id} is closed")
@@ -134,6 +166,7 @@ class Router(MediaEntity):
             observer.close()
         self.transports.clear()
         self.producers.clear()
+        self.data_producers.clear()
         self.emit_close()
 
     def worker_closed(self) -> None:

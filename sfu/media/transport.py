@@ -20,21 +20,28 @@ from typing import TYPE_CHECKING, Any
 
 from ..channel.messages import (
     Consumed,
+    ConsumeDataRequest,
     ConsumeRequest,
+    DataConsumed,
     Method,
     Produced,
+    ProduceDataRequest,
     ProduceRequest,
     consume_rtp,
     produce_rtp,
 )
-from ..errors import InvalidRequestError, InvalidStateError, NotFoundError
-from ..models import RtpMapping, RtpParameters
+from ..errors import InvalidRequestError, InvalidStateError, NotFoundError, UnsupportedError
+from ..models import MAX_STREAM_ID, RtpMapping, RtpParameters, SctpStreamParameters
 from . import rtcp
 from .consumer import Consumer
+from .data_consumer import DataConsumer
+from .data_producer import DataProducer, InboundDataLimits, MessageRate
 from .entity import MediaEntity
 from .producer import Producer
 
 if TYPE_CHECKING:
+    from aiortc import RTCDataChannel
+
     from .router import Router
 
 logger = logging.getLogger(__name__)
@@ -52,6 +59,10 @@ REMB_MAX_BITRATE = 4_000_000
 
 class Transport(MediaEntity):
     """Events: ``routerclose``, ``serverclose(reason)``, ``@close``."""
+
+    # A DirectTransport: data producers and consumers without SCTP, whose
+    # messages cross the channel (the server's own, and pipes between workers).
+    direct = False
 
     def __init__(self, *, router: Router, app_data: dict[str, Any]) -> None:
         super().__init__()
@@ -71,6 +82,8 @@ class Transport(MediaEntity):
         self.consumers: dict[str, Consumer] = {}
         self._producers_by_ssrc: dict[int, Producer] = {}
         self._consumers_by_ssrc: dict[int, Consumer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
+        self.data_consumers: dict[str, DataConsumer] = {}
 
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self.fir_seq = 0
@@ -87,6 +100,15 @@ class Transport(MediaEntity):
         self.rtcp_packets_received = 0
         self.rtcp_packets_sent = 0
         self.final_counters: Counter[str] = Counter()
+        # Closed data producers' and consumers' counters (they are few, unlike packets).
+        self.final_data_counters: Counter[str] = Counter()
+        # What this transport's client may send on all its data producers.
+        settings = router.worker.settings
+        self.data_limits = InboundDataLimits(
+            settings.max_sctp_message_size, MessageRate(settings.data_messages_per_second)
+        )
+        # The server's own messages (a direct transport's): no rate limit.
+        self.direct_limits = InboundDataLimits(settings.max_sctp_message_size, MessageRate(0))
         # What consumers call per packet: send_rtp_fields, or a faster
         # equivalent a subclass binds them to (WebRtcTransport's C sender).
         self.rtp_fields_sender: Callable[[int, int, int, int, int, bytes], object] = (
@@ -107,6 +129,17 @@ class Transport(MediaEntity):
         """``send_rtp`` of the packet made of these header fields and ``tail``
         (WebRtcTransport writes them straight into its SRTP buffer instead)."""
         self.send_rtp(_RTP_HEADER.pack(b0, b1, seq, timestamp, ssrc) + tail)
+
+    def _sctp_stream(
+        self, stream: SctpStreamParameters, label: str, protocol: str
+    ) -> RTCDataChannel:
+        """A negotiated data channel on ``stream`` (WebRtcTransport, with SCTP)."""
+        raise UnsupportedError("this transport has no SCTP association")
+
+    def _sctp_stream_ids_in_use(self) -> set[int]:
+        used = {d.stream.stream_id for d in self.data_consumers.values() if d.stream}
+        used.update(d.stream.stream_id for d in self.data_producers.values() if d.stream)
+        return used
 
     def _rtcp_ready(self) -> bool:
         """Whether periodic RTCP can go out (keys and a remote address are known)."""
@@ -189,7 +222,111 @@ class Transport(MediaEntity):
         self.register(consumer)
         return consumer
 
+    def produce_data(
+        self,
+        *,
+        stream: SctpStreamParameters | None,
+        label: str,
+        protocol: str,
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+        data_producer_id: str | None = None,
+    ) -> DataProducer:
+        """A DataProducer on the client's SCTP stream ``stream.stream_id``, or,
+        on a direct transport (no stream), one the server sends on.
+        ``data_producer_id`` only for the far end of a pipe, which keeps the id."""
+        self._check_open()
+        if data_producer_id is not None and data_producer_id in self.router.data_producers:
+            raise InvalidStateError(f"data producer {data_producer_id} already exists here")
+        if self.direct:
+            stream, channel, limits = None, None, self.direct_limits
+        elif stream is None:
+            raise InvalidRequestError("sctpStreamParameters are required")
+        else:
+            if stream.stream_id in self._sctp_stream_ids_in_use():
+                raise InvalidStateError(f"SCTP stream {stream.stream_id} is already in use")
+            channel, limits = self._sctp_stream(stream, label, protocol), self.data_limits
+        data_producer = DataProducer(
+            transport=self,
+            label=label,
+            protocol=protocol,
+            stream=stream,
+            channel=channel,
+            paused=paused,
+            app_data=app_data or {},
+            limits=limits,
+            data_producer_id=data_producer_id,
+        )
+        self.data_producers[data_producer.id] = data_producer
+        data_producer.on("@close", lambda: self._forget_data_producer(data_producer))
+        self.router.add_data_producer(data_producer)
+        self.register(data_producer)
+        return data_producer
+
+    def consume_data(
+        self,
+        *,
+        data_producer_id: str,
+        paused: bool = False,
+        app_data: dict[str, Any] | None = None,
+    ) -> DataConsumer:
+        """A DataConsumer of ``data_producer_id``, on a stream id this transport
+        picks (the lowest free one), with the producer's ordering and reliability."""
+        self._check_open()
+        data_producer = self.router.data_producers.get(data_producer_id)
+        if data_producer is None:
+            raise NotFoundError(f"data producer {data_producer_id} not found")
+        settings = self.router.worker.settings
+        stream = None if self.direct else self._next_consumer_stream(data_producer)
+        data_consumer = DataConsumer(
+            data_producer=data_producer,
+            stream=stream,
+            channel=(
+                self._sctp_stream(stream, data_producer.label, data_producer.protocol)
+                if stream is not None
+                else None
+            ),
+            paused=paused,
+            app_data=app_data or {},
+            buffer_size=settings.sctp_send_buffer_size,
+            stall_timeout=settings.sctp_stall_timeout,
+        )
+        self.data_consumers[data_consumer.id] = data_consumer
+        data_consumer.on("@close", lambda: self._forget_data_consumer(data_consumer))
+        data_producer.add_consumer(data_consumer)
+        self.register(data_consumer)
+        return data_consumer
+
+    def _next_consumer_stream(self, data_producer: DataProducer) -> SctpStreamParameters:
+        """The lowest free stream id, with the producer's ordering and reliability
+        (a direct producer's messages go ordered and reliable)."""
+        used = self._sctp_stream_ids_in_use()
+        limit = min(self.router.worker.settings.num_sctp_streams - 1, MAX_STREAM_ID)
+        stream_id = next((i for i in range(limit + 1) if i not in used), None)
+        if stream_id is None:
+            raise InvalidStateError("no free SCTP stream on this transport")
+        source = data_producer.stream
+        if source is None:
+            return SctpStreamParameters(stream_id=stream_id, ordered=True)
+        return SctpStreamParameters(
+            stream_id=stream_id,
+            ordered=source.ordered,
+            max_packet_life_time=source.max_packet_life_time,
+            max_retransmits=source.max_retransmits,
+        )
+
+    def _forget_data_producer(self, data_producer: DataProducer) -> None:
+        self.data_producers.pop(data_producer.id, None)
+        self.router.remove_data_producer(data_producer)
+        self.final_data_counters.update(data_producer.counters())
+
+    def _forget_data_consumer(self, data_consumer: DataConsumer) -> None:
+        self.data_consumers.pop(data_consumer.id, None)
+        self.final_data_counters.update(data_consumer.counters())
+
     async def handle_request(self, method: Method, data: Any) -> Any:
+        if method in (Method.TRANSPORT_PRODUCE_DATA, Method.TRANSPORT_CONSUME_DATA):
+            return self._handle_data_request(method, data)
         match method:
             case Method.TRANSPORT_PRODUCE:
                 produce: ProduceRequest = data
@@ -219,6 +356,39 @@ class Transport(MediaEntity):
                 self.close()
                 return None
         return await super().handle_request(method, data)
+
+    def _handle_data_request(self, method: Method, data: Any) -> Produced | DataConsumed:
+        match method:
+            case Method.TRANSPORT_PRODUCE_DATA:
+                produce_data: ProduceDataRequest = data
+                wire_stream = produce_data["sctpStreamParameters"]
+                data_producer = self.produce_data(
+                    stream=(
+                        SctpStreamParameters.from_wire(wire_stream)
+                        if wire_stream is not None
+                        else None
+                    ),
+                    label=produce_data["label"],
+                    protocol=produce_data["protocol"],
+                    paused=produce_data["paused"],
+                    app_data=produce_data["appData"],
+                    data_producer_id=produce_data.get("id"),
+                )
+                return Produced(id=data_producer.id)
+            case _:
+                consume_data: ConsumeDataRequest = data
+                data_consumer = self.consume_data(
+                    data_producer_id=consume_data["dataProducerId"],
+                    paused=consume_data["paused"],
+                    app_data=consume_data["appData"],
+                )
+                return DataConsumed(
+                    id=data_consumer.id,
+                    dataProducerPaused=data_consumer.producer_paused,
+                    sctpStreamParameters=(
+                        data_consumer.stream.to_wire() if data_consumer.stream else None
+                    ),
+                )
 
     def get_stats(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -372,6 +542,10 @@ class Transport(MediaEntity):
     # ---- closing and stats -------------------------------------------------------
 
     def _close_children(self) -> None:
+        for data_consumer in list(self.data_consumers.values()):
+            data_consumer.close()
+        for data_producer in list(self.data_producers.values()):
+            data_producer.close()
         self.final_counters = self.counters()
         if self._rtcp_timer is not None:
             self._rtcp_timer.cancel()
@@ -411,4 +585,9 @@ class Transport(MediaEntity):
                 totals[f"retransmissions_suppressed:{reason}"] += count
         for reason, count in self.drops.items():
             totals[f"dropped:{reason}"] = count
+        totals.update(self.final_data_counters)
+        for data_producer in self.data_producers.values():
+            totals.update(data_producer.counters())
+        for data_consumer in self.data_consumers.values():
+            totals.update(data_consumer.counters())
         return totals

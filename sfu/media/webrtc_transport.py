@@ -15,13 +15,15 @@ import random
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pylibsrtp
+from aiortc import RTCDataChannel, RTCDataChannelParameters, RTCSctpCapabilities
 
 from ..aiortc_adapter import DtlsSession, RTCCertificate, certificate_fingerprints
 from ..channel.messages import ConnectWebRtcTransportRequest, Event, Method, WebRtcTransportCreated
 from ..errors import InvalidRequestError, InvalidStateError, UnsupportedError
+from ..models import SctpStreamParameters
 from .fastpath import SrtpCodec, TransportFastPath
 from .ice_lite import IceCredentials, IceLiteResponder, StunVerdict
 from .producer import Producer
@@ -38,10 +40,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The SCTP port of both ends, as mediasoup and browsers use.
+SCTP_PORT = 5000
+
 # Silence (no valid STUN nor media) after which ICE is reported "disconnected".
 ICE_DISCONNECTED_AFTER = 5.0
 
 _U32 = struct.Struct("!I")
+
+
+class SctpSettings(NamedTuple):
+    """A transport's SCTP association: streams each way, the largest message."""
+
+    num_streams: int
+    max_message_size: int
 
 
 def _mediasoup_dtls_role(remote_role: str) -> str:
@@ -54,7 +66,7 @@ class WebRtcTransport(Transport):
     ``routerclose``, ``serverclose(reason)`` (closed by the server itself: ICE
     timeout, DTLS failure, an internal error), ``@close``."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - mediasoup's WebRtcTransportOptions, keyword-only
         self,
         *,
         router: Router,
@@ -65,6 +77,7 @@ class WebRtcTransport(Transport):
         webrtc_server: WebRtcServer | None = None,
         enable_tcp: bool = False,
         force_tcp: bool = False,
+        sctp: SctpSettings | None = None,
     ) -> None:
         super().__init__(router=router, app_data=app_data)
         # Single-port mode: the shared socket and its demultiplexer.
@@ -92,6 +105,14 @@ class WebRtcTransport(Transport):
         self._remote_dtls: dict[str, Any] | None = None
         self._dtls = DtlsSession(certificate, self._send_datagram)
         self._dtls_task: asyncio.Task[None] | None = None
+        # Data channels: an SCTP association over the DTLS session, started
+        # once DTLS is up (its INIT then goes out; the client's comes in).
+        self._sctp_settings = sctp or SctpSettings(0, 0)
+        self._sctp = (
+            self._dtls.sctp_transport(sctp.num_streams, self._sctp_malformed)
+            if sctp is not None
+            else None
+        )
         self._rx_srtp: pylibsrtp.Session | None = None
         self._tx_srtp: pylibsrtp.Session | None = None
         self._rtp_in: SrtpCodec | None = None
@@ -188,8 +209,39 @@ class WebRtcTransport(Transport):
         return {"role": "auto", "fingerprints": certificate_fingerprints(self._certificate)}
 
     @property
-    def sctp_parameters(self) -> None:
-        return None
+    def sctp_parameters(self) -> dict[str, Any] | None:
+        if self._sctp is None:
+            return None
+        return {
+            "port": SCTP_PORT,
+            "OS": self._sctp_settings.num_streams,
+            "MIS": self._sctp_settings.num_streams,
+            "maxMessageSize": self._sctp_settings.max_message_size,
+        }
+
+    def _sctp_malformed(self) -> None:
+        self.drops["sctp-malformed"] += 1
+
+    def _sctp_stream(
+        self, stream: SctpStreamParameters, label: str, protocol: str
+    ) -> RTCDataChannel:
+        if self._sctp is None:
+            raise UnsupportedError(
+                "this transport has no SCTP: send sctpCapabilities in createWebRtcTransport"
+            )
+        parameters = RTCDataChannelParameters(
+            label=label,
+            protocol=protocol,
+            ordered=bool(stream.ordered),
+            maxPacketLifeTime=stream.max_packet_life_time,
+            maxRetransmits=stream.max_retransmits,
+            negotiated=True,
+            id=stream.stream_id,
+        )
+        try:
+            return RTCDataChannel(self._sctp, parameters)
+        except ValueError as error:  # the stream id is still being reset
+            raise InvalidStateError(f"SCTP stream {stream.stream_id}: {error}") from None
 
     def info(self) -> WebRtcTransportCreated:
         return WebRtcTransportCreated(
@@ -444,6 +496,10 @@ class WebRtcTransport(Transport):
         self._refresh_native_sender()
         self._set_dtls_state("connected")
         self._dtls.on_state_change(self._on_dtls_state)
+        if self._sctp is not None:
+            await self._sctp.start(
+                RTCSctpCapabilities(maxMessageSize=self._sctp_settings.max_message_size), SCTP_PORT
+            )
         # Consumers may have started (on a keyframe) before we could deliver:
         # each starts over, video from a keyframe it asks for now.
         for consumer in self.consumers.values():
@@ -608,6 +664,7 @@ class WebRtcTransport(Transport):
         if self._dtls_task is not None:
             self._dtls_task.cancel()
         dtls = self._dtls
+        sctp = self._sctp
         # A shared single-port socket stays open for the other transports.
         endpoint = self._endpoint if self._webrtc_server is None else None
         if self._tcp_listener is not None:
@@ -617,6 +674,9 @@ class WebRtcTransport(Transport):
         self._fast.close()
 
         async def stop_dtls() -> None:
+            if sctp is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sctp.stop(), 1.0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(dtls.stop(), 1.0)
 
@@ -663,5 +723,6 @@ class WebRtcTransport(Transport):
                 "rtcpPacketsSent": self.rtcp_packets_sent,
                 "availableOutgoingBitrate": self.available_outgoing_bitrate,
                 "droppedPackets": dict(self.drops),
+                "sctpState": self._sctp.state if self._sctp is not None else None,
             }
         ]

@@ -133,6 +133,8 @@ class Worker(AsyncIOEventEmitter):
                 p.kind == "video" for t in transports for p in t.producers.values()
             ),
             "consumers": sum(len(t.consumers) for t in transports),
+            "dataProducers": sum(len(t.data_producers) for t in transports),
+            "dataConsumers": sum(len(t.data_consumers) for t in transports),
         }
 
     def close(self) -> None:

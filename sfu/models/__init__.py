@@ -4,6 +4,7 @@
   parameters, codecs, header extensions, encodings, RTCP).
 - :mod:`sfu.models.rtp_mapping`: a producer's payload types, SSRCs and
   extension ids mapped onto its router's (computed by ORTC, used by the worker).
+- :mod:`sfu.models.sctp_parameters`: a data channel's SCTP stream parameters.
 - :mod:`sfu.models.rtp_uris`: the header extension URIs, for ORTC and the media plane.
 - :mod:`sfu.models.stats`: counters both processes name (retransmission suppression reasons).
 - :mod:`sfu.models.validation`: the validation kit (pydantic v2) that the wire
@@ -43,8 +44,10 @@ from .rtp_uris import (
     URI_TRANSPORT_WIDE_CC,
     URI_VIDEO_ORIENTATION,
 )
+from .sctp_parameters import MAX_STREAM_ID, SctpStreamParameters
 
 __all__ = [
+    "MAX_STREAM_ID",
     "URI_ABS_SEND_TIME",
     "URI_AUDIO_LEVEL",
     "URI_MID",
@@ -71,5 +74,6 @@ __all__ = [
     "RtpMappingHeaderExtension",
     "RtpParameters",
     "RtxParameters",
+    "SctpStreamParameters",
     "WireModel",
 ]

@@ -9,6 +9,8 @@ from typing import Any
 
 from ..auth.claims import OPEN_GRANTS, VideoGrants
 from ..control.consumer import Consumer
+from ..control.data_consumer import DataConsumer
+from ..control.data_producer import DataProducer
 from ..control.producer import Producer
 from ..control.router import Router
 from ..control.webrtc_transport import WebRtcTransport
@@ -53,6 +55,9 @@ class Peer:
         self.consumers: dict[str, Consumer] = {}
         # Producers this peer consumes or is about to: one consumer per remote producer.
         self.consumed_producer_ids: set[str] = set()
+        self.data_producers: dict[str, DataProducer] = {}
+        self.data_consumers: dict[str, DataConsumer] = {}
+        self.consumed_data_producer_ids: set[str] = set()
         # Proof of identity for `resume` after a dropped WebSocket.
         self.session_token = secrets.token_urlsafe(24)
         # Set while the WebSocket is gone and the peer waits to be resumed.
@@ -77,10 +82,13 @@ class Peer:
         return None
 
     def owned(self, kind: str) -> Mapping[str, object]:
-        """This peer's objects of ``kind`` ("transport", "producer" or "consumer"), by id."""
+        """This peer's objects of ``kind`` ("transport", "producer", "consumer",
+        "dataProducer" or "dataConsumer"), by id."""
         owned: dict[str, Mapping[str, object]] = {
             "transport": self.transports,
             "producer": self.producers,
             "consumer": self.consumers,
+            "dataProducer": self.data_producers,
+            "dataConsumer": self.data_consumers,
         }
         return owned[kind]

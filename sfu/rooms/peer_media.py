@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..control.producer import Producer
 from ..control.webrtc_transport import WebRtcTransport
-from ..errors import ForbiddenError, InvalidStateError, LimitError, UnsupportedError
+from ..errors import ForbiddenError, InvalidStateError, LimitError
 from ..signaling.ice_servers import ice_servers_for
 from .peer import Peer
 from .requests import (
     ConnectWebRtcTransportRequest,
     CreateWebRtcTransportRequest,
-    NoData,
     ProduceRequest,
     ProducerRequest,
     TransportRequest,
@@ -46,6 +45,7 @@ class PeerMedia:
         router = await room.placement.router_for(peer)
         transport = await router.create_webrtc_transport(
             force_tcp=request.force_tcp,
+            enable_sctp=request.sctp_capabilities is not None,
             app_data={
                 "peerId": peer.id,
                 "producing": request.producing,
@@ -93,12 +93,6 @@ class PeerMedia:
 
     async def get_transport_stats(self, peer: Peer, request: TransportRequest) -> Any:
         return await self._transport(peer, request).get_stats()
-
-    async def produce_data(self, peer: Peer, request: NoData) -> Any:
-        refusal = peer.grants.data_refusal()
-        if refusal is not None:
-            raise ForbiddenError(refusal)
-        raise UnsupportedError("data channels are not supported yet")
 
     # ---- producers -----------------------------------------------------------
 

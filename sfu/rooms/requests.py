@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field
 
-from ..models import MediaKind, WireModel
+from ..models import MediaKind, SctpStreamParameters, WireModel
 from ..models.validation import invalid
 
 # Longest id (transport, producer, consumer) and display name a peer may send.
@@ -52,7 +52,7 @@ Layer = Annotated[int, _between(0, 15)]
 # (join twice is "already joined" whatever else is wrong with it).
 PeerState = Literal["any", "joined", "not joined"]
 # The kind of object a request names by id (see TargetedRequest).
-ObjectKind = Literal["transport", "producer", "consumer"]
+ObjectKind = Literal["transport", "producer", "consumer", "dataProducer", "dataConsumer"]
 
 
 class Request(WireModel):
@@ -101,8 +101,26 @@ class ConsumerRequest(TargetedRequest):
     consumer_id: ObjectId
 
 
+class DataProducerRequest(TargetedRequest):
+    """``getDataProducerStats``."""
+
+    target_kind: ClassVar[ObjectKind] = "dataProducer"
+    target_key: ClassVar[str] = "dataProducerId"
+
+    data_producer_id: ObjectId
+
+
+class DataConsumerRequest(TargetedRequest):
+    """``getDataConsumerStats``."""
+
+    target_kind: ClassVar[ObjectKind] = "dataConsumer"
+    target_key: ClassVar[str] = "dataConsumerId"
+
+    data_consumer_id: ObjectId
+
+
 class NoData(Request):
-    """``getRouterRtpCapabilities``, ``produceData``: whatever data comes is ignored."""
+    """``getRouterRtpCapabilities``: whatever data comes is ignored."""
 
 
 class ResumeRequest(Request):
@@ -145,6 +163,15 @@ class ProduceRequest(TransportRequest):
     rtp_parameters: JsonObject
     app_data: JsonObject = Field(default_factory=dict)
     paused: bool = False
+
+
+class ProduceDataRequest(TransportRequest):
+    required_state: ClassVar[PeerState] = "joined"
+
+    sctp_stream_parameters: SctpStreamParameters
+    label: Name = ""
+    protocol: Name = ""
+    app_data: JsonObject = Field(default_factory=dict)
 
 
 class SetConsumerPreferredLayersRequest(ConsumerRequest):

@@ -11,6 +11,7 @@ to the part that serves it, and runs the close cascade. Its parts:
 - :mod:`.placement`: which router (one per worker the room spans) hosts a peer;
 - :mod:`.peer_media`: a peer's transports and producers;
 - :mod:`.subscriptions`: consumers of the other peers' producers;
+- :mod:`.data_channels`: data producers and data consumers (SCTP);
 - :mod:`.requests`: the typed data of each request.
 """
 
@@ -32,6 +33,7 @@ from ..control.router import Router
 from ..control.worker_pool import WorkerPool
 from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, NotFoundError
 from ..signaling.protoo import ProtooConnection, notification_text
+from .data_channels import DataChannels
 from .peer import Peer
 from .peer_media import PeerMedia
 from .placement import Placement
@@ -41,8 +43,11 @@ from .requests import (
     ConnectWebRtcTransportRequest,
     ConsumerRequest,
     CreateWebRtcTransportRequest,
+    DataConsumerRequest,
+    DataProducerRequest,
     JoinRequest,
     NoData,
+    ProduceDataRequest,
     ProduceRequest,
     ProducerRequest,
     Request,
@@ -86,6 +91,8 @@ class Route(Generic[RequestT]):
 
     model: type[RequestT]
     handler: Callable[[Peer, RequestT], Awaitable[Any]]
+    # Checked before anything else (the peer's grants): a refusal whatever the data.
+    guard: Callable[[Peer], None] | None = None
 
 
 class Room(AsyncIOEventEmitter):
@@ -132,12 +139,18 @@ class Room(AsyncIOEventEmitter):
         self.sessions = Sessions(self)
         self.media = PeerMedia(self)
         self.subscriptions = Subscriptions(self)
+        self.data = DataChannels(self)
         self._routes = self._make_routes()
         speaker_observer.on("dominantspeaker", self._on_dominant_speaker)
         speaker_observer.on("silence", self._on_silence)
 
     def _make_routes(self) -> dict[str, Route[Any]]:
-        sessions, media, subscriptions = self.sessions, self.media, self.subscriptions
+        sessions, media, subscriptions, data = (
+            self.sessions,
+            self.media,
+            self.subscriptions,
+            self.data,
+        )
         return {
             "getRouterRtpCapabilities": Route(NoData, self._get_router_rtp_capabilities),
             "join": Route(JoinRequest, sessions.join),
@@ -155,7 +168,9 @@ class Room(AsyncIOEventEmitter):
             "pauseProducer": Route(ProducerRequest, media.pause_producer),
             "resumeProducer": Route(ProducerRequest, media.resume_producer),
             "getProducerStats": Route(ProducerRequest, media.get_producer_stats),
-            "produceData": Route(NoData, media.produce_data),
+            "produceData": Route(ProduceDataRequest, data.produce_data, data.may_produce_data),
+            "getDataProducerStats": Route(DataProducerRequest, data.get_data_producer_stats),
+            "getDataConsumerStats": Route(DataConsumerRequest, data.get_data_consumer_stats),
             "pauseConsumer": Route(ConsumerRequest, subscriptions.pause_consumer),
             "resumeConsumer": Route(ConsumerRequest, subscriptions.resume_consumer),
             "setConsumerPreferredLayers": Route(
@@ -253,6 +268,8 @@ class Room(AsyncIOEventEmitter):
         if route is None:
             raise NotFoundError(f"unknown method {method!r}")
         model = route.model
+        if route.guard is not None:
+            route.guard(peer)
         # The peer's state, then the object named, then the rest of the data:
         # the errors come in that order.
         if model.required_state == "joined":
@@ -277,6 +294,16 @@ class Room(AsyncIOEventEmitter):
 
     async def _get_router_rtp_capabilities(self, peer: Peer, request: NoData) -> Any:
         return self.router.rtp_capabilities
+
+    # ---- data ------------------------------------------------------------------
+
+    async def send_data(self, payload: str | bytes, *, label: str = "chat") -> None:
+        """Post ``payload`` (text or binary) from the server to every joined peer
+        that receives data, on the server's own data producer of ``label``
+        (ordered, reliable; ``newDataConsumer`` with ``peerId`` null). Peers that
+        join later get the producer, not earlier messages. For RoomService's
+        SendData and system messages."""
+        await self.data.send_data(payload, label)
 
     # ---- the close cascade -----------------------------------------------------
 
@@ -313,6 +340,7 @@ class Room(AsyncIOEventEmitter):
         for peer in list(self.peers.values()):
             self.sessions.close_peer(peer)
         self.subscriptions.close()
+        self.data.close()
         self.placement.close()
         logger.info("room %s: closed", self.id)
         self.emit("close")

@@ -32,10 +32,12 @@ class Subscriptions:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def consume_all(self, consumer_peer: Peer, producer_peers: Iterable[Peer]) -> None:
-        """``consumer_peer`` consumes every producer of ``producer_peers``."""
+        """``consumer_peer`` consumes every producer (and data producer) of ``producer_peers``."""
+        producer_peers = list(producer_peers)
         for producer_peer in producer_peers:
             for producer in producer_peer.producers.values():
                 self.consume(consumer_peer, producer_peer, producer)
+        self._room.data.consume_all(consumer_peer, producer_peers)
 
     def consume(self, consumer_peer: Peer, producer_peer: Peer, producer: Producer) -> None:
         """Start consuming ``producer`` for ``consumer_peer`` (in a task), unless

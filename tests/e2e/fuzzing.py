@@ -138,7 +138,7 @@ class Ref:
     """An id of an object, resolved when the frame is sent: one of the main fuzzing
     connection's own (``own``), or another's, stale or made up."""
 
-    kind: str  # transport, producer, consumer
+    kind: str  # transport, producer, consumer, dataProducer, dataConsumer
     own: bool
     index: int
 
@@ -148,7 +148,7 @@ class Registry:
     closed ones, made-up ones."""
 
     def __init__(self) -> None:
-        kinds = ("transport", "producer", "consumer")
+        kinds = ("transport", "producer", "consumer", "dataProducer", "dataConsumer")
         self.own: dict[str, list[str]] = {kind: [] for kind in kinds}
         self.others: dict[str, list[str]] = {kind: [str(uuid.uuid4()), ""] for kind in kinds}
 
@@ -228,6 +228,8 @@ KNOWN_METHODS = [
     "getProducerStats",
     "getConsumerStats",
     "produceData",
+    "getDataProducerStats",
+    "getDataConsumerStats",
     "resume",
 ]
 ODD_METHODS = [
@@ -389,7 +391,7 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
     )
     refs = st.builds(
         Ref,
-        st.sampled_from(["transport", "producer", "consumer"]),
+        st.sampled_from(["transport", "producer", "consumer", "dataProducer", "dataConsumer"]),
         st.booleans(),
         st.integers(0, 31),
     )
@@ -467,6 +469,18 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
         "temporalLayer": st.integers(0, 15),
         "priority": st.integers(1, 255),
         "sessionToken": st.text(max_size=40),
+        "sctpStreamParameters": st.one_of(
+            st.builds(lambda i: {"streamId": i, "ordered": True}, st.integers(0, 1023)),
+            st.builds(
+                lambda i, r: {"streamId": i, "ordered": False, "maxRetransmits": r},
+                st.integers(0, 1023),
+                st.integers(0, 10),
+            ),
+        ),
+        "label": st.text(max_size=20),
+        "protocol": st.text(max_size=20),
+        "dataProducerId": ref("dataProducer"),
+        "dataConsumerId": ref("dataConsumer"),
     }
     mangled: dict[str, st.SearchStrategy[Any]] = {
         **valid,
@@ -481,6 +495,20 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
         "spatialLayer": st.integers(-2, 20),
         "temporalLayer": st.integers(-2, 20),
         "priority": st.integers(-1, 300),
+        "sctpStreamParameters": st.one_of(
+            valid["sctpStreamParameters"],
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "streamId": st.integers(-5, 70000) | json_values,
+                    "ordered": st.booleans() | json_values,
+                    "maxRetransmits": st.integers(-5, 70000) | json_values,
+                    "maxPacketLifeTime": st.integers(-5, 70000) | json_values,
+                },
+            ),
+            json_values,
+        ),
+        "label": st.text(max_size=300) | json_values,
     }
     fields = {name: field(strategy) for name, strategy in mangled.items()}
     # Per method: its own fields always present (each maybe mangled), plus random others.
@@ -502,6 +530,9 @@ def fuzz_strategies(router_caps: dict[str, Any]) -> st.SearchStrategy[Any]:
         "setConsumerPriority": ["consumerId", "priority"],
         "changeDisplayName": ["displayName"],
         "getTransportStats": ["transportId"],
+        "produceData": ["transportId", "sctpStreamParameters", "label", "protocol", "appData"],
+        "getDataProducerStats": ["dataProducerId"],
+        "getDataConsumerStats": ["dataConsumerId"],
         "resume": ["sessionToken"],
     }
     random_data = st.one_of(
@@ -709,6 +740,8 @@ class Fuzzer:
                 self.registry.add("transport", response["data"].get("id"), own=peer is self.main)
             if response["ok"] and method == "produce":
                 self.registry.add("producer", response["data"].get("id"), own=peer is self.main)
+            if response["ok"] and method == "produceData":
+                self.registry.add("dataProducer", response["data"].get("id"), own=peer is self.main)
         missing = expected - got
         assert not missing, f"no reply (silence) to ids {sorted(missing)} of frames {frames!r}"
         assert not peer.ws.closed, f"the server closed the connection after {frames!r}"

@@ -302,8 +302,8 @@ async def test_can_publish_data_false_refuses_produce_data(auth_server: ServerPr
             peers.append(RawPeer(ws))
         try:
             await peers[0].expect_error("produceData", {}, 403)
-            # Allowed: data channels are still unsupported (406).
-            await peers[1].expect_error("produceData", {}, 406)
+            # Allowed by the token: refused only because it has not joined.
+            await peers[1].expect_error("produceData", {}, 409)
         finally:
             for peer in peers:
                 await peer.close()

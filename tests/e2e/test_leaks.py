@@ -27,6 +27,8 @@ def snapshot(server: ServerProcess) -> dict[str, int]:
         "transports": health["transports"],
         "producers": health["producers"],
         "consumers": health["consumers"],
+        "dataProducers": health["dataProducers"],
+        "dataConsumers": health["dataConsumers"],
     }
 
 
@@ -41,6 +43,14 @@ async def run_batch(server: ServerProcess, watcher: Participant, start: int) -> 
     closed_ids: list[str] = []
     watcher.client.on("consumerclosed", closed_ids.append)
     try:
+        # Each bot chats too: a data producer of its own, a data consumer for the watcher.
+        await asyncio.gather(
+            *(bot.client.send_data(f"hi from {bot.client.peer_id}") for bot in bots)
+        )
+        assert await wait_until(lambda: len(watcher.client.data_consumers) == BATCH, timeout=40)
+        health = server.health()
+        assert health["dataProducers"] == BATCH
+        assert health["dataConsumers"] == BATCH
         # Media really flows: the resident watcher decodes video from each bot.
         for bot in bots:
             # Generous bounds: the watcher sets up each consumer in turn (one
@@ -60,6 +70,7 @@ async def run_batch(server: ServerProcess, watcher: Participant, start: int) -> 
     # The watcher has closed its consumers of them before the next batch comes:
     # overlapping renegotiations are pymediasoup's business, not a server leak.
     assert await wait_until(lambda: not watcher.client.consumers, timeout=20)
+    assert await wait_until(lambda: not watcher.client.data_consumers, timeout=20)
 
 
 async def test_join_leave_cycles_return_to_baseline(sfu_server: ServerProcess) -> None:
@@ -73,7 +84,14 @@ async def test_join_leave_cycles_return_to_baseline(sfu_server: ServerProcess) -
         await asyncio.sleep(1.5)  # closed transports' sockets and tasks wind down
         after = snapshot(sfu_server)
         print(f"\nafter {CYCLES} join/leave cycles: baseline {baseline} -> after {after}")
-        for key in ("peers", "transports", "producers", "consumers"):
+        for key in (
+            "peers",
+            "transports",
+            "producers",
+            "consumers",
+            "dataProducers",
+            "dataConsumers",
+        ):
             assert after[key] == baseline[key], f"{key}: {baseline[key]} -> {after[key]}"
         assert after["fds"] <= baseline["fds"] + 2, "file descriptors leak"
         assert after["tasks"] <= baseline["tasks"] + 2, "asyncio tasks leak"

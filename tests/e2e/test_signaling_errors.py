@@ -188,7 +188,13 @@ async def test_every_method_rejects_bad_input_and_the_room_lives_on(
         # the rest
         await evil.expect_error("changeDisplayName", {"displayName": []}, 400)
         await evil.expect_error("getTransportStats", {"transportId": alice_transport}, 403)
-        await evil.expect_error("produceData", {"transportId": evil_transport}, 406)
+        await evil.expect_error("produceData", {"transportId": evil_transport}, 400)
+        await evil.expect_error(
+            "produceData",
+            {"transportId": alice_transport, "sctpStreamParameters": {"streamId": 1}},
+            403,
+        )
+        await evil.expect_error("getDataProducerStats", {"dataProducerId": "nope"}, 404)
 
         # Nothing of alice's or bob's was touched, and their media still flows.
         stats = await alice.client.request("getProducerStats", {"producerId": alice_producer})

@@ -598,7 +598,7 @@ def assert_join_requests(peer: StubPeer, sfu: StubSfu) -> None:
         "forceTcp": False,
         "producing": True,
         "consuming": False,
-        "sctpCapabilities": None,
+        "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}},
     }
     assert sfu.transports["recv-transport"]["consuming"] is True
     join_data = dict(peer.requests)["join"]
