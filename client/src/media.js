@@ -22,6 +22,13 @@ export function createDevice(handlerName = null) {
   }
 }
 
+/**
+ * What the server learns of our SCTP (mediasoup-demo's `sctpCapabilities`).
+ * mediasoup-client 3.24 no longer has Device.sctpCapabilities; browsers take
+ * 1024 streams each way, the number its older Devices reported.
+ */
+export const SCTP_CAPABILITIES = Object.freeze({ numStreams: Object.freeze({ OS: 1024, MIS: 1024 }) });
+
 export class MediaSession extends Emitter {
   constructor(signaling, { handlerName = null } = {}) {
     super();
@@ -63,7 +70,7 @@ export class MediaSession extends Emitter {
       producing: direction === 'send',
       consuming: direction === 'recv',
       // Data channels (chat) ride SCTP on both transports, as mediasoup-demo's.
-      sctpCapabilities: this.device.sctpCapabilities,
+      sctpCapabilities: SCTP_CAPABILITIES,
     });
     const options = {
       id: info.id,

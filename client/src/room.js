@@ -23,7 +23,7 @@ import {
   Signaling,
   SignalingError,
 } from './signaling.js';
-import { MediaSession } from './media.js';
+import { MediaSession, SCTP_CAPABILITIES } from './media.js';
 import { describeMediaError, getCamera, getMicrophone, getScreen } from './devices.js';
 import { admissionUrl, signalingUrl } from './params.js';
 
@@ -250,7 +250,7 @@ export class RoomClient extends Emitter {
       displayName: this.displayName,
       device: browserInfo(),
       rtpCapabilities: media.device.recvRtpCapabilities ?? media.device.rtpCapabilities,
-      sctpCapabilities: media.device.sctpCapabilities,
+      sctpCapabilities: SCTP_CAPABILITIES,
     });
     this.#checkOpen();
     this.joined = true;

@@ -4,10 +4,16 @@ the panel is closed and join/leave lines."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from playwright.async_api import Browser, Page
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+from sfu.client.data import DataMessage
 
 from ..conftest import ServerProcess
+from ..e2e.helpers import join as join_bot
 from .test_browser import CHROMIUM, browser, open_peer, screenshot_path
 
 __all__ = ["browser"]
@@ -19,7 +25,13 @@ pytestmark = pytest.mark.skipif(
 
 async def wait_chat_ready(page: Page) -> None:
     """The chat's data channel is open: the input is enabled."""
-    await page.wait_for_selector("#chat-input:not([disabled])", state="attached", timeout=20_000)
+    try:
+        await page.wait_for_selector(
+            "#chat-input:not([disabled])", state="attached", timeout=20_000
+        )
+    except PlaywrightTimeoutError:
+        status = await page.text_content("#chat-status")
+        raise AssertionError(f"the chat did not open; it says: {status!r}") from None
 
 
 async def send(page: Page, text: str) -> None:
@@ -86,3 +98,35 @@ async def test_two_browsers_chat(browser: Browser, sfu_server: ServerProcess, mo
         "#chat-messages li[data-kind='notice']:has-text('bob left')", timeout=20_000
     )
     await alice.context.close()
+
+
+async def test_browser_and_python_bot_chat(browser: Browser, sfu_server: ServerProcess) -> None:
+    """The browser's chat and a pymediasoup bot's data channel (SfuClient) talk
+    both ways, 20 messages in order, through the server's data consumers."""
+    page = await open_peer(browser, sfu_server, "chat-bot", "alice")
+    bot = await join_bot(sfu_server, "chat-bot", "bot", 440, video=False)
+    received: list[DataMessage] = []
+    twenty = asyncio.Event()
+
+    def on_data(message: DataMessage) -> None:
+        if message.label == "chat":
+            received.append(message)
+            if len(received) >= 20:
+                twenty.set()
+
+    bot.client.on("data", on_data)
+    try:
+        await wait_chat_ready(page)
+        for n in range(20):
+            await bot.client.send_data(f"bot says {n}")
+        got = await wait_messages(page, 20)
+        assert [m["text"] for m in got] == [f"bot says {n}" for n in range(20)]
+        assert {m["name"] for m in got} == {"bot"}, got
+        for n in range(20):
+            await send(page, f"alice says {n}")
+        await asyncio.wait_for(twenty.wait(), timeout=20)
+        assert [m.data for m in received] == [f"alice says {n}" for n in range(20)]
+        assert {m.peer_id for m in received} == {"alice"}
+    finally:
+        await bot.client.close()
+        await page.context.close()
