@@ -49,8 +49,11 @@ scenarios:
   floor-N            the fanout-N traffic through a minimal forwarder (one SRTP
                      protect + one sendto per packet and subscriber, nothing
                      else): what this machine charges for the traffic alone
+  data-fanout-N      1 sender of 200-byte data messages (100/s) -> N receivers over
+                     SCTP; with N >= 10 also the highest rate without loss
   families for --scenarios: fanout (1,4,8,16,32), room (4,8), voice (50,200),
-  capacity (capacity, capacity-voice), baseline (1,4,8), floor (1,4,8,16,32)
+  capacity (capacity, capacity-voice), baseline (1,4,8), floor (1,4,8,16,32),
+  data (data-fanout-1, data-fanout-10)
 
 examples:
   sfu bench --quick                              fanout-1,4,8, room-4, baseline-fanout-4

@@ -201,6 +201,29 @@ def floor_ratios(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return ratios
 
 
+def _data_fanout_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per data-fanout-N run: delivery, cost, latency, the clean rate."""
+    lines = []
+    for r in results:
+        if r.get("family") != "data-fanout" or r.get("error"):
+            continue
+        clean = r.get("max_clean_rate")
+        lines.append(
+            f"{r['name']}: {r['delivered_per_s']:.0f} data messages/s delivered "
+            f"({r['rate']:.0f}/s x {r['n']} receivers, {r['message_bytes']} B), server "
+            f"{_fmt(r['server_us_per_message'])} µs CPU per delivered message, latency p50/p99 "
+            f"{_fmt(r['latency_p50_ms'])}/{_fmt(r['latency_p99_ms'])} ms, loss "
+            f"{_fmt(r['loss_percent'])} %, bench clients {r['bench_cpu_percent']:.0f} % CPU"
+            + (
+                ""
+                if "max_clean_rate" not in r
+                else f"; highest clean rate (no loss, p99 <= 250 ms): "
+                f"{'none' if clean is None else f'{clean} msg/s'}"
+            )
+        )
+    return lines
+
+
 def format_summary(
     results: Sequence[dict[str, Any]],
     fit: dict[str, Any] | None,
@@ -245,6 +268,7 @@ def format_summary(
             "added; the table's is to the subscriber's socket): "
             + ", ".join(f"{name} {d['p50']:.1f}/{d['p99']:.1f}" for name, d in read)
         )
+    lines.extend(_data_fanout_lines(results))
     late = [(r["name"], r["late_join_ms"]) for r in results if r.get("late_join_ms")]
     if late:
         lines.append(

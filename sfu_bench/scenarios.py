@@ -62,12 +62,22 @@ FAMILIES: dict[str, list[str]] = {
     "capacity": ["capacity", "capacity-voice"],
     "baseline": [f"baseline-fanout-{n}" for n in (1, 4, 8)],
     "floor": [f"floor-{n}" for n in (1, 4, 8, 16, 32)],
+    "data": ["data-fanout-1", "data-fanout-10"],
 }
 DEFAULT_SCENARIOS = [name for family in FAMILIES.values() for name in family]
 QUICK_SCENARIOS = ["fanout-1", "fanout-4", "fanout-8", "room-4", "baseline-fanout-4"]
 
-_NAME = re.compile(r"^(fanout|room|voice|baseline-fanout|floor)-(\d+)$")
-MAX_N = {"fanout": 256, "room": 16, "voice": 400, "baseline-fanout": 16, "floor": 256}
+_NAME = re.compile(r"^(fanout|room|voice|baseline-fanout|floor|data-fanout)-(\d+)$")
+MAX_N = {
+    "fanout": 256,
+    "room": 16,
+    "voice": 400,
+    "baseline-fanout": 16,
+    "floor": 256,
+    "data-fanout": 50,
+}
+# data-fanout-N: messages per second of the steady window (see sfu_bench.data_fanout).
+DATA_RATE = 100.0
 
 JOIN_TIMEOUT_PER_CLIENT = 45.0
 READY_TIMEOUT = 40.0
@@ -94,7 +104,7 @@ def parse_scenario(name: str) -> Scenario:
     if not match:
         raise ValueError(
             f"unknown scenario {name!r}: expected fanout-N, room-N, voice-N, "
-            "baseline-fanout-N, floor-N, capacity or capacity-voice"
+            "baseline-fanout-N, floor-N, data-fanout-N, capacity or capacity-voice"
         )
     family, n = match.group(1), int(match.group(2))
     low = 2 if family == "room" else 1
@@ -452,6 +462,8 @@ class Runner:
                 result = self._run_capacity(scenario)
             elif scenario.family == "floor":
                 result = self._run_floor(scenario)
+            elif scenario.family == "data-fanout":
+                result = self._run_data_fanout(scenario)
             else:
                 result = self._run_plan(scenario)
         except Exception as exc:  # one scenario's failure must not lose the others' results
@@ -466,6 +478,25 @@ class Runner:
             }
         result["wall_seconds"] = round(time.monotonic() - started, 1)
         return result
+
+    def _run_data_fanout(self, scenario: Scenario) -> dict[str, Any]:
+        """One sender, N data receivers; for N >= 10 also the highest clean rate."""
+        from .data_fanout import run_data_fanout
+
+        target = self._start_target(scenario)
+        try:
+            self.progress.phase(f"{scenario.n} data receivers at {DATA_RATE:.0f} msg/s")
+            measured = run_data_fanout(
+                target,
+                self._room(scenario),
+                scenario.n,
+                rate=DATA_RATE,
+                seconds=self.settings.duration,
+                search=scenario.n >= 10,
+            )
+        finally:
+            target.stop()
+        return {"name": scenario.name, "family": scenario.family, "n": scenario.n, **measured}
 
     def _room(self, scenario: Scenario) -> str:
         return f"bench-{self._run_id}-{scenario.name}"

@@ -230,6 +230,8 @@ def start_sfu(
                     "listen_ip": "127.0.0.1",
                     "rtc_min_port": media_min,
                     "rtc_max_port": media_min + ports - 1,
+                    # data-fanout measures how fast the server forwards, not its per-peer cap.
+                    "data_messages_per_second": 0,
                 },
                 # Voice channels with hundreds of members; requests stay rate-limited per peer.
                 # All peers come from 127.0.0.1: no per-IP caps.

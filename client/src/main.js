@@ -7,6 +7,7 @@ import { VideoGrid } from './ui/videoGrid.js';
 import { VoiceChannel } from './ui/voiceChannel.js';
 import { AudioSink } from './ui/audioSink.js';
 import { Controls } from './ui/controls.js';
+import { ChatPanel } from './ui/chat.js';
 import { clearError, setConnectionState, showError } from './ui/status.js';
 import { playCue, unlockAudio } from './ui/sounds.js';
 
@@ -41,6 +42,7 @@ const controls = new Controls({
   onDeafen: () => client?.toggleDeafen(),
   onLeave: () => leaveRoom(),
 });
+const chat = new ChatPanel({ onSend: (text) => client?.sendChat(text) ?? false });
 const joinScreen = new JoinScreen({ params, onJoin: (values) => enterRoom(values) });
 
 /** @type {RoomClient | null} */
@@ -78,6 +80,7 @@ function hideRoom() {
   grid.clear();
   voice.clear();
   audio.clear();
+  chat.clear();
   setConnectionState('idle', STATE_TEXT.idle);
   document.title = 'Join a room';
   updateTitle();
@@ -109,12 +112,16 @@ function wire(session) {
     grid.setSpeaker(peerId);
     voice.setSpeaker(peerId);
   });
-  session.on('peerjoined', () => {
+  session.on('peerjoined', (view) => {
     if (mode === 'voice') playCue('join');
+    chat.addNotice(`${view.displayName || 'Someone'} joined`);
   });
-  session.on('peerleft', () => {
+  session.on('peerleft', (view) => {
     if (mode === 'voice') playCue('leave');
+    chat.addNotice(`${view.displayName || 'Someone'} left`);
   });
+  session.on('chat', (message) => chat.addMessage(message));
+  session.on('chatstate', (state) => chat.setState(state));
   session.on('error', (message) => showError(message));
   session.on('ended', (message) => {
     audio.clear();

@@ -22,6 +22,13 @@ export function createDevice(handlerName = null) {
   }
 }
 
+/**
+ * What the server learns of our SCTP (mediasoup-demo's `sctpCapabilities`).
+ * mediasoup-client 3.24 no longer has Device.sctpCapabilities; browsers take
+ * 1024 streams each way, the number its older Devices reported.
+ */
+export const SCTP_CAPABILITIES = Object.freeze({ numStreams: Object.freeze({ OS: 1024, MIS: 1024 }) });
+
 export class MediaSession extends Emitter {
   constructor(signaling, { handlerName = null } = {}) {
     super();
@@ -33,6 +40,10 @@ export class MediaSession extends Emitter {
     this.producers = new Map();
     /** @type {Map<string, import('mediasoup-client').types.Consumer>} */
     this.consumers = new Map();
+    /** @type {Map<string, import('mediasoup-client').types.DataProducer>} */
+    this.dataProducers = new Map();
+    /** @type {Map<string, import('mediasoup-client').types.DataConsumer>} */
+    this.dataConsumers = new Map();
     this.closed = false;
   }
 
@@ -58,7 +69,8 @@ export class MediaSession extends Emitter {
       forceTcp,
       producing: direction === 'send',
       consuming: direction === 'recv',
-      sctpCapabilities: null,
+      // Data channels (chat) ride SCTP on both transports, as mediasoup-demo's.
+      sctpCapabilities: SCTP_CAPABILITIES,
     });
     const options = {
       id: info.id,
@@ -68,7 +80,7 @@ export class MediaSession extends Emitter {
       sctpParameters: info.sctpParameters ?? undefined,
       iceServers: info.iceServers ?? [],
       iceTransportPolicy: relayOnly ? 'relay' : 'all',
-      appData: { direction },
+      appData: { direction, sctp: Boolean(info.sctpParameters) },
     };
     const transport =
       direction === 'send' ? this.device.createSendTransport(options) : this.device.createRecvTransport(options);
@@ -84,6 +96,12 @@ export class MediaSession extends Emitter {
         const paused = this.#startPaused.has(appData);
         this.signaling
           .request('produce', { transportId: transport.id, kind, rtpParameters, appData, paused })
+          .then(({ id }) => callback({ id }))
+          .catch(errback);
+      });
+      transport.on('producedata', ({ sctpStreamParameters, label, protocol, appData }, callback, errback) => {
+        this.signaling
+          .request('produceData', { transportId: transport.id, sctpStreamParameters, label, protocol, appData })
           .then(({ id }) => callback({ id }))
           .catch(errback);
       });
@@ -153,6 +171,43 @@ export class MediaSession extends Emitter {
     return consumer;
   }
 
+  /** Whether the server gave the transports SCTP: data channels work. */
+  get canSendData() {
+    return Boolean(this.sendTransport?.appData.sctp);
+  }
+
+  /** A data channel to the server (a DataProducer). */
+  async produceData(options) {
+    if (!this.sendTransport) throw new Error('no send transport');
+    const dataProducer = await this.sendTransport.produceData(options);
+    this.dataProducers.set(dataProducer.id, dataProducer);
+    dataProducer.observer.on('close', () => this.dataProducers.delete(dataProducer.id));
+    return dataProducer;
+  }
+
+  /** Answers a server `newDataConsumer` request's data with a DataConsumer. */
+  async consumeData({ id, dataProducerId, sctpStreamParameters, label, protocol, appData, peerId }) {
+    if (!this.recvTransport) throw new Error('no receive transport');
+    const dataConsumer = await this.recvTransport.consumeData({
+      id,
+      dataProducerId,
+      sctpStreamParameters,
+      label,
+      protocol,
+      appData: { ...(appData ?? {}), peerId },
+    });
+    this.dataConsumers.set(dataConsumer.id, dataConsumer);
+    dataConsumer.observer.on('close', () => this.dataConsumers.delete(dataConsumer.id));
+    return dataConsumer;
+  }
+
+  closeDataConsumer(dataConsumerId) {
+    const dataConsumer = this.dataConsumers.get(dataConsumerId);
+    if (!dataConsumer) return;
+    dataConsumer.close();
+    this.dataConsumers.delete(dataConsumerId);
+  }
+
   async pauseConsumer(consumer) {
     consumer.pause();
     await this.signaling.request('pauseConsumer', { consumerId: consumer.id });
@@ -177,8 +232,12 @@ export class MediaSession extends Emitter {
     this.closed = true;
     for (const producer of this.producers.values()) producer.close();
     for (const consumer of this.consumers.values()) consumer.close();
+    for (const dataProducer of this.dataProducers.values()) dataProducer.close();
+    for (const dataConsumer of this.dataConsumers.values()) dataConsumer.close();
     this.producers.clear();
     this.consumers.clear();
+    this.dataProducers.clear();
+    this.dataConsumers.clear();
     this.sendTransport?.close();
     this.recvTransport?.close();
   }

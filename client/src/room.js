@@ -23,7 +23,7 @@ import {
   Signaling,
   SignalingError,
 } from './signaling.js';
-import { MediaSession } from './media.js';
+import { MediaSession, SCTP_CAPABILITIES } from './media.js';
 import { describeMediaError, getCamera, getMicrophone, getScreen } from './devices.js';
 import { admissionUrl, signalingUrl } from './params.js';
 
@@ -154,6 +154,8 @@ export class RoomClient extends Emitter {
     this.recoveries = 0;
     this.iceRestartTimers = new Map(); // direction -> timeout
     this.iceRestarting = new Set(); // transport ids
+    /** The chat's DataProducer (label 'chat'), or null when the server has no data channels. */
+    this.chatProducer = null;
     /** Devices chosen at join (used again when a fresh join must capture anew). */
     this.devices = { micDeviceId: '', camDeviceId: '' };
   }
@@ -263,13 +265,56 @@ export class RoomClient extends Emitter {
       displayName: this.displayName,
       device: browserInfo(),
       rtpCapabilities: media.device.recvRtpCapabilities ?? media.device.rtpCapabilities,
-      sctpCapabilities: null,
+      sctpCapabilities: SCTP_CAPABILITIES,
     });
     this.#checkOpen();
     this.joined = true;
     // For `resume` after the signaling connection drops.
     this.sessionToken = sessionToken ?? null;
     for (const info of peers ?? []) this.#upsertPeer(info);
+    await this.#openChat(media);
+  }
+
+  /**
+   * The chat's data channel: label 'chat', ordered, text messages (as
+   * mediasoup-demo's, so the two chat with each other). Without it (a server
+   * without data channels, or a token without canPublishData) the room works
+   * and the chat says why it cannot send.
+   */
+  async #openChat(media) {
+    this.chatProducer = null;
+    if (!media.canSendData) {
+      this.emit('chatstate', { canSend: false, reason: 'The server offers no data channels: chat is off.' });
+      return;
+    }
+    try {
+      const producer = await media.produceData({ ordered: true, label: 'chat', priority: 'medium', appData: { info: 'chat' } });
+      producer.on('transportclose', () => {
+        if (this.chatProducer === producer) this.chatProducer = null;
+      });
+      this.chatProducer = producer;
+      // The channel opens once the SCTP association is up (after DTLS).
+      if (producer.readyState === 'open') this.emit('chatstate', { canSend: true, reason: '' });
+      else {
+        this.emit('chatstate', { canSend: false, reason: 'Connecting the chat…' });
+        producer.on('open', () => {
+          if (this.chatProducer === producer) this.emit('chatstate', { canSend: true, reason: '' });
+        });
+      }
+    } catch (error) {
+      const reason =
+        error?.code === 403 ? 'You may not send chat messages in this room.' : `Chat is unavailable: ${error?.message ?? error}`;
+      this.emit('chatstate', { canSend: false, reason });
+    }
+  }
+
+  /** Sends `text` to everyone in the room; false if the chat cannot send. */
+  sendChat(text) {
+    const producer = this.chatProducer;
+    if (!producer || producer.closed || producer.readyState !== 'open') return false;
+    producer.send(text);
+    this.emit('chat', { peerId: this.peerId, name: this.displayName, text, time: Date.now(), own: true });
+    return true;
   }
 
   #checkOpen() {
@@ -346,6 +391,8 @@ export class RoomClient extends Emitter {
     signaling.on('request', (request, accept, reject) => {
       if (request.method === 'newConsumer') {
         this.#onNewConsumer(request.data, accept, reject);
+      } else if (request.method === 'newDataConsumer') {
+        this.#onNewDataConsumer(request.data, accept, reject);
       } else {
         reject(404, `unknown method ${request.method}`);
       }
@@ -395,6 +442,31 @@ export class RoomClient extends Emitter {
     }
   }
 
+  async #onNewDataConsumer(data, accept, reject) {
+    if (!this.media || this.closed) {
+      reject(409, 'not ready');
+      return;
+    }
+    let dataConsumer;
+    try {
+      dataConsumer = await this.media.consumeData(data);
+    } catch (error) {
+      console.error('consumeData failed', error);
+      reject(500, String(error?.message ?? error));
+      return;
+    }
+    const peerId = data.peerId ?? null;
+    dataConsumer.on('message', (message) => {
+      if (dataConsumer.label !== 'chat' && dataConsumer.label !== 'bot') return;
+      const text = typeof message === 'string' ? message : new TextDecoder().decode(message);
+      const peer = peerId ? this.peers.get(peerId) : null;
+      // No peer: the server's own messages (or a bot's).
+      const name = peer?.displayName ?? (dataConsumer.label === 'bot' ? 'Bot' : peerId ? peerId : 'Room');
+      this.emit('chat', { peerId, name, text, time: Date.now(), own: false });
+    });
+    accept();
+  }
+
   #onNotification({ method, data }) {
     if (this.closed) return;
     switch (method) {
@@ -416,6 +488,9 @@ export class RoomClient extends Emitter {
       }
       case 'consumerClosed':
         this.#removeConsumer(data.consumerId);
+        break;
+      case 'dataConsumerClosed':
+        this.media?.closeDataConsumer(data.dataConsumerId);
         break;
       case 'consumerPaused':
       case 'consumerResumed': {
@@ -1055,6 +1130,7 @@ export class RoomClient extends Emitter {
     this.iceRestartTimers.clear();
     this.media?.close();
     this.media = null;
+    this.chatProducer = null;
     this.signaling?.abandon();
     this.local.mic = this.local.webcam = this.local.screen = null;
     this.joined = false;

@@ -188,3 +188,44 @@ def test_bench_capacity_voice_counts_consumer_streams_on_one_worker(tmp_path: Pa
     [config] = work.glob("capacity-voice*/sfu-bench.toml")
     assert "max_peers_per_router = 0" in config.read_text()
     assert "6 audio-only listeners of one speaker (6 consumer streams)" in completed.stdout
+
+
+def test_bench_data_fanout_delivers_every_message(tmp_path: Path) -> None:
+    """data-fanout-3: one sender at 100 messages/s, three receivers; every message
+    arrives, in order, and the summary line reports it."""
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sfu_bench",
+            "--scenario",
+            "data-fanout-3",
+            "--duration",
+            "3",
+            "--workers",
+            "1",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    [result] = json.loads(out.read_text())["scenarios"]
+    assert not result.get("error"), result
+    assert result["family"] == "data-fanout"
+    assert result["sent"] == 300, result
+    assert result["delivered"] == 3 * 300, result
+    assert result["loss_percent"] == 0, result
+    assert result["out_of_order"] == 0, result
+    assert result["latency_p50_ms"] is not None, result
+    assert result["latency_p50_ms"] <= result["latency_p99_ms"], result
+    assert result["server_us_per_message"] > 0, result
+    assert "data-fanout-3: " in completed.stdout
+    assert "data messages/s delivered" in completed.stdout
