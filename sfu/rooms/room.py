@@ -51,12 +51,20 @@ from .requests import (
     TargetedRequest,
     TransportRequest,
 )
-from .sessions import CLOSE_LIMIT, CLOSE_MEDIA_LOST, CLOSE_REPLACED, CLOSE_SHUTDOWN, Sessions
+from .sessions import (
+    CLOSE_LIMIT,
+    CLOSE_MEDIA_LOST,
+    CLOSE_REMOVED,
+    CLOSE_REPLACED,
+    CLOSE_SHUTDOWN,
+    Sessions,
+)
 from .subscriptions import Subscriptions
 
 __all__ = [
     "CLOSE_LIMIT",
     "CLOSE_MEDIA_LOST",
+    "CLOSE_REMOVED",
     "CLOSE_REPLACED",
     "CLOSE_SHUTDOWN",
     "Room",

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # WebSocket close codes that tell a client not to reconnect (docs/protocol.md).
 CLOSE_REPLACED = 4000
 CLOSE_SHUTDOWN = 4001
+# Removed by RoomService (RemoveParticipant, DeleteRoom), or the room is gone.
+CLOSE_REMOVED = 4003
 # Transient: the client may join again.
 CLOSE_MEDIA_LOST = 4002
 CLOSE_LIMIT = 4029
