@@ -105,6 +105,7 @@ class Sessions:
     def _adopt(self, session: _Session) -> None:
         session.peer = session.candidate
         self._room.peers[session.peer.id] = session.peer
+        self._room.occupied()
 
     def _replace(self, session: _Session) -> None:
         old = self._room.peers.get(session.candidate.id)
@@ -182,7 +183,8 @@ class Sessions:
     def close_peer(self, peer: Peer, code: int = 1000, reason: str = "") -> None:
         """``peer`` leaves: the others get peerClosed, and its transports close
         (with them its producers, and the other peers' consumers of them, who get
-        consumerClosed). The last peer out closes the room."""
+        consumerClosed). The last peer out closes the room, at once or after its
+        ``departure_timeout``."""
         if peer.closed:
             return
         room = self._room
@@ -201,7 +203,7 @@ class Sessions:
         if peer.joined:
             room.observer.emit("peerleft", peer)
         if not room.peers:
-            room.close()
+            room.close_if_empty(room.departure_timeout)
 
     # ---- requests ------------------------------------------------------------
 
@@ -212,8 +214,8 @@ class Sessions:
             if request.rtp_capabilities is not None
             else None
         )
-        if len(room.joined_peers()) >= room.limits.max_peers_per_room:
-            raise LimitError(f"room is full: at most {room.limits.max_peers_per_room} peers")
+        if len(room.joined_peers()) >= room.participant_cap:
+            raise LimitError(f"room is full: at most {room.participant_cap} peers")
         peer.display_name = request.display_name
         peer.device = request.device
         peer.rtp_capabilities = rtp_capabilities
