@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from livekit.api import AccessToken, LiveKitAPI, TwirpError, VideoGrants
+from livekit.api.room_service import RoomService
 from livekit.protocol import models
 from livekit.protocol import room as proto
 
@@ -93,11 +94,11 @@ async def call_json(
     headers = {"Content-Type": content_type}
     if bearer is not None:
         headers["Authorization"] = f"Bearer {bearer}"
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            server.http_url + PREFIX + method, data=body, headers=headers
-        ) as response:
-            return response.status, await response.json(content_type=None)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.http_url + PREFIX + method, data=body, headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
 
 
 async def collect(client: SfuClient, event: str) -> list[Any]:
@@ -153,14 +154,16 @@ async def test_twirp_errors_are_json_with_their_status(keyed_server: ServerProce
             keyed_server, method, body, bearer=bearer, content_type=content_type
         )
         assert (got_status, got.get("code")) == (status, code), (method, body, got)
-        assert isinstance(got.get("msg"), str) and got["msg"]
+        assert isinstance(got.get("msg"), str)
+        assert got["msg"]
     health = keyed_server.health()
     assert health["status"] == "ok", "bad calls must not hurt the server"
 
 
 async def test_open_server_refuses_room_service(sfu_server: ServerProcess) -> None:
     status, body = await call_json(sfu_server, "ListRooms", "{}", bearer=token(room_list=True))
-    assert status == 401 and body["code"] == "unauthenticated"
+    assert status == 401
+    assert body["code"] == "unauthenticated"
     assert "API key" in body["msg"]
 
 
@@ -174,6 +177,107 @@ async def test_livekit_api_gets_twirp_errors(lkapi: LiveKitAPI) -> None:
 
 
 # ---- every method, with bots in the room ------------------------------------------
+
+
+async def _check_mute(
+    rooms: RoomService, room_name: str, alice: SfuClient, bob: SfuClient, audio_id: str
+) -> None:
+    # MutePublishedTrack: the others get consumerPaused, alice is told and
+    # cannot resume it herself; unmuting resumes it.
+    bob_paused = await collect(bob, "consumerpaused")
+    bob_resumed = await collect(bob, "consumerresumed")
+    alice_notes = await collect(alice, "notification")
+    bob_audio = next(c.id for c in bob.consumers.values() if c.kind == "audio")
+    muted = await rooms.mute_published_track(
+        proto.MuteRoomTrackRequest(room=room_name, identity="alice", track_sid=audio_id, muted=True)
+    )
+    assert muted.track.sid == audio_id
+    assert muted.track.muted
+    assert await wait_until(lambda: bob_audio in bob_paused, timeout=5)
+    assert await wait_until(
+        lambda: ("producerMutedByAdmin", {"producerId": audio_id, "muted": True}) in alice_notes,
+        timeout=5,
+    )
+    with pytest.raises(ProtooError) as refused:
+        await alice.resume_producer(audio_id)
+    assert refused.value.code == 403
+    await rooms.mute_published_track(
+        proto.MuteRoomTrackRequest(
+            room=room_name, identity="alice", track_sid=audio_id, muted=False
+        )
+    )
+    assert await wait_until(lambda: bob_audio in bob_resumed, timeout=5)
+    with pytest.raises(TwirpError) as error:
+        await rooms.mute_published_track(
+            proto.MuteRoomTrackRequest(
+                room=room_name, identity="alice", track_sid="TR_x", muted=True
+            )
+        )
+    assert error.value.code == "not_found"
+
+
+async def _check_update_participant(
+    rooms: RoomService,
+    room_name: str,
+    clients: tuple[SfuClient, SfuClient, SfuClient],
+    produced: tuple[str, str],
+) -> None:
+    alice, bob, carol = clients
+    audio_id, video_id = produced
+    # UpdateParticipant: name and metadata; the others see the new name.
+    bob_notes = await collect(bob, "notification")
+    updated = await rooms.update_participant(
+        proto.UpdateParticipantRequest(
+            room=room_name, identity="alice", name="Alice L.", metadata='{"role": "host"}'
+        )
+    )
+    assert (updated.name, updated.metadata) == ("Alice L.", '{"role": "host"}')
+    assert await wait_until(
+        lambda: any(
+            method == "peerDisplayNameChanged" and data["displayName"] == "Alice L."
+            for method, data in bob_notes
+        ),
+        timeout=5,
+    )
+
+    # canSubscribe false: carol's consumers close at once, bob's stay.
+    carol_closed = await collect(carol, "consumerclosed")
+    carol_consumers = set(carol.consumers)
+    updated = await rooms.update_participant(
+        proto.UpdateParticipantRequest(
+            room=room_name,
+            identity="carol",
+            permission=models.ParticipantPermission(
+                can_publish=True, can_subscribe=False, can_publish_data=True
+            ),
+        )
+    )
+    assert not updated.permission.can_subscribe
+    assert await wait_until(lambda: set(carol_closed) >= carol_consumers, timeout=5)
+    assert not carol.consumers
+    assert len(bob.consumers) == 2
+
+    # canPublish false: alice's producers close (she is told), bob's consumers of them too.
+    alice_closed = await collect(alice, "producerclosed")
+    bob_closed = await collect(bob, "consumerclosed")
+    bob_consumers = set(bob.consumers)
+    await rooms.update_participant(
+        proto.UpdateParticipantRequest(
+            room=room_name,
+            identity="alice",
+            permission=models.ParticipantPermission(can_publish=False, can_subscribe=True),
+        )
+    )
+    assert await wait_until(lambda: {a[0] for a in alice_closed} == {audio_id, video_id}, timeout=5)
+    assert await wait_until(lambda: set(bob_closed) >= bob_consumers, timeout=5)
+    with pytest.raises(ProtooError) as refused:
+        await alice.produce(ToneAudioTrack(frequency=300))
+    assert refused.value.code == 403
+    info = await rooms.get_participant(
+        proto.RoomParticipantIdentity(room=room_name, identity="alice")
+    )
+    assert list(info.tracks) == []
+    assert not info.permission.can_publish
 
 
 async def test_room_service_methods_and_their_effects_on_peers(
@@ -193,7 +297,8 @@ async def test_room_service_methods_and_their_effects_on_peers(
         # ListRooms, with and without the names filter.
         listed = await rooms.list_rooms(proto.ListRoomsRequest(names=[room_name]))
         assert [r.name for r in listed.rooms] == [room_name]
-        assert listed.rooms[0].num_participants == 3 and listed.rooms[0].sid.startswith("RM_")
+        assert listed.rooms[0].num_participants == 3
+        assert listed.rooms[0].sid.startswith("RM_")
         assert room_name in {
             r.name for r in (await rooms.list_rooms(proto.ListRoomsRequest())).rooms
         }
@@ -217,97 +322,8 @@ async def test_room_service_methods_and_their_effects_on_peers(
             )
         assert error.value.code == "not_found"
 
-        # MutePublishedTrack: the others get consumerPaused, alice is told and
-        # cannot resume it herself; unmuting resumes it.
-        bob_paused = await collect(bob, "consumerpaused")
-        bob_resumed = await collect(bob, "consumerresumed")
-        alice_notes = await collect(alice, "notification")
-        bob_audio = next(c.id for c in bob.consumers.values() if c.kind == "audio")
-        muted = await rooms.mute_published_track(
-            proto.MuteRoomTrackRequest(
-                room=room_name, identity="alice", track_sid=audio_id, muted=True
-            )
-        )
-        assert muted.track.sid == audio_id and muted.track.muted
-        assert await wait_until(lambda: bob_audio in bob_paused, timeout=5)
-        assert await wait_until(
-            lambda: (
-                ("producerMutedByAdmin", {"producerId": audio_id, "muted": True}) in alice_notes
-            ),
-            timeout=5,
-        )
-        with pytest.raises(ProtooError) as refused:
-            await alice.resume_producer(audio_id)
-        assert refused.value.code == 403
-        await rooms.mute_published_track(
-            proto.MuteRoomTrackRequest(
-                room=room_name, identity="alice", track_sid=audio_id, muted=False
-            )
-        )
-        assert await wait_until(lambda: bob_audio in bob_resumed, timeout=5)
-        with pytest.raises(TwirpError) as error:
-            await rooms.mute_published_track(
-                proto.MuteRoomTrackRequest(
-                    room=room_name, identity="alice", track_sid="TR_x", muted=True
-                )
-            )
-        assert error.value.code == "not_found"
-
-        # UpdateParticipant: name and metadata; the others see the new name.
-        bob_notes = await collect(bob, "notification")
-        updated = await rooms.update_participant(
-            proto.UpdateParticipantRequest(
-                room=room_name, identity="alice", name="Alice L.", metadata='{"role": "host"}'
-            )
-        )
-        assert (updated.name, updated.metadata) == ("Alice L.", '{"role": "host"}')
-        assert await wait_until(
-            lambda: any(
-                method == "peerDisplayNameChanged" and data["displayName"] == "Alice L."
-                for method, data in bob_notes
-            ),
-            timeout=5,
-        )
-
-        # canSubscribe false: carol's consumers close at once, bob's stay.
-        carol_closed = await collect(carol, "consumerclosed")
-        carol_consumers = set(carol.consumers)
-        updated = await rooms.update_participant(
-            proto.UpdateParticipantRequest(
-                room=room_name,
-                identity="carol",
-                permission=models.ParticipantPermission(
-                    can_publish=True, can_subscribe=False, can_publish_data=True
-                ),
-            )
-        )
-        assert not updated.permission.can_subscribe
-        assert await wait_until(lambda: set(carol_closed) >= carol_consumers, timeout=5)
-        assert not carol.consumers
-        assert len(bob.consumers) == 2
-
-        # canPublish false: alice's producers close (she is told), bob's consumers of them too.
-        alice_closed = await collect(alice, "producerclosed")
-        bob_closed = await collect(bob, "consumerclosed")
-        bob_consumers = set(bob.consumers)
-        await rooms.update_participant(
-            proto.UpdateParticipantRequest(
-                room=room_name,
-                identity="alice",
-                permission=models.ParticipantPermission(can_publish=False, can_subscribe=True),
-            )
-        )
-        assert await wait_until(
-            lambda: {a[0] for a in alice_closed} == {audio_id, video_id}, timeout=5
-        )
-        assert await wait_until(lambda: set(bob_closed) >= bob_consumers, timeout=5)
-        with pytest.raises(ProtooError) as refused:
-            await alice.produce(ToneAudioTrack(frequency=300))
-        assert refused.value.code == 403
-        info = await rooms.get_participant(
-            proto.RoomParticipantIdentity(room=room_name, identity="alice")
-        )
-        assert list(info.tracks) == [] and not info.permission.can_publish
+        await _check_mute(rooms, room_name, alice, bob, audio_id)
+        await _check_update_participant(rooms, room_name, (alice, bob, carol), (audio_id, video_id))
 
         # UpdateRoomMetadata.
         room = await rooms.update_room_metadata(
@@ -338,8 +354,8 @@ async def test_room_service_methods_and_their_effects_on_peers(
             name: await collect(c, "fatal") for name, c in (("alice", alice), ("carol", carol))
         }
         await rooms.delete_room(proto.DeleteRoomRequest(room=room_name))
-        for name in fatal:
-            assert await wait_until(lambda name=name: bool(fatal[name]), timeout=5), name
+        for name, seen in fatal.items():
+            assert await wait_until(lambda seen=seen: bool(seen), timeout=5), name
         listed = await rooms.list_rooms(proto.ListRoomsRequest(names=[room_name]))
         assert list(listed.rooms) == []
         with pytest.raises(TwirpError) as error:
@@ -348,9 +364,11 @@ async def test_room_service_methods_and_their_effects_on_peers(
     finally:
         await asyncio.gather(*(c.close() for c in (alice, bob, carol)), return_exceptions=True)
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(keyed_server.http_url + "/metrics") as response:
-            metrics = await response.text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(keyed_server.http_url + "/metrics") as response,
+    ):
+        metrics = await response.text()
     assert 'sfu_roomservice_calls_total{code="ok",method="RemoveParticipant"} 1.0' in metrics
 
 
@@ -363,11 +381,13 @@ async def test_json_bodies_lower_camel_in_snake_case_out(keyed_server: ServerPro
     )
     assert status == 200, room
     assert (room["name"], room["empty_timeout"], room["max_participants"]) == ("rs-json", 30, 4)
-    assert room["num_participants"] == 0 and room["sid"].startswith("RM_")
+    assert room["num_participants"] == 0
+    assert room["sid"].startswith("RM_")
     status, listed = await call_json(
         keyed_server, "ListRooms", '{"names": ["rs-json"]}', bearer=token(room_list=True)
     )
-    assert status == 200 and [r["name"] for r in listed["rooms"]] == ["rs-json"]
+    assert status == 200
+    assert [r["name"] for r in listed["rooms"]] == ["rs-json"]
     status, body = await call_json(
         keyed_server, "DeleteRoom", '{"room": "rs-json"}', bearer=token(room_create=True)
     )
