@@ -18,7 +18,7 @@ from livekit.protocol import room as rooms
 from ..auth.claims import AccessClaims, VideoGrants
 from ..errors import LimitError, SfuError
 from ..rooms.peer import Peer
-from ..rooms.requests import ROOM_OR_PEER_ID
+from ..rooms.requests import MAX_NAME_LENGTH, ROOM_OR_PEER_ID
 from ..rooms.room import Room
 from .info import participant_info, room_info, track_info
 from .twirp import TwirpError, TwirpMethod, TwirpService
@@ -31,6 +31,8 @@ __all__ = ["SERVICE_NAME", "RoomService"]
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "livekit.RoomService"
+# LiveKit's default limit.max_metadata_size.
+MAX_METADATA_BYTES = 64000
 
 _SOURCE_NAMES = {
     models.TrackSource.CAMERA: "camera",
@@ -89,6 +91,13 @@ class RoomService:
         return room
 
     @staticmethod
+    def _check_sizes(*, name: str = "", metadata: str = "") -> None:
+        if len(name) > MAX_NAME_LENGTH:
+            raise TwirpError("invalid_argument", f"name is over {MAX_NAME_LENGTH} characters")
+        if len(metadata.encode()) > MAX_METADATA_BYTES:
+            raise TwirpError("invalid_argument", f"metadata is over {MAX_METADATA_BYTES} bytes")
+
+    @staticmethod
     def _participant(room: Room, identity: str) -> Peer:
         peer = room.peers.get(identity)
         if peer is None or peer.closed:
@@ -103,6 +112,7 @@ class RoomService:
             raise TwirpError(
                 "invalid_argument", "name must be 1-128 characters of letters, digits and _.:@+-"
             )
+        self._check_sizes(metadata=request.metadata)
         try:
             room = await self._server.create_room(
                 request.name,
@@ -140,6 +150,7 @@ class RoomService:
         self, claims: AccessClaims, request: rooms.UpdateRoomMetadataRequest
     ) -> Message:
         room = self._admin_room(claims, request.room)
+        self._check_sizes(metadata=request.metadata)
         room.metadata = request.metadata
         return room_info(room)
 
@@ -189,6 +200,7 @@ class RoomService:
     ) -> Message:
         room = self._admin_room(claims, request.room)
         peer = self._participant(room, request.identity)
+        self._check_sizes(name=request.name, metadata=request.metadata)
         # As LiveKit's: empty name or metadata leave them; a permission replaces
         # the whole of it.
         room.admin.update_peer(

@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..auth.claims import AccessClaims
 from ..auth.tokens import TokenRefusal, TokenVerifier
+from ..errors import SfuError
 
 __all__ = ["TWIRP_STATUS", "TwirpError", "TwirpMethod", "TwirpService"]
 
@@ -44,6 +45,17 @@ TWIRP_STATUS = {
     "unimplemented": 501,
     "internal": 500,
     "unavailable": 503,
+}
+# A handler's SfuError (a protoo error code) as a Twirp code.
+_CODE_FOR_SFU_ERROR = {
+    400: "invalid_argument",
+    403: "permission_denied",
+    404: "not_found",
+    406: "invalid_argument",
+    409: "failed_precondition",
+    413: "invalid_argument",
+    429: "resource_exhausted",
+    503: "unavailable",
 }
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
@@ -118,7 +130,11 @@ class TwirpService:
         if len(body) > MAX_BODY_BYTES:
             raise TwirpError("malformed", f"the body is over {MAX_BODY_BYTES} bytes")
         message = _decode(method.request_type, body, content_type)
-        reply = await method.handler(claims, message)
+        try:
+            reply = await method.handler(claims, message)
+        except SfuError as error:  # e.g. the media worker went away meanwhile
+            code = _CODE_FOR_SFU_ERROR.get(error.code, "unavailable")
+            raise TwirpError(code, str(error)) from None
         if content_type == PROTOBUF:
             return web.Response(body=reply.SerializeToString(), content_type=PROTOBUF)
         text = json_format.MessageToJson(

@@ -146,6 +146,14 @@ async def test_twirp_errors_are_json_with_their_status(keyed_server: ServerProce
             400,
             "invalid_argument",
         ),
+        (
+            "CreateRoom",
+            '{"name": "big", "metadata": "%s"}' % ("m" * 70000),
+            token(room_create=True),
+            "application/json",
+            400,
+            "invalid_argument",
+        ),
         ("NoSuchMethod", "{}", token(room_list=True), "application/json", 404, "bad_route"),
         ("ListRooms", "{}", token(room_list=True), "text/plain", 404, "bad_route"),
     ]
@@ -256,6 +264,15 @@ async def _check_update_participant(
     assert await wait_until(lambda: set(carol_closed) >= carol_consumers, timeout=5)
     assert not carol.consumers
     assert len(bob.consumers) == 2
+    # Given back, it takes effect at once too: carol consumes alice's tracks again.
+    await rooms.update_participant(
+        proto.UpdateParticipantRequest(
+            room=room_name,
+            identity="carol",
+            permission=models.ParticipantPermission(can_publish=True, can_subscribe=True),
+        )
+    )
+    assert await carol.wait_for_consumers(2, timeout=10)
 
     # canPublish false: alice's producers close (she is told), bob's consumers of them too.
     alice_closed = await collect(alice, "producerclosed")
