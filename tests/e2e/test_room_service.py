@@ -20,7 +20,7 @@ from livekit.protocol import room as proto
 
 from sfu.client import PatternVideoTrack, ProtooError, SfuClient, ToneAudioTrack
 
-from ..conftest import LOOPBACK, ServerProcess, start_server, stop_server
+from ..conftest import LOOPBACK, ServerProcess, running_server
 from .helpers import wait_until
 
 KEY = "APIroomservice"
@@ -28,29 +28,23 @@ SECRET = "roomservice-secret-" + "r" * 40
 PREFIX = "/twirp/livekit.RoomService/"
 
 
+KEYS = {"SFU_API_KEY": KEY, "SFU_API_SECRET": SECRET}
+
+
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_server(
-        tmp_path_factory.mktemp("roomservice"), env={"SFU_API_KEY": KEY, "SFU_API_SECRET": SECRET}
-    )
-    try:
+    with running_server(tmp_path_factory.mktemp("roomservice"), env=KEYS) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")
 def managed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Only CreateRoom makes rooms; they close 2 s after they are empty."""
-    server = start_server(
-        tmp_path_factory.mktemp("managed"),
-        overrides={"rooms": {"auto_create": False, "empty_timeout": 2}},
-        env={"SFU_API_KEY": KEY, "SFU_API_SECRET": SECRET},
-    )
-    try:
+    overrides = {"rooms": {"auto_create": False, "empty_timeout": 2}}
+    with running_server(
+        tmp_path_factory.mktemp("managed"), overrides=overrides, env=KEYS
+    ) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture
