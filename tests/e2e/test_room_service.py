@@ -381,6 +381,9 @@ async def test_room_service_methods_and_their_effects_on_peers(
     ):
         metrics = await response.text()
     assert 'sfu_roomservice_calls_total{code="ok",method="RemoveParticipant"} 1.0' in metrics
+    log = keyed_server.log()
+    assert "Traceback" not in log, log[-3000:]
+    assert " ERROR " not in log, log[-3000:]
 
 
 async def test_json_bodies_lower_camel_in_snake_case_out(keyed_server: ServerProcess) -> None:
