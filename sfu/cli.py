@@ -224,15 +224,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(config)
     _warn_about_addresses(config)
     log.info(
-        "sfu %s starting: http %s:%d, media %s (announced %s) %s",
+        # The media ports come in the "SFU listening" line, once the workers are known.
+        "sfu %s starting: http %s:%d, media %s (announced %s)",
         __version__,
         config.http.listen_ip,
         config.http.port,
         config.media.listen_ip,
         config.media.announced_address,
-        f"udp {config.media.udp_port} (single port)"
-        if config.media.udp_port
-        else f"udp {config.media.rtc_min_port}-{config.media.rtc_max_port}",
     )
     # Imported here so that the CLI (and its tests) load without the server stack.
     # (Whether the C extension is built, the media workers say: this process never loads it.)

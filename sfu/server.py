@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .auth.admission import admit, token_from
-from .auth.claims import OPEN_GRANTS, VideoGrants
+from .auth.admission import Admission, admit, token_from
+from .auth.claims import OPEN_GRANTS
 from .auth.tokens import TokenRefusal, TokenVerifier
 from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
@@ -27,6 +27,7 @@ from .rooms.requests import ROOM_OR_PEER_ID
 from .rooms.room import CLOSE_REMOVED, Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
 from .signaling.protoo import ProtooConnection, TokenBucket
+from .signaling.request_log import quiet_malformed_requests
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class SfuServer:
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/", self.index)
+        self.app.router.add_get("/admission", self.admission)
         self.room_service.twirp.add_routes(self.app)
         if CLIENT_DIST.is_dir():
             self.app.router.add_static("/static/", CLIENT_DIST)
@@ -191,13 +193,13 @@ class SfuServer:
             content_type="text/plain",
         )
 
-    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> tuple[str, VideoGrants]:
-        """The peer and its grants; a 401/403 with a JSON body saying why not.
+    def _admit(self, request: web.Request, room_id: str, peer_id: str) -> Admission:
+        """The peer, its grants and name; a 401/403 with a JSON body saying why not.
         Open (no keys): everyone, with every grant; a token is ignored."""
         if self.verifier is None:
-            return peer_id, OPEN_GRANTS
+            return Admission(peer_id, OPEN_GRANTS)
         try:
-            admission = admit(
+            return admit(
                 self.verifier, token_from(request.query, request.headers), room_id, peer_id
             )
         except TokenRefusal as refusal:
@@ -205,7 +207,31 @@ class SfuServer:
             logger.info("room %s: WebSocket refused: %s", room_id, refusal.message)
             error = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
             raise error(text=json.dumps(refusal.body()), content_type="application/json") from None
-        return admission.peer_id, admission.grants
+
+    async def admission(self, request: web.Request) -> web.Response:
+        """The WebSocket's access check alone, for browsers: they cannot read
+        the status of a refused upgrade, so they ask here (same query, same
+        401/403 JSON body) why it was refused."""
+        admitted = self._admit(
+            request, request.query.get("roomId", ""), request.query.get("peerId", "")
+        )
+        self._require_room(request.query.get("roomId", ""))
+        return web.json_response({"peerId": admitted.peer_id})
+
+    def _require_room(self, room_id: str) -> None:
+        """Without rooms.auto_create, a join to a room that does not exist: 404."""
+        if self.config.rooms.auto_create or self.live_room(room_id) is not None:
+            return
+        raise web.HTTPNotFound(
+            text=json.dumps(
+                {
+                    "error": "not_found",
+                    "reason": "no_such_room",
+                    "message": f"room {room_id} does not exist (rooms.auto_create is off)",
+                }
+            ),
+            content_type="application/json",
+        )
 
     def _admit_ip(self, request: web.Request, room_id: str) -> str:
         """The client's address, counted; a 429 with a JSON body when over its caps."""
@@ -232,7 +258,8 @@ class SfuServer:
             self.client_limits.release(ip)
 
     async def _websocket(self, request: web.Request, room_id: str) -> web.StreamResponse:
-        peer_id, grants = self._admit(request, room_id, request.query.get("peerId", ""))
+        admission = self._admit(request, room_id, request.query.get("peerId", ""))
+        peer_id = admission.peer_id
         for name, value in (("roomId", room_id), ("peerId", peer_id)):
             if not ROOM_OR_PEER_ID.match(value):
                 raise web.HTTPBadRequest(
@@ -240,18 +267,8 @@ class SfuServer:
                 )
         if not self.accepting:
             raise web.HTTPServiceUnavailable(text="the server is shutting down\n")
+        self._require_room(room_id)
         auto_create = self.config.rooms.auto_create
-        if not auto_create and self.live_room(room_id) is None:
-            raise web.HTTPNotFound(
-                text=json.dumps(
-                    {
-                        "error": "not_found",
-                        "reason": "no_such_room",
-                        "message": f"room {room_id} does not exist (rooms.auto_create is off)",
-                    }
-                ),
-                content_type="application/json",
-            )
         max_request = self.config.http.max_request_bytes
         ws = web.WebSocketResponse(
             protocols=("protoo",),
@@ -281,7 +298,13 @@ class SfuServer:
             label=f"room {room_id} peer {peer_id}",
             rate_limit=TokenBucket(limits.requests_per_second, limits.request_burst),
         )
-        await room.run_session(peer_id, connection, grants)
+        await room.run_session(
+            peer_id,
+            connection,
+            admission.grants,
+            name=admission.name,
+            metadata=admission.metadata,
+        )
         return ws
 
     async def health(self, request: web.Request) -> web.Response:
@@ -366,6 +389,7 @@ class SfuServer:
 
 async def run_server(config: Config) -> None:
     """Serve until cancelled, SIGTERM or SIGINT; then shut down gracefully."""
+    quiet_malformed_requests()
     server = SfuServer(config)
     await server.start()
     runner = web.AppRunner(server.app, access_log=None)

@@ -140,6 +140,7 @@ async function enterRoom(values) {
     handler: params.handler,
     forceTcp: params.forceTcp,
     relayOnly: params.relayOnly,
+    accessToken: params.accessToken,
     debug,
   });
   client = session;
@@ -162,7 +163,9 @@ async function enterRoom(values) {
     session.removeAllListeners();
     hideRoom();
     joinScreen.show();
-    showError(error.message, { actions: [{ label: 'Try again', onClick: () => rejoin() }] });
+    // A refused access token (401/403) will be refused again: no retry offered.
+    const actions = error.cause?.refused ? [] : [{ label: 'Try again', onClick: () => rejoin() }];
+    showError(error.message, { actions });
   }
 }
 

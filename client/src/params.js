@@ -8,6 +8,8 @@
 //   autojoin=1   join at once with the defaults, no clicks
 //   forceTcp=1   ask the server for ICE over TCP only (where UDP is blocked)
 //   relay=1      use only TURN relay candidates (iceTransportPolicy "relay")
+//   access_token a LiveKit access token (docs/auth.md): passed on to the server;
+//                its `sub` is the peerId and its `name` the pre-filled name
 
 // The server accepts 1-128 characters of these for roomId and peerId.
 const ID_PATTERN = /^[A-Za-z0-9_.:@+-]{1,128}$/;
@@ -29,7 +31,9 @@ export function readParams(loc = window.location) {
     query.set('roomId', roomId);
     window.history.replaceState(null, '', `${loc.pathname}?${query}${loc.hash}`);
   }
-  const peerIdParam = query.get('peerId') ?? '';
+  const accessToken = query.get('access_token') ?? '';
+  const tokenClaims = accessToken ? readTokenClaims(accessToken) : {};
+  const peerIdParam = query.get('peerId') ?? tokenClaims.sub ?? '';
   const peerId = ID_PATTERN.test(peerIdParam) ? peerIdParam : randomId(10);
   const mode = query.get('mode') === 'voice' ? 'voice' : 'video';
   const handlerParam = query.get('handler') ?? '';
@@ -40,7 +44,8 @@ export function readParams(loc = window.location) {
     roomId,
     roomIdGenerated,
     peerId,
-    displayName: (query.get('displayName') ?? '').trim().slice(0, 64),
+    displayName: (query.get('displayName') ?? tokenClaims.name ?? '').trim().slice(0, 64),
+    accessToken,
     mode,
     modeGiven: query.has('mode'),
     handler,
@@ -50,16 +55,45 @@ export function readParams(loc = window.location) {
   };
 }
 
-/** The link to share: this page with only the room in it. */
+/**
+ * `sub` and `name` of a JWT's payload, unverified (the server verifies it):
+ * only to pre-fill this page. {} when it cannot be read.
+ */
+export function readTokenClaims(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(payload), (c) => c.charCodeAt(0))));
+    const text = (value) => (typeof value === 'string' ? value : undefined);
+    return { sub: text(claims.sub), name: text(claims.name) };
+  } catch {
+    return {};
+  }
+}
+
+/** The link to share: this page with only the room in it (never the token: it is personal). */
 export function roomLink(roomId, loc = window.location) {
   return `${loc.origin}${loc.pathname}?roomId=${encodeURIComponent(roomId)}`;
 }
 
-/** The protoo WebSocket URL on this page's origin. */
-export function signalingUrl(roomId, peerId, loc = window.location) {
-  const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
+function signalingQuery(roomId, peerId, accessToken) {
   const query = new URLSearchParams({ roomId, peerId });
-  return `${scheme}://${loc.host}/?${query}`;
+  if (accessToken) query.set('access_token', accessToken);
+  return query;
+}
+
+/** The protoo WebSocket URL on this page's origin. */
+export function signalingUrl(roomId, peerId, accessToken = '', loc = window.location) {
+  const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
+  return `${scheme}://${loc.host}/?${signalingQuery(roomId, peerId, accessToken)}`;
+}
+
+/**
+ * Where to ask why the WebSocket was refused: a browser cannot read the
+ * upgrade's HTTP status, so /admission answers the same check with the
+ * same 401/403 JSON body (docs/auth.md).
+ */
+export function admissionUrl(roomId, peerId, accessToken, loc = window.location) {
+  return `${loc.origin}/admission?${signalingQuery(roomId, peerId, accessToken)}`;
 }
 
 export function initials(name) {

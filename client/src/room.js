@@ -26,7 +26,7 @@ import {
 } from './signaling.js';
 import { MediaSession } from './media.js';
 import { describeMediaError, getCamera, getMicrophone, getScreen } from './devices.js';
-import { signalingUrl } from './params.js';
+import { admissionUrl, signalingUrl } from './params.js';
 
 export const STATE_TEXT = {
   idle: 'not connected',
@@ -103,9 +103,11 @@ export class RoomClient extends Emitter {
     handler = null,
     forceTcp = false,
     relayOnly = false,
+    accessToken = '',
     debug = null,
   }) {
     super();
+    this.accessToken = accessToken;
     this.forceTcp = forceTcp;
     this.relayOnly = relayOnly;
     this.roomId = roomId;
@@ -159,7 +161,9 @@ export class RoomClient extends Emitter {
     try {
       // The browser must be supported before anything else is worth doing.
       this.media = null;
-      this.signaling = new Signaling(signalingUrl(this.roomId, this.peerId));
+      this.signaling = new Signaling(signalingUrl(this.roomId, this.peerId, this.accessToken), {
+        admissionUrl: this.accessToken ? admissionUrl(this.roomId, this.peerId, this.accessToken) : null,
+      });
       this.#wireSignaling();
       const media = this.#newMedia();
 
@@ -294,6 +298,11 @@ export class RoomClient extends Emitter {
       return producer;
     } catch (error) {
       track.stop();
+      if (error instanceof SignalingError && error.code === 403) {
+        // The access token does not allow it (canPublish, canPublishSources): say so, stay in.
+        this.emit('error', `You may not publish here (${error.reason}). You can still see and hear the others.`);
+        return null;
+      }
       throw error;
     }
   }
@@ -615,7 +624,11 @@ export class RoomClient extends Emitter {
       }
       try {
         await this.signaling.connect({ timeout: RECONNECT_OPEN_TIMEOUT_MS });
-      } catch {
+      } catch (error) {
+        if (error?.refused) {
+          this.#endSession('disconnected', error.message);
+          return;
+        }
         continue;
       }
       if (this.#stale(run)) return;
@@ -672,6 +685,10 @@ export class RoomClient extends Emitter {
           console.warn(`fresh join ${attempt + 1}/${REJOIN_ATTEMPTS} failed`, error);
           const lastClose = this.signaling?.lastClose;
           this.#resetMedia();
+          if (error?.refused) {
+            this.#endSession('disconnected', error.message);
+            return;
+          }
           if (lastClose && (FATAL_CODES.has(lastClose.code) || this.shutdownReason)) {
             this.#endSession('disconnected', describeClose(lastClose.code, lastClose.reason, this.shutdownReason));
             return;
@@ -1037,7 +1054,7 @@ function describeClose(code, reason, shutdownReason) {
 
 function describeJoinError(error) {
   if (error instanceof SignalingError) {
-    if (error.reason === 'unreachable') return error.message;
+    if (error.reason === 'unreachable' || error.refused) return error.message;
     if (error.method === 'join' && error.code !== null) {
       return `The server did not let you join: ${error.reason}.`;
     }

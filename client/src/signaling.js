@@ -38,13 +38,44 @@ const CLOSE_ABANDONED = 4100;
 const CONNECT_TIMEOUT_MS = 4000;
 const WS_SUBPROTOCOL = 'protoo';
 
+/** HTTP statuses of a refused upgrade after which retrying is pointless (docs/auth.md). */
+const REFUSED_STATUSES = new Set([401, 403]);
+
+// What a person is told for each refusal reason of the server (sfu/auth).
+const REFUSAL_TEXT = {
+  expired: 'This link has expired. Ask for a new one.',
+  not_yet_valid: 'This link is not valid yet. Try again later.',
+  no_token: 'This room needs an invitation link (one with an access token).',
+  bad_signature: 'This link is not valid (it may have been changed). Ask for a new one.',
+  unknown_key: 'This link was not issued by this server. Ask for a new one.',
+  malformed_token: 'This link is not valid (it may have been cut short). Ask for a new one.',
+  no_room_join: 'This link does not allow joining rooms.',
+  wrong_room: 'This link is for another room.',
+  wrong_identity: 'This link is for someone else.',
+};
+
+/** The person-readable message for a refusal body {error, reason, message}. */
+export function describeRefusal(status, body) {
+  const known = REFUSAL_TEXT[body?.reason];
+  if (known) return known;
+  const detail = typeof body?.message === 'string' ? ` (${body.message})` : '';
+  return status === 401
+    ? `This link is not valid${detail}. Ask for a new one.`
+    : `You may not join this room${detail}.`;
+}
+
 export class SignalingError extends Error {
   constructor(message, { code = null, method = null, reason = null } = {}) {
     super(message);
     this.name = 'SignalingError';
     this.code = code;
     this.method = method;
+    // 'refused': the server refused our access token (401/403): do not retry.
     this.reason = reason;
+  }
+
+  get refused() {
+    return this.reason === 'refused';
   }
 }
 
@@ -102,9 +133,13 @@ class SocketTransport extends Emitter {
 }
 
 export class Signaling extends Emitter {
-  constructor(url) {
+  /** `admissionUrl`: where to learn why a tokened WebSocket was refused (params.admissionUrl). */
+  constructor(url, { admissionUrl = null } = {}) {
     super();
     this.url = url;
+    this.admissionUrl = admissionUrl;
+    /** The SignalingError of a 401/403 refusal, once seen: no socket is tried again. */
+    this.refusal = null;
     this.peer = null;
     this.transport = null;
     this.connected = false;
@@ -130,15 +165,34 @@ export class Signaling extends Emitter {
         return;
       } catch (error) {
         lastError = error;
-        if (this.closed) break;
+        if (this.closed || error.refused) break;
       }
     }
     throw lastError;
   }
 
+  /**
+   * Why a socket that never opened was refused: a SignalingError with reason
+   * 'refused' for a 401/403 from /admission, else null (unreachable, busy...).
+   */
+  async #refusal() {
+    if (!this.admissionUrl) return null;
+    let response;
+    let body = null;
+    try {
+      response = await fetch(this.admissionUrl, { cache: 'no-store' });
+      body = await response.json();
+    } catch {
+      return null;
+    }
+    if (!REFUSED_STATUSES.has(response.status)) return null;
+    return new SignalingError(describeRefusal(response.status, body), { code: response.status, reason: 'refused' });
+  }
+
   #open(timeout) {
     this.abandon();
     if (this.closed) return Promise.reject(new SignalingError('Signaling closed.', { reason: 'closed' }));
+    if (this.refusal) return Promise.reject(this.refusal);
     return new Promise((resolve, reject) => {
       const transport = new SocketTransport(this.url);
       const peer = new Peer(transport);
@@ -167,7 +221,14 @@ export class Signaling extends Emitter {
         // Fail the requests still waiting on this socket at once.
         peer.close();
         if (!opened) {
-          reject(unreachable(byUs ? ' (no answer)' : ''));
+          if (byUs) {
+            reject(unreachable(' (no answer)'));
+            return;
+          }
+          this.#refusal().then((refusal) => {
+            if (refusal) this.refusal = refusal;
+            reject(refusal ?? unreachable(''));
+          });
           return;
         }
         if (!current()) return;

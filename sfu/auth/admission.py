@@ -19,7 +19,17 @@ __all__ = ["Admission", "admit", "token_from"]
 class Admission:
     peer_id: str
     grants: VideoGrants
-    claims: AccessClaims
+    # None on an open server (no keys): nobody brings a token.
+    claims: AccessClaims | None = None
+
+    @property
+    def name(self) -> str:
+        """The token's ``name``: the peer's displayName when given."""
+        return self.claims.name if self.claims is not None else ""
+
+    @property
+    def metadata(self) -> str:
+        return self.claims.metadata if self.claims is not None else ""
 
 
 def token_from(query: Mapping[str, str], headers: Mapping[str, str]) -> str | None:

@@ -59,6 +59,8 @@ class RoomAdmin:
         if metadata is not None:
             peer.metadata = metadata
         if name is not None and name != peer.display_name:
+            # LiveKit's name, as a token's: the peer can no longer change it.
+            peer.name = name
             old, peer.display_name = peer.display_name, name
             if peer.joined and not peer.hidden:
                 room.broadcast(

@@ -19,7 +19,13 @@ from ..signaling.protoo import ProtooConnection
 
 class Peer:
     def __init__(
-        self, peer_id: str, connection: ProtooConnection, grants: VideoGrants = OPEN_GRANTS
+        self,
+        peer_id: str,
+        connection: ProtooConnection,
+        grants: VideoGrants = OPEN_GRANTS,
+        *,
+        name: str = "",
+        metadata: str = "",
     ) -> None:
         self.id = peer_id
         # LiveKit's participant sid: this session's, new when the peerId joins again.
@@ -29,9 +35,12 @@ class Peer:
         self.grants = grants
         self.joined = False
         self.closed = False
-        self.display_name = ""
-        # LiveKit's participant metadata (from the token; RoomService may change it).
-        self.metadata = ""
+        # From the access token (LiveKit's participant name and metadata); a
+        # token's name is the displayName and the peer cannot change it.
+        # RoomService's UpdateParticipant may change both.
+        self.name = name
+        self.metadata = metadata
+        self.display_name = name
         # When join succeeded (epoch seconds); 0 before.
         self.joined_at = 0.0
         self.device: dict[str, Any] = {}

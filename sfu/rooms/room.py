@@ -215,10 +215,17 @@ class Room(AsyncIOEventEmitter):
     # ---- peers ---------------------------------------------------------------
 
     async def run_session(
-        self, peer_id: str, connection: ProtooConnection, grants: VideoGrants = OPEN_GRANTS
+        self,
+        peer_id: str,
+        connection: ProtooConnection,
+        grants: VideoGrants = OPEN_GRANTS,
+        *,
+        name: str = "",
+        metadata: str = "",
     ) -> None:
-        """Serve one WebSocket until it closes (see :mod:`.sessions`)."""
-        await self.sessions.run(peer_id, connection, grants)
+        """Serve one WebSocket until it closes (see :mod:`.sessions`); ``name``
+        and ``metadata`` come from the access token."""
+        await self.sessions.run(peer_id, connection, grants, name=name, metadata=metadata)
 
     def close_if_empty(self, after: float) -> None:
         """With nobody in it, the room closes ``after`` seconds from now (0: now)

@@ -61,13 +61,23 @@ class Sessions:
     def __init__(self, room: Room) -> None:
         self._room = room
 
-    async def run(self, peer_id: str, connection: ProtooConnection, grants: VideoGrants) -> None:
+    async def run(
+        self,
+        peer_id: str,
+        connection: ProtooConnection,
+        grants: VideoGrants,
+        *,
+        name: str = "",
+        metadata: str = "",
+    ) -> None:
         """Serve one WebSocket until it closes, for a peer with ``grants``."""
         room = self._room
         # Every log line of this session (and of tasks it starts) names the room and peer.
         room_id_var.set(room.id)
         peer_id_var.set(peer_id)
-        session = _Session(connection, Peer(peer_id, connection, grants))
+        session = _Session(
+            connection, Peer(peer_id, connection, grants, name=name, metadata=metadata)
+        )
         if peer_id not in room.peers and len(room.peers) >= 2 * room.limits.max_peers_per_room:
             # Connections that never join count too (each may hold transports and
             # ports), with room for joiners to get the friendlier "room is full" reply.
@@ -216,7 +226,7 @@ class Sessions:
         )
         if len(room.joined_peers()) >= room.participant_cap:
             raise LimitError(f"room is full: at most {room.participant_cap} peers")
-        peer.display_name = request.display_name
+        peer.display_name = peer.name or request.display_name
         peer.device = request.device
         peer.rtp_capabilities = rtp_capabilities
         peer.sctp_capabilities = request.sctp_capabilities
@@ -234,6 +244,8 @@ class Sessions:
 
     async def change_display_name(self, peer: Peer, request: ChangeDisplayNameRequest) -> Any:
         room = self._room
+        if peer.name:
+            raise ForbiddenError("the display name comes from the access token (name)")
         old, peer.display_name = peer.display_name, request.display_name
         if peer.hidden:
             return {}

@@ -7,16 +7,19 @@ import contextlib
 import itertools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
+from aiohttp import web
 
 from sfu.client import PatternVideoTrack, RemoteConsumer, SfuClient, ToneAudioTrack, TrackSink
+from sfu.config import config_from_dict
+from sfu.server import SfuServer
 
-from ..conftest import LOOPBACK, ServerProcess
+from ..conftest import LOOPBACK, ServerProcess, free_tcp_port
 
 VIDEO_SIZE = (320, 240)
 
@@ -52,7 +55,9 @@ async def join(
     video: bool = True,
     consume: bool = True,
     ice_addresses: list[str] = LOOPBACK,
+    **client_options: Any,
 ) -> Participant:
+    """``client_options``: more SfuClient arguments (``access_token``...)."""
     client = SfuClient(
         server.ws_url,
         room,
@@ -60,6 +65,7 @@ async def join(
         display_name=peer_id,
         ice_addresses=ice_addresses,
         consume=consume,
+        **client_options,
     )
     participant = Participant(client, tone)
 
@@ -262,3 +268,34 @@ async def start_bot_process(
         stdout=output,
         stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
     )
+
+
+@contextlib.asynccontextmanager
+async def in_process_server(
+    rtc_min_port: int, **sections: dict[str, Any]
+) -> AsyncIterator[tuple[SfuServer, str]]:
+    """An SfuServer in this process, its media workers too (so a test can reach
+    its rooms, peers and media objects), on 127.0.0.1 with 200 media ports from
+    ``rtc_min_port``; ``sections`` add config sections. Yields it and its ws:// URL."""
+    port = free_tcp_port()
+    config = config_from_dict(
+        {
+            "http": {"listen_ip": "127.0.0.1", "port": port},
+            "media": {
+                "listen_ip": "127.0.0.1",
+                "rtc_min_port": rtc_min_port,
+                "rtc_max_port": rtc_min_port + 199,
+            },
+            **sections,
+        }
+    )
+    server = SfuServer(config, in_process_workers=True)
+    await server.start()
+    runner = web.AppRunner(server.app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield server, f"ws://127.0.0.1:{port}"
+    finally:
+        await server.close()
+        await runner.cleanup()

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import hashlib
-import hmac
 import json
 import os
 import time
@@ -35,6 +33,9 @@ from sfu.client import (
 )
 
 from ..conftest import LOOPBACK, ServerProcess, start_server, stop_server
+from ..hostile_tokens import hostile_tokens
+from .fuzzing import AUDIO_PARAMS as OPUS
+from .fuzzing import DTLS_PARAMS as DTLS
 from .helpers import RawPeer, join, wait_until
 
 KEY = "APIe2e"
@@ -65,12 +66,14 @@ def token(
     key: str = KEY,
     secret: str = SECRET,
     ttl: datetime.timedelta = datetime.timedelta(hours=1),
+    name: str = "",
     **grants: Any,
 ) -> str:
     grants.setdefault("room_join", True)
     return (
         AccessToken(key, secret)
         .with_identity(identity)
+        .with_name(name)
         .with_ttl(ttl)
         .with_grants(VideoGrants(room=room, **grants))
         .to_jwt()
@@ -146,6 +149,26 @@ def test_each_refusal_before_the_upgrade(
     assert (got, body.get("reason")) == (status, reason), body
     assert body["message"]
     assert body["error"] == ("unauthorized" if status == 401 else "forbidden")
+
+
+def test_admission_answers_what_the_upgrade_would_for_browsers(auth_server: ServerProcess) -> None:
+    """GET /admission: the same check and body as the upgrade, readable by a
+    browser's fetch (a refused WebSocket hides its status from the page)."""
+
+    def admission(query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        url = f"{auth_server.http_url}/admission?{urllib.parse.urlencode(query)}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    for reason, query, headers, status in REFUSALS:
+        if headers:
+            continue  # a browser's link carries the token in the query
+        got, body = admission({"roomId": ROOM, "peerId": "alice", **query})
+        assert (got, body.get("reason")) == (status, reason), body
+    assert admission({"roomId": ROOM, "access_token": token("alice")}) == (200, {"peerId": "alice"})
 
 
 async def test_refusals_are_counted_and_health_says_auth_on(auth_server: ServerProcess) -> None:
@@ -288,96 +311,22 @@ async def test_can_publish_data_false_refuses_produce_data(auth_server: ServerPr
 
 # ---- hostile tokens ----------------------------------------------------------------
 
-B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+hostile = hostile_tokens(KEY, SECRET, ROOM)
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def forged(header: dict[str, Any], payload: Any, signature: str = "") -> str:
-    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}.{signature}"
-
-
-def hs256(payload: Any, secret: str = SECRET) -> str:
-    """Any JSON payload, validly signed (PyJWT will not encode some bad claims)."""
-    unsigned = forged({"alg": "HS256", "typ": "JWT"}, payload)[:-1]
-    mac = hmac.new(secret.encode(), unsigned.encode(), hashlib.sha256).digest()
-    return f"{unsigned}.{b64(mac)}"
-
-
-# Never admitted: every base token is for another room than the one asked for,
-# so a mutation that happens to keep it valid is still a 403.
-BASE_TOKEN = token("alice", room="not-this-room")
-
-mutated = st.builds(
-    lambda parts, segment, index, char: ".".join(
-        part
-        if i != segment
-        else part[: index % (len(part) + 1)] + char + part[index % (len(part) + 1) + 1 :]
-        for i, part in enumerate(parts)
-    ),
-    st.just(BASE_TOKEN.split(".")),
-    st.integers(0, 2),
-    st.integers(0, 400),
-    st.sampled_from([*B64, ".", "=", "%", "+", "/", " ", ""]),
-)
-alg_none = st.builds(lambda c: forged({"alg": "none", "typ": "JWT"}, c), st.just(claims()))
-other_algorithm = st.builds(
-    lambda alg: jwt.encode(claims(), SECRET + "x" * 40, algorithm=alg),
-    st.sampled_from(["HS384", "HS512"]),
-)
-other_key = st.builds(
-    lambda secret: jwt.encode(claims(), secret, algorithm="HS256"),
-    st.text(min_size=32, max_size=64).filter(lambda s: s != SECRET),
-)
-huge = st.one_of(
-    st.text(alphabet=B64 + ".", min_size=4097, max_size=6000),
-    st.builds(
-        lambda n: jwt.encode(claims(metadata="m" * n), SECRET, algorithm="HS256"),
-        st.integers(3100, 4400),
-    ),
-)
-SOURCES = {"camera", "microphone", "screen_share", "screen_share_audio"}
-# (null is absent, as in LiveKit: the default.)
-not_bool = st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2))
-wrong_grants = (
-    st.builds(
-        lambda name, value: hs256(claims(video={"room": ROOM, "roomJoin": True, name: value})),
-        st.sampled_from(["roomJoin", "canPublish", "canSubscribe", "canPublishData", "hidden"]),
-        not_bool,
-    )
-    | st.builds(
-        lambda field, value: hs256(claims(**{field: value})),
-        st.sampled_from(["sub", "name", "metadata", "video", "iss", "exp", "nbf"]),
-        st.one_of(
-            st.lists(st.integers(), max_size=2),
-            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-        ),
-    )
-    | st.builds(
-        lambda field: hs256(claims(**{field: "soon"})),
-        st.sampled_from(["exp", "nbf"]),
-    )
-    | st.builds(
-        lambda sources: hs256(
-            claims(video={"room": ROOM, "roomJoin": True, "canPublishSources": sources})
-        ),
-        st.one_of(
-            st.text(max_size=5),
-            st.lists(st.text(max_size=8), min_size=1, max_size=3).filter(
-                lambda names: not set(names) <= SOURCES
-            ),
-        ),
-    )
-)
-garbage = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=300)
-
-hostile = st.one_of(mutated, alg_none, other_algorithm, other_key, huge, wrong_grants, garbage)
+def upgrade_as_alice(
+    server: ServerProcess, bad: str, *, as_header: bool
+) -> tuple[int, dict[str, Any]]:
+    """An upgrade to ROOM as alice with ``bad`` as the query's token or as a bearer."""
+    query = {"roomId": ROOM, "peerId": "alice"}
+    if as_header:
+        return upgrade(server, query, {"Authorization": f"Bearer {bad}"})
+    return upgrade(server, {**query, "access_token": bad})
 
 
 @settings(
-    max_examples=150,
+    # Bounded against the real server; tests/unit/test_auth.py runs many more.
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -385,15 +334,27 @@ hostile = st.one_of(mutated, alg_none, other_algorithm, other_key, huge, wrong_g
 def test_hostile_tokens_are_401_or_403(
     auth_server: ServerProcess, bad: str, as_header: bool
 ) -> None:
-    query = {"roomId": ROOM, "peerId": "alice"}
-    headers = {}
-    if as_header:
-        headers["Authorization"] = f"Bearer {bad}"
-    else:
-        query["access_token"] = bad
-    status, body = upgrade(auth_server, query, headers)
+    status, body = upgrade_as_alice(auth_server, bad, as_header=as_header)
     assert status in (401, 403), (status, body, bad[:200])
     assert body.get("reason"), body
+
+
+@pytest.mark.parametrize("size", [4097, 8000, 9000, 20_000, 200_000])
+@pytest.mark.parametrize("as_header", [False, True], ids=["query", "header"])
+def test_oversize_tokens_are_refused_cleanly(
+    auth_server: ServerProcess, size: int, as_header: bool
+) -> None:
+    """Over our 4 KiB token cap: 401. Over aiohttp's 8190-byte request line or
+    header field: its own 4xx, before any of our code runs. Never a 5xx."""
+    try:
+        status, body = upgrade_as_alice(auth_server, "A" * size, as_header=as_header)
+    except (ConnectionError, urllib.error.URLError) as dropped:
+        # The server may answer and close before reading all of a 200 kB request.
+        pytest.fail(f"no HTTP answer to a {size}-byte token: {dropped!r}")
+    print(f"\n{size}-byte token in the {'header' if as_header else 'query'}: HTTP {status}")
+    assert 400 <= status < 500, (status, body)
+    if size <= 8000:
+        assert (status, body.get("reason")) == (401, "malformed_token"), body
 
 
 async def test_after_hostile_tokens_the_server_serves_a_normal_join(
@@ -487,3 +448,64 @@ async def test_sfu_client_does_not_reconnect_after_401_or_403(
         assert await wait_until(lambda: bot.closed, timeout=5)
     finally:
         await bot.close()
+
+
+# ---- identity with tokens ------------------------------------------------------
+
+
+async def test_a_tokened_peer_cannot_touch_another_peers_objects(
+    auth_server: ServerProcess,
+) -> None:
+    """alice and bob hold valid tokens for the same room; bob uses alice's (and
+    carol's) ids: every attempt is a 403 and alice's media still reaches carol."""
+    room = "auth-identity"
+    alice = await join(auth_server, room, "alice", 440, access_token=token("alice", room))
+    bob = await join(auth_server, room, "bob", 660, access_token=token("bob", room))
+    carol = await join(
+        auth_server, room, "carol", 0, audio=False, video=False, access_token=token("carol", room)
+    )
+    try:
+        assert await carol.client.wait_for_consumers(4, timeout=20)
+        sink = carol.sink_for("alice", "video")
+        assert await sink.wait_frames(5, timeout=20)
+        assert alice.client.send_transport is not None
+        assert alice.client.recv_transport is not None
+        alice_transports = [alice.client.send_transport.id, alice.client.recv_transport.id]
+        carols_consumers = [carol.consumer_for("alice", kind).id for kind in ("audio", "video")]
+        attempts: list[tuple[str, dict[str, Any]]] = []
+        for transport in alice_transports:
+            attempts += [
+                ("connectWebRtcTransport", {"transportId": transport, "dtlsParameters": DTLS}),
+                ("restartIce", {"transportId": transport}),
+                ("getTransportStats", {"transportId": transport}),
+                (
+                    "produce",
+                    {"transportId": transport, "kind": "audio", "rtpParameters": OPUS},
+                ),
+            ]
+        for producer in alice.producers.values():
+            for method in ("pauseProducer", "closeProducer", "resumeProducer", "getProducerStats"):
+                attempts.append((method, {"producerId": producer}))
+        for consumer in carols_consumers:
+            for method in (
+                "pauseConsumer",
+                "resumeConsumer",
+                "requestConsumerKeyFrame",
+                "getConsumerStats",
+            ):
+                attempts.append((method, {"consumerId": consumer}))
+        for method, data in attempts:
+            with pytest.raises(ProtooError) as refused:
+                await bob.client.request(method, data)
+            assert refused.value.code == 403, (method, refused.value)
+            assert "another peer" in refused.value.reason, (method, refused.value)
+
+        # alice's media is untouched: carol keeps decoding it, nothing paused.
+        for kind in ("audio", "video"):
+            assert not carol.consumer_for("alice", kind).paused
+        assert await sink.wait_frames(sink.frames + 15, timeout=10), "alice's video stopped"
+        assert auth_server.health()["producers"] == 4
+        print(f"\ntokened identity: {len(attempts)} attempts, all 403; alice's media flowed on")
+    finally:
+        for participant in (alice, bob, carol):
+            await participant.client.close()

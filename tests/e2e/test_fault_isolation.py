@@ -13,16 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from sfu.client import ProtooError
-from sfu.config import config_from_dict
 from sfu.rooms.requests import TransportRequest
 from sfu.rooms.room import Route
 from sfu.server import SfuServer
 
-from ..conftest import free_tcp_port
-from .helpers import Participant, join, wait_until
+from .helpers import Participant, in_process_server, join, wait_until
 
 
 @dataclass
@@ -33,23 +30,8 @@ class InProcessServer:
 
 @pytest.fixture
 async def inprocess_server() -> AsyncIterator[InProcessServer]:
-    port = free_tcp_port()
-    config = config_from_dict(
-        {
-            "http": {"listen_ip": "127.0.0.1", "port": port},
-            "media": {"listen_ip": "127.0.0.1", "rtc_min_port": 47000, "rtc_max_port": 47199},
-        }
-    )
-    server = SfuServer(config, in_process_workers=True)
-    await server.start()
-    runner = web.AppRunner(server.app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield InProcessServer(server, f"ws://127.0.0.1:{port}")
-    finally:
-        await server.close()
-        await runner.cleanup()
+    async with in_process_server(47000) as (server, ws_url):
+        yield InProcessServer(server, ws_url)
 
 
 def server_peer(srv: InProcessServer, room: str, peer_id: str) -> Any:

@@ -4,11 +4,13 @@ against tokens minted by livekit-api's AccessToken, the real SDK."""
 from __future__ import annotations
 
 import datetime
+import json
 import time
 from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given, settings
 from livekit.api import AccessToken
 from livekit.api import VideoGrants as LiveKitGrants
 
@@ -17,6 +19,8 @@ from sfu.auth.claims import VideoGrants, track_source
 from sfu.auth.tokens import TokenRefusal, TokenVerifier, mint_token
 from sfu.config import config_from_dict, load_config
 from sfu.errors import ConfigError
+
+from ..hostile_tokens import hostile_tokens
 
 KEY = "APIunit"
 SECRET = "s" * 64
@@ -233,3 +237,18 @@ def test_sfu_token_prints_a_token_signed_with_the_configured_key(
     monkeypatch.delenv("SFU_API_SECRET")
     assert main(argv) == 2
     assert "no API key is configured" in capsys.readouterr().err
+
+
+@settings(max_examples=1500, deadline=None)
+@given(bad=hostile_tokens(KEY, SECRET, "r1"))
+def test_hostile_tokens_are_refused_with_401_or_403_and_nothing_else(bad: str) -> None:
+    """The same hostile tokens as the end-to-end test, many more of them: each is
+    a TokenRefusal (401 or 403 with a reason and a message), never an admission
+    and never another exception."""
+    with pytest.raises(TokenRefusal) as error:
+        admit(VERIFIER, bad, "r1", "alice")
+    assert error.value.status in (401, 403)
+    body = error.value.body()
+    assert body["reason"]
+    assert body["message"]
+    json.dumps(body)
