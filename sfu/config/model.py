@@ -492,7 +492,7 @@ class RoomsConfig:
     # Seconds a CreateRoom'd room stays open with nobody in it (before the first
     # join and after the last peer leaves), unless CreateRoom gives its own.
     # LiveKit's default.
-    empty_timeout: ZeroOrMore = 300
+    empty_timeout: AtLeastOne = 300
     # Seconds a room made by a join stays open after its last peer leaves
     # (0: it closes at once, as a room of a demo link should).
     departure_timeout: ZeroOrMore = 0
