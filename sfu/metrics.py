@@ -94,6 +94,14 @@ class SfuCollector(Collector):
         for reason in (*REFUSAL_REASONS, *LIMIT_REASONS):
             refused.add_metric([reason], server.refusals[reason])
         yield refused
+        calls = CounterMetricFamily(
+            "sfu_roomservice_calls",
+            "RoomService (Twirp) calls answered, by method and Twirp code (ok on success)",
+            labels=["method", "code"],
+        )
+        for (method, code), count in sorted(server.room_service.twirp.calls.items()):
+            calls.add_metric([method, code], count)
+        yield calls
         yield CounterMetricFamily(
             "sfu_worker_restarts",
             "Media workers replaced after dying",

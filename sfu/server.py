@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 import ssl
 from collections import Counter
@@ -21,17 +20,17 @@ from .auth.claims import OPEN_GRANTS
 from .auth.tokens import TokenRefusal, TokenVerifier
 from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
-from .errors import LimitError, SfuError
+from .errors import LimitError, NotFoundError, SfuError
+from .livekit.room_service import RoomService
 from .metrics import metrics_registry, render
-from .rooms.room import Room, RoomSettings
+from .rooms.requests import ROOM_OR_PEER_ID
+from .rooms.room import CLOSE_REMOVED, Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
 from .signaling.protoo import ProtooConnection, TokenBucket
 from .signaling.request_log import quiet_malformed_requests
 
 logger = logging.getLogger(__name__)
 
-# roomId and peerId: printable, no spaces, bounded.
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 CLIENT_DIST = Path(__file__).resolve().parent.parent / "client" / "dist"
 
 
@@ -88,11 +87,14 @@ class SfuServer:
         # ``newroom(room)`` for each room opened (webhooks, RoomService).
         self.observer = AsyncIOEventEmitter()
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
+        # LiveKit's RoomService at /twirp/livekit.RoomService/{Method}.
+        self.room_service = RoomService(self)
         self.app = web.Application()
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/", self.index)
         self.app.router.add_get("/admission", self.admission)
+        self.room_service.twirp.add_routes(self.app)
         if CLIENT_DIST.is_dir():
             self.app.router.add_static("/static/", CLIENT_DIST)
 
@@ -112,10 +114,17 @@ class SfuServer:
         body, content_type = render(self._metrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def _get_room(self, room_id: str) -> Room:
+    def live_room(self, room_id: str) -> Room | None:
         room = self.rooms.get(room_id)
-        if room is not None and not room.closed:
+        return room if room is not None and not room.closed else None
+
+    async def _get_room(self, room_id: str, *, create: bool = True) -> Room:
+        """The room ``room_id``, made now if ``create`` (NotFoundError if not)."""
+        room = self.live_room(room_id)
+        if room is not None:
             return room
+        if not create and room_id not in self._room_creation:
+            raise NotFoundError(f"room {room_id} does not exist")
         # Two peers joining a new room at once must get the same room.
         task = self._room_creation.get(room_id)
         if task is None:
@@ -138,9 +147,34 @@ class SfuServer:
             self._room_creation.pop(room_id, None)
         if self.rooms.get(room_id) is not room:
             self.rooms[room_id] = room
+            room.max_participants = self.config.rooms.max_participants
+            room.departure_timeout = self.config.rooms.departure_timeout
             room.on("close", lambda: self._forget_room(room))
             logger.info("room %s: created", room_id)
             self.observer.emit("newroom", room)
+        return room
+
+    async def create_room(
+        self,
+        room_id: str,
+        *,
+        empty_timeout: int = 0,
+        departure_timeout: int = 0,
+        max_participants: int = 0,
+        metadata: str = "",
+    ) -> Room:
+        """RoomService CreateRoom: the room (an existing one keeps its settings,
+        as LiveKit's), open with nobody in it for its empty timeout, and after
+        its last peer leaves for its departure timeout (default: the same)."""
+        existing = self.live_room(room_id)
+        room = await self._get_room(room_id)
+        if room is existing:
+            return room
+        room.empty_timeout = empty_timeout or self.config.rooms.empty_timeout
+        room.departure_timeout = departure_timeout or room.empty_timeout
+        room.max_participants = max_participants or self.config.rooms.max_participants
+        room.metadata = metadata
+        room.close_if_empty(room.empty_timeout)
         return room
 
     def _forget_room(self, room: Room) -> None:
@@ -181,7 +215,23 @@ class SfuServer:
         admitted = self._admit(
             request, request.query.get("roomId", ""), request.query.get("peerId", "")
         )
+        self._require_room(request.query.get("roomId", ""))
         return web.json_response({"peerId": admitted.peer_id})
+
+    def _require_room(self, room_id: str) -> None:
+        """Without rooms.auto_create, a join to a room that does not exist: 404."""
+        if self.config.rooms.auto_create or self.live_room(room_id) is not None:
+            return
+        raise web.HTTPNotFound(
+            text=json.dumps(
+                {
+                    "error": "not_found",
+                    "reason": "no_such_room",
+                    "message": f"room {room_id} does not exist (rooms.auto_create is off)",
+                }
+            ),
+            content_type="application/json",
+        )
 
     def _admit_ip(self, request: web.Request, room_id: str) -> str:
         """The client's address, counted; a 429 with a JSON body when over its caps."""
@@ -211,12 +261,14 @@ class SfuServer:
         admission = self._admit(request, room_id, request.query.get("peerId", ""))
         peer_id = admission.peer_id
         for name, value in (("roomId", room_id), ("peerId", peer_id)):
-            if not _ID_PATTERN.match(value):
+            if not ROOM_OR_PEER_ID.match(value):
                 raise web.HTTPBadRequest(
                     text=f"{name} must be 1-128 characters of letters, digits and _.:@+-\n"
                 )
         if not self.accepting:
             raise web.HTTPServiceUnavailable(text="the server is shutting down\n")
+        self._require_room(room_id)
+        auto_create = self.config.rooms.auto_create
         max_request = self.config.http.max_request_bytes
         ws = web.WebSocketResponse(
             protocols=("protoo",),
@@ -227,7 +279,10 @@ class SfuServer:
         )
         await ws.prepare(request)
         try:
-            room = await self._get_room(room_id)
+            room = await self._get_room(room_id, create=auto_create)
+        except NotFoundError as error:  # closed since the check above
+            await ws.close(code=CLOSE_REMOVED, message=str(error).encode()[:120])
+            return ws
         except LimitError as error:
             await ws.close(code=4029, message=str(error).encode()[:120])
             return ws
@@ -263,6 +318,12 @@ class SfuServer:
             "status": "ok" if self.accepting else "shutting-down",
             "auth": "on" if self.verifier is not None else "off",
             "limits": self.client_limits.describe(),
+            "roomDefaults": {
+                "autoCreate": self.config.rooms.auto_create,
+                "emptyTimeout": self.config.rooms.empty_timeout,
+                "departureTimeout": self.config.rooms.departure_timeout,
+                "maxParticipants": self.config.rooms.max_participants,
+            },
             "rooms": len(self.rooms),
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,16 @@ def stop_server(server: ServerProcess) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(5)
+
+
+@contextmanager
+def running_server(tmp_path: Path, **options: Any) -> Iterator[ServerProcess]:
+    """``start_server(tmp_path, **options)``, stopped on the way out (for fixtures)."""
+    server = start_server(tmp_path, **options)
+    try:
+        yield server
+    finally:
+        stop_server(server)
 
 
 @pytest.fixture

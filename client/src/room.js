@@ -17,6 +17,7 @@ import { Emitter } from './emitter.js';
 import {
   CLOSE_LIMIT,
   CLOSE_MEDIA_LOST,
+  CLOSE_REMOVED,
   CLOSE_REPLACED,
   CLOSE_SHUTDOWN,
   FATAL_CODES,
@@ -1175,6 +1176,8 @@ function describeClose(code, reason, shutdownReason) {
       return `The server is shutting down${shutdownReason ? ` (${shutdownReason})` : why}. Rejoin when it is back.`;
     case CLOSE_MEDIA_LOST:
       return 'Your media connection was lost for too long, so the server removed you from the room. Rejoin to continue.';
+    case CLOSE_REMOVED:
+      return `You were removed from this room${why}.`;
     case CLOSE_LIMIT:
       return `The server or this room is at its limit${why}. Try again later.`;
     default:

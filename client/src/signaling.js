@@ -22,9 +22,11 @@ import { Emitter } from './emitter.js';
 export const CLOSE_REPLACED = 4000;
 export const CLOSE_SHUTDOWN = 4001;
 export const CLOSE_MEDIA_LOST = 4002;
+/** Removed by an admin (RoomService RemoveParticipant or DeleteRoom), or the room is gone. */
+export const CLOSE_REMOVED = 4003;
 export const CLOSE_LIMIT = 4029;
 /** Fatal: stop retrying and tell the user. (4002 is transient: join again.) */
-export const FATAL_CODES = new Set([CLOSE_REPLACED, CLOSE_SHUTDOWN, CLOSE_LIMIT]);
+export const FATAL_CODES = new Set([CLOSE_REPLACED, CLOSE_SHUTDOWN, CLOSE_REMOVED, CLOSE_LIMIT]);
 /** Our goodbye: the server closes the peer at once. */
 const CLOSE_LEAVE = 1000;
 /**

@@ -8,7 +8,7 @@ live on. If the session is gone (``resume`` answers 404 or 403, or
 ``reconnect_timeout`` passes) it starts over: closes its transports and
 consumers, joins again and produces the same tracks again (new producer
 ids). Fatal signals stop it: close code 4000 (replaced by a newer session),
-4001 or ``serverShutdown`` (the server is going away), 4029 (a limit), HTTP
+4001 or ``serverShutdown`` (the server is going away), 4003 (removed by an admin), 4029 (a limit), HTTP
 400 on the upgrade, and HTTP 401 or 403 on the upgrade (the access token is
 refused: expired, or not for this room or peer). Against a server that sends no ``sessionToken`` (or with
 ``auto_reconnect=False``) a dropped WebSocket closes the client.
@@ -40,11 +40,13 @@ logger = logging.getLogger(__name__)
 CLOSE_REPLACED = 4000
 CLOSE_SHUTDOWN = 4001
 CLOSE_MEDIA_LOST = 4002  # transient: the peer was removed, join again
+CLOSE_REMOVED = 4003
 CLOSE_LIMIT = 4029
 _FATAL_CLOSE_CODES = {
     CLOSE_REPLACED: "replaced by a newer session with the same peerId",
     CLOSE_SHUTDOWN: "the server is shutting down",
     CLOSE_LIMIT: "the server or the room is at a limit",
+    CLOSE_REMOVED: "removed from the room by an admin (or the room was deleted)",
 }
 # Errors of a connection attempt or a request that are worth another try.
 _TRANSIENT_ERRORS = (ConnectionError, TimeoutError, OSError, aiohttp.ClientError)

@@ -43,9 +43,18 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SFU_NATIVE_SEND": ("media.native_send",),
     "SFU_NATIVE_RECEIVE": ("media.native_receive",),
     "SFU_EVENT_LOOP": ("server.event_loop",),
+    "SFU_ROOMS_AUTO_CREATE": ("rooms.auto_create",),
+    "SFU_ROOMS_EMPTY_TIMEOUT": ("rooms.empty_timeout",),
+    "SFU_ROOMS_MAX_PARTICIPANTS": ("rooms.max_participants",),
 }
-_INTEGER_KEYS = {"http.port", "media.udp_port", "workers.count"}
-_BOOLEAN_KEYS = {"media.native_send", "media.native_receive"}
+_INTEGER_KEYS = {
+    "http.port",
+    "media.udp_port",
+    "workers.count",
+    "rooms.empty_timeout",
+    "rooms.max_participants",
+}
+_BOOLEAN_KEYS = {"media.native_send", "media.native_receive", "rooms.auto_create"}
 # SFU_NATIVE_SEND=0 has always meant off; the words are accepted too.
 _BOOLEAN_WORDS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 

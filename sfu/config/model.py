@@ -495,6 +495,27 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class RoomsConfig:
+    """The room lifecycle (docs/auth.md, "Rooms"). A room is made by the first
+    join (``auto_create``) or by RoomService CreateRoom; with nobody in it, it
+    closes after its empty timeout."""
+
+    # False: only RoomService CreateRoom makes rooms; a join to a missing room
+    # gets HTTP 404 at the upgrade.
+    auto_create: Flag = True
+    # Seconds a CreateRoom'd room stays open with nobody in it (before the first
+    # join and after the last peer leaves), unless CreateRoom gives its own.
+    # LiveKit's default.
+    empty_timeout: AtLeastOne = 300
+    # Seconds a room made by a join stays open after its last peer leaves
+    # (0: it closes at once, as a room of a demo link should).
+    departure_timeout: ZeroOrMore = 0
+    # Peers per room unless CreateRoom says otherwise (0: no cap other than
+    # limits.max_peers_per_room, which always applies).
+    max_participants: ZeroOrMore = 0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Annotated[str, _one_of(LOG_LEVELS, lower=True)] = "info"
     # "text" for people, "json" for log pipelines (one object a line, with the
@@ -521,3 +542,4 @@ class Config:
     ] = ()
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)

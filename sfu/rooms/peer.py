@@ -58,6 +58,8 @@ class Peer:
         self.data_producers: dict[str, DataProducer] = {}
         self.data_consumers: dict[str, DataConsumer] = {}
         self.consumed_data_producer_ids: set[str] = set()
+        # Its producers an admin muted (RoomService): it may not resume them.
+        self.admin_muted: set[str] = set()
         # Proof of identity for `resume` after a dropped WebSocket.
         self.session_token = secrets.token_urlsafe(24)
         # Set while the WebSocket is gone and the peer waits to be resumed.

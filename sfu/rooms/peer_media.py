@@ -129,6 +129,7 @@ class PeerMedia:
         return {"id": producer.id}
 
     def _on_producer_closed(self, peer: Peer, producer: Producer) -> None:
+        peer.admin_muted.discard(producer.id)
         if peer.producers.pop(producer.id, None) is not None:
             self._room.observer.emit("producerclose", peer, producer)
 
@@ -141,7 +142,10 @@ class PeerMedia:
         return {}
 
     async def resume_producer(self, peer: Peer, request: ProducerRequest) -> Any:
-        await self._producer(peer, request).resume()
+        producer = self._producer(peer, request)
+        if producer.id in peer.admin_muted:
+            raise ForbiddenError("an admin muted this producer; only an admin can unmute it")
+        await producer.resume()
         return {}
 
     async def get_producer_stats(self, peer: Peer, request: ProducerRequest) -> Any:

@@ -13,6 +13,7 @@ stay wire dicts here: ORTC and the transport validate them with their own models
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field
@@ -22,6 +23,8 @@ from ..models.validation import in_range, invalid
 
 # Longest id (transport, producer, consumer) and display name a peer may send.
 MAX_ID_LENGTH = 128
+# roomId and peerId: printable, no spaces, bounded.
+ROOM_OR_PEER_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 MAX_NAME_LENGTH = 256
 
 

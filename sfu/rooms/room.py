@@ -17,6 +17,7 @@ to the part that serves it, and runs the close cascade. Its parts:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -33,6 +34,7 @@ from ..control.router import Router
 from ..control.worker_pool import WorkerPool
 from ..errors import ForbiddenError, InvalidRequestError, InvalidStateError, NotFoundError
 from ..signaling.protoo import ProtooConnection, notification_text
+from .admin import RoomAdmin
 from .data_channels import DataChannels, DataListener
 from .peer import Peer
 from .peer_media import PeerMedia
@@ -56,12 +58,20 @@ from .requests import (
     TargetedRequest,
     TransportRequest,
 )
-from .sessions import CLOSE_LIMIT, CLOSE_MEDIA_LOST, CLOSE_REPLACED, CLOSE_SHUTDOWN, Sessions
+from .sessions import (
+    CLOSE_LIMIT,
+    CLOSE_MEDIA_LOST,
+    CLOSE_REMOVED,
+    CLOSE_REPLACED,
+    CLOSE_SHUTDOWN,
+    Sessions,
+)
 from .subscriptions import Subscriptions
 
 __all__ = [
     "CLOSE_LIMIT",
     "CLOSE_MEDIA_LOST",
+    "CLOSE_REMOVED",
     "CLOSE_REPLACED",
     "CLOSE_SHUTDOWN",
     "Room",
@@ -121,6 +131,9 @@ class Room(AsyncIOEventEmitter):
         # LiveKit's room settings, in seconds and peers (0: the server's defaults).
         self.empty_timeout = 0
         self.max_participants = 0
+        # Seconds it stays open after its last peer leaves (0: it closes at once).
+        self.departure_timeout = 0
+        self._empty_timer: asyncio.TimerHandle | None = None
         self.observer = AsyncIOEventEmitter()
         self.settings = settings or RoomSettings()
         self.limits = self.settings.limits
@@ -140,6 +153,7 @@ class Room(AsyncIOEventEmitter):
         self.media = PeerMedia(self)
         self.subscriptions = Subscriptions(self)
         self.data = DataChannels(self)
+        self.admin = RoomAdmin(self)
         self._routes = self._make_routes()
         speaker_observer.on("dominantspeaker", self._on_dominant_speaker)
         speaker_observer.on("silence", self._on_silence)
@@ -227,6 +241,35 @@ class Room(AsyncIOEventEmitter):
         """Serve one WebSocket until it closes (see :mod:`.sessions`); ``name``
         and ``metadata`` come from the access token."""
         await self.sessions.run(peer_id, connection, grants, name=name, metadata=metadata)
+
+    def close_if_empty(self, after: float) -> None:
+        """With nobody in it, the room closes ``after`` seconds from now (0: now)
+        unless a peer comes first."""
+        if self.closed or self.peers:
+            return
+        self.occupied()
+        if after <= 0:
+            self.close()
+        else:
+            self._empty_timer = asyncio.get_running_loop().call_later(after, self._empty_expired)
+
+    def occupied(self) -> None:
+        """A peer came: the room no longer closes for being empty."""
+        if self._empty_timer is not None:
+            self._empty_timer.cancel()
+            self._empty_timer = None
+
+    def _empty_expired(self) -> None:
+        self._empty_timer = None
+        if not self.peers:
+            logger.info("room %s: empty for its timeout; closing", self.id)
+            self.close()
+
+    @property
+    def participant_cap(self) -> int:
+        """Joined peers allowed: ``max_participants`` within the server's limit."""
+        cap = self.limits.max_peers_per_room
+        return min(cap, self.max_participants) if self.max_participants else cap
 
     def joined_peers(self, excluding: Peer | None = None) -> list[Peer]:
         return [p for p in self.peers.values() if p.joined and not p.closed and p is not excluding]
@@ -344,6 +387,7 @@ class Room(AsyncIOEventEmitter):
         if self.closed:
             return
         self.closed = True
+        self.occupied()
         for peer in list(self.peers.values()):
             self.sessions.close_peer(peer)
         self.subscriptions.close()

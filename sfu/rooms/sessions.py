@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # WebSocket close codes that tell a client not to reconnect (docs/protocol.md).
 CLOSE_REPLACED = 4000
 CLOSE_SHUTDOWN = 4001
+# Removed by RoomService (RemoveParticipant, DeleteRoom), or the room is gone.
+CLOSE_REMOVED = 4003
 # Transient: the client may join again.
 CLOSE_MEDIA_LOST = 4002
 CLOSE_LIMIT = 4029
@@ -113,6 +115,7 @@ class Sessions:
     def _adopt(self, session: _Session) -> None:
         session.peer = session.candidate
         self._room.peers[session.peer.id] = session.peer
+        self._room.occupied()
 
     def _replace(self, session: _Session) -> None:
         old = self._room.peers.get(session.candidate.id)
@@ -190,7 +193,8 @@ class Sessions:
     def close_peer(self, peer: Peer, code: int = 1000, reason: str = "") -> None:
         """``peer`` leaves: the others get peerClosed, and its transports close
         (with them its producers, and the other peers' consumers of them, who get
-        consumerClosed). The last peer out closes the room."""
+        consumerClosed). The last peer out closes the room, at once or after its
+        ``departure_timeout``."""
         if peer.closed:
             return
         room = self._room
@@ -209,7 +213,7 @@ class Sessions:
         if peer.joined:
             room.observer.emit("peerleft", peer)
         if not room.peers:
-            room.close()
+            room.close_if_empty(room.departure_timeout)
 
     # ---- requests ------------------------------------------------------------
 
@@ -220,8 +224,8 @@ class Sessions:
             if request.rtp_capabilities is not None
             else None
         )
-        if len(room.joined_peers()) >= room.limits.max_peers_per_room:
-            raise LimitError(f"room is full: at most {room.limits.max_peers_per_room} peers")
+        if len(room.joined_peers()) >= room.participant_cap:
+            raise LimitError(f"room is full: at most {room.participant_cap} peers")
         peer.display_name = peer.name or request.display_name
         peer.device = request.device
         peer.rtp_capabilities = rtp_capabilities

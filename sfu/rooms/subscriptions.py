@@ -56,6 +56,16 @@ class Subscriptions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def close_consumers(self, peer: Peer) -> None:
+        """Close every consumer of ``peer`` (it may no longer subscribe); it gets
+        ``consumerClosed`` for each."""
+        for consumer in list(peer.consumers.values()):
+            consumer.close()
+            self._forget(peer, consumer, consumer.producer_id)
+            peer.connection.notify("consumerClosed", {"consumerId": consumer.id})
+        # Consumers still being made are closed when they land (see _subscribe).
+        peer.consumed_producer_ids.clear()
+
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -65,6 +75,10 @@ class Subscriptions:
     ) -> None:
         consumer = await self._create_consumer(consumer_peer, producer_peer, producer)
         if consumer is None:
+            return
+        if not consumer_peer.grants.can_subscribe:  # revoked while it was being made
+            consumer.close()
+            consumer_peer.consumed_producer_ids.discard(producer.id)
             return
         self._track(consumer_peer, consumer, producer.id)
         await self._offer(consumer_peer, producer_peer, producer, consumer)

@@ -144,3 +144,32 @@ def test_importing_the_config_loads_no_server_stack() -> None:
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=root)
+
+
+def test_rooms_defaults_file_and_environment() -> None:
+    rooms = Config().rooms
+    assert (rooms.auto_create, rooms.empty_timeout, rooms.departure_timeout) == (True, 300, 0)
+    assert rooms.max_participants == 0
+    rooms = config_from_dict({"rooms": {"auto_create": False, "departure_timeout": 20}}).rooms
+    assert (rooms.auto_create, rooms.departure_timeout) == (False, 20)
+    environ = {
+        "SFU_ROOMS_AUTO_CREATE": "false",
+        "SFU_ROOMS_EMPTY_TIMEOUT": "60",
+        "SFU_ROOMS_MAX_PARTICIPANTS": "12",
+    }
+    rooms = load_config(None, environ=environ).rooms
+    assert (rooms.auto_create, rooms.empty_timeout, rooms.max_participants) == (False, 60, 12)
+
+
+@pytest.mark.parametrize(
+    ("environ", "field"),
+    [
+        ({"SFU_ROOMS_AUTO_CREATE": "perhaps"}, "rooms.auto_create"),
+        ({"SFU_ROOMS_EMPTY_TIMEOUT": "-1"}, "rooms.empty_timeout"),
+        ({"SFU_ROOMS_MAX_PARTICIPANTS": "many"}, "rooms.max_participants"),
+    ],
+)
+def test_bad_rooms_settings_name_the_key(environ: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ=environ)
+    assert field in str(info.value)
