@@ -22,6 +22,7 @@ from .auth.tokens import TokenRefusal, TokenVerifier
 from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, SfuError
+from .livekit.webhooks import Webhooks
 from .metrics import metrics_registry, render
 from .rooms.room import Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
@@ -86,6 +87,8 @@ class SfuServer:
         self.rooms: dict[str, Room] = {}
         # ``newroom(room)`` for each room opened (webhooks, RoomService).
         self.observer = AsyncIOEventEmitter()
+        self.webhooks = Webhooks(config.webhooks, config.auth.secrets.get(config.webhooks.api_key, ""))
+        self.webhooks.attach(self)
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         self.app = web.Application()
         self.app.router.add_get("/health", self.health)
@@ -246,6 +249,7 @@ class SfuServer:
             "status": "ok" if self.accepting else "shutting-down",
             "auth": "on" if self.verifier is not None else "off",
             "limits": self.client_limits.describe(),
+            "webhooks": self.webhooks.describe() if self.webhooks.enabled else "off",
             "rooms": len(self.rooms),
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],
@@ -307,6 +311,8 @@ class SfuServer:
         for room in list(self.rooms.values()):
             room.close()
         await self.workers.close()
+        # room_finished and whatever else is queued: bounded, a dead receiver can't hold us.
+        await self.webhooks.close(min(5.0, self.config.signaling.shutdown_timeout))
 
 
 async def run_server(config: Config) -> None:

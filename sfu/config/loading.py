@@ -43,6 +43,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SFU_NATIVE_SEND": ("media.native_send",),
     "SFU_NATIVE_RECEIVE": ("media.native_receive",),
     "SFU_EVENT_LOOP": ("server.event_loop",),
+    # Comma-separated; WebhooksConfig splits them.
+    "SFU_WEBHOOK_URLS": ("webhooks.urls",),
+    "SFU_WEBHOOK_API_KEY": ("webhooks.api_key",),
 }
 _INTEGER_KEYS = {"http.port", "media.udp_port", "workers.count"}
 _BOOLEAN_KEYS = {"media.native_send", "media.native_receive"}
@@ -144,6 +147,13 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         raise ConfigError(prefix + _describe(next(unknown, errors[0]))) from None
     if config.tls.enabled:
         check_tls_files(config.tls.cert, config.tls.key, fail)
+    webhooks = config.webhooks
+    if webhooks.urls and webhooks.api_key not in config.auth.secrets:
+        raise fail(
+            "webhooks.api_key",
+            f"{show(webhooks.api_key)} is not one of the [auth] keys; webhooks are signed"
+            " with that key's secret (set [auth] keys or SFU_API_KEY/SFU_API_SECRET)",
+        )
     return config
 
 
