@@ -87,7 +87,9 @@ class SfuServer:
         self.rooms: dict[str, Room] = {}
         # ``newroom(room)`` for each room opened (webhooks, RoomService).
         self.observer = AsyncIOEventEmitter()
-        self.webhooks = Webhooks(config.webhooks, config.auth.secrets.get(config.webhooks.api_key, ""))
+        self.webhooks = Webhooks(
+            config.webhooks, config.auth.secrets.get(config.webhooks.api_key, "")
+        )
         self.webhooks.attach(self)
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         self.app = web.Application()

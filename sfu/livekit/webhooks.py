@@ -126,11 +126,15 @@ class Webhooks:
 
         def joined(peer: Peer) -> None:
             if not peer.hidden:  # LiveKit tells nobody about hidden participants
-                self.emit("participant_joined", room_info(room), participant_info(peer), None, room.sid)
+                self.emit(
+                    "participant_joined", room_info(room), participant_info(peer), None, room.sid
+                )
 
         def left(peer: Peer) -> None:
             if not peer.hidden:
-                self.emit("participant_left", room_info(room), participant_info(peer), None, room.sid)
+                self.emit(
+                    "participant_left", room_info(room), participant_info(peer), None, room.sid
+                )
 
         def published(peer: Peer, producer: Producer) -> None:
             self.emit(
@@ -154,7 +158,9 @@ class Webhooks:
         observer.on("peerleft", left)
         observer.on("newproducer", published)
         observer.on("producerclose", unpublished)
-        observer.once("close", lambda: self.emit("room_finished", room_info(room), room_key=room.sid))
+        observer.once(
+            "close", lambda: self.emit("room_finished", room_info(room), room_key=room.sid)
+        )
 
     # ------------------------------------------------------------------ queueing
 
@@ -183,7 +189,9 @@ class Webhooks:
         for url in self.config.urls:
             if self.pending >= self.config.max_pending:
                 self.counts[name, "dropped"] += 1
-                logger.warning("webhook %s to %s dropped: %d events pending", name, url, self.pending)
+                logger.warning(
+                    "webhook %s to %s dropped: %d events pending", name, url, self.pending
+                )
                 continue
             key = (url, room_key)
             self._queues.setdefault(key, deque()).append((name, body))
