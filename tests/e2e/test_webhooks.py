@@ -78,19 +78,23 @@ class Receiver:
         await asyncio.wait_for(until(), timeout)
 
 
-def token(identity: str) -> str:
+def token(identity: str, hidden: bool = False) -> str:
     return (
         AccessToken(KEY, SECRET)
         .with_identity(identity)
         .with_ttl(datetime.timedelta(hours=1))
-        .with_grants(VideoGrants(room_join=True, room=ROOM))
+        .with_grants(VideoGrants(room_join=True, room=ROOM, hidden=hidden))
         .to_jwt()
     )
 
 
-def client(server: ServerProcess, identity: str) -> SfuClient:
+def client(server: ServerProcess, identity: str, hidden: bool = False) -> SfuClient:
     return SfuClient(
-        server.ws_url, ROOM, identity, ice_addresses=LOOPBACK, access_token=token(identity)
+        server.ws_url,
+        ROOM,
+        identity,
+        ice_addresses=LOOPBACK,
+        access_token=token(identity, hidden),
     )
 
 
@@ -239,3 +243,26 @@ async def test_dead_receiver_port(tmp_path: Path, stopper: list[ServerProcess]) 
     finally:
         await alice.close()
     assert server.health()["status"] == "ok"
+
+
+async def test_hidden_participant_is_not_announced(
+    tmp_path: Path, receiver: Receiver, stopper: list[ServerProcess]
+) -> None:
+    server = hook_server(tmp_path, receiver.url)
+    stopper.append(server)
+    alice, recorder = client(server, "alice"), client(server, "recorder", hidden=True)
+    try:
+        await alice.join()
+        await recorder.join()
+        await recorder.close()
+        await alice.close()
+    finally:
+        await alice.close()
+        await recorder.close()
+    await receiver.wait_for("room_finished")
+    assert [(e.event, e.participant.identity) for e in receiver.events] == [
+        ("room_started", ""),
+        ("participant_joined", "alice"),
+        ("participant_left", "alice"),
+        ("room_finished", ""),
+    ]
