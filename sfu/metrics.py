@@ -11,6 +11,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .auth.tokens import REFUSAL_REASONS
+from .livekit.webhooks import EVENTS as WEBHOOK_EVENTS
+from .livekit.webhooks import OUTCOMES as WEBHOOK_OUTCOMES
 from .models.stats import SUPPRESSION_REASONS
 from .signaling.client_limits import LIMIT_REASONS
 
@@ -102,6 +104,16 @@ class SfuCollector(Collector):
         for (method, code), count in sorted(server.room_service.twirp.calls.items()):
             calls.add_metric([method, code], count)
         yield calls
+        webhooks = CounterMetricFamily(
+            "sfu_webhook_events",
+            "LiveKit webhook events by outcome: delivered, failed (after every retry),"
+            " dropped (the queue was full)",
+            labels=["event", "outcome"],
+        )
+        for event in WEBHOOK_EVENTS:
+            for outcome in WEBHOOK_OUTCOMES:
+                webhooks.add_metric([event, outcome], server.webhooks.counts[event, outcome])
+        yield webhooks
         yield CounterMetricFamily(
             "sfu_worker_restarts",
             "Media workers replaced after dying",

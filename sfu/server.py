@@ -22,6 +22,7 @@ from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, NotFoundError, SfuError
 from .livekit.room_service import RoomService
+from .livekit.webhooks import Webhooks
 from .metrics import metrics_registry, render
 from .rooms.requests import ROOM_OR_PEER_ID
 from .rooms.room import CLOSE_REMOVED, Room, RoomSettings
@@ -86,6 +87,10 @@ class SfuServer:
         self.rooms: dict[str, Room] = {}
         # ``newroom(room)`` for each room opened (webhooks, RoomService).
         self.observer = AsyncIOEventEmitter()
+        self.webhooks = Webhooks(
+            config.webhooks, config.auth.secrets.get(config.webhooks.api_key, "")
+        )
+        self.webhooks.attach(self)
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         # LiveKit's RoomService at /twirp/livekit.RoomService/{Method}.
         self.room_service = RoomService(self)
@@ -324,6 +329,7 @@ class SfuServer:
                 "departureTimeout": self.config.rooms.departure_timeout,
                 "maxParticipants": self.config.rooms.max_participants,
             },
+            "webhooks": self.webhooks.describe() if self.webhooks.enabled else "off",
             "rooms": len(self.rooms),
             "peers": sum(len(r.peers) for r in self.rooms.values()),
             "transports": counts["transports"],
@@ -387,6 +393,8 @@ class SfuServer:
         for room in list(self.rooms.values()):
             room.close()
         await self.workers.close()
+        # room_finished and whatever else is queued: bounded, a dead receiver can't hold us.
+        await self.webhooks.close(min(5.0, self.config.signaling.shutdown_timeout))
 
 
 async def run_server(config: Config) -> None:

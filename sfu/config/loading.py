@@ -46,6 +46,9 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SFU_ROOMS_AUTO_CREATE": ("rooms.auto_create",),
     "SFU_ROOMS_EMPTY_TIMEOUT": ("rooms.empty_timeout",),
     "SFU_ROOMS_MAX_PARTICIPANTS": ("rooms.max_participants",),
+    # Comma-separated; WebhooksConfig splits them.
+    "SFU_WEBHOOK_URLS": ("webhooks.urls",),
+    "SFU_WEBHOOK_API_KEY": ("webhooks.api_key",),
 }
 _INTEGER_KEYS = {
     "http.port",
@@ -153,6 +156,13 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Conf
         raise ConfigError(prefix + _describe(next(unknown, errors[0]))) from None
     if config.tls.enabled:
         check_tls_files(config.tls.cert, config.tls.key, fail)
+    webhooks = config.webhooks
+    if webhooks.urls and webhooks.api_key not in config.auth.secrets:
+        raise fail(
+            "webhooks.api_key",
+            f"{show(webhooks.api_key)} is not one of the [auth] keys; webhooks are signed"
+            " with that key's secret (set [auth] keys or SFU_API_KEY/SFU_API_SECRET)",
+        )
     return config
 
 

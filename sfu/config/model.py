@@ -494,6 +494,33 @@ class AuthConfig:
         return dict(self.keys)
 
 
+def _webhook_urls(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise _expected("a list of URLs", value)
+    for url in value:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise invalid(f"expected an http:// or https:// URL, got {show(url)}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    """LiveKit webhooks (docs/webhooks.md): each event POSTed to every URL,
+    signed with ``api_key``'s secret (one of ``[auth] keys``)."""
+
+    # SFU_WEBHOOK_URLS (comma-separated) sets these.
+    urls: Annotated[tuple[str, ...], PlainValidator(_webhook_urls)] = ()
+    api_key: str = ""
+    # Per attempt; a receiver that hangs is given up on after this long.
+    request_timeout: Seconds = 5.0
+    # Attempts per event (the first included), with doubling pauses between.
+    max_attempts: Annotated[int, _integer(1, 20)] = 5
+    # Events waiting for delivery, all URLs together; more are dropped (and counted).
+    max_pending: Annotated[int, _integer(1)] = 1000
+
+
 @dataclass(frozen=True)
 class RoomsConfig:
     """The room lifecycle (docs/auth.md, "Rooms"). A room is made by the first
@@ -543,3 +570,4 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
