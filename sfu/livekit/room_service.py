@@ -155,10 +155,24 @@ class RoomService:
         return room_info(room)
 
     async def send_data(self, claims: AccessClaims, request: rooms.SendDataRequest) -> Message:
-        self._admin_room(claims, request.room)
-        # The hook for data channels: once a Room can send data to its peers,
-        # hand request.data, topic and destination_identities to it here.
-        raise TwirpError("unimplemented", "data channels are not supported by this server yet")
+        room = self._admin_room(claims, request.room)
+        if request.destination_identities or request.destination_sids:
+            # The server's data producer reaches every peer that receives data;
+            # per-peer delivery would need mediasoup's subchannels.
+            raise TwirpError(
+                "invalid_argument",
+                "destination_identities is not supported: SendData reaches the whole room",
+            )
+        if len(request.data) > self._server.config.media.max_sctp_message_size:
+            raise TwirpError(
+                "invalid_argument",
+                f"data is larger than max_sctp_message_size "
+                f"({self._server.config.media.max_sctp_message_size} bytes)",
+            )
+        # The topic is the data channel's label (the browser's chat shows "chat");
+        # LOSSY is sent reliably too: the server's channel is ordered and reliable.
+        await room.send_data(bytes(request.data), label=request.topic or "chat")
+        return rooms.SendDataResponse()
 
     # ---- participants ------------------------------------------------------------
 

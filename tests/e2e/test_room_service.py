@@ -19,6 +19,7 @@ from livekit.protocol import models
 from livekit.protocol import room as proto
 
 from sfu.client import PatternVideoTrack, ProtooError, SfuClient, ToneAudioTrack
+from sfu.client.data import DataMessage
 
 from ..conftest import LOOPBACK, ServerProcess, running_server
 from .helpers import wait_until
@@ -463,3 +464,40 @@ async def test_lifecycle_without_auto_create(managed_server: ServerProcess) -> N
         assert await wait_until(lambda: managed_server.health()["rooms"] == 0, timeout=10)
     finally:
         await api.aclose()
+
+
+async def test_send_data_reaches_every_peer(lkapi: LiveKitAPI, keyed_server: ServerProcess) -> None:
+    """SendData: the server's own data producer posts to every peer of the room
+    (peerId null), on the topic as label; a targeted send is refused, not widened."""
+    room_name = "senddata"
+    alice, bob = bot(keyed_server, room_name, "alice"), bot(keyed_server, room_name, "bob")
+    got: dict[str, list[DataMessage]] = {"alice": [], "bob": []}
+    alice.on("data", got["alice"].append)
+    bob.on("data", got["bob"].append)
+    try:
+        await alice.join()
+        await bob.join()
+        await lkapi.room.send_data(
+            proto.SendDataRequest(room=room_name, data=b"the meeting ends in 5 minutes")
+        )
+        await lkapi.room.send_data(
+            proto.SendDataRequest(room=room_name, data=b'{"hand": "up"}', topic="reactions")
+        )
+        assert await wait_until(lambda: all(len(m) == 2 for m in got.values()), timeout=15), got
+        for messages in got.values():
+            assert [(m.label, m.data, m.peer_id) for m in messages] == [
+                ("chat", b"the meeting ends in 5 minutes", None),
+                ("reactions", b'{"hand": "up"}', None),
+            ]
+        with pytest.raises(TwirpError) as error:
+            await lkapi.room.send_data(
+                proto.SendDataRequest(room=room_name, data=b"x", destination_identities=["bob"])
+            )
+        assert (error.value.status, error.value.code) == (400, "invalid_argument")
+        with pytest.raises(TwirpError) as error:
+            await lkapi.room.send_data(proto.SendDataRequest(room=room_name, data=bytes(300_000)))
+        # Over the data channel's message size (and the request body cap): a 400.
+        assert error.value.status == 400, error.value
+        assert all(len(m) == 2 for m in got.values())
+    finally:
+        await asyncio.gather(alice.close(), bob.close())
