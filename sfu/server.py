@@ -23,6 +23,7 @@ from .config import Config
 from .control.worker_pool import NoWorkerError, WorkerPool
 from .errors import LimitError, SfuError
 from .metrics import metrics_registry, render
+from .recording.room_recording import Recordings
 from .rooms.room import Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
 from .signaling.protoo import ProtooConnection, TokenBucket
@@ -86,6 +87,14 @@ class SfuServer:
         self.rooms: dict[str, Room] = {}
         # ``newroom(room)`` for each room opened (webhooks, RoomService).
         self.observer = AsyncIOEventEmitter()
+        # Room recordings (the recorder process starts with the first one).
+        self.recordings = Recordings(
+            config.recording,
+            listen_ip="127.0.0.1",
+            log_level=config.log.level,
+            log_format=config.log.format,
+        )
+        self.observer.on("newroom", self.recordings.watch)
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         self.app = web.Application()
         self.app.router.add_get("/health", self.health)
@@ -306,6 +315,7 @@ class SfuServer:
             self._lag_task.cancel()
         for room in list(self.rooms.values()):
             room.close()
+        await self.recordings.close()
         await self.workers.close()
 
 

@@ -43,9 +43,11 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SFU_NATIVE_SEND": ("media.native_send",),
     "SFU_NATIVE_RECEIVE": ("media.native_receive",),
     "SFU_EVENT_LOOP": ("server.event_loop",),
+    "SFU_RECORDING_DIRECTORY": ("recording.directory",),
+    "SFU_RECORDING_AUTO": ("recording.auto",),
 }
 _INTEGER_KEYS = {"http.port", "media.udp_port", "workers.count"}
-_BOOLEAN_KEYS = {"media.native_send", "media.native_receive"}
+_BOOLEAN_KEYS = {"media.native_send", "media.native_receive", "recording.auto"}
 # SFU_NATIVE_SEND=0 has always meant off; the words are accepted too.
 _BOOLEAN_WORDS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 

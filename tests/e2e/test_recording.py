@@ -1,0 +1,186 @@
+"""End to end: rooms recorded by the recorder process, from real bots, into real files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from sfu.client import PatternVideoTrack, SfuClient, ToneAudioTrack
+
+from ..conftest import LOOPBACK, ServerProcess, start_server, stop_server
+from .helpers import dominant_frequency, wait_until
+
+TONES = {"alice": 330.0, "bob": 550.0}
+SIZE = (320, 240)
+FPS = 15
+
+
+def recording_overrides(directory: Path) -> dict[str, dict[str, Any]]:
+    return {"recording": {"directory": str(directory), "auto": True, "free_space_floor_mb": 0}}
+
+
+def manifest(directory: Path) -> dict[str, Any] | None:
+    found = list(directory.glob("*/room.json"))
+    return json.loads(found[0].read_text()) if found else None
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+class Bot:
+    def __init__(self, server: ServerProcess, room: str, peer_id: str) -> None:
+        self.client = SfuClient(server.ws_url, room, peer_id, consume=False, ice_addresses=LOOPBACK)
+        self.audio = ToneAudioTrack(frequency=TONES[peer_id])
+        self.video = PatternVideoTrack(*SIZE, fps=FPS)
+
+    async def start(self) -> None:
+        await self.client.join()
+        await self.client.produce(self.audio)
+        await self.client.produce(self.video)
+
+
+def decode(path: Path) -> tuple[list[av.VideoFrame], np.ndarray | None, float]:
+    """Every frame of a one-track file: video frames, or audio as mono float samples;
+    and the span of its timestamps in seconds."""
+    frames: list[av.VideoFrame] = []
+    chunks: list[np.ndarray] = []
+    times: list[float] = []
+    with av.open(str(path)) as container:
+        stream = container.streams[0]
+        try:
+            for frame in container.decode(stream):
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame):
+                    continue
+                if frame.pts is not None and frame.time_base is not None:
+                    times.append(float(frame.pts * frame.time_base))
+                if isinstance(frame, av.VideoFrame):
+                    frames.append(frame)
+                elif isinstance(frame, av.AudioFrame):
+                    samples = frame.to_ndarray().astype(np.float64)
+                    chunks.append(
+                        samples[0]
+                        if samples.ndim == 2 and samples.shape[0] > 1
+                        else samples.reshape(-1)
+                    )
+        except av.error.InvalidDataError:
+            pass  # a file cut by a crash ends in a partial cluster
+    span = max(times) - min(times) if times else 0.0
+    return frames, (np.concatenate(chunks) if chunks else None), span
+
+
+def check_tracks(data: dict[str, Any], directory: Path, ended_at: float, slack: float) -> None:
+    """Each track decodes from its start to within ``slack`` seconds of ``ended_at`` (unix)."""
+    tracks = data["tracks"]
+    assert sorted((t["peerId"], t["kind"]) for t in tracks) == [
+        ("alice", "audio"),
+        ("alice", "video"),
+        ("bob", "audio"),
+        ("bob", "video"),
+    ], tracks
+    for track in tracks:
+        path = directory / track["file"]
+        assert path.suffix == ".webm"
+        frames, samples, span = decode(path)
+        recorded = ended_at - (data["startedAt"] + track["startOffset"])
+        assert span >= recorded - slack, f"{path.name} spans {span:.2f} s of {recorded:.2f} s"
+        if track["kind"] == "video":
+            assert track["codec"].lower() == "video/vp8"
+            assert (frames[0].width, frames[0].height) == SIZE
+            expected = span * FPS + 1
+            assert len(frames) >= 0.9 * expected, (
+                f"{path.name}: {len(frames)} frames decoded over {span:.2f} s at {FPS} fps"
+            )
+        else:
+            assert track["codec"].lower() == "audio/opus"
+            assert samples is not None
+            last_second = samples[-48000:]
+            assert float(np.sqrt((last_second**2).mean())) > 0.05
+            frequency = dominant_frequency(last_second)
+            assert abs(frequency - TONES[track["peerId"]]) < 10, (path.name, frequency)
+
+
+async def record(server: ServerProcess, directory: Path, seconds: float) -> list[Bot]:
+    bots = [Bot(server, "recorded", peer) for peer in TONES]
+    for bot in bots:
+        await bot.start()
+    # Recording has begun when the manifest lists the four tracks with frames written.
+    assert await wait_until(
+        lambda: sum(1 for t in (manifest(directory) or {}).get("tracks", []) if t["frames"]) == 4,
+        timeout=30,
+    ), manifest(directory)
+    await asyncio.sleep(seconds)  # the length of the recording
+    return bots
+
+
+async def test_two_bots_recorded_for_ten_seconds(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    server = start_server(tmp_path, recording_overrides(directory))
+    bots: list[Bot] = []
+    try:
+        bots = await record(server, directory, 10.0)
+        sent = {bot.client.peer_id: bot.video.frame_index for bot in bots}
+        ended_at = time.time()
+    finally:
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)  # SIGTERM: the recording ends, the files are closed
+    data = manifest(directory)
+    assert data is not None
+    assert data["stopped"], data
+    room_directory = next(directory.iterdir())
+    check_tracks(data, room_directory, ended_at, slack=0.5)
+    for track in data["tracks"]:
+        if track["kind"] == "video":
+            frames, _, _ = decode(room_directory / track["file"])
+            # Video was recorded from the first keyframe on: most of what was sent.
+            assert len(frames) >= 0.9 * (sent[track["peerId"]] - 2 * FPS), (len(frames), sent)
+    # One clock for every track: each peer's audio and video start offsets agree with
+    # when their first frames arrived, within 50 ms (the senders' reports place them).
+    for peer in TONES:
+        audio, video = (
+            next(t for t in data["tracks"] if t["peerId"] == peer and t["kind"] == kind)
+            for kind in ("audio", "video")
+        )
+        assert audio["syncedBySenderReport"]
+        assert video["syncedBySenderReport"]
+        by_reports = audio["startOffset"] - video["startOffset"]
+        by_arrival = audio["firstArrivalOffset"] - video["firstArrivalOffset"]
+        assert abs(by_reports - by_arrival) < 0.05, (peer, by_reports, by_arrival)
+    assert "Traceback" not in server.log(), server.log()
+
+
+async def test_recording_survives_kill_9_of_the_server(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    server = start_server(tmp_path, recording_overrides(directory))
+    bots: list[Bot] = []
+    try:
+        bots = await record(server, directory, 5.0)
+        # kill -9 of the whole server: signalling, workers and recorder alike.
+        children = child_pids(server.pid)
+        assert len(children) == 3, children  # two media workers and the recorder
+        server.process.send_signal(signal.SIGKILL)
+        ended_at = time.time()
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        server.process.wait(10)
+    finally:
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)
+    data = manifest(directory)
+    assert data is not None
+    assert not data["stopped"]
+    room_directory = next(directory.iterdir())
+    # Everything but the last second (the cluster being written) decodes.
+    check_tracks(data, room_directory, ended_at, slack=1.5)
