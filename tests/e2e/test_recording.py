@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,14 +51,16 @@ class Bot:
         await self.client.produce(self.video)
 
 
-def decode(path: Path) -> tuple[list[av.VideoFrame], np.ndarray | None, float]:
-    """Every frame of a one-track file: video frames, or audio as mono float samples;
-    and the span of its timestamps in seconds."""
+def decode(
+    path: Path, stream_kind: str | None = None
+) -> tuple[list[av.VideoFrame], np.ndarray | None, float]:
+    """Every frame of a file's first stream (of ``stream_kind``): video frames, or audio
+    as mono float samples; and the span of its timestamps in seconds."""
     frames: list[av.VideoFrame] = []
     chunks: list[np.ndarray] = []
     times: list[float] = []
     with av.open(str(path)) as container:
-        stream = container.streams[0]
+        stream = next(s for s in container.streams if stream_kind is None or s.type == stream_kind)
         try:
             for frame in container.decode(stream):
                 if not isinstance(frame, av.VideoFrame | av.AudioFrame):
@@ -122,7 +126,7 @@ async def record(server: ServerProcess, directory: Path, seconds: float) -> list
     return bots
 
 
-async def test_two_bots_recorded_for_ten_seconds(tmp_path: Path) -> None:
+async def test_two_bots_recorded_for_ten_seconds_then_composed(tmp_path: Path) -> None:
     directory = tmp_path / "recordings"
     server = start_server(tmp_path, recording_overrides(directory))
     bots: list[Bot] = []
@@ -157,6 +161,43 @@ async def test_two_bots_recorded_for_ten_seconds(tmp_path: Path) -> None:
         by_arrival = audio["firstArrivalOffset"] - video["firstArrivalOffset"]
         assert abs(by_reports - by_arrival) < 0.05, (peer, by_reports, by_arrival)
     assert "Traceback" not in server.log(), server.log()
+
+    check_compose(
+        room_directory / "room.json", tmp_path / "meeting.mp4", ended_at - data["startedAt"]
+    )
+
+
+def check_compose(manifest_path: Path, output: Path, room_seconds: float) -> None:
+    """sfu compose: one video of the grid's size, as long as the room, both tones audible."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sfu",
+            "compose",
+            str(manifest_path),
+            "-o",
+            str(output),
+            "--size",
+            "640x360",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    frames, _, span = decode(output, stream_kind="video")
+    assert (frames[0].width, frames[0].height) == (640, 360)
+    assert abs(span + 1 / FPS - room_seconds) < 0.5, (span, room_seconds)
+    _, mixed, _ = decode(output, stream_kind="audio")
+    assert mixed is not None
+    spectrum = np.abs(np.fft.rfft(mixed[-4 * 48000 :] * np.hanning(4 * 48000)))
+    frequencies = np.fft.rfftfreq(4 * 48000, 1 / 48000)
+    floor = float(np.median(spectrum))
+    for tone in TONES.values():
+        near = spectrum[np.abs(frequencies - tone) < 3]
+        assert float(near.max()) > 100 * floor, (tone, float(near.max()), floor)
 
 
 async def test_recording_survives_kill_9_of_the_server(tmp_path: Path) -> None:
