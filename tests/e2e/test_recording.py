@@ -44,11 +44,12 @@ class Bot:
         self.client = SfuClient(server.ws_url, room, peer_id, consume=False, ice_addresses=LOOPBACK)
         self.audio = ToneAudioTrack(frequency=TONES[peer_id])
         self.video = PatternVideoTrack(*SIZE, fps=FPS)
+        self.audio_id = self.video_id = ""
 
     async def start(self) -> None:
         await self.client.join()
-        await self.client.produce(self.audio)
-        await self.client.produce(self.video)
+        self.audio_id = await self.client.produce(self.audio)
+        self.video_id = await self.client.produce(self.video)
 
 
 def decode(
@@ -225,3 +226,54 @@ async def test_recording_survives_kill_9_of_the_server(tmp_path: Path) -> None:
     room_directory = next(directory.iterdir())
     # Everything but the last second (the cluster being written) decodes.
     check_tracks(data, room_directory, ended_at, slack=1.5)
+
+
+async def test_a_pause_is_a_gap_and_a_closed_producer_ends_its_file(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    server = start_server(tmp_path, recording_overrides(directory))
+    bots: list[Bot] = []
+    try:
+        bots = await record(server, directory, 2.0)
+        alice, bob = bots
+        audio_id, video_id = alice.audio_id, bob.video_id
+        await alice.client.pause_producer(audio_id)
+        await bob.client.close_producer(video_id)
+
+        def track(producer_id: str) -> dict[str, Any]:
+            return next(t for t in (manifest(directory) or {})["tracks"] if t["id"] == producer_id)
+
+        assert await wait_until(lambda: track(audio_id)["pauses"] and track(video_id)["ended"], 10)
+        paused_at = time.monotonic()
+        await asyncio.sleep(2.0)  # the pause's length
+        await alice.client.resume_producer(audio_id)
+        assert await wait_until(lambda: track(audio_id)["pauses"][0]["resumedAt"] is not None, 10)
+        paused_for = time.monotonic() - paused_at
+        await asyncio.sleep(2.0)
+        ended_at = time.time()
+    finally:
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)
+    data = manifest(directory)
+    assert data is not None
+    room_directory = next(directory.iterdir())
+    audio = next(t for t in data["tracks"] if t["id"] == audio_id)
+    pause = audio["pauses"][0]
+    assert abs(pause["resumedAt"] - pause["at"] - paused_for) < 0.3, (pause, paused_for)
+    # The audio file keeps the pause as a gap in its timestamps, and its length.
+    times = []
+    with av.open(str(room_directory / audio["file"])) as container:
+        for packet in container.demux(container.streams[0]):
+            if packet.pts is not None and packet.time_base is not None:
+                times.append(float(packet.pts * packet.time_base))
+    gaps = np.diff(times)
+    assert abs(float(gaps.max()) - paused_for) < 0.3, (float(gaps.max()), paused_for)
+    assert float(np.sort(gaps)[-2]) < 0.1  # one gap only
+    recorded = ended_at - (data["startedAt"] + audio["startOffset"])
+    assert abs(times[-1] - recorded) < 0.5, (times[-1], recorded)
+    # Bob's closed video track: ended, its file whole and decodable.
+    video = next(t for t in data["tracks"] if t["id"] == video_id)
+    assert video["ended"]
+    frames, _, span = decode(room_directory / video["file"])
+    assert span > 1.5
+    assert len(frames) >= 0.9 * (span * FPS + 1)
