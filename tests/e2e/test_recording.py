@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 
 from sfu.client import PatternVideoTrack, SfuClient, ToneAudioTrack
 
@@ -277,3 +279,66 @@ async def test_a_pause_is_a_gap_and_a_closed_producer_ends_its_file(tmp_path: Pa
     frames, _, span = decode(room_directory / video["file"])
     assert span > 1.5
     assert len(frames) >= 0.9 * (span * FPS + 1)
+
+
+def recorder_port(server: ServerProcess) -> int:
+    """The UDP port of the recorder's room socket (its only one), from ``ss``."""
+    recorder = next(
+        pid
+        for pid in child_pids(server.pid)
+        if b"sfu.recorder" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    listing = subprocess.run(
+        ["ss", "-H", "-u", "-a", "-n", "-p"], capture_output=True, text=True, check=True
+    ).stdout
+    ports = [
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in listing.splitlines()
+        if f"pid={recorder}," in line
+    ]
+    assert len(ports) == 1, listing
+    return ports[0]
+
+
+def random_loss(port: int, on: bool, probability: float = 0.05) -> None:
+    """Drop ``probability`` of the UDP datagrams to ``port`` (iptables, this namespace only)."""
+    rule = ["-p", "udp", "--dport", str(port), "-m", "statistic", "--mode", "random"]
+    rule += ["--probability", str(probability), "-j", "DROP"]
+    subprocess.run(
+        ["iptables", "-I" if on else "-D", "OUTPUT", *rule],
+        check=on,
+        capture_output=True,
+        timeout=10,
+    )
+
+
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="iptables is not installed")
+async def test_five_percent_loss_to_the_recorder_is_repaired_before_writing(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "recordings"
+    server = start_server(tmp_path, recording_overrides(directory))
+    bots: list[Bot] = []
+    port = 0
+    try:
+        bots = await record(server, directory, 0.0)
+        port = recorder_port(server)
+        random_loss(port, True)
+        await asyncio.sleep(8.0)  # the recording under loss
+    finally:
+        if port:
+            random_loss(port, False)
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)
+    data = manifest(directory)
+    assert data is not None
+    room_directory = next(directory.iterdir())
+    for track in data["tracks"]:
+        if track["kind"] != "video":
+            continue
+        # Lost packets were asked for again and came back as RTX before the frame was written.
+        assert track["retransmitted"] > 0.02 * track["packets"], track
+        assert track["lost"] <= 0.01 * track["packets"], track
+        frames, _, span = decode(room_directory / track["file"])
+        assert len(frames) >= 0.9 * (span * FPS + 1), (track["file"], len(frames), span)
