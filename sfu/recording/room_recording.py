@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from ..rooms.room import Room
 
 logger = logging.getLogger(__name__)
+
+# Recorder deaths a minute after which rooms are no longer recorded again.
+RESTARTS_PER_MINUTE = 3
 
 
 def track_request(peer_id: str, consumer: Consumer) -> TrackRequest:
@@ -185,11 +189,15 @@ class RoomRecording:
     def on_notification(self, event: str, data: Any) -> None:
         if event == RecorderEvent.DISK_FULL:
             logger.error("room %s: recording stopped: the disk is full", self.room.id)
-            self.stopped = True
-            self._consumers.clear()
-            if self._transport is not None:
-                self._transport.close()
-            self._queue.put_nowait(None)
+            self.abandon()
+
+    def abandon(self) -> None:
+        """The recorder cannot go on (its disk is full, or it died): stop sending it media."""
+        self.stopped = True
+        self._consumers.clear()
+        if self._transport is not None:
+            self._transport.close()
+        self._queue.put_nowait(None)
 
 
 class Recordings:
@@ -204,6 +212,25 @@ class Recordings:
         )
         self.rooms: dict[str, RoomRecording] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._restarts: list[float] = []
+        self.recorder.on("died", self._recorder_died)
+
+    def _recorder_died(self, exit_code: int | None) -> None:
+        """Its files decode up to their last second; with ``auto``, each room still
+        publishing is recorded again, into a new directory, by a new recorder
+        (at most RESTARTS_PER_MINUTE times a minute)."""
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
+        restart = self.settings.auto and len(self._restarts) <= RESTARTS_PER_MINUTE
+        for recording in list(self.rooms.values()):
+            recording.abandon()
+            del self.rooms[recording.room.id]
+            room = recording.room
+            if restart and not room.closed and any(p.producers for p in room.peers.values()):
+                logger.warning("room %s: the recorder died; recording again", room.id)
+                self.start(room)
+            else:
+                logger.error("room %s: the recorder died; the recording stops", room.id)
 
     def watch(self, room: Room) -> None:
         """A new room: recorded from its first producer if ``auto``."""

@@ -281,13 +281,17 @@ async def test_a_pause_is_a_gap_and_a_closed_producer_ends_its_file(tmp_path: Pa
     assert len(frames) >= 0.9 * (span * FPS + 1)
 
 
-def recorder_port(server: ServerProcess) -> int:
-    """The UDP port of the recorder's room socket (its only one), from ``ss``."""
-    recorder = next(
+def recorder_pid(server: ServerProcess) -> int:
+    return next(
         pid
         for pid in child_pids(server.pid)
         if b"sfu.recorder" in Path(f"/proc/{pid}/cmdline").read_bytes()
     )
+
+
+def recorder_port(server: ServerProcess) -> int:
+    """The UDP port of the recorder's room socket (its only one), from ``ss``."""
+    recorder = recorder_pid(server)
     listing = subprocess.run(
         ["ss", "-H", "-u", "-a", "-n", "-p"], capture_output=True, text=True, check=True
     ).stdout
@@ -342,3 +346,42 @@ async def test_five_percent_loss_to_the_recorder_is_repaired_before_writing(
         assert track["lost"] <= 0.01 * track["packets"], track
         frames, _, span = decode(room_directory / track["file"])
         assert len(frames) >= 0.9 * (span * FPS + 1), (track["file"], len(frames), span)
+
+
+async def test_a_dead_recorder_is_replaced_and_the_room_recorded_again(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    server = start_server(tmp_path, recording_overrides(directory))
+    bots: list[Bot] = []
+    try:
+        bots = await record(server, directory, 3.0)
+        first = next(directory.iterdir())
+        os.kill(recorder_pid(server), signal.SIGKILL)
+        killed_at = time.time()
+
+        def second_recording() -> dict[str, Any] | None:
+            others = [d for d in directory.iterdir() if d != first]
+            if not others or not (others[0] / "room.json").exists():
+                return None
+            data: dict[str, Any] = json.loads((others[0] / "room.json").read_text())
+            return data
+
+        assert await wait_until(
+            lambda: (
+                sum(1 for t in (second_recording() or {}).get("tracks", []) if t["frames"]) == 4
+            ),
+            timeout=30,
+        ), second_recording()
+        await asyncio.sleep(3.0)
+        ended_at = time.time()
+    finally:
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)
+    # The first recording decodes up to about the kill; the second is whole.
+    first_data = json.loads((first / "room.json").read_text())
+    check_tracks(first_data, first, killed_at, slack=1.5)
+    second = next(d for d in directory.iterdir() if d != first)
+    second_data = json.loads((second / "room.json").read_text())
+    assert second_data["stopped"]
+    check_tracks(second_data, second, ended_at, slack=0.5)
+    assert "recording again" in server.log()
