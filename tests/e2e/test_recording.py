@@ -385,3 +385,43 @@ async def test_a_dead_recorder_is_replaced_and_the_room_recorded_again(tmp_path:
     assert second_data["stopped"]
     check_tracks(second_data, second, ended_at, slack=0.5)
     assert "recording again" in server.log()
+
+
+H264_ONLY = """
+[[router.media_codecs]]
+kind = "audio"
+mime_type = "audio/opus"
+clock_rate = 48000
+channels = 2
+
+[[router.media_codecs]]
+kind = "video"
+mime_type = "video/H264"
+clock_rate = 90000
+parameters = { "packetization-mode" = 1, "profile-level-id" = "42e01f", "level-asymmetry-allowed" = 1 }
+"""
+
+
+async def test_h264_is_remuxed_into_matroska(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    server = start_server(tmp_path, recording_overrides(directory), extra_toml=H264_ONLY)
+    bots: list[Bot] = []
+    try:
+        bots = await record(server, directory, 5.0)
+        ended_at = time.time()
+    finally:
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)
+    data = manifest(directory)
+    assert data is not None
+    room_directory = next(directory.iterdir())
+    for track in data["tracks"]:
+        if track["kind"] == "video":
+            assert track["codec"].lower() == "video/h264"
+            assert track["file"].endswith(".mkv")
+            frames, _, span = decode(room_directory / track["file"])
+            recorded = ended_at - (data["startedAt"] + track["startOffset"])
+            assert span >= recorded - 0.5, (span, recorded)
+            assert (frames[0].width, frames[0].height) == SIZE
+            assert len(frames) >= 0.9 * (span * FPS + 1), (len(frames), span)
