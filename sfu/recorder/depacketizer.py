@@ -52,9 +52,10 @@ def depacketize(mime_type: str, payloads: list[bytes]) -> Frame | None:
 
 
 def _h264_has_idr(annexb: bytes) -> bool:
+    """An IDR slice with its parameter sets (SPS 7, PPS 8): where a decoder can start."""
+    types = set()
     start = annexb.find(b"\x00\x00\x01")
     while start != -1 and start + 3 < len(annexb):
-        if annexb[start + 3] & 0x1F in (5, 7):
-            return True
+        types.add(annexb[start + 3] & 0x1F)
         start = annexb.find(b"\x00\x00\x01", start + 3)
-    return False
+    return {5, 7, 8} <= types
