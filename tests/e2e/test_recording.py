@@ -425,3 +425,23 @@ async def test_h264_is_remuxed_into_matroska(tmp_path: Path) -> None:
             assert span >= recorded - 0.5, (span, recorded)
             assert (frames[0].width, frames[0].height) == SIZE
             assert len(frames) >= 0.9 * (span * FPS + 1), (len(frames), span)
+
+
+async def test_a_room_on_two_workers_is_recorded_whole(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    overrides = recording_overrides(directory)
+    overrides["workers"] = {"count": 2, "max_peers_per_router": 1}  # bob on the second worker
+    server = start_server(tmp_path, overrides)
+    bots: list[Bot] = []
+    try:
+        bots = await record(server, directory, 3.0)
+        workers_used = sum(1 for w in server.health()["workers"] if w.get("routers"))
+        ended_at = time.time()
+    finally:
+        for bot in bots:
+            await bot.client.close()
+        stop_server(server)
+    assert workers_used == 2
+    data = manifest(directory)
+    assert data is not None
+    check_tracks(data, next(directory.iterdir()), ended_at, slack=0.5)
