@@ -158,7 +158,15 @@ class TrackWriter:
         return extended
 
     def sender_report_received(self, unix_seconds: float, timestamp: int) -> None:
-        self.sender_report = (unix_seconds, self._extend_timestamp(timestamp))
+        """Keep the report that puts the stream earliest: a sender stamps a report with
+        the time it sent its last packet, which is never before that packet's capture
+        and later whenever the sender ran late (a loaded machine, a slow encoder)."""
+        extended = self._extend_timestamp(timestamp)
+        if self.sender_report is not None:
+            unix, kept = self.sender_report
+            if unix - kept / self.clock_rate <= unix_seconds - extended / self.clock_rate:
+                return
+        self.sender_report = (unix_seconds, extended)
 
     # ---- the buffer ----------------------------------------------------------------
 
