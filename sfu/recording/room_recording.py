@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import RecordingConfig
+from ..errors import SfuError
 from ..recording.messages import (
     RecorderEvent,
     RecorderMethod,
@@ -82,6 +83,8 @@ class RoomRecording:
         while (step := await self._queue.get()) is not None:
             try:
                 await step()
+            except SfuError as error:  # refused (a codec it cannot record yet), or gone
+                logger.warning("room %s: recording: %s", self.room.id, error)
             except Exception:
                 logger.exception("room %s: a recording step failed", self.room.id)
 
