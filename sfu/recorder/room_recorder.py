@@ -160,7 +160,7 @@ class RoomRecorder:
                 if found is not None and found[1] is None:
                     info = report.sender_info
                     unix = info.ntp_timestamp / (1 << 32) - _NTP_TO_UNIX
-                    had = found[0].sender_report is not None
+                    had = found[0].synced_by_reports
                     found[0].sender_report_received(unix, info.rtp_timestamp)
                     if not had:
                         self.write_manifest()
@@ -225,7 +225,9 @@ class RoomRecorder:
                     "clockRate": track.clock_rate,
                     "file": track.path.name if track.first_timestamp is not None else None,
                     "startOffset": None if start is None else round(start - origin, 4),
-                    "syncedBySenderReport": track.sender_report is not None,
+                    "syncedBySenderReport": track.synced_by_reports,
+                    "senderReports": len(track.report_origins),
+                    "senderReportSpread": round(track.report_spread(), 4),
                     # The same instant by this process's clock (arrival of the first frame).
                     "firstArrivalOffset": None
                     if track.first_arrival is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import statistics
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ KEYFRAME_REQUEST_INTERVAL = 1.0
 # Packets held at most (a burst of loss beyond this is given up at once).
 MAX_BUFFERED = 2000
 CLUSTER_MILLISECONDS = 1000
+# Sender reports whose median places a track on its sender's clock.
+MAX_REPORTS = 15
 
 _OPUS_HEAD = struct.Struct("<8sBBHIhB")
 
@@ -101,8 +104,8 @@ class TrackWriter:
         # The first written frame: its extended RTP timestamp and arrival (the manifest's clock).
         self.first_timestamp: int | None = None
         self.first_arrival: float | None = None
-        # The latest sender report: (unix seconds, extended RTP timestamp).
-        self.sender_report: tuple[float, int] | None = None
+        # Per sender report: the sender-clock time of extended RTP timestamp 0.
+        self.report_origins: list[float] = []
         if self._need_keyframe:
             self._request_keyframe(self._clock())
 
@@ -158,15 +161,21 @@ class TrackWriter:
         return extended
 
     def sender_report_received(self, unix_seconds: float, timestamp: int) -> None:
-        """Keep the report that puts the stream earliest: a sender stamps a report with
-        the time it sent its last packet, which is never before that packet's capture
-        and later whenever the sender ran late (a loaded machine, a slow encoder)."""
+        """A sender report maps an RTP timestamp to the sender's clock; each one gives
+        the stream's origin (the time of timestamp 0). The median of the last ones is
+        kept: a report from a sender that ran late (a loaded machine, a slow encoder)
+        or one mapped across a timestamp resync does not move the track."""
         extended = self._extend_timestamp(timestamp)
-        if self.sender_report is not None:
-            unix, kept = self.sender_report
-            if unix - kept / self.clock_rate <= unix_seconds - extended / self.clock_rate:
-                return
-        self.sender_report = (unix_seconds, extended)
+        self.report_origins.append(unix_seconds - extended / self.clock_rate)
+        del self.report_origins[:-MAX_REPORTS]
+
+    @property
+    def synced_by_reports(self) -> bool:
+        return bool(self.report_origins)
+
+    def report_spread(self) -> float:
+        """How far apart the kept reports place the stream (seconds): 0 for a steady sender."""
+        return max(self.report_origins) - min(self.report_origins) if self.report_origins else 0.0
 
     # ---- the buffer ----------------------------------------------------------------
 
@@ -346,9 +355,9 @@ class TrackWriter:
         report when there is one (the sender's clock, shared by its tracks), else its arrival."""
         if self.first_timestamp is None:
             return None
-        if self.sender_report is not None:
-            unix, timestamp = self.sender_report
-            return unix + (self.first_timestamp - timestamp) / self.clock_rate
+        if self.report_origins:
+            origin = statistics.median(self.report_origins)
+            return origin + self.first_timestamp / self.clock_rate
         return self.first_arrival
 
     def close(self) -> None:

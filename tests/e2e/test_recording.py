@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,31 +118,52 @@ def check_tracks(data: dict[str, Any], directory: Path, ended_at: float, slack: 
             assert abs(frequency - TONES[track["peerId"]]) < 10, (path.name, frequency)
 
 
-async def record(server: ServerProcess, directory: Path, seconds: float) -> list[Bot]:
-    bots = [Bot(server, "recorded", peer) for peer in TONES]
-    for bot in bots:
-        await bot.start()
-    # Recording has begun when the manifest lists the four tracks with frames written.
-    assert await wait_until(
-        lambda: sum(1 for t in (manifest(directory) or {}).get("tracks", []) if t["frames"]) == 4,
-        timeout=30,
-    ), manifest(directory)
-    await asyncio.sleep(seconds)  # the length of the recording
-    return bots
+@dataclass
+class RecordedRoom:
+    server: ServerProcess
+    directory: Path  # the recordings directory
+    bots: list[Bot] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def recorded_room(
+    tmp_path: Path,
+    seconds: float,
+    *,
+    workers: dict[str, int] | None = None,
+    extra_toml: str = "",
+) -> AsyncIterator[RecordedRoom]:
+    """A server recording every room, and two bots recorded for ``seconds`` once all four
+    tracks have frames written. On leaving, the bots close and the server gets SIGTERM
+    (the recording ends and its files are closed), unless the test killed it."""
+    directory = tmp_path / "recordings"
+    overrides = recording_overrides(directory)
+    if workers is not None:
+        overrides["workers"] = dict(workers)
+    room = RecordedRoom(start_server(tmp_path, overrides, extra_toml=extra_toml), directory)
+    try:
+        for peer in TONES:
+            room.bots.append(Bot(room.server, "recorded", peer))
+            await room.bots[-1].start()
+        assert await wait_until(
+            lambda: (
+                sum(1 for t in (manifest(directory) or {}).get("tracks", []) if t["frames"]) == 4
+            ),
+            timeout=30,
+        ), manifest(directory)
+        await asyncio.sleep(seconds)  # the length of the recording
+        yield room
+    finally:
+        for bot in room.bots:
+            await bot.client.close()
+        stop_server(room.server)
 
 
 async def test_two_bots_recorded_for_ten_seconds_then_composed(tmp_path: Path) -> None:
-    directory = tmp_path / "recordings"
-    server = start_server(tmp_path, recording_overrides(directory))
-    bots: list[Bot] = []
-    try:
-        bots = await record(server, directory, 10.0)
-        sent = {bot.client.peer_id: bot.video.frame_index for bot in bots}
+    async with recorded_room(tmp_path, 10.0) as room:
+        server, directory = room.server, room.directory
+        sent = {bot.client.peer_id: bot.video.frame_index for bot in room.bots}
         ended_at = time.time()
-    finally:
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)  # SIGTERM: the recording ends, the files are closed
     data = manifest(directory)
     assert data is not None
     assert data["stopped"], data
@@ -158,11 +181,11 @@ async def test_two_bots_recorded_for_ten_seconds_then_composed(tmp_path: Path) -
             next(t for t in data["tracks"] if t["peerId"] == peer and t["kind"] == kind)
             for kind in ("audio", "video")
         )
-        assert audio["syncedBySenderReport"]
+        assert audio["syncedBySenderReport"], audio
         assert video["syncedBySenderReport"]
         by_reports = audio["startOffset"] - video["startOffset"]
         by_arrival = audio["firstArrivalOffset"] - video["firstArrivalOffset"]
-        assert abs(by_reports - by_arrival) < 0.05, (peer, by_reports, by_arrival)
+        assert abs(by_reports - by_arrival) < 0.05, (peer, by_reports, by_arrival, audio, video)
     assert "Traceback" not in server.log(), server.log()
 
     check_compose(
@@ -204,11 +227,8 @@ def check_compose(manifest_path: Path, output: Path, room_seconds: float) -> Non
 
 
 async def test_recording_survives_kill_9_of_the_server(tmp_path: Path) -> None:
-    directory = tmp_path / "recordings"
-    server = start_server(tmp_path, recording_overrides(directory))
-    bots: list[Bot] = []
-    try:
-        bots = await record(server, directory, 5.0)
+    async with recorded_room(tmp_path, 5.0) as room:
+        server, directory = room.server, room.directory
         # kill -9 of the whole server: signalling, workers and recorder alike.
         children = child_pids(server.pid)
         assert len(children) == 3, children  # two media workers and the recorder
@@ -218,10 +238,6 @@ async def test_recording_survives_kill_9_of_the_server(tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
         server.process.wait(10)
-    finally:
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)
     data = manifest(directory)
     assert data is not None
     assert not data["stopped"]
@@ -231,12 +247,9 @@ async def test_recording_survives_kill_9_of_the_server(tmp_path: Path) -> None:
 
 
 async def test_a_pause_is_a_gap_and_a_closed_producer_ends_its_file(tmp_path: Path) -> None:
-    directory = tmp_path / "recordings"
-    server = start_server(tmp_path, recording_overrides(directory))
-    bots: list[Bot] = []
-    try:
-        bots = await record(server, directory, 2.0)
-        alice, bob = bots
+    async with recorded_room(tmp_path, 2.0) as room:
+        directory = room.directory
+        alice, bob = room.bots
         audio_id, video_id = alice.audio_id, bob.video_id
         await alice.client.pause_producer(audio_id)
         await bob.client.close_producer(video_id)
@@ -252,10 +265,6 @@ async def test_a_pause_is_a_gap_and_a_closed_producer_ends_its_file(tmp_path: Pa
         paused_for = time.monotonic() - paused_at
         await asyncio.sleep(2.0)
         ended_at = time.time()
-    finally:
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)
     data = manifest(directory)
     assert data is not None
     room_directory = next(directory.iterdir())
@@ -320,21 +329,16 @@ def random_loss(port: int, on: bool, probability: float = 0.05) -> None:
 async def test_five_percent_loss_to_the_recorder_is_repaired_before_writing(
     tmp_path: Path,
 ) -> None:
-    directory = tmp_path / "recordings"
-    server = start_server(tmp_path, recording_overrides(directory))
-    bots: list[Bot] = []
     port = 0
-    try:
-        bots = await record(server, directory, 0.0)
-        port = recorder_port(server)
-        random_loss(port, True)
-        await asyncio.sleep(8.0)  # the recording under loss
-    finally:
-        if port:
-            random_loss(port, False)
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)
+    async with recorded_room(tmp_path, 0.0) as room:
+        server, directory = room.server, room.directory
+        try:
+            port = recorder_port(server)
+            random_loss(port, True)
+            await asyncio.sleep(8.0)  # the recording under loss
+        finally:
+            if port:
+                random_loss(port, False)
     data = manifest(directory)
     assert data is not None
     room_directory = next(directory.iterdir())
@@ -349,11 +353,8 @@ async def test_five_percent_loss_to_the_recorder_is_repaired_before_writing(
 
 
 async def test_a_dead_recorder_is_replaced_and_the_room_recorded_again(tmp_path: Path) -> None:
-    directory = tmp_path / "recordings"
-    server = start_server(tmp_path, recording_overrides(directory))
-    bots: list[Bot] = []
-    try:
-        bots = await record(server, directory, 3.0)
+    async with recorded_room(tmp_path, 3.0) as room:
+        server, directory = room.server, room.directory
         first = next(directory.iterdir())
         os.kill(recorder_pid(server), signal.SIGKILL)
         killed_at = time.time()
@@ -373,10 +374,6 @@ async def test_a_dead_recorder_is_replaced_and_the_room_recorded_again(tmp_path:
         ), second_recording()
         await asyncio.sleep(3.0)
         ended_at = time.time()
-    finally:
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)
     # The first recording decodes up to about the kill; the second is whole.
     first_data = json.loads((first / "room.json").read_text())
     check_tracks(first_data, first, killed_at, slack=1.5)
@@ -403,16 +400,9 @@ parameters = { "packetization-mode" = 1, "profile-level-id" = "42e01f", "level-a
 
 
 async def test_h264_is_remuxed_into_matroska(tmp_path: Path) -> None:
-    directory = tmp_path / "recordings"
-    server = start_server(tmp_path, recording_overrides(directory), extra_toml=H264_ONLY)
-    bots: list[Bot] = []
-    try:
-        bots = await record(server, directory, 5.0)
+    async with recorded_room(tmp_path, 5.0, extra_toml=H264_ONLY) as room:
+        directory = room.directory
         ended_at = time.time()
-    finally:
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)
     data = manifest(directory)
     assert data is not None
     room_directory = next(directory.iterdir())
@@ -428,19 +418,12 @@ async def test_h264_is_remuxed_into_matroska(tmp_path: Path) -> None:
 
 
 async def test_a_room_on_two_workers_is_recorded_whole(tmp_path: Path) -> None:
-    directory = tmp_path / "recordings"
-    overrides = recording_overrides(directory)
-    overrides["workers"] = {"count": 2, "max_peers_per_router": 1}  # bob on the second worker
-    server = start_server(tmp_path, overrides)
-    bots: list[Bot] = []
-    try:
-        bots = await record(server, directory, 3.0)
+    async with recorded_room(
+        tmp_path, 3.0, workers={"count": 2, "max_peers_per_router": 1}
+    ) as room:
+        server, directory = room.server, room.directory
         workers_used = sum(1 for w in server.health()["workers"] if w.get("routers"))
         ended_at = time.time()
-    finally:
-        for bot in bots:
-            await bot.client.close()
-        stop_server(server)
     assert workers_used == 2
     data = manifest(directory)
     assert data is not None

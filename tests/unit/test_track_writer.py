@@ -106,11 +106,13 @@ def test_a_pause_leaves_a_gap_in_the_timestamps(tmp_path: Path) -> None:
     assert h.packets() == [(0, True), (2000, True)]
 
 
-def test_the_earliest_sender_report_places_the_stream(tmp_path: Path) -> None:
+def test_the_median_sender_report_places_the_stream(tmp_path: Path) -> None:
     h = Harness(tmp_path, "audio")
     h.writer.receive(1, 48000, False, b"\xfc\xff\xfe", rtx=False)
     h.writer.sender_report_received(2000.0, 48000)  # timestamp 48000 (1 s) sent at 2000 s
-    h.writer.sender_report_received(2001.2, 96000)  # a sender 200 ms late: not believed
     assert h.writer.start_time() == pytest.approx(2000.0)
-    h.writer.sender_report_received(2000.9, 96000)  # an earlier mapping wins
-    assert h.writer.start_time() == pytest.approx(1999.9)
+    h.writer.sender_report_received(2001.6, 96000)  # a sender 600 ms late
+    h.writer.sender_report_received(2002.0, 144000)
+    h.writer.sender_report_received(2002.4, 192000)  # 600 ms early (a resync)
+    assert h.writer.start_time() == pytest.approx(2000.0)
+    assert h.writer.report_spread() == pytest.approx(1.2)
