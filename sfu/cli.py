@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.set_defaults(handler=_cmd_certs)
 
     _add_token_command(commands)
+    _add_compose_command(commands)
 
     bench = commands.add_parser(
         "bench",
@@ -173,6 +174,42 @@ def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     token.add_argument("--no-subscribe", action="store_true", help="may not receive media")
     token.add_argument("--admin", action="store_true", help="roomAdmin for the room")
     token.set_defaults(handler=_cmd_token)
+
+
+def _add_compose_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compose = commands.add_parser(
+        "compose",
+        help="render a room recording into one video (grid, mixed audio)",
+        description="Render a room recording (its room.json) into one MP4: a grid of the "
+        "video tracks as they came and went, the audio mixed, a progress bar.",
+    )
+    compose.add_argument("manifest", help="the recording's room.json")
+    compose.add_argument("-o", "--output", required=True, help="the MP4 to write")
+    compose.add_argument("--size", default="1280x720", type=_size, help="WxH (default 1280x720)")
+    compose.add_argument("--fps", default=15, type=int, help="frames per second (default 15)")
+    compose.set_defaults(handler=_cmd_compose)
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) < 64 or int(height) < 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1280x720")
+    return int(width) & ~1, int(height) & ~1
+
+
+def _cmd_compose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    # PyAV is loaded by this command only.
+    from sfu.recorder.compose import compose
+
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        print(f"sfu: no such file: {manifest}", file=sys.stderr)
+        return 2
+    seconds = compose(manifest, Path(args.output), size=args.size, fps=args.fps)
+    print(f"{args.output}: {seconds:.1f} s")
+    return 0
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

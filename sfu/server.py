@@ -24,6 +24,7 @@ from .errors import LimitError, NotFoundError, SfuError
 from .livekit.room_service import RoomService
 from .livekit.webhooks import Webhooks
 from .metrics import metrics_registry, render
+from .recording.room_recording import Recordings
 from .rooms.requests import ROOM_OR_PEER_ID
 from .rooms.room import CLOSE_REMOVED, Room, RoomSettings
 from .signaling.client_limits import ClientLimits, LimitRefusal
@@ -91,6 +92,14 @@ class SfuServer:
             config.webhooks, config.auth.secrets.get(config.webhooks.api_key, "")
         )
         self.webhooks.attach(self)
+        # Room recordings (the recorder process starts with the first one).
+        self.recordings = Recordings(
+            config.recording,
+            listen_ip="127.0.0.1",
+            log_level=config.log.level,
+            log_format=config.log.format,
+        )
+        self.observer.on("newroom", self.recordings.watch)
         self._room_creation: dict[str, asyncio.Task[Room]] = {}
         # LiveKit's RoomService at /twirp/livekit.RoomService/{Method}.
         self.room_service = RoomService(self)
@@ -392,6 +401,7 @@ class SfuServer:
             self._lag_task.cancel()
         for room in list(self.rooms.values()):
             room.close()
+        await self.recordings.close()
         await self.workers.close()
         # room_finished and whatever else is queued: bounded, a dead receiver can't hold us.
         await self.webhooks.close(min(5.0, self.config.signaling.shutdown_timeout))

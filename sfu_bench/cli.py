@@ -39,6 +39,7 @@ EPILOG = """\
 scenarios:
   fanout-N           1 publisher (video + audio, ~140 packets/s) -> N subscribers
   room-N             N participants, everyone publishes and subscribes
+  recorded-room-N    room-N with the room recorded ([recording] auto)
   voice-N            1 speaker, N audio-only listeners, N muted (signaling-only) members
   capacity           add subscribers to one publisher until loss > 1 % or latency
                      p50 > 250 ms (or a time/count bound); the last good count
@@ -53,7 +54,7 @@ scenarios:
                      SCTP; with N >= 10 also the highest rate without loss
   families for --scenarios: fanout (1,4,8,16,32), room (4,8), voice (50,200),
   capacity (capacity, capacity-voice), baseline (1,4,8), floor (1,4,8,16,32),
-  data (data-fanout-1, data-fanout-10)
+  data (data-fanout-1, data-fanout-10), recording (room-4, recorded-room-4)
 
 examples:
   sfu bench --quick                              fanout-1,4,8, room-4, baseline-fanout-4

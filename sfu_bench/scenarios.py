@@ -22,6 +22,8 @@ Scenarios:
 - ``capacity-voice``: the same search with one speaker and audio-only
   listeners, 100 more a step, in one router (the room never spreads to
   another worker): how many consumer streams one worker carries;
+- ``recorded-room-N``: ``room-N`` with the room recorded (``[recording] auto``): beside
+  ``room-N``, what recording costs per track (the recorder is one of the server's processes);
 - ``baseline-fanout-N``: the fanout load against the aiortc MediaRelay relay
   (:mod:`sfu_bench.baseline`), which decodes and re-encodes per subscriber.
 """
@@ -58,6 +60,7 @@ __all__ = [
 FAMILIES: dict[str, list[str]] = {
     "fanout": [f"fanout-{n}" for n in (1, 4, 8, 16, 32)],
     "room": ["room-4", "room-8"],
+    "recording": ["room-4", "recorded-room-4"],
     "voice": ["voice-50", "voice-200"],
     "capacity": ["capacity", "capacity-voice"],
     "baseline": [f"baseline-fanout-{n}" for n in (1, 4, 8)],
@@ -67,10 +70,11 @@ FAMILIES: dict[str, list[str]] = {
 DEFAULT_SCENARIOS = [name for family in FAMILIES.values() for name in family]
 QUICK_SCENARIOS = ["fanout-1", "fanout-4", "fanout-8", "room-4", "baseline-fanout-4"]
 
-_NAME = re.compile(r"^(fanout|room|voice|baseline-fanout|floor|data-fanout)-(\d+)$")
+_NAME = re.compile(r"^(fanout|room|recorded-room|voice|baseline-fanout|floor|data-fanout)-(\d+)$")
 MAX_N = {
     "fanout": 256,
     "room": 16,
+    "recorded-room": 16,
     "voice": 400,
     "baseline-fanout": 16,
     "floor": 256,
@@ -90,6 +94,7 @@ class Scenario:
     name: str
     family: str  # fanout, room, voice, capacity, baseline-fanout, floor
     n: int
+    recorded: bool = False  # the server records the room (recorded-room-N)
 
     @property
     def target_kind(self) -> str:
@@ -103,13 +108,15 @@ def parse_scenario(name: str) -> Scenario:
     match = _NAME.match(name)
     if not match:
         raise ValueError(
-            f"unknown scenario {name!r}: expected fanout-N, room-N, voice-N, "
+            f"unknown scenario {name!r}: expected fanout-N, room-N, recorded-room-N, voice-N, "
             "baseline-fanout-N, floor-N, data-fanout-N, capacity or capacity-voice"
         )
     family, n = match.group(1), int(match.group(2))
-    low = 2 if family == "room" else 1
+    low = 2 if family in ("room", "recorded-room") else 1
     if not low <= n <= MAX_N[family]:
         raise ValueError(f"{name}: N must be within {low}..{MAX_N[family]}")
+    if family == "recorded-room":
+        return Scenario(name, "room", n, recorded=True)
     return Scenario(name, family, n)
 
 
@@ -310,6 +317,7 @@ class Runner:
             profile=self.settings.profile,
             workers=self.settings.workers,
             max_peers_per_router=0 if scenario.name == "capacity-voice" else None,
+            recording_directory=workdir / "recordings" if scenario.recorded else None,
         )
 
     def _worker_config(

@@ -209,13 +209,15 @@ def start_sfu(
     ports: int = 2000,
     workers: int = 0,
     max_peers_per_router: int | None = None,
+    recording_directory: Path | None = None,
 ) -> Target:
     """``python -m sfu --config <tmp toml>`` on free loopback ports, with ``workers``
     media workers (0: one per CPU). With ``profile``, one worker, and both it and
     the signaling process run under cProfile: the worker's stats (the media hot
     path) go to ``profile``, the signaling process's to ``profile.signaling``.
     ``max_peers_per_router``: when a room spreads to another worker (None: the
-    server's default; 0: never, the room stays on one worker)."""
+    server's default; 0: never, the room stays on one worker). ``recording_directory``:
+    every room is recorded there."""
     if profile is not None:
         workers = 1
     workdir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +252,17 @@ def start_sfu(
                     ),
                 },
                 "log": {"level": "warning"},
+                **(
+                    {
+                        "recording": {
+                            "directory": str(recording_directory),
+                            "auto": True,
+                            "free_space_floor_mb": 0,
+                        }
+                    }
+                    if recording_directory is not None
+                    else {}
+                ),
             }
         )
     )

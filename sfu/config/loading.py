@@ -49,6 +49,8 @@ ENVIRONMENT_OVERRIDES: dict[str, tuple[str, ...]] = {
     # Comma-separated; WebhooksConfig splits them.
     "SFU_WEBHOOK_URLS": ("webhooks.urls",),
     "SFU_WEBHOOK_API_KEY": ("webhooks.api_key",),
+    "SFU_RECORDING_DIRECTORY": ("recording.directory",),
+    "SFU_RECORDING_AUTO": ("recording.auto",),
 }
 _INTEGER_KEYS = {
     "http.port",
@@ -57,7 +59,7 @@ _INTEGER_KEYS = {
     "rooms.empty_timeout",
     "rooms.max_participants",
 }
-_BOOLEAN_KEYS = {"media.native_send", "media.native_receive", "rooms.auto_create"}
+_BOOLEAN_KEYS = {"media.native_send", "media.native_receive", "rooms.auto_create", "recording.auto"}
 # SFU_NATIVE_SEND=0 has always meant off; the words are accepted too.
 _BOOLEAN_WORDS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 

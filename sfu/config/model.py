@@ -543,6 +543,18 @@ class RoomsConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """Room recordings (docs/recording.md): one file per track, remuxed by the recorder process."""
+
+    # Where each room's recording directory goes (relative to the working directory).
+    directory: Text = "recordings"
+    # Record every room from its first producer until it closes.
+    auto: Flag = False
+    # Recording stops (with an error in the log) when the disk has less free space than this.
+    free_space_floor_mb: Annotated[int, _integer(0)] = 500
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Annotated[str, _one_of(LOG_LEVELS, lower=True)] = "info"
     # "text" for people, "json" for log pipelines (one object a line, with the
@@ -571,3 +583,4 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)

@@ -1,6 +1,7 @@
 """The process boundary, proven on the real processes: the signalling process
 (``python -m sfu``) never loads the media plane, and a media worker
-(``python -m sfu.media.worker_process``) never loads signalling.
+(``python -m sfu.media.worker_process``) and the recorder
+(``python -m sfu.recorder.recorder_process``) never load signalling.
 
 A ``sitecustomize`` on ``PYTHONPATH`` (inherited by the workers) writes each
 process's ``sys.modules`` when it exits; the test runs a room with two peers
@@ -30,7 +31,15 @@ def _dump_modules():
 atexit.register(_dump_modules)
 """
 
-MEDIA_PACKAGES = ("aiortc", "aioice", "pylibsrtp", "av", "sfu.media", "sfu.aiortc_adapter")
+MEDIA_PACKAGES = (
+    "aiortc",
+    "aioice",
+    "pylibsrtp",
+    "av",
+    "sfu.media",
+    "sfu.aiortc_adapter",
+    "sfu.recorder",
+)
 SIGNALLING_PACKAGES = ("aiohttp", "sfu.signaling", "sfu.rooms", "sfu.control", "sfu.server")
 
 
@@ -56,7 +65,11 @@ async def test_signalling_and_media_processes_load_only_their_side(tmp_path: Pat
     python_path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     server = start_server(
         tmp_path,
-        {"workers": {"count": 1}},
+        {
+            "workers": {"count": 1},
+            # The room is recorded: the recorder process runs too.
+            "recording": {"directory": str(tmp_path / "recordings"), "auto": True},
+        },
         env={"PYTHONPATH": python_path, "SFU_TEST_MODULES_DIR": str(dumps)},
     )
     try:
@@ -77,4 +90,11 @@ async def test_signalling_and_media_processes_load_only_their_side(tmp_path: Pat
         assert _loaded(worker, SIGNALLING_PACKAGES) == [], f"worker {pid} loaded signalling"
         assert {"sfu.media.worker", "sfu.media.webrtc_transport", "pylibsrtp"} <= worker
     assert _loaded(signalling, MEDIA_PACKAGES) == [], "the signalling process loaded media"
+    others = {int(p.stem) for p in dumps.glob("*.txt")} - {server.pid, *worker_pids}
+    recorders = [
+        pid for pid in others if "sfu.recorder.track_writer" in _modules_at_exit(dumps, pid)
+    ]
+    assert len(recorders) == 1, others
+    recorder = _modules_at_exit(dumps, recorders[0])
+    assert _loaded(recorder, (*SIGNALLING_PACKAGES, "sfu.media")) == [], "the recorder loaded those"
     assert {"sfu.control.router", "sfu.rooms.room", "aiohttp"} <= signalling
