@@ -41,6 +41,7 @@ import secrets
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Generic, Self, TypeVar, overload
 
+import jwt
 from aiortc import MediaStreamTrack
 from pyee.asyncio import AsyncIOEventEmitter
 
@@ -84,6 +85,17 @@ class _PartAttribute(Generic[T]):
         raise AttributeError(f"SfuClient.{self._attribute} is read-only")
 
 
+def token_subject(access_token: str) -> str | None:
+    """The ``sub`` of a LiveKit access token, read without verifying it (the
+    server verifies); None when it has none or is no JWT."""
+    try:
+        claims = jwt.decode(access_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) and sub else None
+
+
 class SfuClient(AsyncIOEventEmitter):
     """A room participant: produce tracks, consume everybody else's.
 
@@ -96,7 +108,8 @@ class SfuClient(AsyncIOEventEmitter):
     silently dead network is noticed. ``access_token``: a LiveKit access token
     for a server with access control (docs/auth.md), sent as ``access_token``;
     an upgrade refused with 401 or 403 raises ``AccessRefusedError`` from
-    ``join()`` and is never retried by the reconnection (``fatal``).
+    ``join()`` and is never retried by the reconnection (``fatal``). Without
+    ``peer_id`` the peer is the token's ``sub``, as the server takes it.
     """
 
     def __init__(  # noqa: PLR0913 - the client's options, keyword-only (tests, the bench and `python -m sfu.client` pass them by name)
@@ -127,7 +140,10 @@ class SfuClient(AsyncIOEventEmitter):
             raise ValueError("rejoin_attempts must be at least 1")
         self.url = url
         self.room_id = room_id
-        self.peer_id = peer_id if peer_id is not None else secrets.token_hex(4)
+        if peer_id is None:
+            # With a token, the server takes its `sub` as the peer (docs/auth.md).
+            peer_id = (access_token and token_subject(access_token)) or secrets.token_hex(4)
+        self.peer_id = peer_id
         self.display_name = display_name
         self.device_info = dict(device) if device is not None else default_device_info()
         self.ice_addresses = list(ice_addresses) if ice_addresses is not None else None

@@ -252,3 +252,17 @@ def test_hostile_tokens_are_refused_with_401_or_403_and_nothing_else(bad: str) -
     assert body["reason"]
     assert body["message"]
     json.dumps(body)
+
+
+def test_sfu_client_takes_its_peer_id_from_the_token() -> None:
+    """Without a peer_id, SfuClient is the token's `sub` (the server refuses any
+    other peerId with 403); without a usable token, a random id as before."""
+    from sfu.client import SfuClient
+
+    token = mint_token(
+        "APIkey", "s" * 40, identity="ada", grants=VideoGrants(room="r", room_join=True), ttl=60
+    )
+    assert SfuClient("ws://127.0.0.1:1", "r", access_token=token).peer_id == "ada"
+    assert SfuClient("ws://127.0.0.1:1", "r", "bob", access_token=token).peer_id == "bob"
+    assert len(SfuClient("ws://127.0.0.1:1", "r", access_token="not a jwt").peer_id) == 8
+    assert len(SfuClient("ws://127.0.0.1:1", "r").peer_id) == 8
