@@ -220,6 +220,9 @@ export class RoomClient extends Emitter {
           problems.push({ what: 'camera', error: new Error('the server and this browser share no video codec') });
         }
       }
+      // After the media producers, as mediasoup-demo does: a data channel's m-line
+      // first made a later refused produce fail its renegotiation in mediasoup-client.
+      await this.#openChat(media);
       this.#emitLocal();
       this.#updateState();
       if (problems.length > 0) this.emit('error', this.#describeJoinProblems(problems));
@@ -273,7 +276,6 @@ export class RoomClient extends Emitter {
     // For `resume` after the signaling connection drops.
     this.sessionToken = sessionToken ?? null;
     for (const info of peers ?? []) this.#upsertPeer(info);
-    await this.#openChat(media);
   }
 
   /**
@@ -830,6 +832,7 @@ export class RoomClient extends Emitter {
       }
       this.local[source] = await this.#produce(track, source, { paused: want.paused });
     }
+    await this.#openChat(media);
     this.#emitLocal();
     return problems;
   }

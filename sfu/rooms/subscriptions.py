@@ -34,27 +34,48 @@ class Subscriptions:
     def consume_all(self, consumer_peer: Peer, producer_peers: Iterable[Peer]) -> None:
         """``consumer_peer`` consumes every producer (and data producer) of ``producer_peers``."""
         producer_peers = list(producer_peers)
-        for producer_peer in producer_peers:
-            for producer in producer_peer.producers.values():
-                self.consume(consumer_peer, producer_peer, producer)
-        self._room.data.consume_all(consumer_peer, producer_peers)
+        media = [
+            task
+            for producer_peer in producer_peers
+            for producer in list(producer_peer.producers.values())
+            if (task := self.consume(consumer_peer, producer_peer, producer)) is not None
+        ]
+        if not media:
+            self._room.data.consume_all(consumer_peer, producer_peers)
+            return
+        # Data consumers once the media ones are answered: with a data channel as
+        # its first m-section, an aiortc client (pymediasoup) could bind its media
+        # receivers to a transport that BUNDLE then replaced, and receive no media.
+        task = asyncio.create_task(self._consume_data_after(consumer_peer, producer_peers, media))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def consume(self, consumer_peer: Peer, producer_peer: Peer, producer: Producer) -> None:
-        """Start consuming ``producer`` for ``consumer_peer`` (in a task), unless
-        it does already, it is its own, or it cannot consume yet."""
+    async def _consume_data_after(
+        self, consumer_peer: Peer, producer_peers: list[Peer], media: list[asyncio.Task[None]]
+    ) -> None:
+        await asyncio.gather(*media, return_exceptions=True)
+        if not consumer_peer.closed:
+            self._room.data.consume_all(consumer_peer, producer_peers)
+
+    def consume(
+        self, consumer_peer: Peer, producer_peer: Peer, producer: Producer
+    ) -> asyncio.Task[None] | None:
+        """Start consuming ``producer`` for ``consumer_peer`` (in a task, returned),
+        unless it does already, it is its own, or it cannot consume yet."""
         if (
             producer.id in consumer_peer.consumed_producer_ids
             or consumer_peer is producer_peer
             or consumer_peer.rtp_capabilities is None
             or not consumer_peer.grants.can_subscribe
         ):
-            return
+            return None
         if consumer_peer.consuming_transport() is None:
-            return  # consumed when the peer creates its consuming transport
+            return None  # consumed when the peer creates its consuming transport
         consumer_peer.consumed_producer_ids.add(producer.id)
         task = asyncio.create_task(self._subscribe(consumer_peer, producer_peer, producer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def close_consumers(self, peer: Peer) -> None:
         """Close every consumer of ``peer`` (it may no longer subscribe); it gets
