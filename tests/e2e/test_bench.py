@@ -35,31 +35,35 @@ SCENARIO_FIELDS = {
 }
 
 
-def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def run_bench(tmp_path: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m sfu_bench ARGS --json tmp_path/bench.json --workdir tmp_path/work``;
+    fails the test on a non-zero exit."""
     completed = subprocess.run(
         [
             sys.executable,
             "-m",
             "sfu_bench",
-            "--scenario",
-            "fanout-2",
-            "--scenario",
-            "floor-2",
-            "--duration",
-            "5",
+            *args,
             "--json",
-            str(out),
+            str(tmp_path / "bench.json"),
             "--workdir",
             str(tmp_path / "work"),
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed
+
+
+def test_bench_fanout_2_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = run_bench(
+        tmp_path, "--scenario", "fanout-2", "--scenario", "floor-2", "--duration", "5"
+    )
     # The human table went to stdout.
     assert "fanout-2" in completed.stdout
     assert "µs/pkt" in completed.stdout
@@ -141,29 +145,16 @@ def test_bench_capacity_voice_counts_consumer_streams_on_one_worker(tmp_path: Pa
     """The voice capacity search, bounded at 6 listeners: two steps of 3, media counted."""
     out = tmp_path / "bench.json"
     work = tmp_path / "work"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sfu_bench",
-            "--scenario",
-            "capacity-voice",
-            "--max-listeners",
-            "6",
-            "--workers",
-            "2",
-            "--json",
-            str(out),
-            "--workdir",
-            str(work),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    completed = run_bench(
+        tmp_path,
+        "--scenario",
+        "capacity-voice",
+        "--max-listeners",
+        "6",
+        "--workers",
+        "2",
         timeout=300,
-        check=False,
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
     [result] = json.loads(out.read_text())["scenarios"]
     assert not result.get("error"), result
     assert result["name"] == "capacity-voice"
@@ -194,29 +185,9 @@ def test_bench_data_fanout_delivers_every_message(tmp_path: Path) -> None:
     """data-fanout-3: one sender at 100 messages/s, three receivers; every message
     arrives, in order, and the summary line reports it."""
     out = tmp_path / "bench.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sfu_bench",
-            "--scenario",
-            "data-fanout-3",
-            "--duration",
-            "3",
-            "--workers",
-            "1",
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "work"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    completed = run_bench(
+        tmp_path, "--scenario", "data-fanout-3", "--duration", "3", "--workers", "1"
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
     [result] = json.loads(out.read_text())["scenarios"]
     assert not result.get("error"), result
     assert result["family"] == "data-fanout"
