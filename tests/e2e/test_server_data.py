@@ -8,37 +8,19 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from sfu.client import SfuClient
-from sfu.config import config_from_dict
 from sfu.server import SfuServer
 
-from ..conftest import LOOPBACK, free_tcp_port
-from .helpers import wait_until
+from ..conftest import LOOPBACK
+from .helpers import in_process_server, wait_until
 from .test_data_channels import Inbox
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[SfuServer, str]]:
-    port = free_tcp_port()
-    config = config_from_dict(
-        {
-            "http": {"listen_ip": "127.0.0.1", "port": port},
-            "media": {"listen_ip": "127.0.0.1", "rtc_min_port": 47400, "rtc_max_port": 47499},
-            "workers": {"count": 1},
-        }
-    )
-    sfu = SfuServer(config)
-    await sfu.start()
-    runner = web.AppRunner(sfu.app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield sfu, f"ws://127.0.0.1:{port}"
-    finally:
-        await sfu.close()
-        await runner.cleanup()
+    async with in_process_server(47400, workers={"count": 1}) as running:
+        yield running
 
 
 async def test_a_room_posts_a_system_message_to_every_peer(
