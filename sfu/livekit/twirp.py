@@ -126,9 +126,7 @@ class TwirpService:
         claims = self._authenticate(request)
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise TwirpError("malformed", f"the body is over {MAX_BODY_BYTES} bytes")
-        body = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
-            raise TwirpError("malformed", f"the body is over {MAX_BODY_BYTES} bytes")
+        body = await _read_body(request)
         message = _decode(method.request_type, body, content_type)
         try:
             reply = await method.handler(claims, message)
@@ -153,6 +151,17 @@ class TwirpService:
             return self._verifier.verify(token.strip())
         except TokenRefusal as refusal:
             raise TwirpError("unauthenticated", refusal.message) from None
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, at most MAX_BODY_BYTES (a read returns what has arrived,
+    which for a large body is only its first chunk)."""
+    body = bytearray()
+    while chunk := await request.content.read(MAX_BODY_BYTES + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise TwirpError("malformed", f"the body is over {MAX_BODY_BYTES} bytes")
+    return bytes(body)
 
 
 def _decode(request_type: type[RequestT], body: bytes, content_type: str) -> RequestT:
