@@ -7,7 +7,8 @@ peers, with the notifications the peers get (docs/protocol.md):
   resume what an admin muted);
 - change its name, metadata and grants, at once: a producer the new grants
   forbid closes (the owner gets ``producerClosed``), and without
-  ``canSubscribe`` its consumers close (it gets ``consumerClosed``).
+  ``canSubscribe`` its consumers and data consumers close (it gets
+  ``consumerClosed`` and ``dataConsumerClosed``).
 """
 
 from __future__ import annotations
@@ -83,5 +84,6 @@ class RoomAdmin:
                 )
         if not grants.can_subscribe:
             room.subscriptions.close_consumers(peer)
+            room.data.close_data_consumers(peer)
         elif not could_subscribe and peer.joined:
             room.subscriptions.consume_all(peer, room.joined_peers(excluding=peer))

@@ -243,6 +243,15 @@ class DataChannels:
         data_consumer.on("dataproducerclose", closed_by_server)
         data_consumer.on("serverclose", closed_by_server)
 
+    def close_data_consumers(self, peer: Peer) -> None:
+        """Close every data consumer of ``peer`` (it may no longer subscribe); it
+        gets ``dataConsumerClosed`` for each."""
+        for data_consumer in list(peer.data_consumers.values()):
+            data_consumer.close()
+            peer.data_consumers.pop(data_consumer.id, None)
+            peer.consumed_data_producer_ids.discard(data_consumer.data_producer_id)
+            peer.connection.notify("dataConsumerClosed", {"dataConsumerId": data_consumer.id})
+
     async def _offer(
         self,
         consumer_peer: Peer,

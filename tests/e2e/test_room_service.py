@@ -243,9 +243,12 @@ async def _check_update_participant(
         timeout=5,
     )
 
-    # canSubscribe false: carol's consumers close at once, bob's stay.
+    # canSubscribe false: carol's consumers and data consumers close at once, bob's stay.
     carol_closed = await collect(carol, "consumerclosed")
+    carol_data_closed = await collect(carol, "dataconsumerclosed")
     carol_consumers = set(carol.consumers)
+    assert await wait_until(lambda: len(carol.data_consumers) == 1, timeout=10)
+    carol_data_consumers = set(carol.data_consumers)
     updated = await rooms.update_participant(
         proto.UpdateParticipantRequest(
             room=room_name,
@@ -259,6 +262,8 @@ async def _check_update_participant(
     assert await wait_until(lambda: set(carol_closed) >= carol_consumers, timeout=5)
     assert not carol.consumers
     assert len(bob.consumers) == 2
+    assert await wait_until(lambda: set(carol_data_closed) == carol_data_consumers, timeout=5)
+    assert len(bob.data_consumers) == 1
     # Given back, it takes effect at once too: carol consumes alice's tracks again.
     await rooms.update_participant(
         proto.UpdateParticipantRequest(
@@ -303,6 +308,7 @@ async def test_room_service_methods_and_their_effects_on_peers(
             await client.join()
         audio_id = await alice.produce(ToneAudioTrack(frequency=440))
         video_id = await alice.produce(PatternVideoTrack(320, 240, fps=15))
+        await alice.produce_data("chat")
         for client in (bob, carol):
             assert await client.wait_for_consumers(2, timeout=15)
 
